@@ -1,0 +1,1 @@
+"""Billing models (rate cards, usage, invoices, budgets) arrive with the billing capability."""

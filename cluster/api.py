@@ -1,0 +1,75 @@
+"""REST API for pools and nodes. Everyone signed in may read; only operators may act."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, permissions, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from cluster import services
+from cluster.models import Node, Pool
+from cluster.serializers import NodeActionSerializer, NodeEventSerializer, NodeSerializer, PoolSerializer
+from portal.access import is_operator
+
+
+class IsOperator(permissions.BasePermission):
+    message = "Only operators may change nodes."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return is_operator(request.user)
+
+
+@extend_schema(tags=["cluster"])
+class PoolViewSet(viewsets.ReadOnlyModelViewSet[Pool]):
+    serializer_class = PoolSerializer
+    queryset = Pool.objects.all()
+    lookup_field = "name"
+    pagination_class = None
+
+
+@extend_schema(tags=["cluster"])
+class NodeViewSet(viewsets.ReadOnlyModelViewSet[Node]):
+    serializer_class = NodeSerializer
+    queryset = Node.objects.select_related("pool")
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+    pagination_class = None
+
+    def get_permissions(self) -> list[permissions.BasePermission]:
+        if self.action in ("cordon", "drain", "resume"):
+            return [permissions.IsAuthenticated(), IsOperator()]
+        return super().get_permissions()
+
+    def _act(self, request: Request, change: Any) -> Response:
+        node = self.get_object()
+        body = NodeActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            node = change(node.name, request.user.get_username(), body.validated_data["reason"])
+        except services.NodeActionError as exc:
+            raise exceptions.ValidationError({"reason": [str(exc)]}) from None
+        return Response(NodeSerializer(node).data)
+
+    @extend_schema(request=NodeActionSerializer, responses={200: NodeSerializer})
+    @action(detail=True, methods=["post"])
+    def cordon(self, request: Request, name: str | None = None) -> Response:
+        return self._act(request, services.cordon)
+
+    @extend_schema(request=NodeActionSerializer, responses={200: NodeSerializer})
+    @action(detail=True, methods=["post"])
+    def drain(self, request: Request, name: str | None = None) -> Response:
+        return self._act(request, services.drain)
+
+    @extend_schema(request=NodeActionSerializer, responses={200: NodeSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, name: str | None = None) -> Response:
+        return self._act(request, services.resume)
+
+    @extend_schema(responses={200: NodeEventSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, name: str | None = None) -> Response:
+        return Response(NodeEventSerializer(self.get_object().events.all()[:200], many=True).data)

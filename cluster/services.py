@@ -1,0 +1,128 @@
+"""The cluster app's write path: node sync, node operations with their audit trail, grid history."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Max, Sum
+from django.utils import timezone
+
+from cluster.backends import ClusterBackend, get_backend
+from cluster.backends.base import BackendRejected
+from cluster.gpus import GPU_MODELS
+from cluster.models import GridSample, Node, NodeEvent, Pool
+from cluster.states import NodeState
+from portal.broadcast import send_on_commit
+
+
+class NodeActionError(Exception):
+    """A node operation was refused; the message says why."""
+
+
+def sync_nodes(backend: ClusterBackend | None = None) -> int:
+    """Copy the backend's nodes into the portal; nodes the backend no longer has are removed."""
+    remote = (backend or get_backend()).list_nodes()
+    now = timezone.now()
+    with transaction.atomic():
+        for r in remote:
+            pool, _ = Pool.objects.get_or_create(name=r.pool, defaults={"kind": r.pool_kind, "gpu_model": r.gpu_model})
+            node, created = Node.objects.get_or_create(
+                name=r.name,
+                defaults=dict(pool=pool, gpu_model=r.gpu_model, gpus=r.gpus, state=r.state, reason=r.reason),
+            )
+            if not created and node.state != r.state:
+                NodeEvent.objects.create(node=node, from_state=node.state, to_state=r.state, actor="backend", reason=r.reason)
+            Node.objects.filter(pk=node.pk).update(
+                pool=pool, gpu_model=r.gpu_model, gpus=r.gpus, gpus_used=r.gpus_used, state=r.state, reason=r.reason, updated_at=now
+            )
+        Node.objects.exclude(name__in=[r.name for r in remote]).delete()
+    send_on_commit("grid", {"type": "grid.changed"})
+    return len(remote)
+
+
+def _change_node(name: str, to: NodeState, actor: str, reason: str) -> Node:
+    node = Node.objects.filter(name=name).first()
+    if node is None:
+        raise NodeActionError(f"no node called {name!r}")
+    if to != NodeState.READY and not reason.strip():
+        raise NodeActionError("reason: a reason is required to cordon or drain a node")
+    if len(reason) > 255:
+        raise NodeActionError("reason: at most 255 characters")
+    backend = get_backend()
+    try:
+        if to == NodeState.CORDONED:
+            backend.cordon(name, reason)
+        elif to == NodeState.DRAINING:
+            backend.drain(name, reason)
+        else:
+            backend.resume(name)
+    except BackendRejected as exc:
+        raise NodeActionError(str(exc)) from exc
+    with transaction.atomic():
+        NodeEvent.objects.create(node=node, from_state=node.state, to_state=to, actor=actor, reason=reason)
+        Node.objects.filter(pk=node.pk).update(state=to, reason=reason, updated_at=timezone.now())
+        send_on_commit("grid", {"type": "grid.changed"})
+    node.refresh_from_db()
+    return node
+
+
+def cordon(name: str, actor: str, reason: str) -> Node:
+    return _change_node(name, NodeState.CORDONED, actor, reason)
+
+
+def drain(name: str, actor: str, reason: str) -> Node:
+    return _change_node(name, NodeState.DRAINING, actor, reason)
+
+
+def resume(name: str, actor: str, reason: str = "") -> Node:
+    return _change_node(name, NodeState.READY, actor, reason)
+
+
+@dataclass(frozen=True)
+class ModelCapacity:
+    max_gpus_per_node: int
+    total_gpus: int
+    healthy_gpus: int
+
+
+def capacity_by_model() -> dict[str, ModelCapacity]:
+    """GPUs per model in the grid, as validation and the dashboard need them."""
+    out: dict[str, ModelCapacity] = {}
+    for row in Node.objects.values("gpu_model").annotate(largest=Max("gpus"), total=Sum("gpus")):
+        healthy = Node.objects.filter(gpu_model=row["gpu_model"], state=NodeState.READY).aggregate(s=Sum("gpus"))["s"]
+        out[row["gpu_model"]] = ModelCapacity(row["largest"], row["total"], healthy or 0)
+    return out
+
+
+def known_gpu_models() -> frozenset[str]:
+    return frozenset(GPU_MODELS)
+
+
+def record_grid_sample(allocated_by_pool: dict[str, int], pending_by_model: dict[str, tuple[int, int]], running_by_pool: dict[str, int]) -> int:
+    """Store one history point per pool (called by the periodic task with figures from jobs)."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for pool_id, gpus, state in Node.objects.values_list("pool_id", "gpus", "state"):
+        totals[pool_id][0] += gpus
+        if state == NodeState.READY:
+            totals[pool_id][1] += gpus
+    now = timezone.now()
+    samples = []
+    for pool in Pool.objects.all():
+        total, healthy = totals.get(pool.pk, [0, 0])
+        jobs_pending, gpus_pending = pending_by_model.get(pool.gpu_model, (0, 0))
+        samples.append(
+            GridSample(
+                at=now,
+                pool=pool,
+                gpus_total=total,
+                gpus_healthy=healthy,
+                gpus_allocated=allocated_by_pool.get(pool.name, 0),
+                jobs_running=running_by_pool.get(pool.name, 0),
+                jobs_pending=jobs_pending,
+                gpus_pending=gpus_pending,
+            )
+        )
+    GridSample.objects.bulk_create(samples)
+    return len(samples)

@@ -1,0 +1,122 @@
+"""What a job's page and websocket show: state, events, log tail and per-GPU telemetry."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from cluster.simulator.model import GpuSample
+from cluster.telemetry import get_telemetry
+from jobs import services
+from jobs.models import Job, JobEvent
+from jobs.spec import format_walltime
+from jobs.states import TERMINAL, PendingReason
+from portal.charts import Point, line_figure
+
+WINDOW_S = 300
+MAX_POINTS = 300
+LOG_TAIL = 200
+# (sample attribute, chart title, unit, fixed y range)
+METRICS: tuple[tuple[str, str, str, tuple[float, float] | None], ...] = (
+    ("utilization", "GPU utilisation", "%", (0, 100)),
+    ("temperature_c", "GPU temperature", "°C", None),
+    ("fb_used_mib", "GPU memory used", "MiB", None),
+)
+
+
+def job_state(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.pk,
+        "state": job.state,
+        "state_label": job.get_state_display(),
+        "reason": job.reason,
+        "reason_label": PendingReason(job.reason).label if job.reason in PendingReason.values else job.reason,
+        "reason_detail": job.reason_detail,
+        "position": services.queue_position(job),
+        "exit_code": job.exit_code,
+        "pool": job.pool,
+        "nodes": sorted(job.placement),
+        "submitted_at": _iso(job.submitted_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "walltime": format_walltime(job.walltime_s),
+        "ended": job.state in TERMINAL,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def events(job: Job, after_id: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"id": e.pk, "at": e.at.isoformat(), "from": e.from_state, "to": e.to_state, "actor": e.actor, "reason": e.reason}
+        for e in JobEvent.objects.filter(job=job, pk__gt=after_id).order_by("id")
+    ]
+
+
+def _label(sample: GpuSample) -> str:
+    return f"{sample.hostname}/gpu{sample.gpu}"
+
+
+def gpu_history(job: Job, now: datetime | None = None) -> dict[str, dict[str, list[Point]]]:
+    """Per metric, per GPU label: the job's telemetry over the last few minutes it ran."""
+    out: dict[str, dict[str, list[Point]]] = {m: defaultdict(list) for m, *_ in METRICS}
+    if not job.placement or job.started_at is None:
+        return out
+    end = job.finished_at or now or timezone.now()
+    start = max(job.started_at, end - timedelta(seconds=WINDOW_S))
+    step = max(2.0, (end - start).total_seconds() / MAX_POINTS)
+    for moment, samples in get_telemetry().history(sorted(job.placement), start, end, step):
+        for sample in samples:
+            if sample.portal_job_id == job.pk:
+                for metric, *_ in METRICS:
+                    out[metric][_label(sample)].append((moment.isoformat(), getattr(sample, metric)))
+    return out
+
+
+def gpu_now(job: Job) -> dict[str, Any] | None:
+    if not job.placement or job.state in TERMINAL or job.started_at is None:
+        return None
+    now = timezone.now()
+    samples = [s for s in get_telemetry().samples(sorted(job.placement), now) if s.portal_job_id == job.pk]
+    if not samples:
+        return None
+    return {"t": now.isoformat(), "values": {m: {_label(s): getattr(s, m) for s in samples} for m, *_ in METRICS}}
+
+
+def charts(history: dict[str, dict[str, list[Point]]]) -> dict[str, dict[str, Any]]:
+    return {
+        metric: line_figure(title, unit, dict(sorted(history[metric].items())), y_range)
+        for metric, title, unit, y_range in METRICS
+    }
+
+
+def log_tail(job: Job) -> dict[str, Any]:
+    lines = services.read_log(job, 0, 100_000)
+    start = max(0, len(lines) - LOG_TAIL)
+    return {"offset": len(lines), "lines": lines[start:]}
+
+
+def snapshot(job: Job) -> dict[str, Any]:
+    return {
+        "type": "snapshot",
+        "job": job_state(job),
+        "events": events(job),
+        "charts": charts(gpu_history(job)),
+        "log": log_tail(job),
+    }
+
+
+def tick(job: Job, log_offset: int, last_event_id: int) -> dict[str, Any]:
+    lines = services.read_log(job, log_offset)
+    return {
+        "type": "tick",
+        "job": job_state(job),
+        "events": events(job, last_event_id),
+        "gpus": gpu_now(job),
+        "log": {"offset": log_offset + len(lines), "lines": lines},
+    }

@@ -1,0 +1,122 @@
+"""Jobs, their event history and the templates they are submitted from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from jobs.states import JobState, PendingReason
+from portal.access import member_team_ids, sees_all_teams
+from portal.models import Team
+
+
+class JobKind(models.TextChoices):
+    TRAINING = "training", "ML training"
+    RENDERING = "rendering", "Rendering"
+    SIMULATION = "simulation", "Scientific simulation"
+    CUSTOM = "custom", "Custom script"
+
+
+class JobTemplate(models.Model):
+    """A pre-filled job form with the limits within which users may change it."""
+
+    slug = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=120)
+    kind = models.CharField(max_length=20, choices=JobKind.choices)
+    description = models.TextField(blank=True)
+    image = models.CharField(max_length=300)
+    command = models.JSONField(help_text="Argument list; {name} placeholders are filled from params.")
+    params = models.JSONField(default=dict, blank=True, help_text="Default values of the command's placeholders.")
+    gpu_model = models.CharField(max_length=20, default="a100")
+    gpus_per_node = models.PositiveIntegerField(default=1)
+    nodes = models.PositiveIntegerField(default=1)
+    walltime_s = models.PositiveIntegerField(default=3600)
+    max_gpus_per_node = models.PositiveIntegerField(default=8)
+    max_nodes = models.PositiveIntegerField(default=1)
+    max_walltime_s = models.PositiveIntegerField(default=24 * 3600)
+    allowed_gpu_models = models.JSONField(default=list, blank=True, help_text="Empty: any model.")
+    checkpoint_dir = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def visible_to(self, user: Any) -> JobQuerySet:
+        """The one rule for who sees which jobs: members see their teams', operators see all."""
+        if not user.is_authenticated:
+            return self.none()
+        if sees_all_teams(user):
+            return self
+        return self.filter(team_id__in=member_team_ids(user))
+
+
+class Job(models.Model):
+    """One unit of GPU work; an array element is a Job with `array_id` and `array_index` set."""
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="jobs")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
+    name = models.CharField(max_length=120)
+    kind = models.CharField(max_length=20, choices=JobKind.choices, default=JobKind.CUSTOM)
+    template = models.ForeignKey(JobTemplate, null=True, blank=True, on_delete=models.SET_NULL)
+    image = models.CharField(max_length=300, blank=True)
+    command = models.JSONField(default=list)
+    script = models.TextField(blank=True)
+    env = models.JSONField(default=dict, blank=True)
+    gpu_model = models.CharField(max_length=20)
+    gpus_per_node = models.PositiveIntegerField()
+    nodes = models.PositiveIntegerField(default=1)
+    gpus = models.PositiveIntegerField(help_text="gpus_per_node × nodes")
+    priority = models.CharField(max_length=30, default="standard")
+    walltime_s = models.PositiveIntegerField()
+    checkpoint_dir = models.CharField(max_length=300, blank=True)
+    array_id = models.UUIDField(null=True, blank=True, db_index=True)
+    array_index = models.PositiveIntegerField(null=True, blank=True)
+
+    state = models.CharField(max_length=12, choices=JobState.choices, default=JobState.PENDING)
+    reason = models.CharField(max_length=20, choices=PendingReason.choices, default=PendingReason.NEW, blank=True)
+    reason_detail = models.CharField(max_length=300, blank=True)
+    submitted_at = models.DateTimeField(default=timezone.now)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    admitted_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    pool = models.CharField(max_length=60, blank=True)
+    placement = models.JSONField(default=dict, blank=True, help_text="{node: GPUs} reserved at admission")
+    backend = models.CharField(max_length=20, blank=True)
+    backend_job_id = models.CharField(max_length=100, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["team", "-id"], name="job_team_recent"),
+            models.Index(fields=["state", "submitted_at", "id"], name="job_state_age"),
+            models.Index(fields=["owner", "-id"], name="job_owner_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.name}"
+
+
+class JobEvent(models.Model):
+    """Append-only history of a job: every state change with who, when and why."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    from_state = models.CharField(max_length=12, choices=JobState.choices, blank=True)
+    to_state = models.CharField(max_length=12, choices=JobState.choices)
+    actor = models.CharField(max_length=150)
+    reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]

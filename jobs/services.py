@@ -1,0 +1,451 @@
+"""The jobs app's only write path: submit, transition, admit, dispatch, sync, cancel, reap.
+
+Views, API, consumers and tasks call these functions and nothing else writes a Job. Every state
+change is a conditional UPDATE plus a JobEvent; Celery work and websocket messages go out only
+after the transaction commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from cluster import services as cluster_services
+from cluster.backends import ClusterBackend, get_backend
+from cluster.backends.base import BackendError, JobRequest, RemoteJob, RemoteJobState
+from cluster.models import Node
+from cluster.states import NodeState, PoolKind
+from jobs import admission, tasks
+from jobs.models import Job, JobEvent, JobTemplate
+from jobs.spec import JobSpec, ModelShape, SpecContext, SpecError, TemplateInfo, validate
+from jobs.states import HOLDS_GPUS, ON_BACKEND, TERMINAL, WAITING, JobState, PendingReason, sources_of
+from portal.access import is_operator, leads_team
+from portal.broadcast import send_on_commit
+from portal.locks import transaction_lock
+from portal.models import Team
+from quotas.models import PriorityClass
+from quotas.services import gpu_limits
+
+log = logging.getLogger(__name__)
+ADMISSION_LOCK = "admission-cycle"
+ADMISSION_WINDOW = 5000
+
+
+class JobActionError(Exception):
+    """An action on a job was refused; the message says why."""
+
+
+class JobForbidden(JobActionError):
+    """The user may see the job but not do this to it."""
+
+
+# --- transitions -----------------------------------------------------------------------------
+
+
+def transition(job_id: int, to: JobState, *, actor: str = "system", why: str = "", **fields: Any) -> bool:
+    """Move a job to `to` if the table allows it from its current state; False if it did not move."""
+    allowed = sources_of(to)
+    now = timezone.now()
+    with transaction.atomic():
+        for _ in range(3):  # compare-and-set; a concurrent change makes us look again
+            current = Job.objects.filter(pk=job_id).values_list("state", "team_id").first()
+            if current is None or current[0] not in allowed:
+                return False
+            moved = Job.objects.filter(pk=job_id, state=current[0]).update(state=to, state_changed_at=now, **fields)
+            if moved:
+                JobEvent.objects.create(job_id=job_id, at=now, from_state=current[0], to_state=to, actor=actor, reason=why[:300])
+                _announce(job_id, current[1])
+                return True
+    return False
+
+
+def _announce(job_id: int, team_id: int) -> None:
+    send_on_commit(f"job.{job_id}", {"type": "job.changed", "job": job_id})
+    send_on_commit(f"team.{team_id}", {"type": "jobs.changed"})
+    send_on_commit("grid", {"type": "grid.changed"})
+
+
+# --- submission ------------------------------------------------------------------------------
+
+
+def template_info(template: JobTemplate) -> TemplateInfo:
+    return TemplateInfo(
+        slug=template.slug,
+        kind=template.kind,
+        image=template.image,
+        command=tuple(template.command),
+        params=template.params,
+        gpu_model=template.gpu_model,
+        gpus_per_node=template.gpus_per_node,
+        nodes=template.nodes,
+        walltime_s=template.walltime_s,
+        max_gpus_per_node=template.max_gpus_per_node,
+        max_nodes=template.max_nodes,
+        max_walltime_s=template.max_walltime_s,
+        allowed_gpu_models=tuple(template.allowed_gpu_models),
+        checkpoint_dir=template.checkpoint_dir,
+    )
+
+
+def spec_context(user: Any, template: JobTemplate | None = None) -> SpecContext:
+    teams = dict(Team.objects.filter(memberships__user=user).values_list("slug", "id"))
+    capacity = cluster_services.capacity_by_model()
+    return SpecContext(
+        teams=teams,
+        priorities=frozenset(PriorityClass.objects.values_list("name", flat=True)) or frozenset({"standard"}),
+        grid={m: ModelShape(c.max_gpus_per_node, c.total_gpus) for m, c in capacity.items()},
+        known_gpu_models=cluster_services.known_gpu_models(),
+        max_walltime_s=settings.JOB_MAX_WALLTIME_S,
+        max_script_bytes=settings.JOB_MAX_SCRIPT_BYTES,
+        max_array_size=settings.JOB_MAX_ARRAY_SIZE,
+        template=template_info(template) if template else None,
+    )
+
+
+def resolve_template(raw: dict[str, Any]) -> JobTemplate | None:
+    slug = raw.get("template")
+    if slug in (None, ""):
+        return None
+    template = JobTemplate.objects.filter(slug=str(slug)).first()
+    if template is None:
+        raise SpecError({"template": [f"no template called {str(slug)[:60]!r}"]})
+    return template
+
+
+def submit(user: Any, raw: dict[str, Any]) -> list[Job]:
+    """Validate and create a job (or every element of an array) in one transaction."""
+    template = resolve_template(raw)
+    spec = validate(raw, spec_context(user, template))
+    return create_jobs(user, spec, template)
+
+
+def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None) -> list[Job]:
+    now = timezone.now()
+    indices: tuple[int | None, ...] = spec.array_indices or (None,)
+    array_id = uuid.uuid4() if spec.array_indices else None
+    jobs = [
+        Job(
+            team_id=spec.team_id,
+            owner=user,
+            name=spec.name if index is None else f"{spec.name}[{index}]",
+            kind=spec.kind,
+            template=template,
+            image=spec.image,
+            command=list(spec.command),
+            script=spec.script,
+            env=spec.env if index is None else {**spec.env, "ARRAY_INDEX": str(index)},
+            gpu_model=spec.gpu_model,
+            gpus_per_node=spec.gpus_per_node,
+            nodes=spec.nodes,
+            gpus=spec.gpus,
+            priority=spec.priority,
+            walltime_s=spec.walltime_s,
+            checkpoint_dir=spec.checkpoint_dir,
+            array_id=array_id,
+            array_index=index,
+            submitted_at=now,
+            state_changed_at=now,
+        )
+        for index in indices
+    ]
+    with transaction.atomic():
+        created = Job.objects.bulk_create(jobs, batch_size=500)
+        if any(job.pk is None for job in created):  # backends without RETURNING (none we support)
+            created = list(Job.objects.filter(array_id=array_id)) if array_id else created
+        JobEvent.objects.bulk_create(
+            [JobEvent(job=job, at=now, to_state=JobState.PENDING, actor=user.username, reason="submitted") for job in created],
+            batch_size=500,
+        )
+        send_on_commit(f"team.{spec.team_id}", {"type": "jobs.changed"})
+        transaction.on_commit(tasks.admission_cycle.delay)
+    return created
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+
+def can_cancel(user: Any, job: Job) -> bool:
+    return bool(job.owner_id == user.pk or is_operator(user) or leads_team(user, job.team_id))
+
+
+def cancel(user: Any, job: Job, reason: str = "") -> Job:
+    if not can_cancel(user, job):
+        raise JobForbidden("only the job's owner, a lead of its team or an operator may cancel it")
+    if job.state in TERMINAL:
+        raise JobActionError(f"job #{job.pk} has already ended ({job.state})")
+    was_on_backend = job.state in HOLDS_GPUS
+    with transaction.atomic():
+        moved = transition(
+            job.pk, JobState.CANCELLED, actor=user.username, why=reason or "cancelled by user",
+            finished_at=timezone.now(), reason_detail="",
+        )  # fmt: skip
+        if moved and was_on_backend:
+            transaction.on_commit(lambda: tasks.cancel_on_backend.delay(job.pk))
+    if not moved:
+        job.refresh_from_db()
+        if job.state not in TERMINAL:
+            raise JobActionError(f"job #{job.pk} changed state while cancelling; try again")
+    job.refresh_from_db()
+    return job
+
+
+def cancel_on_backend(job_id: int, backend: ClusterBackend | None = None) -> bool:
+    """Make sure a cancelled job is not running on the backend; safe to repeat."""
+    backend = backend or get_backend()
+    remote = backend.find_job(job_id)
+    if remote is None or remote.state in (RemoteJobState.SUCCEEDED, RemoteJobState.FAILED, RemoteJobState.CANCELLED):
+        return False
+    backend.cancel(remote.backend_job_id)
+    return True
+
+
+# --- admission -------------------------------------------------------------------------------
+
+
+def _free_nodes() -> list[admission.FreeNode]:
+    reserved: dict[str, int] = defaultdict(int)
+    for placement in Job.objects.filter(state__in=HOLDS_GPUS).values_list("placement", flat=True):
+        for node, gpus in placement.items():
+            reserved[node] += gpus
+    return [
+        admission.FreeNode(n.name, n.pool.name, n.pool.kind == PoolKind.CLOUD, n.gpu_model, max(0, n.gpus - reserved[n.name]), n.gpus)
+        for n in Node.objects.filter(state=NodeState.READY).select_related("pool")
+    ]
+
+
+def team_usage() -> dict[tuple[int, str], int]:
+    rows = Job.objects.filter(state__in=HOLDS_GPUS).values("team_id", "gpu_model").annotate(g=Sum("gpus"))
+    return {(r["team_id"], r["gpu_model"]): r["g"] for r in rows}
+
+
+def run_admission_cycle() -> list[int]:
+    """Admit what fits, under the admission lock so concurrent cycles cannot over-admit."""
+    with transaction.atomic():
+        transaction_lock(ADMISSION_LOCK)
+        waiting = list(
+            Job.objects.filter(state__in=WAITING)
+            .order_by("submitted_at", "id")
+            .values_list("id", "team_id", "gpu_model", "gpus_per_node", "nodes", "reason", "reason_detail")[:ADMISSION_WINDOW]
+        )
+        if not waiting:
+            return []
+        decisions = admission.admit_fifo(
+            (admission.WaitingJob(*row[:5]) for row in waiting),
+            _free_nodes(),
+            team_usage(),
+            gpu_limits(),
+            settings.DEFAULT_TEAM_GPU_LIMIT,
+        )
+        now = timezone.now()
+        admitted = []
+        for admit in decisions.admitted:
+            if transition(
+                admit.job_id, JobState.ADMITTED, why=f"admitted to {admit.pool}",
+                admitted_at=now, pool=admit.pool, placement=admit.placement, reason="", reason_detail="",
+            ):  # fmt: skip
+                admitted.append(admit.job_id)
+        _record_reasons(waiting, decisions.waiting)
+        for job_id in admitted:
+            transaction.on_commit(lambda job_id=job_id: tasks.dispatch_job.delay(job_id))
+    return admitted
+
+
+def _record_reasons(waiting: list[tuple[Any, ...]], reasons: dict[int, tuple[str, str]]) -> None:
+    """Store why each job still waits, writing only the rows whose reason changed."""
+    for job_id, *_, old_reason, old_detail in waiting:
+        new = reasons.get(job_id)
+        if new and (old_reason, old_detail) != new:
+            Job.objects.filter(pk=job_id, state__in=WAITING).update(reason=new[0], reason_detail=new[1][:300])
+
+
+# --- dispatch --------------------------------------------------------------------------------
+
+
+def job_request(job: Job) -> JobRequest:
+    return JobRequest(
+        portal_job_id=job.pk,
+        name=job.name,
+        kind=job.kind,
+        team=job.team.slug,
+        user=job.owner.unix_username or job.owner.username,
+        gpu_model=job.gpu_model,
+        gpus_per_node=job.gpus_per_node,
+        nodes=job.nodes,
+        node_names=tuple(sorted(job.placement)),
+        walltime_s=job.walltime_s,
+        image=job.image,
+        command=tuple(job.command),
+        priority_class=job.priority,
+        checkpoint_dir=job.checkpoint_dir,
+        env=dict(job.env),
+    )
+
+
+def dispatch(job_id: int, backend: ClusterBackend | None = None) -> bool:
+    """Hand an admitted job to the backend exactly once; returns True if it is now dispatched.
+
+    Looks for the job on the backend first (by portal id), so a crash after the submit and
+    before the record never yields a second copy. Retryable backend errors propagate for the
+    task to retry; a refusal fails the job with the backend's reason.
+    """
+    job = Job.objects.select_related("team", "owner").filter(pk=job_id).first()
+    if job is None or job.state != JobState.ADMITTED:
+        return False
+    backend = backend or get_backend()
+    existing = backend.find_job(job.pk)
+    try:
+        backend_job_id = existing.backend_job_id if existing else backend.submit(job_request(job))
+    except BackendError as exc:
+        if exc.retryable:
+            raise
+        transition(job.pk, JobState.FAILED, why=f"backend refused: {exc}", finished_at=timezone.now(), reason_detail=str(exc)[:300])
+        return False
+    moved = transition(
+        job.pk, JobState.DISPATCHED, why=f"{backend.name} job {backend_job_id}",
+        dispatched_at=timezone.now(), backend=backend.name, backend_job_id=backend_job_id,
+    )  # fmt: skip
+    if not moved and Job.objects.filter(pk=job.pk, state=JobState.CANCELLED).exists():
+        backend.cancel(backend_job_id)  # cancelled while we were submitting
+    return moved
+
+
+# --- sync with the backend -------------------------------------------------------------------
+
+
+@dataclass
+class SyncReport:
+    checked: int = 0
+    changed: int = 0
+    recovered: int = 0
+    requeued: int = 0
+
+
+def sync_jobs(backend: ClusterBackend | None = None) -> SyncReport:
+    """Bring portal state in line with the backend for every job that is (or may be) on it."""
+    backend = backend or get_backend()
+    jobs = list(Job.objects.filter(state__in={JobState.ADMITTED} | ON_BACKEND).only("id", "state", "dispatched_at", "admitted_at"))
+    report = SyncReport(checked=len(jobs))
+    if not jobs:
+        return report
+    remote = {r.portal_job_id: r for r in backend.list_jobs([j.pk for j in jobs])}
+    stale_before = timezone.now() - timedelta(seconds=settings.DISPATCH_STALE_S)
+    for job in jobs:
+        found = remote.get(job.pk)
+        if job.state == JobState.ADMITTED:
+            if found is not None and transition(
+                job.pk, JobState.DISPATCHED, why="found on the backend by portal id",
+                dispatched_at=timezone.now(), backend=backend.name, backend_job_id=found.backend_job_id,
+            ):  # fmt: skip
+                report.recovered += 1
+                job.state = JobState.DISPATCHED
+            else:
+                continue
+        if found is None:
+            if job.dispatched_at and job.dispatched_at < stale_before and _requeue(job.pk, "the backend no longer has the job"):
+                report.requeued += 1
+            continue
+        report.changed += _apply_remote(job, found)
+    return report
+
+
+def _apply_remote(job: Job, remote: RemoteJob) -> int:
+    detail = remote.reason if remote.exit_code in (None, 0) else f"{remote.reason or 'exit'} (exit code {remote.exit_code})"
+    if remote.state == RemoteJobState.RUNNING and job.state == JobState.DISPATCHED:
+        return int(transition(job.pk, JobState.RUNNING, why="started", started_at=remote.started_at or timezone.now()))
+    ended = remote.ended_at or timezone.now()
+    started = remote.started_at
+    if remote.state == RemoteJobState.SUCCEEDED:
+        return int(transition(job.pk, JobState.SUCCEEDED, why="completed", exit_code=0, finished_at=ended, started_at=started))
+    if remote.state == RemoteJobState.FAILED:
+        return int(
+            transition(
+                job.pk, JobState.FAILED, why=detail or "failed", exit_code=remote.exit_code,
+                finished_at=ended, started_at=started, reason_detail=detail[:300],
+            )  # fmt: skip
+        )
+    if remote.state == RemoteJobState.CANCELLED:
+        return int(transition(job.pk, JobState.CANCELLED, why="cancelled on the backend", finished_at=ended, started_at=started))
+    if remote.state == RemoteJobState.PREEMPTED:
+        return int(_requeue(job.pk, "preempted on the backend"))
+    return 0
+
+
+def _requeue(job_id: int, why: str) -> bool:
+    return transition(
+        job_id, JobState.REQUEUED, why=why, placement={}, pool="", backend_job_id="",
+        reason=PendingReason.NEW, reason_detail=why,
+    )  # fmt: skip
+
+
+# --- reaper ----------------------------------------------------------------------------------
+
+
+def stale_admitted(now: datetime | None = None) -> list[int]:
+    """Admitted jobs that should have reached the backend by now (a lost task or a crash)."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.DISPATCH_STALE_S)
+    return list(Job.objects.filter(state=JobState.ADMITTED, admitted_at__lt=cutoff).values_list("id", flat=True))
+
+
+def reap_stale() -> dict[str, int]:
+    redispatch = stale_admitted()
+    for job_id in redispatch:
+        transaction.on_commit(lambda job_id=job_id: tasks.dispatch_job.delay(job_id))
+    recently = timezone.now() - timedelta(hours=1)
+    cancelled = list(
+        Job.objects.filter(state=JobState.CANCELLED, finished_at__gte=recently).exclude(backend_job_id="").values_list("id", flat=True)
+    )
+    for job_id in cancelled:
+        transaction.on_commit(lambda job_id=job_id: tasks.cancel_on_backend.delay(job_id))
+    return {"redispatched": len(redispatch), "cancel_checked": len(cancelled)}
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def read_log(job: Job, offset: int = 0, limit: int = 500) -> list[str]:
+    if not job.backend_job_id:
+        return []
+    try:
+        return get_backend(job.backend or None).read_log(job.backend_job_id, offset, limit)
+    except BackendError as exc:
+        log.warning("log of job %s unavailable: %s", job.pk, exc)
+        return []
+
+
+def grid_figures() -> dict[str, Any]:
+    """Current allocation and queue per pool and model, for the dashboard and GridSample."""
+    allocated: dict[str, int] = defaultdict(int)
+    running: dict[str, int] = defaultdict(int)
+    for pool, gpus, state in Job.objects.filter(state__in=HOLDS_GPUS).values_list("pool", "gpus", "state"):
+        allocated[pool] += gpus
+        running[pool] += int(state == JobState.RUNNING)
+    pending = {
+        r["gpu_model"]: (r["n"], r["g"] or 0)
+        for r in Job.objects.filter(state__in=WAITING).values("gpu_model").annotate(n=Count("id"), g=Sum("gpus"))
+    }
+    return {"allocated": dict(allocated), "running": dict(running), "pending": pending}
+
+
+def record_grid_sample() -> int:
+    figures = grid_figures()
+    return cluster_services.record_grid_sample(figures["allocated"], figures["pending"], figures["running"])
+
+
+def queue_position(job: Job) -> int | None:
+    """1-based place of a waiting job among the waiting jobs of its team and GPU model."""
+    if job.state not in WAITING:
+        return None
+    ahead = Job.objects.filter(
+        Q(submitted_at__lt=job.submitted_at) | Q(submitted_at=job.submitted_at, id__lt=job.pk),
+        state__in=WAITING, team_id=job.team_id, gpu_model=job.gpu_model,
+    ).count()  # fmt: skip
+    return ahead + 1

@@ -1,0 +1,45 @@
+"""Celery tasks: thin wrappers that take ids and call jobs.services. All are safe to repeat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from cluster.backends.base import BackendUnavailable
+from jobs import services
+from portal.models import Heartbeat
+
+RETRY = {"autoretry_for": (BackendUnavailable,), "retry_backoff": 1, "retry_backoff_max": 60, "max_retries": None}
+
+
+@shared_task(acks_late=True)
+def admission_cycle() -> int:
+    Heartbeat.beat("worker")
+    return len(services.run_admission_cycle())
+
+
+@shared_task(acks_late=True, **RETRY)
+def dispatch_job(job_id: int) -> bool:
+    return services.dispatch(job_id)
+
+
+@shared_task(acks_late=True, **RETRY)
+def cancel_on_backend(job_id: int) -> bool:
+    return services.cancel_on_backend(job_id)
+
+
+@shared_task(acks_late=True)
+def sync_backend() -> dict[str, Any]:
+    report = services.sync_jobs()
+    return report.__dict__
+
+
+@shared_task(acks_late=True)
+def reap_stale() -> dict[str, int]:
+    return services.reap_stale()
+
+
+@shared_task(acks_late=True)
+def record_grid_sample() -> int:
+    return services.record_grid_sample()

@@ -1,0 +1,29 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+
+from portal.models import ApiToken, Membership, Team, User
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(User)
+class PortalUserAdmin(UserAdmin):
+    fieldsets = (*UserAdmin.fieldsets, ("Grid roles", {"fields": ("is_operator", "is_finance", "unix_username")}))
+    list_display = ["username", "email", "is_operator", "is_finance", "is_staff"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name"]
+    search_fields = ["slug", "name"]
+    inlines = [MembershipInline]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["key_hash", "prefix", "created_at", "last_used_at"]

@@ -1,0 +1,69 @@
+"""REST API for the signed-in user, teams and API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import api_view
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from portal.access import sees_all_teams
+from portal.models import ApiToken, Membership, Team
+from portal.serializers import ApiTokenSerializer, MeSerializer, NewTokenSerializer, TeamSerializer
+
+
+def visible_teams(user: Any) -> QuerySet[Team]:
+    """Operators see every team; others see the teams they belong to."""
+    teams = Team.objects.all()
+    return teams if sees_all_teams(user) else teams.filter(memberships__user=user)
+
+
+@extend_schema(tags=["teams"])
+class TeamViewSet(viewsets.ReadOnlyModelViewSet[Team]):
+    serializer_class = TeamSerializer
+    lookup_field = "slug"
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet[Team]:
+        return visible_teams(self.request.user)
+
+
+@extend_schema(tags=["tokens"])
+class ApiTokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet[ApiToken]):
+    """Your own API tokens: create (the key is shown once), list, revoke."""
+
+    serializer_class = ApiTokenSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        return ApiToken.objects.filter(user=self.request.user, revoked_at__isnull=True).order_by("-created_at")
+
+    @extend_schema(responses={201: NewTokenSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        body = ApiTokenSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        token, key = ApiToken.issue(request.user, body.validated_data["name"])
+        data = {**ApiTokenSerializer(token).data, "key": key}
+        return Response(data, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance: ApiToken) -> None:
+        ApiToken.objects.filter(pk=instance.pk).update(revoked_at=timezone.now())
+
+
+@extend_schema(tags=["me"], responses={200: MeSerializer})
+@api_view(["GET"])
+def me(request: Request) -> Response:
+    memberships = Membership.objects.filter(user=request.user).select_related("team")
+    return Response(
+        {
+            "username": request.user.get_username(),
+            "is_operator": bool(getattr(request.user, "is_operator", False)),
+            "is_finance": bool(getattr(request.user, "is_finance", False)),
+            "teams": [{"slug": m.team.slug, "role": m.role} for m in memberships],
+        }
+    )

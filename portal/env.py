@@ -1,0 +1,149 @@
+"""Strict parsing of settings from the environment.
+
+Every setting comes from an environment variable, is parsed once, and a bad value stops start-up
+with a message naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+class ConfigError(Exception):
+    """A setting from the environment is missing or malformed."""
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected one of true/false, 1/0, yes/no, on/off")
+
+
+def env_float(name: str, default: float, *, minimum: float, maximum: float) -> float:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={raw!r}: must be between {minimum} and {maximum}")
+    return value
+
+
+def env_int(name: str, default: int, *, minimum: int, maximum: int) -> int:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={raw!r}: must be between {minimum} and {maximum}")
+    return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default) or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    """A parsed DATABASE_URL, turned into Django's DATABASES entry by `as_django`."""
+
+    engine: str
+    name: str
+    user: str = ""
+    password: str = ""
+    host: str = ""
+    port: str = ""
+    options: dict[str, str] | None = None
+
+    def as_django(self) -> dict[str, object]:
+        config: dict[str, object] = {
+            "ENGINE": self.engine,
+            "NAME": self.name,
+            "USER": self.user,
+            "PASSWORD": self.password,
+            "HOST": self.host,
+            "PORT": self.port,
+        }
+        if self.engine == "django.db.backends.sqlite3":
+            # WAL lets the web server, worker and beat read while one of them writes; IMMEDIATE
+            # takes the write lock at BEGIN so admission cycles serialise instead of deadlocking.
+            config["OPTIONS"] = {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            }
+        else:
+            config["CONN_MAX_AGE"] = 60
+            config["CONN_HEALTH_CHECKS"] = True
+            if self.options:
+                config["OPTIONS"] = dict(self.options)
+        return config
+
+
+def parse_database_url(url: str, base_dir: Path) -> DatabaseURL:
+    """Parse `sqlite:///path`, `sqlite:////abs/path` or `postgres://user:pass@host:port/name`."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        path = unquote(parts.path)
+        if path.startswith("/"):
+            path = path[1:]
+        if not path:
+            raise ConfigError(f"DATABASE_URL={url!r}: a SQLite URL needs a file, e.g. sqlite:///db.sqlite3")
+        file = Path(path) if Path(path).is_absolute() else base_dir / path
+        return DatabaseURL(engine="django.db.backends.sqlite3", name=str(file))
+    if scheme in {"postgres", "postgresql", "pgsql"}:
+        name = unquote(parts.path.lstrip("/"))
+        if not name:
+            raise ConfigError(f"DATABASE_URL={url!r}: a PostgreSQL URL needs a database name")
+        options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        return DatabaseURL(
+            engine="django.db.backends.postgresql",
+            name=name,
+            user=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+            host=parts.hostname or "",
+            port=str(parts.port or ""),
+            options=options or None,
+        )
+    raise ConfigError(f"DATABASE_URL={url!r}: expected a sqlite:// or postgres:// URL")
+
+
+def validate_redis_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    if urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError(f"REDIS_URL={url!r}: expected a redis://, rediss:// or unix:// URL")
+    return url

@@ -1,0 +1,58 @@
+"""Checks behind /healthz: database, broker, worker heartbeat and cluster backend."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from cluster.backends import get_backend
+from cluster.backends.base import BackendError
+from portal.models import Heartbeat
+
+
+def check_database() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"ok": True, "vendor": connection.vendor}
+
+
+def check_broker() -> dict[str, Any]:
+    if settings.REDIS_URL:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        client.ping()
+        return {"ok": True, "kind": "redis"}
+    folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])  # type: ignore[arg-type]
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"ok": True, "kind": "filesystem", "queued": sum(1 for _ in folder.iterdir())}
+
+
+def check_worker() -> dict[str, Any]:
+    beat = Heartbeat.objects.filter(name="worker").first()
+    if beat is None:
+        return {"ok": False, "error": "no worker has reported yet"}
+    age = (timezone.now() - beat.at).total_seconds()
+    limit = timedelta(seconds=settings.GRID_CYCLE_S * 5 + 10).total_seconds()
+    return {"ok": age <= limit, "last_seen_s": round(age, 1), **({} if age <= limit else {"error": "worker is silent"})}
+
+
+def check_backend() -> dict[str, Any]:
+    return get_backend().health()
+
+
+CHECKS = {"database": check_database, "broker": check_broker, "worker": check_worker, "backend": check_backend}
+
+
+def run_checks() -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for name, check in CHECKS.items():
+        try:
+            results[name] = check()
+        except (BackendError, redis.RedisError, OSError, Exception) as exc:  # noqa: BLE001 - report, never crash
+            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"ok": all(r.get("ok") for r in results.values()), "checks": results}

@@ -1,0 +1,104 @@
+"""Accounts and tenancy: users, teams, team membership with a role, API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib.auth.models import AbstractUser
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+SLUG_VALIDATOR = RegexValidator(
+    r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$",
+    "Use 2-40 lower-case letters, digits and dashes, starting with a letter.",
+)
+
+
+class User(AbstractUser):
+    """A person or a script's identity. Operators and finance are site-wide roles."""
+
+    is_operator = models.BooleanField(default=False, help_text="Drains nodes, approves bursts, sees every team.")
+    is_finance = models.BooleanField(default=False, help_text="Sees invoices and costs of every team.")
+    unix_username = models.CharField(
+        max_length=32, blank=True, help_text="Account jobs run as on HPC backends; defaults to the username."
+    )
+
+    @property
+    def team_ids(self) -> list[int]:
+        cached: list[int] | None = getattr(self, "_team_ids", None)
+        if cached is None:
+            cached = list(Membership.objects.filter(user=self).values_list("team_id", flat=True))
+            self._team_ids = cached
+        return cached
+
+
+class Team(models.Model):
+    """A research team: one Slurm account, one Kubernetes namespace and Volcano queue."""
+
+    slug = models.CharField(max_length=40, unique=True, validators=[SLUG_VALIDATOR])
+    name = models.CharField(max_length=120)
+    members = models.ManyToManyField(User, through="Membership", related_name="teams")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class TeamRole(models.TextChoices):
+    RESEARCHER = "researcher", "Researcher"
+    LEAD = "lead", "Team lead"
+
+
+class Membership(models.Model):
+    """A user's role in one team."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=TeamRole.choices, default=TeamRole.RESEARCHER)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="one_membership_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+def hash_token(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A revocable API token; only its SHA-256 is stored, the key is shown once at creation."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=80)
+    prefix = models.CharField(max_length=8, help_text="First characters of the key, to tell tokens apart.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(cls, user: User, name: str) -> tuple[ApiToken, str]:
+        key = "gp_" + secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, prefix=key[:8], key_hash=hash_token(key))
+        return token, key
+
+
+class Heartbeat(models.Model):
+    """The last time a background component proved it was alive (for /healthz)."""
+
+    name = models.CharField(max_length=40, unique=True)
+    at = models.DateTimeField()
+
+    @classmethod
+    def beat(cls, name: str) -> None:
+        cls.objects.update_or_create(name=name, defaults={"at": timezone.now()})

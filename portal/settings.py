@@ -1,0 +1,228 @@
+"""Django settings, all read from the environment (see README "Configuration")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly
+
+from portal.env import (
+    ConfigError,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+    validate_redis_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("PORTAL_DATA_DIR", str(BASE_DIR / "var")) or "var")
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY") or ""
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ConfigError("SECRET_KEY is required when DEBUG is off (set SECRET_KEY, or DEBUG=true for development)")
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "portal",
+    "cluster",
+    "quotas",
+    "jobs",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+ASGI_APPLICATION = "portal.asgi.application"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": parse_database_url(
+        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}") or "", BASE_DIR
+    ).as_django()
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "portal.User"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+# plotly.min.js is served from the installed plotly package, so pages never need a CDN.
+STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", Path(plotly.__file__).parent / "package_data")]
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "dashboard"
+ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"
+# Accounts are created by operators (or by the identity provider); no open self-signup.
+ACCOUNT_ADAPTER = "portal.accounts.NoSignupAccountAdapter"
+SOCIALACCOUNT_ONLY = False
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
+SOCIALACCOUNT_PROVIDERS: dict[str, object] = {}
+if OIDC_CLIENT_ID:
+    SOCIALACCOUNT_PROVIDERS["openid_connect"] = {
+        "APPS": [
+            {
+                "provider_id": "sso",
+                "name": env_str("OIDC_NAME", "Single sign-on"),
+                "client_id": OIDC_CLIENT_ID,
+                "secret": env_str("OIDC_CLIENT_SECRET", ""),
+                "settings": {"server_url": env_str("OIDC_SERVER_URL", "")},
+            }
+        ]
+    }
+
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "portal.tokens.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "portal.pagination.IdCursorPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "GPU Grid Portal API",
+    "DESCRIPTION": "Submit and watch GPU jobs, read teams, templates, pools and nodes.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# Redis is optional: with it, Celery and Channels span processes; without it, Celery uses a
+# broker kept in files under DATA_DIR and Channels an in-process layer.
+REDIS_URL = validate_redis_url(env_str("REDIS_URL"))
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CELERY_BROKER_URL = "filesystem://"
+    _broker_dir = str(DATA_DIR / "broker")
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": _broker_dir,
+        "data_folder_out": _broker_dir,
+        "processed_folder": str(DATA_DIR / "broker-done"),
+        "store_processed": False,
+    }
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+GRID_CYCLE_S = env_float("GRID_CYCLE_S", 2.0, minimum=0.2, maximum=300)
+CELERY_BEAT_SCHEDULE = {
+    "admission-cycle": {"task": "jobs.tasks.admission_cycle", "schedule": GRID_CYCLE_S},
+    "sync-backend": {"task": "jobs.tasks.sync_backend", "schedule": GRID_CYCLE_S},
+    "sync-nodes": {"task": "cluster.tasks.sync_nodes", "schedule": GRID_CYCLE_S * 5},
+    "record-grid-sample": {"task": "jobs.tasks.record_grid_sample", "schedule": 15.0},
+    "reap-stale": {"task": "jobs.tasks.reap_stale", "schedule": 30.0},
+}
+
+# The cluster behind the portal.
+CLUSTER_BACKEND = env_choice("CLUSTER_BACKEND", "simulator", ("simulator", "slurm", "kubernetes"))
+# Simulated grid: pools as NAME:KIND:MODEL:NODESxGPUS, comma separated.
+SIM_POOLS = env_str(
+    "SIM_POOLS", "onprem-a100:onprem:a100:4x8,onprem-h100:onprem:h100:2x8,burst-a10g:cloud:a10g:0x4"
+) or ""
+SIM_SPEED = env_float("SIM_SPEED", 60.0, minimum=0.01, maximum=1e6)
+SIM_FAILURE_RATE = env_float("SIM_FAILURE_RATE", 0.08, minimum=0.0, maximum=1.0)
+
+# Limits on what a job may ask for (a template may set tighter ones).
+JOB_MAX_WALLTIME_S = env_int("JOB_MAX_WALLTIME_S", 7 * 24 * 3600, minimum=60, maximum=365 * 24 * 3600)
+JOB_MAX_SCRIPT_BYTES = env_int("JOB_MAX_SCRIPT_BYTES", 64 * 1024, minimum=1024, maximum=10 * 1024 * 1024)
+JOB_MAX_ARRAY_SIZE = env_int("JOB_MAX_ARRAY_SIZE", 1000, minimum=1, maximum=100_000)
+DEFAULT_TEAM_GPU_LIMIT = env_int("DEFAULT_TEAM_GPU_LIMIT", 16, minimum=0, maximum=1_000_000)
+# A job that stays admitted this long without reaching the backend is dispatched again.
+DISPATCH_STALE_S = env_float("DISPATCH_STALE_S", 60.0, minimum=1, maximum=86400)
+
+# Bearer token Prometheus presents to scrape the simulator's and the portal's metrics.
+METRICS_TOKEN = env_str("METRICS_TOKEN") or ""
+
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+}
+
+if not DEBUG:
+    SESSION_COOKIE_HTTPONLY = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    X_FRAME_OPTIONS = "DENY"

@@ -1,0 +1,31 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from cluster.api import NodeViewSet, PoolViewSet
+from jobs.api import JobTemplateViewSet, JobViewSet
+from portal import api, views
+
+router = DefaultRouter()
+router.register("jobs", JobViewSet, basename="job")
+router.register("templates", JobTemplateViewSet, basename="template")
+router.register("teams", api.TeamViewSet, basename="team")
+router.register("pools", PoolViewSet, basename="pool")
+router.register("nodes", NodeViewSet, basename="node")
+router.register("tokens", api.ApiTokenViewSet, basename="token")
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("healthz", views.healthz, name="healthz"),
+    path("tokens/", views.tokens, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", views.revoke_token, name="revoke_token"),
+    path("jobs/", include("jobs.urls")),
+    path("sim/", include("cluster.urls")),
+    path("api/v1/me/", api.me, name="api_me"),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+]

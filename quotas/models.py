@@ -1,0 +1,52 @@
+"""Team quotas per GPU model and the priority classes jobs may use."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from portal.models import Team
+
+
+class PriorityClass(models.Model):
+    """A job priority: higher `rank` goes first; `preemptible` jobs may be stopped to reclaim GPUs."""
+
+    name = models.SlugField(max_length=30, unique=True)
+    rank = models.IntegerField(help_text="Higher ranks are admitted first.")
+    preemptible = models.BooleanField(default=False)
+    within_guarantee_only = models.BooleanField(
+        default=False, help_text="Jobs of this class must fit in the team's guarantee (never borrow)."
+    )
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-rank"]
+        verbose_name_plural = "priority classes"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TeamQuota(models.Model):
+    """A team's share of one GPU model: guarantee, hard limit (borrowing included), weight, lending."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="quotas")
+    gpu_model = models.CharField(max_length=20)
+    guarantee = models.PositiveIntegerField(default=0, help_text="GPUs the team can always get back.")
+    limit = models.PositiveIntegerField(help_text="Hard cap on admitted GPUs, borrowing included.")
+    weight = models.PositiveIntegerField(default=1, help_text="Share of idle capacity.")
+    lendable = models.BooleanField(default=True, help_text="Others may borrow the idle guarantee.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "gpu_model"], name="one_quota_per_team_and_model"),
+            models.CheckConstraint(condition=models.Q(limit__gte=models.F("guarantee")), name="limit_at_least_guarantee"),
+        ]
+        ordering = ["team__slug", "gpu_model"]
+
+    def __str__(self) -> str:
+        return f"{self.team} {self.gpu_model}: {self.guarantee}/{self.limit}"
+
+    def clean(self) -> None:
+        if self.limit < self.guarantee:
+            raise ValidationError({"limit": f"limit ({self.limit}) must be at least the guarantee ({self.guarantee})"})

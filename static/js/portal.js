@@ -1,0 +1,143 @@
+/* GPU Grid Portal: live pages. Figures come from the server; the browser only draws and extends them. */
+(function () {
+  "use strict";
+
+  function liveSocket(path, onMessage) {
+    const status = document.getElementById("live-status");
+    let delay = 500;
+    let lastMessage = 0;
+    let socket = null;
+    function setStatus(text, cls) {
+      if (status) { status.textContent = text; status.className = "live " + (cls || ""); }
+    }
+    function connect() {
+      const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      socket = new WebSocket(scheme + location.host + path);
+      socket.onopen = function () { delay = 500; setStatus("connected", "ok"); };
+      socket.onmessage = function (event) {
+        lastMessage = Date.now();
+        setStatus("connected", "ok");
+        onMessage(JSON.parse(event.data));
+      };
+      socket.onclose = function (event) {
+        if (event.code === 4401 || event.code === 4403) { setStatus("not allowed", "bad"); return; }
+        setStatus("reconnecting…", "bad");
+        setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 10000);
+      };
+    }
+    setInterval(function () {
+      if (lastMessage && Date.now() - lastMessage > 6000) setStatus("stale: no update for " + Math.round((Date.now() - lastMessage) / 1000) + " s", "stale");
+    }, 1000);
+    connect();
+  }
+
+  function draw(id, figure) {
+    const el = document.getElementById(id);
+    if (el && window.Plotly) Plotly.react(el, figure.data, figure.layout, { displayModeBar: false, responsive: true });
+  }
+
+  function extend(id, t, values, maxPoints) {
+    const el = document.getElementById(id);
+    if (!el || !el.data || !window.Plotly) return;
+    const names = el.data.map(function (trace) { return trace.name; });
+    const xs = [], ys = [], indices = [];
+    Object.keys(values).forEach(function (label) {
+      let i = names.indexOf(label);
+      if (i < 0) {
+        Plotly.addTraces(el, { x: [], y: [], name: label, mode: "lines", type: "scatter", line: { width: 1.5 } });
+        i = el.data.length - 1;
+        names.push(label);
+      }
+      indices.push(i); xs.push([t]); ys.push([values[label]]);
+    });
+    if (indices.length) Plotly.extendTraces(el, { x: xs, y: ys }, indices, maxPoints);
+  }
+
+  function text(id, value) { const el = document.getElementById(id); if (el) el.textContent = value; }
+
+  function dashboard() {
+    const charts = JSON.parse(document.getElementById("grid-charts").textContent);
+    draw("chart-utilization", charts.utilization);
+    draw("chart-queue", charts.queue);
+    liveSocket("/ws/grid/", function (msg) {
+      if (msg.type !== "grid") return;
+      const util = {}, queue = {};
+      msg.pools.forEach(function (p) {
+        util[p.name] = p.utilization;
+        const tile = document.querySelector('[data-pool="' + p.name + '"]');
+        if (tile) {
+          tile.querySelector(".alloc").textContent = p.gpus_allocated;
+          tile.querySelector(".total").textContent = p.gpus_total;
+          tile.querySelector(".nodes").textContent = p.nodes;
+          tile.querySelector(".running").textContent = p.jobs_running;
+          tile.querySelector(".bar div").style.width = p.utilization + "%";
+        }
+      });
+      text("queue-jobs", msg.queue.jobs);
+      text("queue-gpus", msg.queue.gpus);
+      text("running-jobs", msg.queue.running);
+      msg.nodes.forEach(function (n) {
+        const row = document.querySelector('[data-node="' + n.name + '"]');
+        if (row) row.cells[2].textContent = n.gpus_used + " / " + n.gpus;
+        if (row) row.cells[3].innerHTML = '<span class="state state-' + n.state + '">' + n.state + '</span> <span class="muted"></span>';
+        if (row) row.cells[3].querySelector(".muted").textContent = n.reason;
+      });
+      extend("chart-utilization", msg.at, util, 720);
+    });
+  }
+
+  function job(jobId) {
+    const charts = JSON.parse(document.getElementById("job-charts").textContent);
+    Object.keys(charts).forEach(function (metric) { draw("chart-" + metric, charts[metric]); });
+    const log = document.getElementById("log");
+    const timeline = document.getElementById("timeline");
+
+    function showState(job) {
+      const el = document.getElementById("job-state");
+      el.textContent = job.state_label;
+      el.className = "state state-" + job.state;
+      let why = job.reason_detail ? job.reason_label + ": " + job.reason_detail : "";
+      if (job.position) why += (why ? " · " : "") + "position " + job.position + " in the team's line";
+      text("job-reason", why);
+      text("job-nodes", job.nodes.length ? job.nodes.join(", ") : "—");
+      if (job.exit_code !== null) text("job-exit", "Exit code " + job.exit_code);
+      if (job.ended) { const f = document.getElementById("cancel-form"); if (f) f.remove(); }
+    }
+    function addEvents(events) {
+      events.forEach(function (e) {
+        if (timeline.querySelector('[data-event="' + e.id + '"]')) return;
+        const li = document.createElement("li");
+        li.dataset.event = e.id;
+        li.innerHTML = '<time></time> <span class="state"></span> <span class="muted"></span>';
+        li.querySelector("time").textContent = e.at.slice(0, 19);
+        li.querySelector(".state").textContent = e.to;
+        li.querySelector(".state").className = "state state-" + e.to;
+        li.querySelector(".muted").textContent = e.reason + " (" + e.actor + ")";
+        timeline.appendChild(li);
+      });
+    }
+    function appendLog(lines) {
+      if (!lines.length) return;
+      const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+      log.textContent += lines.join("\n") + "\n";
+      if (atBottom) log.scrollTop = log.scrollHeight;
+    }
+    liveSocket("/ws/jobs/" + jobId + "/", function (msg) {
+      if (msg.type === "snapshot") {
+        showState(msg.job);
+        timeline.innerHTML = "";
+        addEvents(msg.events);
+        log.textContent = msg.log.lines.length ? msg.log.lines.join("\n") + "\n" : "";
+        Object.keys(msg.charts).forEach(function (metric) { draw("chart-" + metric, msg.charts[metric]); });
+      } else if (msg.type === "tick") {
+        showState(msg.job);
+        addEvents(msg.events);
+        appendLog(msg.log.lines);
+        if (msg.gpus) Object.keys(msg.gpus.values).forEach(function (metric) { extend("chart-" + metric, msg.gpus.t, msg.gpus.values[metric], 300); });
+      }
+    });
+  }
+
+  window.GridPortal = { dashboard: dashboard, job: job };
+})();
