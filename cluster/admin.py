@@ -3,7 +3,9 @@ from django.contrib import admin
 from cluster.models import Node, NodeEvent, Pool
 
 admin.site.register(Pool, list_display=["name", "kind", "gpu_model"])
-admin.site.register(Node, list_display=["name", "pool", "gpu_model", "gpus", "gpus_used", "state", "reason"], list_filter=["state", "pool"])
+admin.site.register(
+    Node, list_display=["name", "pool", "gpu_model", "gpus", "gpus_used", "state", "reason"], list_filter=["state", "pool"]
+)
 
 
 @admin.register(NodeEvent)

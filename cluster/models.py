@@ -54,6 +54,9 @@ class NodeEvent(models.Model):
     class Meta:
         ordering = ["-at", "-id"]
 
+    def __str__(self) -> str:
+        return f"{self.node_id}: {self.from_state} → {self.to_state}"
+
 
 class GridSample(models.Model):
     """One point of a pool's history: capacity, allocation and queue, for the dashboard's charts."""
@@ -69,6 +72,9 @@ class GridSample(models.Model):
 
     class Meta:
         ordering = ["at"]
+
+    def __str__(self) -> str:
+        return f"{self.pool_id} at {self.at:%H:%M:%S}"
 
 
 class SimNode(models.Model):
@@ -86,6 +92,9 @@ class SimNode(models.Model):
 
     class Meta:
         ordering = ["pool", "name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class SimJob(models.Model):
@@ -115,3 +124,6 @@ class SimJob(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["state"])]
+
+    def __str__(self) -> str:
+        return f"sim job {self.pk} (portal #{self.portal_job_id})"

@@ -35,7 +35,13 @@ def sync_nodes(backend: ClusterBackend | None = None) -> int:
             if not created and node.state != r.state:
                 NodeEvent.objects.create(node=node, from_state=node.state, to_state=r.state, actor="backend", reason=r.reason)
             Node.objects.filter(pk=node.pk).update(
-                pool=pool, gpu_model=r.gpu_model, gpus=r.gpus, gpus_used=r.gpus_used, state=r.state, reason=r.reason, updated_at=now
+                pool=pool,
+                gpu_model=r.gpu_model,
+                gpus=r.gpus,
+                gpus_used=r.gpus_used,
+                state=r.state,
+                reason=r.reason,
+                updated_at=now,
             )
         Node.objects.exclude(name__in=[r.name for r in remote]).delete()
     send_on_commit("grid", {"type": "grid.changed"})
@@ -100,7 +106,9 @@ def known_gpu_models() -> frozenset[str]:
     return frozenset(GPU_MODELS)
 
 
-def record_grid_sample(allocated_by_pool: dict[str, int], pending_by_model: dict[str, tuple[int, int]], running_by_pool: dict[str, int]) -> int:
+def record_grid_sample(
+    allocated_by_pool: dict[str, int], pending_by_model: dict[str, tuple[int, int]], running_by_pool: dict[str, int]
+) -> int:
     """Store one history point per pool (called by the periodic task with figures from jobs)."""
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for pool_id, gpus, state in Node.objects.values_list("pool_id", "gpus", "state"):

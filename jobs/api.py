@@ -135,4 +135,3 @@ class JobTemplateViewSet(viewsets.ReadOnlyModelViewSet[JobTemplate]):
     queryset = JobTemplate.objects.all()
     lookup_field = "slug"
     pagination_class = None
-

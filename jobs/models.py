@@ -120,3 +120,6 @@ class JobEvent(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"#{self.job_id} {self.from_state or '∅'} → {self.to_state}"

@@ -217,7 +217,9 @@ def _free_nodes() -> list[admission.FreeNode]:
         for node, gpus in placement.items():
             reserved[node] += gpus
     return [
-        admission.FreeNode(n.name, n.pool.name, n.pool.kind == PoolKind.CLOUD, n.gpu_model, max(0, n.gpus - reserved[n.name]), n.gpus)
+        admission.FreeNode(
+            n.name, n.pool.name, n.pool.kind == PoolKind.CLOUD, n.gpu_model, max(0, n.gpus - reserved[n.name]), n.gpus
+        )
         for n in Node.objects.filter(state=NodeState.READY).select_related("pool")
     ]
 
@@ -307,7 +309,9 @@ def dispatch(job_id: int, backend: ClusterBackend | None = None) -> bool:
     except BackendError as exc:
         if exc.retryable:
             raise
-        transition(job.pk, JobState.FAILED, why=f"backend refused: {exc}", finished_at=timezone.now(), reason_detail=str(exc)[:300])
+        transition(
+            job.pk, JobState.FAILED, why=f"backend refused: {exc}", finished_at=timezone.now(), reason_detail=str(exc)[:300]
+        )
         return False
     moved = transition(
         job.pk, JobState.DISPATCHED, why=f"{backend.name} job {backend_job_id}",
@@ -332,7 +336,9 @@ class SyncReport:
 def sync_jobs(backend: ClusterBackend | None = None) -> SyncReport:
     """Bring portal state in line with the backend for every job that is (or may be) on it."""
     backend = backend or get_backend()
-    jobs = list(Job.objects.filter(state__in={JobState.ADMITTED} | ON_BACKEND).only("id", "state", "dispatched_at", "admitted_at"))
+    jobs = list(
+        Job.objects.filter(state__in={JobState.ADMITTED} | ON_BACKEND).only("id", "state", "dispatched_at", "admitted_at")
+    )
     report = SyncReport(checked=len(jobs))
     if not jobs:
         return report
@@ -366,12 +372,11 @@ def _apply_remote(job: Job, remote: RemoteJob) -> int:
     if remote.state == RemoteJobState.SUCCEEDED:
         return int(transition(job.pk, JobState.SUCCEEDED, why="completed", exit_code=0, finished_at=ended, started_at=started))
     if remote.state == RemoteJobState.FAILED:
-        return int(
-            transition(
-                job.pk, JobState.FAILED, why=detail or "failed", exit_code=remote.exit_code,
-                finished_at=ended, started_at=started, reason_detail=detail[:300],
-            )  # fmt: skip
-        )
+        failed = transition(
+            job.pk, JobState.FAILED, why=detail or "failed", exit_code=remote.exit_code,
+            finished_at=ended, started_at=started, reason_detail=detail[:300],
+        )  # fmt: skip
+        return int(failed)
     if remote.state == RemoteJobState.CANCELLED:
         return int(transition(job.pk, JobState.CANCELLED, why="cancelled on the backend", finished_at=ended, started_at=started))
     if remote.state == RemoteJobState.PREEMPTED:
@@ -401,7 +406,9 @@ def reap_stale() -> dict[str, int]:
         transaction.on_commit(lambda job_id=job_id: tasks.dispatch_job.delay(job_id))
     recently = timezone.now() - timedelta(hours=1)
     cancelled = list(
-        Job.objects.filter(state=JobState.CANCELLED, finished_at__gte=recently).exclude(backend_job_id="").values_list("id", flat=True)
+        Job.objects.filter(state=JobState.CANCELLED, finished_at__gte=recently)
+        .exclude(backend_job_id="")
+        .values_list("id", flat=True)
     )
     for job_id in cancelled:
         transaction.on_commit(lambda job_id=job_id: tasks.cancel_on_backend.delay(job_id))

@@ -34,7 +34,9 @@ class TeamViewSet(viewsets.ReadOnlyModelViewSet[Team]):
 
 
 @extend_schema(tags=["tokens"])
-class ApiTokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet[ApiToken]):
+class ApiTokenViewSet(
+    mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet[ApiToken]
+):
     """Your own API tokens: create (the key is shown once), list, revoke."""
 
     serializer_class = ApiTokenSerializer

@@ -51,5 +51,7 @@ def stacked_area_figure(title: str, y_title: str, series: Mapping[str, Sequence[
                 x=[t for t, _ in points], y=[v for _, v in points], name=name, mode="lines", stackgroup="one", line={"width": 1}
             )
         )
-    figure.update_layout({**LAYOUT, "title": {"text": title, "font": {"size": 14}}, "yaxis": {**LAYOUT["yaxis"], "title": y_title}})
+    figure.update_layout(
+        {**LAYOUT, "title": {"text": title, "font": {"size": 14}}, "yaxis": {**LAYOUT["yaxis"], "title": y_title}}
+    )
     return figure.to_plotly_json()

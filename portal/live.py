@@ -62,7 +62,15 @@ def queue_now(user: Any) -> dict[str, Any]:
 
 def nodes_now() -> list[dict[str, Any]]:
     return [
-        {"name": n.name, "pool": n.pool.name, "gpu_model": n.gpu_model, "gpus": n.gpus, "gpus_used": n.gpus_used, "state": n.state, "reason": n.reason}
+        {
+            "name": n.name,
+            "pool": n.pool.name,
+            "gpu_model": n.gpu_model,
+            "gpus": n.gpus,
+            "gpus_used": n.gpus_used,
+            "state": n.state,
+            "reason": n.reason,
+        }
         for n in Node.objects.select_related("pool")
     ]
 
@@ -85,4 +93,10 @@ def history_charts() -> dict[str, dict[str, Any]]:
 
 
 def grid_snapshot(user: Any) -> dict[str, Any]:
-    return {"type": "grid", "at": timezone.now().isoformat(), "pools": pools_now(), "queue": queue_now(user), "nodes": nodes_now()}
+    return {
+        "type": "grid",
+        "at": timezone.now().isoformat(),
+        "pools": pools_now(),
+        "queue": queue_now(user),
+        "nodes": nodes_now(),
+    }

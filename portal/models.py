@@ -99,6 +99,9 @@ class Heartbeat(models.Model):
     name = models.CharField(max_length=40, unique=True)
     at = models.DateTimeField()
 
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at}"
+
     @classmethod
     def beat(cls, name: str) -> None:
         cls.objects.update_or_create(name=name, defaults={"at": timezone.now()})

@@ -20,6 +20,7 @@ from portal.env import (
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("PORTAL_DATA_DIR", str(BASE_DIR / "var")) or "var")
+DATA_DIR.mkdir(parents=True, exist_ok=True)  # the SQLite file and the file broker live here
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY") or ""
@@ -86,9 +87,7 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": parse_database_url(
-        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}") or "", BASE_DIR
-    ).as_django()
+    "default": parse_database_url(env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}") or "", BASE_DIR).as_django()
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "portal.User"
@@ -162,15 +161,15 @@ SPECTACULAR_SETTINGS = {
 # broker kept in files under DATA_DIR and Channels an in-process layer.
 REDIS_URL = validate_redis_url(env_str("REDIS_URL"))
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
-    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "filesystem://"
     _broker_dir = str(DATA_DIR / "broker")
+    for _folder in ("broker", "broker-done"):
+        (DATA_DIR / _folder).mkdir(exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": _broker_dir,
         "data_folder_out": _broker_dir,
@@ -195,9 +194,7 @@ CELERY_BEAT_SCHEDULE = {
 # The cluster behind the portal.
 CLUSTER_BACKEND = env_choice("CLUSTER_BACKEND", "simulator", ("simulator", "slurm", "kubernetes"))
 # Simulated grid: pools as NAME:KIND:MODEL:NODESxGPUS, comma separated.
-SIM_POOLS = env_str(
-    "SIM_POOLS", "onprem-a100:onprem:a100:4x8,onprem-h100:onprem:h100:2x8,burst-a10g:cloud:a10g:0x4"
-) or ""
+SIM_POOLS = env_str("SIM_POOLS", "onprem-a100:onprem:a100:4x8,onprem-h100:onprem:h100:2x8,burst-a10g:cloud:a10g:0x4") or ""
 SIM_SPEED = env_float("SIM_SPEED", 60.0, minimum=0.01, maximum=1e6)
 SIM_FAILURE_RATE = env_float("SIM_FAILURE_RATE", 0.08, minimum=0.0, maximum=1.0)
 

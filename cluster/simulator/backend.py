@@ -82,8 +82,7 @@ class SimulatorBackend(ClusterBackend):
             for node, gpus in placement.items():
                 used[node].update(gpus)
         return {
-            n.name: [g for g in range(n.gpus) if g not in used[n.name]]
-            for n in SimNode.objects.filter(state=NodeState.READY)
+            n.name: [g for g in range(n.gpus) if g not in used[n.name]] for n in SimNode.objects.filter(state=NodeState.READY)
         }
 
     def _place_waiting(self, now: datetime) -> None:
@@ -96,9 +95,7 @@ class SimulatorBackend(ClusterBackend):
             if job.requested_nodes:
                 candidates = [n for n in job.requested_nodes if len(free.get(n, [])) >= job.gpus_per_node]
             else:
-                candidates = [
-                    n for n, gpus in free.items() if models[n] == job.gpu_model and len(gpus) >= job.gpus_per_node
-                ]
+                candidates = [n for n, gpus in free.items() if models[n] == job.gpu_model and len(gpus) >= job.gpus_per_node]
             if len(candidates) < job.nodes_wanted or (job.requested_nodes and len(candidates) < len(job.requested_nodes)):
                 continue
             placement = {}

@@ -7,6 +7,7 @@ data, so the same inputs always give the same grid.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import uuid
 from collections.abc import Iterable
@@ -176,7 +177,7 @@ def temperature(spans: list[BusySpan], t: float, overheat_since: float | None) -
         | ({overheat_since} if overheat_since is not None and window_start < overheat_since < t else set())
     )
     temp = _target_temperature(spans, window_start, overheat_since)
-    for a, b in zip(changes, changes[1:], strict=False):
+    for a, b in itertools.pairwise(changes):
         target = _target_temperature(spans, a, overheat_since)
         temp = target + (temp - target) * math.exp(-(b - a) / THERMAL_TAU_S)
     return temp

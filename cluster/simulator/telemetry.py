@@ -48,15 +48,9 @@ class SimulatorTelemetry:
     def samples(self, hosts: list[str] | None = None, at: datetime | None = None) -> list[GpuSample]:
         moment = at or self.clock()
         spans = self._spans(hosts, moment)
-        return [
-            self._sample(node, gpu, moment.timestamp(), spans)
-            for node in self._nodes(hosts)
-            for gpu in range(node.gpus)
-        ]
+        return [self._sample(node, gpu, moment.timestamp(), spans) for node in self._nodes(hosts) for gpu in range(node.gpus)]
 
-    def history(
-        self, hosts: list[str], start: datetime, end: datetime, step_s: float
-    ) -> list[tuple[datetime, list[GpuSample]]]:
+    def history(self, hosts: list[str], start: datetime, end: datetime, step_s: float) -> list[tuple[datetime, list[GpuSample]]]:
         spans = self._spans(hosts, start)
         nodes = self._nodes(hosts)
         points: list[tuple[datetime, list[GpuSample]]] = []
