@@ -1,0 +1,127 @@
+"""Personas and a small simulated grid shared by the tests.
+
+Personas: `alice` (researcher, team vision), `bob` (lead, vision), `carol` (researcher, team
+render: the outsider to vision), `olivia` (operator), `fiona` (finance), and anonymous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from cluster import services as cluster_services
+from cluster.simulator.backend import SimulatorBackend
+from cluster.simulator.model import parse_pools
+from jobs import services as job_services
+from jobs.models import Job
+from portal.models import ApiToken, Membership, Team, TeamRole, User
+from quotas.models import TeamQuota
+
+TEST_POOLS = "onprem-a100:onprem:a100:2x8,onprem-h100:onprem:h100:1x8,burst-a10g:cloud:a10g:0x4"
+PASSWORD = "pw-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def small_grid(settings: Any) -> None:
+    settings.SIM_POOLS = TEST_POOLS
+    settings.SIM_SPEED = 1.0
+    settings.SIM_FAILURE_RATE = 0.0
+    settings.DEFAULT_TEAM_GPU_LIMIT = 16
+
+
+@pytest.fixture
+def grid(db: Any) -> SimulatorBackend:
+    """The simulated grid with its nodes synced into the portal."""
+    backend = SimulatorBackend(pools=parse_pools(TEST_POOLS), speed=1.0, failure_rate=0.0)
+    cluster_services.sync_nodes(backend)
+    return backend
+
+
+def _user(username: str, **flags: Any) -> User:
+    user = User.objects.create_user(username=username, email=f"{username}@example.org", password=PASSWORD, **flags)
+    return user
+
+
+@pytest.fixture
+def vision(db: Any) -> Team:
+    team = Team.objects.create(slug="vision", name="Vision")
+    TeamQuota.objects.create(team=team, gpu_model="a100", guarantee=4, limit=12)
+    return team
+
+
+@pytest.fixture
+def render(db: Any) -> Team:
+    return Team.objects.create(slug="render", name="Render")
+
+
+@pytest.fixture
+def alice(vision: Team) -> User:
+    user = _user("alice")
+    Membership.objects.create(user=user, team=vision, role=TeamRole.RESEARCHER)
+    return user
+
+
+@pytest.fixture
+def bob(vision: Team) -> User:
+    user = _user("bob")
+    Membership.objects.create(user=user, team=vision, role=TeamRole.LEAD)
+    return user
+
+
+@pytest.fixture
+def carol(render: Team) -> User:
+    user = _user("carol")
+    Membership.objects.create(user=user, team=render, role=TeamRole.RESEARCHER)
+    return user
+
+
+@pytest.fixture
+def olivia(db: Any) -> User:
+    return _user("olivia", is_operator=True, is_staff=True)
+
+
+@pytest.fixture
+def fiona(db: Any) -> User:
+    return _user("fiona", is_finance=True)
+
+
+@pytest.fixture
+def web(db: Any) -> Callable[[User | None], Client]:
+    """A browser-like client signed in as the given user (None: anonymous)."""
+
+    def make(user: User | None) -> Client:
+        client = Client()
+        if user is not None:
+            client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api(db: Any) -> Callable[[User | None], APIClient]:
+    """An API client using a real token of the given user (None: no credentials)."""
+
+    def make(user: User | None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            _, key = ApiToken.issue(user, "tests")
+            client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def submit(grid: SimulatorBackend) -> Callable[..., Job]:
+    """Submit one job as a user through the service layer; returns it."""
+
+    def make(user: User, **fields: Any) -> Job:
+        raw = {"name": "job", "command": ["python", "train.py"], "gpu_model": "a100", "gpus_per_node": 1, "walltime": 600, **fields}
+        return job_services.submit(user, raw)[0]
+
+    return make
