@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
@@ -39,7 +40,7 @@ class NodeViewSet(viewsets.ReadOnlyModelViewSet[Node]):
     lookup_value_regex = "[^/]+"
     pagination_class = None
 
-    def get_permissions(self) -> list[permissions.BasePermission]:
+    def get_permissions(self) -> Sequence[Any]:
         if self.action in ("cordon", "drain", "resume"):
             return [permissions.IsAuthenticated(), IsOperator()]
         return super().get_permissions()

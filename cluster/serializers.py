@@ -14,7 +14,7 @@ class PoolSerializer(serializers.ModelSerializer[Pool]):
 
 
 class NodeSerializer(serializers.ModelSerializer[Node]):
-    pool = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    pool: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(slug_field="name", read_only=True)
 
     class Meta:
         model = Node

@@ -110,7 +110,7 @@ def record_grid_sample(
     allocated_by_pool: dict[str, int], pending_by_model: dict[str, tuple[int, int]], running_by_pool: dict[str, int]
 ) -> int:
     """Store one history point per pool (called by the periodic task with figures from jobs)."""
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    totals: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for pool_id, gpus, state in Node.objects.values_list("pool_id", "gpus", "state"):
         totals[pool_id][0] += gpus
         if state == NodeState.READY:

@@ -51,7 +51,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     serializer_class = JobSerializer
 
     def get_queryset(self) -> QuerySet[Job]:
-        jobs = Job.objects.visible_to(self.request.user).select_related("team", "owner", "template")
+        jobs: QuerySet[Job] = Job.objects.visible_to(self.request.user).select_related("team", "owner", "template")
         if self.action == "list":
             jobs = filter_jobs(jobs, self.request.query_params, self.request.user)
         return jobs

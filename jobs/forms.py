@@ -38,15 +38,20 @@ class JobForm(forms.Form):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.template = template
-        self.fields["team"].choices = teams
         allowed = template.allowed_gpu_models or gpu_models
-        self.fields["gpu_model"].choices = [(m, m.upper()) for m in gpu_models if m in allowed]
-        self.fields["priority"].choices = [(p, p) for p in priorities]
+        self._choices("team", teams)
+        self._choices("gpu_model", [(m, m.upper()) for m in gpu_models if m in allowed])
+        self._choices("priority", [(p, p) for p in priorities])
         self.param_names = sorted(template.params)
         for name in self.param_names:
             self.fields[f"param_{name}"] = forms.CharField(label=name.replace("_", " "), required=False, max_length=200)
         if template.kind != "custom":
             self.fields["script"].widget = forms.HiddenInput()
+
+    def _choices(self, name: str, choices: list[tuple[str, str]]) -> None:
+        field = self.fields[name]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = choices
 
     @classmethod
     def initial_for(cls, template: JobTemplate, team: str | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ after the transaction commits.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections import defaultdict
@@ -66,6 +67,11 @@ def transition(job_id: int, to: JobState, *, actor: str = "system", why: str = "
                 _announce(job_id, current[1])
                 return True
     return False
+
+
+def after_commit(task: Any, *args: Any) -> None:
+    """Enqueue a Celery task once the current transaction commits (never for rolled-back work)."""
+    transaction.on_commit(functools.partial(task.delay, *args))
 
 
 def _announce(job_id: int, team_id: int) -> None:
@@ -166,7 +172,7 @@ def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None) -> list[
             batch_size=500,
         )
         send_on_commit(f"team.{spec.team_id}", {"type": "jobs.changed"})
-        transaction.on_commit(tasks.admission_cycle.delay)
+        after_commit(tasks.admission_cycle)
     return created
 
 
@@ -189,7 +195,7 @@ def cancel(user: Any, job: Job, reason: str = "") -> Job:
             finished_at=timezone.now(), reason_detail="",
         )  # fmt: skip
         if moved and was_on_backend:
-            transaction.on_commit(lambda: tasks.cancel_on_backend.delay(job.pk))
+            after_commit(tasks.cancel_on_backend, job.pk)
     if not moved:
         job.refresh_from_db()
         if job.state not in TERMINAL:
@@ -257,7 +263,7 @@ def run_admission_cycle() -> list[int]:
                 admitted.append(admit.job_id)
         _record_reasons(waiting, decisions.waiting)
         for job_id in admitted:
-            transaction.on_commit(lambda job_id=job_id: tasks.dispatch_job.delay(job_id))
+            after_commit(tasks.dispatch_job, job_id)
     return admitted
 
 
@@ -403,7 +409,7 @@ def stale_admitted(now: datetime | None = None) -> list[int]:
 def reap_stale() -> dict[str, int]:
     redispatch = stale_admitted()
     for job_id in redispatch:
-        transaction.on_commit(lambda job_id=job_id: tasks.dispatch_job.delay(job_id))
+        after_commit(tasks.dispatch_job, job_id)
     recently = timezone.now() - timedelta(hours=1)
     cancelled = list(
         Job.objects.filter(state=JobState.CANCELLED, finished_at__gte=recently)
@@ -411,7 +417,7 @@ def reap_stale() -> dict[str, int]:
         .values_list("id", flat=True)
     )
     for job_id in cancelled:
-        transaction.on_commit(lambda job_id=job_id: tasks.cancel_on_backend.delay(job_id))
+        after_commit(tasks.cancel_on_backend, job_id)
     return {"redispatched": len(redispatch), "cancel_checked": len(cancelled)}
 
 

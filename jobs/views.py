@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -17,6 +20,7 @@ from jobs.forms import JobForm
 from jobs.models import Job, JobTemplate
 from jobs.spec import SpecError
 from jobs.states import JobState
+from portal.access import signed_in
 from portal.models import Team
 from quotas.models import PriorityClass
 
@@ -25,7 +29,7 @@ PAGE_SIZE = 25
 
 @login_required
 def job_list(request: HttpRequest) -> HttpResponse:
-    jobs = Job.objects.visible_to(request.user).select_related("team", "owner")
+    jobs: QuerySet[Job] = Job.objects.visible_to(request.user).select_related("team", "owner")
     try:
         jobs = filter_jobs(jobs, request.GET, request.user)
     except ValidationError:
@@ -49,17 +53,18 @@ def job_new(request: HttpRequest) -> HttpResponse:
 @login_required
 def job_submit(request: HttpRequest, slug: str) -> HttpResponse:
     template = get_object_or_404(JobTemplate, slug=slug)
-    teams = list(Team.objects.filter(memberships__user=request.user).values_list("slug", "name"))
+    teams = list(Team.objects.filter(memberships__user=signed_in(request)).values_list("slug", "name"))
     if not teams:
         messages.error(request, "You are not in any team yet; ask a team lead to add you.")
         return redirect("job_list")
-    choices = dict(
-        teams=teams,
-        gpu_models=sorted(cluster_services.capacity_by_model()),
-        priorities=list(PriorityClass.objects.order_by("-rank").values_list("name", flat=True)),
-    )
+    gpu_models = sorted(cluster_services.capacity_by_model())
+    priorities = list(PriorityClass.objects.order_by("-rank").values_list("name", flat=True))
+
+    def make_form(data: Any = None, initial: dict[str, Any] | None = None) -> JobForm:
+        return JobForm(data, initial=initial, template=template, teams=teams, gpu_models=gpu_models, priorities=priorities)
+
     if request.method == "POST":
-        form = JobForm(request.POST, template=template, **choices)
+        form = make_form(request.POST)
         if form.is_valid():
             try:
                 jobs = services.submit(request.user, form.as_request())
@@ -74,7 +79,7 @@ def job_submit(request: HttpRequest, slug: str) -> HttpResponse:
                     return redirect(f"/jobs/?array_id={jobs[0].array_id}")
                 return redirect("job_detail", job_id=jobs[0].pk)
     else:
-        form = JobForm(initial=JobForm.initial_for(template, teams[0][0]), template=template, **choices)
+        form = make_form(initial=JobForm.initial_for(template, teams[0][0]))
     return render(request, "jobs/submit.html", {"form": form, "template": template})
 
 

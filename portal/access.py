@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from portal.models import Membership, TeamRole
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
+
+from portal.models import Membership, TeamRole, User
+
+
+def signed_in(request: HttpRequest) -> User:
+    """The request's user, for views that already require a login."""
+    user = request.user
+    if not isinstance(user, User):
+        raise PermissionDenied("sign in first")
+    return user
 
 
 def is_operator(user: Any) -> bool:

@@ -12,7 +12,7 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(User)
 class PortalUserAdmin(UserAdmin):
-    fieldsets = (*UserAdmin.fieldsets, ("Grid roles", {"fields": ("is_operator", "is_finance", "unix_username")}))
+    fieldsets = (*(UserAdmin.fieldsets or ()), ("Grid roles", {"fields": ("is_operator", "is_finance", "unix_username")}))
     list_display = ["username", "email", "is_operator", "is_finance", "is_staff"]
 
 

@@ -12,7 +12,7 @@ from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal.access import sees_all_teams
+from portal.access import sees_all_teams, signed_in
 from portal.models import ApiToken, Membership, Team
 from portal.serializers import ApiTokenSerializer, MeSerializer, NewTokenSerializer, TeamSerializer
 
@@ -43,13 +43,13 @@ class ApiTokenViewSet(
     pagination_class = None
 
     def get_queryset(self) -> QuerySet[ApiToken]:
-        return ApiToken.objects.filter(user=self.request.user, revoked_at__isnull=True).order_by("-created_at")
+        return ApiToken.objects.filter(user=signed_in(self.request), revoked_at__isnull=True).order_by("-created_at")
 
     @extend_schema(responses={201: NewTokenSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = ApiTokenSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        token, key = ApiToken.issue(request.user, body.validated_data["name"])
+        token, key = ApiToken.issue(signed_in(request), body.validated_data["name"])
         data = {**ApiTokenSerializer(token).data, "key": key}
         return Response(data, status=status.HTTP_201_CREATED)
 
@@ -60,7 +60,7 @@ class ApiTokenViewSet(
 @extend_schema(tags=["me"], responses={200: MeSerializer})
 @api_view(["GET"])
 def me(request: Request) -> Response:
-    memberships = Membership.objects.filter(user=request.user).select_related("team")
+    memberships = Membership.objects.filter(user=signed_in(request)).select_related("team")
     return Response(
         {
             "username": request.user.get_username(),

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from jobs.models import Job
 from portal import live
+from portal.access import signed_in
 from portal.health import run_checks
 from portal.models import ApiToken
 
@@ -39,15 +40,17 @@ def tokens(request: HttpRequest) -> HttpResponse:
         if not name:
             messages.error(request, "name: give the token a name (at most 80 characters).")
         else:
-            _, new_key = ApiToken.issue(request.user, name)
-    listed = ApiToken.objects.filter(user=request.user, revoked_at__isnull=True).order_by("-created_at")
+            _, new_key = ApiToken.issue(signed_in(request), name)
+    listed = ApiToken.objects.filter(user=signed_in(request), revoked_at__isnull=True).order_by("-created_at")
     return render(request, "portal/tokens.html", {"tokens": listed, "new_key": new_key})
 
 
 @login_required
 @require_POST
 def revoke_token(request: HttpRequest, token_id: int) -> HttpResponse:
-    revoked = ApiToken.objects.filter(pk=token_id, user=request.user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    revoked = ApiToken.objects.filter(pk=token_id, user=signed_in(request), revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
     if revoked:
         messages.success(request, "Token revoked.")
     return redirect("tokens")

@@ -121,7 +121,14 @@ def submit(grid: SimulatorBackend) -> Callable[..., Job]:
     """Submit one job as a user through the service layer; returns it."""
 
     def make(user: User, **fields: Any) -> Job:
-        raw = {"name": "job", "command": ["python", "train.py"], "gpu_model": "a100", "gpus_per_node": 1, "walltime": 600, **fields}
+        raw = {
+            "name": "job",
+            "command": ["python", "train.py"],
+            "gpu_model": "a100",
+            "gpus_per_node": 1,
+            "walltime": 600,
+            **fields,
+        }
         return job_services.submit(user, raw)[0]
 
     return make

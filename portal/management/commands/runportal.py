@@ -24,7 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         python = sys.executable
         data = settings.DATA_DIR
-        sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+        sqlite = str(settings.DATABASES["default"]["ENGINE"]).endswith("sqlite3")
         # One writer at a time suits SQLite; on PostgreSQL the worker forks two processes.
         pool = ["--pool=solo"] if sqlite else ["--concurrency=2"]
         commands = {

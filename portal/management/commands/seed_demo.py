@@ -15,12 +15,12 @@ from portal.models import Membership, Team, TeamRole, User
 from quotas.models import TeamQuota
 
 PASSWORD = "gridportal"
-TEAMS = {
+TEAMS: dict[str, tuple[str, dict[str, tuple[int, int]]]] = {
     "vision": ("Computer Vision Lab", {"a100": (8, 16), "h100": (4, 8)}),
     "render": ("Render Farm", {"a100": (4, 8), "a10g": (0, 8)}),
     "climate": ("Climate Simulation", {"a100": (8, 24), "h100": (8, 16)}),
 }
-USERS = [
+USERS: list[tuple[str, str | None, str | None, bool, bool]] = [
     # username, team, role, operator, finance
     ("alice", "vision", TeamRole.RESEARCHER, False, False),
     ("bob", "vision", TeamRole.LEAD, False, False),
@@ -30,7 +30,7 @@ USERS = [
     ("olivia", None, None, True, False),
     ("fiona", None, None, False, True),
 ]
-DEMO_JOBS = [
+DEMO_JOBS: list[tuple[str, dict[str, Any]]] = [
     ("alice", {"template": "pytorch-ddp", "name": "resnet50-imagenet", "gpus_per_node": 8, "walltime": "02:00:00"}),
     ("alice", {"template": "pytorch-ddp", "name": "vit-finetune", "gpus_per_node": 4, "walltime": "01:00:00"}),
     ("bob", {"template": "pytorch-ddp", "name": "llm-pretrain", "gpu_model": "h100", "gpus_per_node": 8, "walltime": "04:00:00"}),
@@ -83,7 +83,7 @@ class Command(BaseCommand):
             if created:
                 user.set_password(PASSWORD)
                 user.save()
-            if team:
+            if team and role:
                 Membership.objects.get_or_create(user=user, team=teams[team], defaults={"role": role})
             users[username] = user
         return users
