@@ -56,7 +56,9 @@ def test_it_records_who_and_why_on_every_transition(alice, submit):
 def test_a_failed_job_keeps_its_exit_code_and_reason(alice, submit, settings):
     job = submit(alice)
     run_cycle()
-    SimJob.objects.filter(portal_job_id=job.pk).update(outcome_state="failed", outcome_exit_code=137, outcome_reason="OutOfMemory")
+    SimJob.objects.filter(portal_job_id=job.pk).update(
+        outcome_state="failed", outcome_exit_code=137, outcome_reason="OutOfMemory"
+    )
     finish_all_sim_jobs()
     services.sync_jobs()
     job.refresh_from_db()
