@@ -92,7 +92,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             body = {"array_id": jobs[0].array_id, "count": len(jobs), "ids": [j.pk for j in jobs]}
             return Response(ArrayCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
         job = Job.objects.select_related("team", "owner", "template").get(pk=jobs[0].pk)
-        return Response(JobDetailSerializer(job, context={"positions": {}}).data, status=status.HTTP_201_CREATED)
+        context = {"positions": {job.pk: services.queue_position(job)}}
+        return Response(JobDetailSerializer(job, context=context).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=CancelSerializer, responses={200: JobDetailSerializer})
     @action(detail=True, methods=["post"])
