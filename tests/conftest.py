@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -23,6 +24,18 @@ from quotas.models import TeamQuota
 
 TEST_POOLS = "onprem-a100:onprem:a100:2x8,onprem-h100:onprem:h100:1x8,burst-a10g:cloud:a10g:0x4"
 PASSWORD = "pw-for-tests"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_stray_connections(django_db_setup: Any, django_db_blocker: Any) -> Any:
+    """Websocket tests leave connections open in executor threads; close them so the test database can be dropped."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
 
 
 @pytest.fixture(autouse=True)

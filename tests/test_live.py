@@ -1,0 +1,94 @@
+"""Live pages: the job websocket sends a snapshot, then ticks with GPU samples and new log lines."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+
+from jobs import live, services
+from portal import charts
+from portal.routing import websocket_urlpatterns
+
+
+def as_user(user):  # type: ignore[no-untyped-def]
+    router = URLRouter(websocket_urlpatterns)
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        return await router({**scope, "user": user}, receive, send)
+
+    return app
+
+
+def start_running(alice, submit):  # type: ignore[no-untyped-def]
+    job = submit(alice, name="live", gpus_per_node=2)
+    services.run_admission_cycle()
+    services.dispatch(job.pk)
+    services.sync_jobs()
+    job.refresh_from_db()
+    return job
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_running_job_streams_its_state_gpus_and_log(alice, submit):
+    job = await database_sync_to_async(start_running)(alice, submit)
+    socket = WebsocketCommunicator(as_user(alice), f"/ws/jobs/{job.pk}/")
+    connected, _ = await socket.connect()
+    assert connected
+    snapshot = await socket.receive_json_from(timeout=5)
+    assert snapshot["type"] == "snapshot" and snapshot["job"]["state"] == "running"
+    assert set(snapshot["charts"]) == {"utilization", "temperature_c", "fb_used_mib"}
+    assert snapshot["log"]["lines"][0].startswith(f"[portal] job {job.pk}")
+    tick = await socket.receive_json_from(timeout=5)
+    assert tick["type"] == "tick"
+    labels = set(tick["gpus"]["values"]["utilization"])
+    assert len(labels) == 2 and all(label.startswith(next(iter(job.placement))) for label in labels)
+    await socket.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_cancel_reaches_the_page_with_its_event(alice, submit):
+    job = await database_sync_to_async(start_running)(alice, submit)
+    socket = WebsocketCommunicator(as_user(alice), f"/ws/jobs/{job.pk}/")
+    await socket.connect()
+    await socket.receive_json_from(timeout=5)
+    await database_sync_to_async(services.cancel)(alice, job)
+    for _ in range(5):
+        message = await socket.receive_json_from(timeout=5)
+        if message["job"]["state"] == "cancelled":
+            break
+    assert message["job"]["ended"] and any(e["to"] == "cancelled" for e in message["events"])
+    await socket.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_grid_socket_sends_pools_queue_and_nodes(alice, grid):
+    socket = WebsocketCommunicator(as_user(alice), "/ws/grid/")
+    connected, _ = await socket.connect()
+    assert connected
+    message = await socket.receive_json_from(timeout=5)
+    assert message["type"] == "grid"
+    assert {p["name"] for p in message["pools"]} >= {"onprem-a100", "onprem-h100"}
+    assert len(message["nodes"]) == 3 and message["queue"]["jobs"] == 0
+    await socket.disconnect()
+
+
+def test_job_history_is_per_gpu_and_only_the_jobs_own_gpus(alice, submit):
+    job = start_running(alice, submit)
+    later = job.started_at + timedelta(seconds=30)
+    history = live.gpu_history(job, now=later)
+    assert set(history) == {"utilization", "temperature_c", "fb_used_mib"}
+    assert len(history["utilization"]) == 2
+    figures = live.charts(history)
+    assert [t["name"] for t in figures["utilization"]["data"]] == sorted(history["utilization"])
+
+
+def test_line_figures_are_plain_data_with_one_trace_per_series():
+    figure = charts.line_figure("T", "%", {"a": [("2026-01-01T00:00:00", 1.0)], "b": []}, (0, 100))
+    assert [t["name"] for t in figure["data"]] == ["a", "b"]
+    assert figure["data"][0]["y"] == (1.0,) or list(figure["data"][0]["y"]) == [1.0]
+    assert figure["layout"]["yaxis"]["range"] == [0, 100]
+    assert figure["layout"]["title"]["text"] == "T"
