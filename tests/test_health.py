@@ -1,0 +1,33 @@
+"""/healthz reports the database, broker, worker and backend, and says 503 when one is down."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from portal.models import Heartbeat
+
+
+def test_healthy_when_everything_answers_and_the_worker_is_recent(client, grid):
+    Heartbeat.beat("worker")
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ok"] and set(body["checks"]) == {"database", "broker", "worker", "backend"}
+    assert body["checks"]["backend"]["backend"] == "simulator"
+
+
+def test_a_silent_worker_makes_it_unhealthy(client, grid):
+    Heartbeat.objects.create(name="worker", at=timezone.now() - timedelta(hours=1))
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["worker"]["error"] == "worker is silent"
+
+
+def test_an_unreachable_broker_is_reported_not_raised(client, grid, settings):
+    Heartbeat.beat("worker")
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    body = client.get("/healthz").json()
+    assert not body["ok"] and not body["checks"]["broker"]["ok"]
+    assert "ConnectionError" in body["checks"]["broker"]["error"]

@@ -1,0 +1,69 @@
+"""Settings from the environment: strict parsing with messages that name the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from portal.env import ConfigError, env_bool, env_choice, env_float, parse_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_database_urls_become_django_settings(tmp_path):
+    pg = parse_database_url("postgres://grid:s%40cret@db.internal:6543/portal?sslmode=require", tmp_path).as_django()
+    assert (pg["ENGINE"], pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
+        "django.db.backends.postgresql", "portal", "grid", "s@cret", "db.internal", "6543",
+    )  # fmt: skip
+    assert pg["OPTIONS"] == {"sslmode": "require"}
+    lite = parse_database_url("sqlite:///var/x.sqlite3", tmp_path).as_django()
+    assert lite["NAME"] == str(tmp_path / "var/x.sqlite3") and "journal_mode=WAL" in lite["OPTIONS"]["init_command"]
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "postgres://host/", "sqlite://", "nonsense"])
+def test_unusable_database_urls_are_refused_by_name(url, tmp_path):
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        parse_database_url(url, tmp_path)
+
+
+def test_booleans_numbers_and_choices_are_strict(monkeypatch):
+    monkeypatch.setenv("X_FLAG", "maybe")
+    with pytest.raises(ConfigError, match="X_FLAG='maybe'"):
+        env_bool("X_FLAG", False)
+    monkeypatch.setenv("X_SPEED", "-3")
+    with pytest.raises(ConfigError, match="between 0.01 and 10"):
+        env_float("X_SPEED", 1.0, minimum=0.01, maximum=10)
+    monkeypatch.setenv("X_BACKEND", "nomad")
+    with pytest.raises(ConfigError, match="simulator, slurm"):
+        env_choice("X_BACKEND", "simulator", ("simulator", "slurm"))
+
+
+def run_check(**env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE"}}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "portal.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_mode_refuses_to_start_without_a_secret_key(tmp_path):
+    result = run_check(DEBUG="false", PORTAL_DATA_DIR=str(tmp_path))
+    assert result.returncode != 0 and "SECRET_KEY is required" in result.stderr
+
+
+def test_a_bad_setting_stops_start_up_with_its_name(tmp_path):
+    result = run_check(DEBUG="true", SIM_SPEED="fast", PORTAL_DATA_DIR=str(tmp_path))
+    assert result.returncode != 0 and "SIM_SPEED='fast'" in result.stderr
+
+
+def test_the_embedded_default_needs_no_servers(tmp_path):
+    result = run_check(DEBUG="true", PORTAL_DATA_DIR=str(tmp_path), DATABASE_URL="", REDIS_URL="")
+    assert result.returncode == 0, result.stderr
