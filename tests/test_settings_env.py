@@ -35,7 +35,7 @@ def test_booleans_numbers_and_choices_are_strict(monkeypatch):
     with pytest.raises(ConfigError, match="X_FLAG='maybe'"):
         env_bool("X_FLAG", False)
     monkeypatch.setenv("X_SPEED", "-3")
-    with pytest.raises(ConfigError, match="between 0.01 and 10"):
+    with pytest.raises(ConfigError, match=r"between 0\.01 and 10"):
         env_float("X_SPEED", 1.0, minimum=0.01, maximum=10)
     monkeypatch.setenv("X_BACKEND", "nomad")
     with pytest.raises(ConfigError, match="simulator, slurm"):
