@@ -1,0 +1,235 @@
+"""Every route of the portal is in the access table below, and behaves as the table says.
+
+A route added to the URLconf, the API router or the websocket routing without a row here fails
+`test_every_route_is_in_the_access_table`. Each row is then checked for three callers: an anonymous
+visitor, the outsider carol (team render) on vision's objects, and the rightful user.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import connections
+from django.urls import URLPattern, URLResolver, get_resolver, include, path, re_path, resolve
+
+from cluster.models import Node
+from portal.asgi import application
+from portal.models import ApiToken
+from portal.routing import websocket_urlpatterns
+from portal.urls import router
+
+EXCLUDED_PREFIXES = ("admin/", "accounts/", "static/")
+API = "api/v1/"
+
+LOGIN = "login"  # 302 to /accounts/login/?next=...
+PUBLIC = "public"  # served to anyone (200, or 503 from /healthz while something is down)
+SCHEMA_IS_PUBLIC = "drf-spectacular serves the schema and Swagger UI to anyone: SPECTACULAR_SETTINGS has no SERVE_PERMISSIONS"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route: a sample URL, the methods it serves, and what each kind of caller gets."""
+
+    url: str  # placeholders: {job} alice's job, {token} alice's token, {node}, {pool}
+    anonymous: str | int
+    outsider: str | int  # carol, on vision's objects
+    rightful: tuple[str, int]  # persona, status
+    methods: tuple[str, ...] = ("get",)
+    body: dict[str, str] | None = None
+    known_bug: str = ""
+
+
+ROUTES: dict[str, Route] = {
+    # Pages
+    "": Route("/", LOGIN, 200, ("alice", 200)),
+    "healthz": Route("/healthz", PUBLIC, PUBLIC, ("olivia", PUBLIC)),
+    "tokens/": Route("/tokens/", LOGIN, 200, ("alice", 200), ("get", "post")),
+    "tokens/<int:token_id>/revoke/": Route("/tokens/{token}/revoke/", LOGIN, 302, ("alice", 302), ("post",)),
+    "jobs/": Route("/jobs/", LOGIN, 200, ("alice", 200)),
+    "jobs/new/": Route("/jobs/new/", LOGIN, 200, ("alice", 200)),
+    "jobs/new/<slug:slug>/": Route("/jobs/new/custom/", LOGIN, 200, ("alice", 200), ("get", "post")),
+    "jobs/<int:job_id>/": Route("/jobs/{job}/", LOGIN, 404, ("bob", 200)),
+    "jobs/<int:job_id>/cancel/": Route("/jobs/{job}/cancel/", LOGIN, 404, ("bob", 302), ("post",)),
+    "sim/metrics": Route("/sim/metrics", 403, 403, ("olivia", 200)),
+    "sim/nodes/<str:node>/metrics": Route("/sim/nodes/{node}/metrics", 403, 403, ("olivia", 200)),
+    # API documentation
+    "api/schema/": Route("/api/schema/", 401, 200, ("alice", 200), known_bug=SCHEMA_IS_PUBLIC),
+    "api/docs/": Route("/api/docs/", 401, 200, ("alice", 200), known_bug=SCHEMA_IS_PUBLIC),
+    # API
+    "api/v1/": Route("/api/v1/", 401, 200, ("alice", 200)),
+    "api/v1/me/": Route("/api/v1/me/", 401, 200, ("alice", 200)),
+    "api/v1/jobs/": Route("/api/v1/jobs/", 401, 200, ("alice", 200), ("get", "post")),
+    "api/v1/jobs/<pk>/": Route("/api/v1/jobs/{job}/", 401, 404, ("bob", 200)),
+    "api/v1/jobs/<pk>/cancel/": Route("/api/v1/jobs/{job}/cancel/", 401, 404, ("bob", 200), ("post",)),
+    "api/v1/jobs/<pk>/events/": Route("/api/v1/jobs/{job}/events/", 401, 404, ("bob", 200)),
+    "api/v1/jobs/<pk>/logs/": Route("/api/v1/jobs/{job}/logs/", 401, 404, ("bob", 200)),
+    "api/v1/templates/": Route("/api/v1/templates/", 401, 200, ("alice", 200)),
+    "api/v1/templates/<slug>/": Route("/api/v1/templates/custom/", 401, 200, ("alice", 200)),
+    "api/v1/teams/": Route("/api/v1/teams/", 401, 200, ("alice", 200)),
+    "api/v1/teams/<slug>/": Route("/api/v1/teams/vision/", 401, 404, ("alice", 200)),
+    "api/v1/pools/": Route("/api/v1/pools/", 401, 200, ("alice", 200)),
+    "api/v1/pools/<name>/": Route("/api/v1/pools/{pool}/", 401, 200, ("alice", 200)),
+    "api/v1/nodes/": Route("/api/v1/nodes/", 401, 200, ("alice", 200)),
+    "api/v1/nodes/<name>/": Route("/api/v1/nodes/{node}/", 401, 200, ("alice", 200)),
+    "api/v1/nodes/<name>/events/": Route("/api/v1/nodes/{node}/events/", 401, 200, ("alice", 200)),
+    "api/v1/nodes/<name>/cordon/": Route("/api/v1/nodes/{node}/cordon/", 401, 403, ("olivia", 200), ("post",), {"reason": "fan"}),
+    "api/v1/nodes/<name>/drain/": Route("/api/v1/nodes/{node}/drain/", 401, 403, ("olivia", 200), ("post",), {"reason": "fan"}),
+    "api/v1/nodes/<name>/resume/": Route("/api/v1/nodes/{node}/resume/", 401, 403, ("olivia", 200), ("post",)),
+    "api/v1/tokens/": Route("/api/v1/tokens/", 401, 200, ("alice", 200), ("get", "post")),
+    "api/v1/tokens/<pk>/": Route("/api/v1/tokens/{token}/", 401, 404, ("alice", 204), ("delete",)),
+}
+
+CLOSE_UNAUTHENTICATED = 4401
+WEBSOCKETS: dict[str, str] = {  # route -> sample path; anonymous sockets are closed with 4401
+    "ws/grid/": "/ws/grid/",
+    "ws/jobs/<int:job_id>/": "/ws/jobs/1/",
+}
+
+FORMAT_SUFFIX = re.compile(r"\\\.\(\?P<format>[^)]*\)/\?")
+NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+
+
+def normalized(route: str) -> str:
+    """The router's regexes written like path() routes; `.json` variants fold into their route."""
+    route = route.replace("<drf_format_suffix:format>", "")
+    route = FORMAT_SUFFIX.sub("/", route)
+    route = NAMED_GROUP.sub(r"<\1>", route)
+    return route.replace("^", "").replace("$", "")
+
+
+def walk(patterns: list[URLPattern | URLResolver], prefix: str = "") -> Iterator[str]:
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if route.startswith(EXCLUDED_PREFIXES):
+            continue
+        if isinstance(pattern, URLResolver):
+            yield from walk(pattern.url_patterns, route)
+        else:
+            yield route
+
+
+def project_routes() -> set[str]:
+    return {normalized(route) for route in walk(get_resolver().url_patterns)}
+
+
+def routes_with_a_format_suffix() -> set[str]:
+    return {normalized(route) for route in walk(get_resolver().url_patterns) if "format" in route}
+
+
+def websocket_routes() -> set[str]:
+    return {str(p.pattern) for p in websocket_urlpatterns}
+
+
+def param(route: str, *extra: object) -> object:
+    row = ROUTES[route]
+    marks = [pytest.mark.xfail(strict=True, reason=row.known_bug)] if row.known_bug else []
+    return pytest.param(route, *extra, marks=marks, id=route or "dashboard")
+
+
+def call(client, route: Route, method: str, values: dict[str, object]):
+    url = route.url.format(**values)
+    if url.startswith("/api/v1/"):
+        return getattr(client, method)(url, route.body or {}, content_type="application/json")
+    return getattr(client, method)(url, route.body or {})
+
+
+def assert_outcome(response, expected: str | int) -> None:
+    if expected == LOGIN:
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/?next=")
+    elif expected == PUBLIC:
+        assert response.status_code in (200, 503)
+    else:
+        assert response.status_code == expected, response.content[:300]
+
+
+@pytest.fixture
+def values(alice, bob, carol, olivia, submit):
+    node = Node.objects.select_related("pool").order_by("name").first()
+    token, _ = ApiToken.issue(alice, "alice-laptop")
+    return {"job": submit(alice, name="vision-alice-resnet").pk, "token": token.pk, "node": node.name, "pool": node.pool.name}
+
+
+# The table is complete and every row points at the route it names
+
+
+def test_every_route_is_in_the_access_table():
+    assert project_routes() - set(ROUTES) == set()
+    assert websocket_routes() - set(WEBSOCKETS) == set()
+
+
+def test_the_access_table_has_no_rows_for_routes_that_are_gone():
+    assert set(ROUTES) - project_routes() == set()
+    assert set(WEBSOCKETS) - websocket_routes() == set()
+
+
+def test_a_new_route_without_a_row_would_be_caught():
+    def view(request):
+        raise AssertionError("never called")
+
+    added = [
+        path("jobs/<int:job_id>/retry/", view),
+        path("api/v1/", include([re_path(r"^invoices\.(?P<format>[a-z0-9]+)/?$", view)])),
+    ]
+    assert {normalized(route) for route in walk(added)} - set(ROUTES) == {"jobs/<int:job_id>/retry/", "api/v1/invoices/"}
+
+
+def test_every_api_router_registration_is_in_the_access_table():
+    registered = {normalized(API + str(url.pattern)) for url in router.urls}
+    assert registered - set(ROUTES) == set()
+    assert {prefix for prefix, _, _ in router.registry} == {"jobs", "templates", "teams", "pools", "nodes", "tokens"}
+
+
+@pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: r or "dashboard")
+def test_each_sample_url_resolves_to_the_route_of_its_row(route):
+    sample = ROUTES[route].url.format(job=1, token=1, node="node-1", pool="pool-1")
+    assert normalized(resolve(sample).route) == route
+
+
+def test_the_normalised_route_of_a_format_suffix_is_that_of_its_plain_route():
+    assert normalized(resolve("/api/v1/jobs/7/events.json").route) == "api/v1/jobs/<pk>/events/"
+    assert normalized(resolve("/api/v1/.json").route) == "api/v1/"
+
+
+# What each kind of caller gets
+
+
+@pytest.mark.parametrize(("route", "method"), [param(r, m) for r, row in ROUTES.items() for m in row.methods])
+def test_an_anonymous_caller_gets_what_the_table_says(client, values, route, method):
+    assert_outcome(call(client, ROUTES[route], method, values), ROUTES[route].anonymous)
+
+
+@pytest.mark.parametrize("route", [param(r) for r in ROUTES if r in routes_with_a_format_suffix()])
+def test_an_anonymous_caller_gets_the_same_on_the_json_suffix(client, values, route):
+    row = ROUTES[route]
+    url = row.url.format(**values)
+    url = url + ".json" if url.endswith("v1/") else url.rstrip("/") + ".json"
+    assert getattr(client, row.methods[0])(url).status_code == row.anonymous
+
+
+@pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: r or "dashboard")
+def test_the_outsider_gets_what_the_table_says_on_another_teams_objects(web, carol, values, route):
+    row = ROUTES[route]
+    assert_outcome(call(web(carol), row, row.methods[0], values), row.outsider)
+
+
+@pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: r or "dashboard")
+def test_the_rightful_user_gets_what_the_table_says(request, web, values, route):
+    row = ROUTES[route]
+    persona, expected = row.rightful
+    assert_outcome(call(web(request.getfixturevalue(persona)), row, row.methods[0], values), expected)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("route", list(WEBSOCKETS))
+async def test_an_anonymous_websocket_is_closed_with_4401(route):
+    communicator = WebsocketCommunicator(application, WEBSOCKETS[route], headers=[(b"origin", b"http://testserver")])
+    try:
+        assert await communicator.connect(timeout=5) == (False, CLOSE_UNAUTHENTICATED)
+    finally:
+        await communicator.disconnect()
+        await sync_to_async(connections.close_all)()
