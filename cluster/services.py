@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import Max, Sum
@@ -15,6 +16,8 @@ from cluster.gpus import GPU_MODELS
 from cluster.models import GridSample, Node, NodeEvent, Pool
 from cluster.states import NodeState
 from portal.broadcast import send_on_commit
+
+GRID_HISTORY_KEPT = timedelta(days=7)
 
 
 class NodeActionError(Exception):
@@ -133,4 +136,5 @@ def record_grid_sample(
             )
         )
     GridSample.objects.bulk_create(samples)
+    GridSample.objects.filter(at__lt=now - GRID_HISTORY_KEPT).delete()
     return len(samples)

@@ -8,13 +8,19 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth.models import AnonymousUser
 
 from jobs import live
 from jobs.models import Job
+from portal.models import User
 
 TICK_S = 1.0
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+
+
+class AccessLost(Exception):
+    """The user may no longer see the job (left the team, deactivated)."""
 
 
 class JobConsumer(AsyncJsonWebsocketConsumer):
@@ -52,7 +58,14 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         return Job.objects.visible_to(user).filter(pk=self.job_id).exists()
 
     def _job(self) -> Job:
-        return Job.objects.get(pk=self.job_id)
+        """The job, re-checked against the user's current visibility (membership can change mid-session)."""
+        job = Job.objects.visible_to(self._current_user()).filter(pk=self.job_id).first()
+        if job is None:
+            raise AccessLost
+        return job
+
+    def _current_user(self) -> Any:
+        return User.objects.filter(pk=self.scope["user"].pk, is_active=True).first() or AnonymousUser()
 
     def _snapshot(self) -> dict[str, Any]:
         snapshot = live.snapshot(self._job())
@@ -68,7 +81,12 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
 
     async def _send_tick(self) -> None:
         async with self.lock:
-            await self.send_json(await database_sync_to_async(self._tick)())
+            try:
+                message = await database_sync_to_async(self._tick)()
+            except AccessLost:
+                await self.close(code=CLOSE_FORBIDDEN)
+                return
+            await self.send_json(message)
 
     async def _tick_forever(self) -> None:
         while True:
@@ -82,4 +100,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "resync":
             async with self.lock:
-                await self.send_json(await database_sync_to_async(self._snapshot)())
+                try:
+                    await self.send_json(await database_sync_to_async(self._snapshot)())
+                except AccessLost:
+                    await self.close(code=CLOSE_FORBIDDEN)

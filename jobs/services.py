@@ -217,11 +217,17 @@ def cancel_on_backend(job_id: int, backend: ClusterBackend | None = None) -> boo
 # --- admission -------------------------------------------------------------------------------
 
 
-def _free_nodes() -> list[admission.FreeNode]:
+def reserved_by_node() -> dict[str, int]:
+    """GPUs handed out on each node to jobs that hold them."""
     reserved: dict[str, int] = defaultdict(int)
     for placement in Job.objects.filter(state__in=HOLDS_GPUS).values_list("placement", flat=True):
         for node, gpus in placement.items():
             reserved[node] += gpus
+    return reserved
+
+
+def _free_nodes() -> list[admission.FreeNode]:
+    reserved = reserved_by_node()
     return [
         admission.FreeNode(
             n.name, n.pool.name, n.pool.kind == PoolKind.CLOUD, n.gpu_model, max(0, n.gpus - reserved[n.name]), n.gpus

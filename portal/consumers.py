@@ -10,6 +10,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from portal import live
+from portal.models import User
 
 TICK_S = 2.0
 MIN_GAP_S = 0.5  # bursts of changes (an admission cycle) coalesce into one message
@@ -39,7 +40,16 @@ class GridConsumer(AsyncJsonWebsocketConsumer):
 
     async def _send(self) -> None:
         self.last_sent = asyncio.get_running_loop().time()
-        await self.send_json(await database_sync_to_async(live.grid_snapshot)(self.user))
+        message = await database_sync_to_async(self._snapshot)()
+        if message is None:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        await self.send_json(message)
+
+    def _snapshot(self) -> dict[str, Any] | None:
+        # Reload the user each time: team membership (what the queue breakdown shows) can change mid-session.
+        user = User.objects.filter(pk=self.user.pk, is_active=True).first()
+        return live.grid_snapshot(user) if user is not None else None
 
     async def _tick_forever(self) -> None:
         while True:

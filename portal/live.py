@@ -52,22 +52,27 @@ def queue_now(user: Any) -> dict[str, Any]:
     totals = waiting.aggregate(jobs=Count("id"), gpus=Sum("gpus"))
     mine = waiting if sees_all_teams(user) else waiting.filter(team_id__in=member_team_ids(user))
     by_team = list(mine.values("team__slug").annotate(jobs=Count("id"), gpus=Sum("gpus")).order_by("team__slug"))
+    by_model = dict(waiting.values("gpu_model").annotate(gpus=Sum("gpus")).values_list("gpu_model", "gpus"))
+    models = Pool.objects.values_list("gpu_model", flat=True).distinct()
     return {
         "jobs": totals["jobs"] or 0,
         "gpus": totals["gpus"] or 0,
+        "by_model": {model: by_model.get(model) or 0 for model in models},
         "by_team": [{"team": r["team__slug"], "jobs": r["jobs"], "gpus": r["gpus"] or 0} for r in by_team],
         "running": Job.objects.filter(state__in=HOLDS_GPUS).count(),
     }
 
 
 def nodes_now() -> list[dict[str, Any]]:
+    """Nodes with the GPUs the portal has handed out on each (what admission counts)."""
+    reserved = job_services.reserved_by_node()
     return [
         {
             "name": n.name,
             "pool": n.pool.name,
             "gpu_model": n.gpu_model,
             "gpus": n.gpus,
-            "gpus_used": n.gpus_used,
+            "gpus_used": reserved.get(n.name, 0),
             "state": n.state,
             "reason": n.reason,
         }

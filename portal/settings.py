@@ -156,6 +156,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # Redis is optional: with it, Celery and Channels span processes; without it, Celery uses a
@@ -188,7 +189,7 @@ CELERY_BEAT_SCHEDULE = {
     "admission-cycle": {"task": "jobs.tasks.admission_cycle", "schedule": GRID_CYCLE_S},
     "sync-backend": {"task": "jobs.tasks.sync_backend", "schedule": GRID_CYCLE_S},
     "sync-nodes": {"task": "cluster.tasks.sync_nodes", "schedule": GRID_CYCLE_S * 5},
-    "record-grid-sample": {"task": "jobs.tasks.record_grid_sample", "schedule": 15.0},
+    "record-grid-sample": {"task": "jobs.tasks.record_grid_sample", "schedule": 5.0},
     "reap-stale": {"task": "jobs.tasks.reap_stale", "schedule": 30.0},
 }
 

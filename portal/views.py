@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from jobs.models import Job
 from portal import live
-from portal.access import signed_in
+from portal.access import is_operator, signed_in
 from portal.health import run_checks
 from portal.models import ApiToken
 
@@ -28,7 +28,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
+    """Public for load balancers; error details (hosts, ports) only for operators."""
     result = run_checks()
+    if not is_operator(request.user):
+        result = {"ok": result["ok"], "checks": {name: {"ok": c["ok"]} for name, c in result["checks"].items()}}
     return JsonResponse(result, status=200 if result["ok"] else 503)
 
 

@@ -31,7 +31,7 @@ def close_stray_connections(django_db_setup: Any, django_db_blocker: Any) -> Any
     """Websocket tests leave connections open in executor threads; close them so the test database can be dropped."""
     yield
     with django_db_blocker.unblock():
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and connection.settings_dict["NAME"].startswith("test_"):
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"

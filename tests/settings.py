@@ -28,5 +28,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast log
 ALLOWED_HOSTS = ["*"]
 
 # Each test run gets its own database, so concurrent runs on one machine never collide.
-if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
+if str(DATABASES["default"]["ENGINE"]).endswith("postgresql"):  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": f"test_gridportal_{os.getpid()}"}  # noqa: F405

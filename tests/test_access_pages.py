@@ -301,10 +301,6 @@ def test_healthz_is_public_and_reveals_no_job_team_or_user_data(web, alice_job, 
         assert private not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drf-spectacular serves the schema and Swagger UI to anyone: SPECTACULAR_SETTINGS has no SERVE_PERMISSIONS",
-)
 @pytest.mark.parametrize("path", ["/api/schema/", "/api/docs/"])
 def test_an_anonymous_visitor_is_refused_the_api_schema_and_docs(web, path):
     assert web(None).get(path).status_code in (302, 401, 403)

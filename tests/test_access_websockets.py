@@ -106,10 +106,6 @@ async def test_the_owner_a_teammate_and_the_operator_get_the_jobs_snapshot_first
     assert [e["actor"] for e in message["events"]] == ["alice"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobConsumer checks visibility only on connect; ticks and pushed changes keep flowing after access is lost",
-)
 async def test_a_member_removed_from_the_team_stops_receiving_the_jobs_updates(alice, vision, alice_job):
     async with websocket(f"/ws/jobs/{alice_job.pk}/", alice) as ws:
         assert await ws.connect(timeout=TIMEOUT_S) == (True, None)

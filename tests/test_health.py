@@ -9,25 +9,34 @@ from django.utils import timezone
 from portal.models import Heartbeat
 
 
-def test_healthy_when_everything_answers_and_the_worker_is_recent(client, grid):
+def test_healthy_when_everything_answers_and_the_worker_is_recent(web, olivia, grid):
     Heartbeat.beat("worker")
-    response = client.get("/healthz")
+    response = web(olivia).get("/healthz")
     assert response.status_code == 200
     body = response.json()
     assert body["ok"] and set(body["checks"]) == {"database", "broker", "worker", "backend"}
     assert body["checks"]["backend"]["backend"] == "simulator"
 
 
-def test_a_silent_worker_makes_it_unhealthy(client, grid):
+def test_a_silent_worker_makes_it_unhealthy(web, olivia, grid):
     Heartbeat.objects.create(name="worker", at=timezone.now() - timedelta(hours=1))
-    response = client.get("/healthz")
+    response = web(olivia).get("/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["worker"]["error"] == "worker is silent"
 
 
-def test_an_unreachable_broker_is_reported_not_raised(client, grid, settings):
+def test_an_unreachable_broker_is_reported_not_raised(web, olivia, grid, settings):
     Heartbeat.beat("worker")
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    body = client.get("/healthz").json()
+    body = web(olivia).get("/healthz").json()
     assert not body["ok"] and not body["checks"]["broker"]["ok"]
     assert "ConnectionError" in body["checks"]["broker"]["error"]
+
+
+def test_anonymous_callers_see_only_which_checks_pass(client, grid, settings):
+    Heartbeat.beat("worker")
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"] == {"ok": False}
+    assert "127.0.0.1" not in response.content.decode()

@@ -26,6 +26,14 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(tra
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def forget_connections() -> None:
+    """Drop Celery's cached broker connections so the next publish uses the broker now configured."""
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+        celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
 @pytest.fixture
 def redis_broker(settings):  # type: ignore[no-untyped-def]
     url = redis_url()
@@ -36,8 +44,10 @@ def redis_broker(settings):  # type: ignore[no-untyped-def]
     settings.CELERY_TASK_ALWAYS_EAGER = False
     old = (celery_app.conf.broker_url, celery_app.conf.task_always_eager, celery_app.conf.broker_transport_options)
     celery_app.conf.update(broker_url=url, task_always_eager=False, broker_transport_options={})
+    forget_connections()
     yield url
     celery_app.conf.update(broker_url=old[0], task_always_eager=old[1], broker_transport_options=old[2])
+    forget_connections()
     redis.Redis.from_url(url).flushdb()
 
 

@@ -37,7 +37,13 @@ def test_pools_parse_and_bad_specs_say_what_is_wrong():
     pools = parse_pools("p:onprem:a100:2x8, q:cloud:a10g:0x4")
     assert [(p.name, p.nodes, p.gpus_per_node) for p in pools] == [("p", 2, 8), ("q", 0, 4)]
     assert pools[0].node_names() == ["p-01", "p-02"]
-    for bad in ["p:onprem:a100", "p:moon:a100:1x8", "p:onprem:b300:1x8", "p:onprem:a100:1x99", "p:onprem:a100:1x8,p:onprem:a100:1x8"]:
+    for bad in [
+        "p:onprem:a100",
+        "p:moon:a100:1x8",
+        "p:onprem:b300:1x8",
+        "p:onprem:a100:1x99",
+        "p:onprem:a100:1x8,p:onprem:a100:1x8",
+    ]:
         with pytest.raises(PoolSpecError):
             parse_pools(bad)
 

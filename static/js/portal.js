@@ -84,6 +84,7 @@
         if (row) row.cells[3].querySelector(".muted").textContent = n.reason;
       });
       extend("chart-utilization", msg.at, util, 720);
+      extend("chart-queue", msg.at, msg.queue.by_model, 720);
     });
   }
 
