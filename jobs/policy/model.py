@@ -1,0 +1,214 @@
+"""Plain data the admission policy reads and returns: cluster, quotas, jobs, decisions.
+
+Every type is frozen: a cycle never mutates its inputs, so the same snapshot can be replayed,
+compared and benchmarked. Times are seconds on whatever clock the caller uses; the policy never
+reads a clock itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+JobId = int | str
+
+
+class Reason(StrEnum):
+    """Why a job is still waiting, in the words shown to its owner."""
+
+    QUOTA = "quota"
+    CAPACITY = "capacity"
+    FRAGMENTATION = "fragmentation"
+    PRIORITY = "priority"
+    BUDGET = "budget"
+    GANG = "gang"
+    QUEUE = "queue"
+    NO_NODES = "no_nodes"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """One node as the cluster reports it: `free` GPUs are those no running job holds."""
+
+    name: str
+    pool: str
+    gpu_model: str
+    gpus: int
+    free: int
+    healthy: bool = True
+    is_cloud: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """The nodes of every pool. Unhealthy (cordoned, drained, failed) nodes take no new work."""
+
+    nodes: Sequence[NodeState]
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A team's queue for one GPU model.
+
+    `guarantee` GPUs the team can always get back (by reclaim if others borrowed them), `limit` is
+    the hard cap with borrowing included, `weight` its share of idle capacity, and `lendable` says
+    whether others may borrow its idle guarantee.
+    """
+
+    team: str
+    gpu_model: str
+    guarantee: int
+    limit: int
+    weight: float = 1.0
+    lendable: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.guarantee <= self.limit:
+            raise ValueError(f"quota {self.team}/{self.gpu_model}: need 0 <= guarantee <= limit")
+        if self.weight <= 0:
+            raise ValueError(f"quota {self.team}/{self.gpu_model}: weight must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityClassSpec:
+    """A priority class: higher `rank` goes first.
+
+    `preemptible` jobs may be reclaim victims while their team borrows; `may_borrow` jobs may run
+    beyond their team's guarantee (up to its limit).
+    """
+
+    name: str
+    rank: int
+    preemptible: bool
+    may_borrow: bool
+
+
+CRITICAL = PriorityClassSpec("critical", rank=300, preemptible=False, may_borrow=False)
+STANDARD = PriorityClassSpec("standard", rank=200, preemptible=True, may_borrow=True)
+PREEMPTIBLE = PriorityClassSpec("preemptible", rank=100, preemptible=True, may_borrow=True)
+DEFAULT_CLASSES: tuple[PriorityClassSpec, ...] = (CRITICAL, STANDARD, PREEMPTIBLE)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    """A job asking for `nodes` x `gpus_per_node` GPUs of one model, all at once (a gang)."""
+
+    id: JobId
+    team: str
+    gpu_model: str
+    gpus_per_node: int
+    nodes: int
+    priority: str
+    submit_time: float
+    walltime_s: float
+    held: bool = False
+
+    @property
+    def gpus(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """A job holding GPUs. `last_checkpoint` may be left out: it is then derived from the interval."""
+
+    id: JobId
+    team: str
+    gpu_model: str
+    placement: Mapping[str, int]
+    priority: str
+    start_time: float
+    expected_end: float
+    checkpoint_interval_s: float | None = None
+    last_checkpoint: float | None = None
+
+    @property
+    def gpus(self) -> int:
+        return sum(self.placement.values())
+
+    def checkpointed_at(self, now: float) -> float:
+        """When its last checkpoint was written; without checkpoints, everything since start is at stake."""
+        if self.last_checkpoint is not None:
+            return min(self.last_checkpoint, now)
+        interval = self.checkpoint_interval_s
+        if not interval or now <= self.start_time:
+            return self.start_time
+        return self.start_time + math.floor((now - self.start_time) / interval) * interval
+
+    def lost_work(self, now: float) -> float:
+        """GPU-seconds of progress a preemption at `now` would throw away."""
+        return max(0.0, now - self.checkpointed_at(now)) * self.gpus
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """Knobs of the fair policy. The defaults suit a shared research grid."""
+
+    half_life_s: float = 7 * 24 * 3600.0  # as Slurm's PriorityDecayHalfLife default
+    min_victim_runtime_s: float = 900.0  # a job must run this long before it can be reclaimed
+    starvation_age_s: float = 24 * 3600.0  # a job waiting this long goes by age, ahead of fair share
+    max_reclaims_per_cycle: int = 4  # small preemption waves; the rest waits for the next cycle
+    backfill: bool = True
+    explain: bool = True  # False skips details, positions and estimates (the replay's fast path)
+    classes: tuple[PriorityClassSpec, ...] = DEFAULT_CLASSES
+
+    def class_named(self, name: str) -> PriorityClassSpec:
+        for spec in self.classes:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"unknown priority class {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Start `job_id` on `placement` ({node: GPUs}) in `pool`; dispatch only after `preempts` have stopped."""
+
+    job_id: JobId
+    pool: str
+    placement: Mapping[str, int]
+    borrowing: bool = False
+    preempts: tuple[JobId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """Stop `job_id` (it resumes from its last checkpoint) so that `for_job` gets its guarantee back."""
+
+    job_id: JobId
+    reason: str
+    for_job: JobId
+    lost_gpu_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a job waits, where it stands, and when it may start (None: no estimate can be given)."""
+
+    reason: Reason
+    detail: str
+    team_position: int | None
+    pool_position: int | None
+    estimated_start: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Nodes held for the top blocked job of a pool; only jobs ending before `start` may use them."""
+
+    pool: str
+    job_id: JobId
+    nodes: tuple[str, ...]
+    start: float
+    rank: int
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    """The decisions of one admission cycle."""
+
+    admitted: list[Admission] = field(default_factory=list)
+    preempted: list[Preemption] = field(default_factory=list)
+    waiting: dict[JobId, Explanation] = field(default_factory=dict)
+    reservations: list[Reservation] = field(default_factory=list)
