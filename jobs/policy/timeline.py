@@ -121,7 +121,7 @@ class StartEstimator:
 
     def _pool_start(self, pool: str, job: PendingJob) -> float:
         if job.nodes == 1:
-            profile = self.single[pool]
+            profile = self.single.get(pool, [])  # a pool whose nodes are all unhealthy has none
             return profile[job.gpus_per_node] if job.gpus_per_node < len(profile) else float("inf")
         times = self.whole.get((pool, job.gpus_per_node), [])
         return times[job.nodes - 1] if len(times) >= job.nodes else float("inf")
