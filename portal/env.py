@@ -75,6 +75,9 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+POOL_MAX_SIZE = 8
+
+
 @dataclass(frozen=True)
 class DatabaseURL:
     """A parsed DATABASE_URL, turned into Django's DATABASES entry by `as_django`."""
@@ -105,10 +108,12 @@ class DatabaseURL:
                 "timeout": 30,
             }
         else:
-            config["CONN_MAX_AGE"] = 60
-            config["CONN_HEALTH_CHECKS"] = True
-            if self.options:
-                config["OPTIONS"] = dict(self.options)
+            # Under ASGI every worker thread would keep its own persistent connection; a bounded
+            # pool per process keeps PostgreSQL's connection count predictable instead.
+            options: dict[str, object] = dict(self.options or {})
+            options.setdefault("pool", {"min_size": 1, "max_size": POOL_MAX_SIZE, "timeout": 10})
+            config["CONN_MAX_AGE"] = 0
+            config["OPTIONS"] = options
         return config
 
 

@@ -19,7 +19,7 @@ def test_database_urls_become_django_settings(tmp_path):
     assert (pg["ENGINE"], pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
         "django.db.backends.postgresql", "portal", "grid", "s@cret", "db.internal", "6543",
     )  # fmt: skip
-    assert pg["OPTIONS"] == {"sslmode": "require"}
+    assert pg["OPTIONS"]["sslmode"] == "require" and pg["OPTIONS"]["pool"]["max_size"] == 8
     lite = parse_database_url("sqlite:///var/x.sqlite3", tmp_path).as_django()
     assert lite["NAME"] == str(tmp_path / "var/x.sqlite3") and "journal_mode=WAL" in lite["OPTIONS"]["init_command"]
 
