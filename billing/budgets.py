@@ -45,7 +45,9 @@ def check_budget(amount: Decimal, thresholds: Sequence[Threshold]) -> None:
         raise BudgetError("thresholds", "give at least one threshold, e.g. 50, 80 and 100 %")
     for i, threshold in enumerate(thresholds):
         if not Decimal(0) < threshold.percent <= MAX_PERCENT:
-            raise BudgetError(f"thresholds[{i}].percent", f"must be more than 0 and at most {MAX_PERCENT}, got {threshold.percent}")
+            raise BudgetError(
+                f"thresholds[{i}].percent", f"must be more than 0 and at most {MAX_PERCENT}, got {threshold.percent}"
+            )
         if threshold.action not in ACTIONS:
             raise BudgetError(f"thresholds[{i}].action", f"unknown action {threshold.action!r}; one of {', '.join(ACTIONS)}")
         if i and threshold.percent <= thresholds[i - 1].percent:

@@ -40,12 +40,16 @@ class RateCard(models.Model):
     class Meta:
         ordering = ["gpu_model", "pool_kind", "pool", "valid_from"]
         constraints = [
-            models.UniqueConstraint(fields=["gpu_model", "pool_kind", "pool", "valid_from"], name="one_rate_card_per_key_and_start"),
+            models.UniqueConstraint(
+                fields=["gpu_model", "pool_kind", "pool", "valid_from"], name="one_rate_card_per_key_and_start"
+            ),
             models.CheckConstraint(condition=models.Q(per_gpu_hour__gte=0), name="rate_card_not_negative"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.gpu_model} {self.pool_kind}{' ' + self.pool if self.pool else ''} from {self.valid_from}: {self.per_gpu_hour}"
+        return (
+            f"{self.gpu_model} {self.pool_kind}{' ' + self.pool if self.pool else ''} from {self.valid_from}: {self.per_gpu_hour}"
+        )
 
 
 class UsageRecord(models.Model):
@@ -236,7 +240,9 @@ class BudgetAlert(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["budget", "period_start", "percent", "kind"], name="one_alert_per_threshold_period_kind")
+            models.UniqueConstraint(
+                fields=["budget", "period_start", "percent", "kind"], name="one_alert_per_threshold_period_kind"
+            )
         ]
 
     def __str__(self) -> str:

@@ -37,7 +37,9 @@ def add_rate_card(
     return card
 
 
-def change_rate(*, gpu_model: str, pool_kind: str, per_gpu_hour: Decimal, from_day: date, pool: str = "", note: str = "") -> RateCard:
+def change_rate(
+    *, gpu_model: str, pool_kind: str, per_gpu_hour: Decimal, from_day: date, pool: str = "", note: str = ""
+) -> RateCard:
     """A new price from a day on (never inside a finalised month); re-prices open months' usage."""
     with transaction.atomic():
         card = rates.change_rate(

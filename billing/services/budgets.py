@@ -18,7 +18,7 @@ from django.utils import timezone
 from billing import budgets, pricing
 from billing.choices import RESTRICTING_ACTIONS, AlertKind, BudgetAction
 from billing.errors import BillingError
-from billing.metering import month_of, next_month
+from billing.metering import next_month
 from billing.models import Budget, BudgetAlert, BudgetThreshold, TeamRestriction, UsageRecord
 from billing.services.invoices import _cards, currency, usage_groups
 from billing.services.notify import finance_users, notify, team_leads
@@ -138,7 +138,7 @@ def record_alert(threshold: BudgetThreshold, kind: str, current: BudgetStatus, n
 def alert_message(alert: BudgetAlert, current: BudgetStatus) -> tuple[str, str]:
     code, team = currency(), current.budget.team.slug
     verb = "has reached" if alert.kind == AlertKind.CROSSED else "is projected to reach"
-    subject = f"[GPU Grid] {team} {verb} {alert.percent:g} % of its {current.budget.period}ly budget"
+    subject = f"[GPU Grid] {team} {verb} {alert.percent.normalize():f} % of its {current.budget.period}ly budget"
     action = BudgetAction(alert.action).label if alert.kind == AlertKind.CROSSED else "none yet (warning)"
     body = (
         f"Team {team}, period from {current.period_start:%Y-%m-%d}.\n"

@@ -82,9 +82,15 @@ def usage_lines(groups: list[UsageGroup], cards: dict[int, RateCard]) -> list[In
         rate = Decimal(card.per_gpu_hour)
         lines.append(
             InvoiceLine(
-                kind=LineKind.USAGE, description=f"{group.gpu_model.upper()} GPU-hours on {group.pool}",
-                gpu_model=group.gpu_model, pool=group.pool, pool_kind=group.pool_kind, rate_card=card, rate=rate,
-                gpu_seconds=group.gpu_seconds, used_gpu_seconds=group.used_gpu_seconds,
+                kind=LineKind.USAGE,
+                description=f"{group.gpu_model.upper()} GPU-hours on {group.pool}",
+                gpu_model=group.gpu_model,
+                pool=group.pool,
+                pool_kind=group.pool_kind,
+                rate_card=card,
+                rate=rate,
+                gpu_seconds=group.gpu_seconds,
+                used_gpu_seconds=group.used_gpu_seconds,
                 amount=pricing.line_amount(group.gpu_seconds, rate),
             )  # fmt: skip
         )
@@ -95,7 +101,9 @@ def adjustment_lines(team_id: int, month: date) -> list[InvoiceLine]:
     adjustments = Adjustment.objects.filter(team_id=team_id, month=month).select_related("corrects").order_by("id")
     return [
         InvoiceLine(
-            kind=LineKind.ADJUSTMENT, corrects=a.corrects, amount=pricing.round_money(a.amount),
+            kind=LineKind.ADJUSTMENT,
+            corrects=a.corrects,
+            amount=pricing.round_money(a.amount),
             description=f"{'Credit' if a.amount < 0 else 'Debit'} for {a.corrects.number}: {a.reason}"[:200],
         )  # fmt: skip
         for a in adjustments
@@ -240,11 +248,16 @@ def invoice_rows(invoice: Invoice) -> list[dict[str, Any]]:
     """The invoice's lines as plain rows for the page, the CSV, the PDF and the API."""
     return [
         {
-            "position": line.position, "kind": line.kind, "description": line.description,
-            "gpu_model": line.gpu_model, "pool": line.pool, "pool_kind": line.pool_kind,
+            "position": line.position,
+            "kind": line.kind,
+            "description": line.description,
+            "gpu_model": line.gpu_model,
+            "pool": line.pool,
+            "pool_kind": line.pool_kind,
             "gpu_hours": pricing.gpu_hours(line.gpu_seconds) if line.kind == LineKind.USAGE else None,
             "used_gpu_hours": pricing.gpu_hours(line.used_gpu_seconds) if line.used_gpu_seconds is not None else None,
-            "rate": line.rate, "amount": line.amount,
+            "rate": line.rate,
+            "amount": line.amount,
         }  # fmt: skip
         for line in invoice.lines.order_by("position")
     ]

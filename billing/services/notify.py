@@ -22,9 +22,7 @@ def finance_users() -> list[User]:
 
 
 def team_leads(team_id: int) -> list[User]:
-    return list(
-        User.objects.filter(memberships__team_id=team_id, memberships__role=TeamRole.LEAD, is_active=True).order_by("id")
-    )
+    return list(User.objects.filter(memberships__team_id=team_id, memberships__role=TeamRole.LEAD, is_active=True).order_by("id"))
 
 
 def notify(users: Iterable[User], subject: str, body: str, team_id: int | None = None) -> int:

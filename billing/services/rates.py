@@ -69,7 +69,9 @@ def add_rate_card(
     return card
 
 
-def change_rate(*, gpu_model: str, pool_kind: str, per_gpu_hour: Decimal, from_day: date, pool: str = "", note: str = "") -> RateCard:
+def change_rate(
+    *, gpu_model: str, pool_kind: str, per_gpu_hour: Decimal, from_day: date, pool: str = "", note: str = ""
+) -> RateCard:
     """A new price from `from_day` on: ends the open card of the key that day and starts the new one."""
     with transaction.atomic():
         transaction_lock(RATE_LOCK)

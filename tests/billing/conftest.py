@@ -44,9 +44,13 @@ def rates(pools: dict[str, Pool]) -> dict[str, RateCard]:
     """a100 on-prem 2.00/GPU-hour, a100 cloud 3.50, h100 on-prem 4.00, all since 2024-01-01."""
     since = date(2024, 1, 1)
     return {
-        "a100-onprem": services.add_rate_card(gpu_model="a100", pool_kind="onprem", per_gpu_hour=Decimal("2.00"), valid_from=since),
+        "a100-onprem": services.add_rate_card(
+            gpu_model="a100", pool_kind="onprem", per_gpu_hour=Decimal("2.00"), valid_from=since
+        ),
         "a100-cloud": services.add_rate_card(gpu_model="a100", pool_kind="cloud", per_gpu_hour=Decimal("3.50"), valid_from=since),
-        "h100-onprem": services.add_rate_card(gpu_model="h100", pool_kind="onprem", per_gpu_hour=Decimal("4.00"), valid_from=since),
+        "h100-onprem": services.add_rate_card(
+            gpu_model="h100", pool_kind="onprem", per_gpu_hour=Decimal("4.00"), valid_from=since
+        ),
     }
 
 
@@ -57,11 +61,21 @@ History = list[tuple[str, str]]  # (time, state entered)
 def job_with_history(db: Any) -> Callable[..., Job]:
     """A job of `team` whose events are exactly the given (time, state) pairs, starting with its submission."""
 
-    def make(team: Team, owner: User, history: History, *, gpus: int = 1, gpu_model: str = "a100", pool: str = "onprem-a100") -> Job:
+    def make(
+        team: Team, owner: User, history: History, *, gpus: int = 1, gpu_model: str = "a100", pool: str = "onprem-a100"
+    ) -> Job:
         last_time, last_state = history[-1]
         job = Job.objects.create(
-            team=team, owner=owner, name="billed", gpu_model=gpu_model, gpus_per_node=gpus, gpus=gpus, walltime_s=86400,
-            state=last_state, submitted_at=at(history[0][0]), backend="simulator",
+            team=team,
+            owner=owner,
+            name="billed",
+            gpu_model=gpu_model,
+            gpus_per_node=gpus,
+            gpus=gpus,
+            walltime_s=86400,
+            state=last_state,
+            submitted_at=at(history[0][0]),
+            backend="simulator",
             pool=pool if last_state in {"admitted", "dispatched", "running", "preempting"} else "",
         )
         previous = ""

@@ -59,7 +59,10 @@ def test_it_splits_a_job_exactly_at_month_boundaries():
 def test_a_running_job_is_billed_up_to_now_and_split_at_the_month_end():
     changes = history(("2025-03-31 20:00", "admitted"), ("2025-03-31 20:01", "running"))
     pieces = metering.meter(metering.run_intervals(changes, now=at("2025-04-01 04:00")), gpus=1)
-    assert [(p.month, p.gpu_seconds) for p in pieces] == [(date(2025, 3, 1), Decimal(4 * 3600)), (date(2025, 4, 1), Decimal(4 * 3600))]
+    assert [(p.month, p.gpu_seconds) for p in pieces] == [
+        (date(2025, 3, 1), Decimal(4 * 3600)),
+        (date(2025, 4, 1), Decimal(4 * 3600)),
+    ]
 
 
 def test_it_splits_at_rate_changes_inside_a_month():

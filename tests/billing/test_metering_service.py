@@ -25,7 +25,9 @@ def test_it_writes_one_record_per_month_and_rate_piece(vision, alice, rates, job
 
 
 def test_metering_twice_gives_the_same_records(vision, alice, rates, job_with_history):
-    job = job_with_history(vision, alice, [("2025-03-01 00:00", "pending"), ("2025-03-01 01:00", "admitted"), ("2025-03-01 03:00", "failed")])
+    job = job_with_history(
+        vision, alice, [("2025-03-01 00:00", "pending"), ("2025-03-01 01:00", "admitted"), ("2025-03-01 03:00", "failed")]
+    )
     services.meter_job(job.pk, NOW)
     first = list(UsageRecord.objects.values_list("month", "start", "end", "gpu_seconds"))
     services.meter_job(job.pk, NOW)
@@ -34,7 +36,9 @@ def test_metering_twice_gives_the_same_records(vision, alice, rates, job_with_hi
 
 def test_usage_from_every_backend_lands_on_the_same_footing(vision, alice, rates, job_with_history):
     for backend in ("simulator", "slurm", "kubernetes"):
-        job = job_with_history(vision, alice, [("2025-03-02 00:00", "pending"), ("2025-03-02 01:00", "admitted"), ("2025-03-02 02:00", "succeeded")])
+        job = job_with_history(
+            vision, alice, [("2025-03-02 00:00", "pending"), ("2025-03-02 01:00", "admitted"), ("2025-03-02 02:00", "succeeded")]
+        )
         job.backend = backend
         job.save(update_fields=["backend"])
         services.meter_job(job.pk, NOW)
@@ -47,7 +51,14 @@ def test_a_requeued_job_on_another_pool_is_billed_on_each_pool(vision, alice, ra
                                            ("2025-03-01 02:00", "requeued")], pool="onprem-a100")  # fmt: skip
     from jobs.models import JobEvent
 
-    JobEvent.objects.create(job=job, at=at("2025-03-01 05:00"), from_state="requeued", to_state="admitted", actor="system", reason="admitted to burst-a100")
+    JobEvent.objects.create(
+        job=job,
+        at=at("2025-03-01 05:00"),
+        from_state="requeued",
+        to_state="admitted",
+        actor="system",
+        reason="admitted to burst-a100",
+    )
     JobEvent.objects.create(job=job, at=at("2025-03-01 06:00"), from_state="admitted", to_state="succeeded", actor="system")
     services.meter_job(job.pk, NOW)
     assert list(UsageRecord.objects.order_by("start").values_list("pool", "pool_kind", "gpu_seconds")) == [
@@ -56,7 +67,9 @@ def test_a_requeued_job_on_another_pool_is_billed_on_each_pool(vision, alice, ra
 
 
 def test_a_running_job_has_an_open_record_that_grows(vision, alice, rates, job_with_history):
-    job = job_with_history(vision, alice, [("2025-05-09 00:00", "pending"), ("2025-05-09 12:00", "admitted"), ("2025-05-09 12:01", "running")])
+    job = job_with_history(
+        vision, alice, [("2025-05-09 00:00", "pending"), ("2025-05-09 12:00", "admitted"), ("2025-05-09 12:01", "running")]
+    )
     services.meter_job(job.pk, NOW)
     assert list(UsageRecord.objects.values_list("gpu_seconds", "open")) == [(Decimal(12 * 3600), True)]
     services.meter_job(job.pk, at("2025-05-10 06:00"))
