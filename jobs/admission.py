@@ -1,108 +1,118 @@
-"""The first admission rule: FIFO within each team's hard GPU limit, gangs placed all-or-nothing.
+"""The bridge between the portal's rows and the pure admission policy (jobs.policy).
 
-Pure: plain data in, decisions out. Within a team and GPU model the oldest job goes first and a
-blocked head blocks the jobs behind it; teams never block each other. A job is placed on one pool,
-on-premises pools before cloud ones, best fit first so whole nodes stay free for large jobs.
+Builds the policy's plain inputs from nodes, jobs, quotas, classes and usage history, and nothing
+else: deciding is the policy's job, writing the decisions is jobs.services'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+
+from cluster.models import Node
+from cluster.states import NodeState as NodeStatus
+from cluster.states import PoolKind
+from jobs import policy
+from jobs.models import Job
+from jobs.states import HOLDS_GPUS, WAITING, JobState
+from quotas import services as quota_services
+
+DEFAULT_CLASS = "standard"
 
 
-@dataclass(frozen=True)
-class WaitingJob:
-    id: int
-    team_id: int
-    gpu_model: str
-    gpus_per_node: int
-    nodes: int
-
-    @property
-    def gpus(self) -> int:
-        return self.gpus_per_node * self.nodes
-
-
-@dataclass
-class FreeNode:
-    name: str
-    pool: str
-    pool_is_cloud: bool
-    gpu_model: str
-    free: int
-    size: int
-
-
-@dataclass(frozen=True)
-class Admit:
-    job_id: int
-    pool: str
-    placement: dict[str, int]
-
-
-@dataclass
-class Decisions:
-    admitted: list[Admit] = field(default_factory=list)
-    waiting: dict[int, tuple[str, str]] = field(default_factory=dict)  # job id -> (reason, detail)
-
-
-def place(job: WaitingJob, nodes: Iterable[FreeNode]) -> tuple[str, dict[str, int]] | None:
-    """Nodes for a gang, all in one pool, or None. Best fit: the fullest nodes that still fit."""
-    by_pool: dict[tuple[bool, str], list[FreeNode]] = {}
-    for node in nodes:
-        if node.gpu_model == job.gpu_model and node.free >= job.gpus_per_node:
-            by_pool.setdefault((node.pool_is_cloud, node.pool), []).append(node)
-    for (_, pool), candidates in sorted(by_pool.items()):
-        if len(candidates) >= job.nodes:
-            chosen = sorted(candidates, key=lambda n: (n.free, n.name))[: job.nodes]
-            return pool, {n.name: job.gpus_per_node for n in chosen}
-    return None
-
-
-def _why_not(job: WaitingJob, nodes: list[FreeNode]) -> tuple[str, str]:
-    same = [n for n in nodes if n.gpu_model == job.gpu_model]
-    if not same:
-        return "no_nodes", f"no healthy {job.gpu_model} node is schedulable"
-    free = sum(n.free for n in same)
-    if free >= job.gpus:
-        return "fragmentation", f"{free} {job.gpu_model} GPUs are free but not {job.nodes} × {job.gpus_per_node} on whole nodes"
-    return "capacity", f"{free} of the {job.gpus} {job.gpu_model} GPUs it needs are free"
-
-
-def admit_fifo(
-    waiting: Iterable[WaitingJob],
-    nodes: list[FreeNode],
-    used: Mapping[tuple[int, str], int],
-    limits: Mapping[tuple[int, str], int],
-    default_limit: int,
-) -> Decisions:
-    """Walk the queue oldest first; admit each job whose team is under its limit and that fits."""
-    decisions = Decisions()
-    used = dict(used)
-    blocked: dict[tuple[int, str], int] = {}
-    for job in waiting:
-        key = (job.team_id, job.gpu_model)
-        if key in blocked:
-            decisions.waiting[job.id] = ("queue", f"behind job #{blocked[key]} of the same team")
-            continue
-        limit = limits.get(key, default_limit)
-        if used.get(key, 0) + job.gpus > limit:
-            decisions.waiting[job.id] = (
-                "quota",
-                f"team uses {used.get(key, 0)} of its {limit}-GPU {job.gpu_model} limit; this job needs {job.gpus}",
+def cluster(reserved: dict[str, int]) -> policy.Cluster:
+    return policy.Cluster(
+        [
+            policy.NodeState(
+                name=n.name,
+                pool=n.pool.name,
+                gpu_model=n.gpu_model,
+                gpus=n.gpus,
+                free=max(0, n.gpus - reserved.get(n.name, 0)),
+                healthy=n.state == NodeStatus.READY,
+                is_cloud=n.pool.kind == PoolKind.CLOUD,
             )
-            blocked[key] = job.id
-            continue
-        spot = place(job, nodes)
-        if spot is None:
-            decisions.waiting[job.id] = _why_not(job, nodes)
-            blocked[key] = job.id
-            continue
-        pool, placement = spot
-        for node in nodes:
-            if node.name in placement:
-                node.free -= placement[node.name]
-        used[key] = used.get(key, 0) + job.gpus
-        decisions.admitted.append(Admit(job.id, pool, placement))
-    return decisions
+            for n in Node.objects.select_related("pool")
+        ]
+    )
+
+
+def _class_of(job: Job, known: set[str]) -> str:
+    return job.priority if job.priority in known else DEFAULT_CLASS
+
+
+def pending_jobs(jobs: Iterable[Job], known: set[str]) -> list[policy.PendingJob]:
+    return [
+        policy.PendingJob(
+            id=j.pk,
+            team=j.team.slug,
+            gpu_model=j.gpu_model,
+            gpus_per_node=j.gpus_per_node,
+            nodes=j.nodes,
+            priority=_class_of(j, known),
+            submit_time=j.submitted_at.timestamp(),
+            walltime_s=float(j.walltime_s),
+            held=j.state == JobState.HELD,
+        )
+        for j in jobs
+    ]
+
+
+def running_jobs(jobs: Iterable[Job], known: set[str]) -> list[policy.RunningJob]:
+    out = []
+    for j in jobs:
+        start = j.started_at or j.admitted_at or j.submitted_at
+        out.append(
+            policy.RunningJob(
+                id=j.pk,
+                team=j.team.slug,
+                gpu_model=j.gpu_model,
+                placement=dict(j.placement),
+                priority=_class_of(j, known),
+                start_time=start.timestamp(),
+                expected_end=(start + timedelta(seconds=j.walltime_s)).timestamp(),
+                checkpoint_interval_s=float(j.checkpoint_interval_s) if j.checkpoint_interval_s else None,
+                last_checkpoint=j.last_checkpoint_at.timestamp() if j.last_checkpoint_at else None,
+            )
+        )
+    return out
+
+
+def quotas(pairs: Iterable[tuple[str, str]]) -> list[policy.Quota]:
+    """A quota for every (team, model) in play; teams without a row get DEFAULT_TEAM_GPU_LIMIT."""
+    rows = quota_services.quotas_by_team_and_model()
+    specs = [policy.Quota(slug, model, q.guarantee, q.limit, float(q.weight), q.lendable) for (slug, model), q in rows.items()]
+    default = settings.DEFAULT_TEAM_GPU_LIMIT
+    return specs + [policy.Quota(slug, model, 0, default) for slug, model in set(pairs) - set(rows)]
+
+
+def classes() -> tuple[policy.PriorityClassSpec, ...]:
+    specs = tuple(
+        policy.PriorityClassSpec(c.name, c.rank, preemptible=c.preemptible, may_borrow=not c.within_guarantee_only)
+        for c in quota_services.priority_classes()
+    )
+    return specs or policy.DEFAULT_CLASSES
+
+
+def usage(now: datetime, running: Iterable[policy.RunningJob], half_life_s: float) -> dict[str, float]:
+    """Each team's decayed usage brought up to `now` (GPUs held since the last cycle count as used)."""
+    held: dict[str, int] = defaultdict(int)
+    for job in running:
+        held[job.team] += job.gpus
+    current: dict[str, float] = {}
+    for team, (value, at) in quota_services.usage_history().items():
+        elapsed = max(0.0, (now - at).total_seconds())
+        current[team] = policy.advance_usage({team: value}, {team: held.get(team, 0)}, elapsed, half_life_s).get(team, 0.0)
+    for team in set(held) - set(current):
+        current[team] = 0.0
+    return current
+
+
+def snapshot_jobs() -> tuple[list[Job], list[Job]]:
+    """Waiting (and held) jobs oldest first, and the jobs holding GPUs."""
+    waiting = list(Job.objects.filter(state__in=WAITING | {JobState.HELD}).select_related("team").order_by("submitted_at", "id"))
+    holding = list(Job.objects.filter(state__in=HOLDS_GPUS).select_related("team"))
+    return waiting, holding

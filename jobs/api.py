@@ -72,9 +72,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return super().list(request, *args, **kwargs)
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        job = self.get_object()
-        context = {**self.get_serializer_context(), "positions": {job.pk: services.queue_position(job)}}
-        return Response(JobDetailSerializer(job, context=context).data)
+        return Response(JobDetailSerializer(self.get_object()).data)
 
     @extend_schema(
         request=JobSubmitSerializer,
@@ -92,8 +90,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             body = {"array_id": jobs[0].array_id, "count": len(jobs), "ids": [j.pk for j in jobs]}
             return Response(ArrayCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
         job = Job.objects.select_related("team", "owner", "template").get(pk=jobs[0].pk)
-        context = {"positions": {job.pk: services.queue_position(job)}}
-        return Response(JobDetailSerializer(job, context=context).data, status=status.HTTP_201_CREATED)
+        return Response(JobDetailSerializer(job).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=CancelSerializer, responses={200: JobDetailSerializer})
     @action(detail=True, methods=["post"])
@@ -107,7 +104,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise exceptions.PermissionDenied(str(exc)) from None
         except services.JobActionError as exc:
             raise exceptions.ValidationError({"state": [str(exc)]}) from None
-        return Response(JobDetailSerializer(job, context={"positions": {}}).data)
+        return Response(JobDetailSerializer(job).data)
 
     @extend_schema(responses={200: JobEventSerializer(many=True)})
     @action(detail=True, methods=["get"])

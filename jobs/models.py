@@ -76,12 +76,19 @@ class Job(models.Model):
     priority = models.CharField(max_length=30, default="standard")
     walltime_s = models.PositiveIntegerField()
     checkpoint_dir = models.CharField(max_length=300, blank=True)
+    checkpoint_interval_s = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How often the job checkpoints; preemption picks jobs that lose least."
+    )
+    last_checkpoint_at = models.DateTimeField(null=True, blank=True, help_text="Reported by the job.")
     array_id = models.UUIDField(null=True, blank=True, db_index=True)
     array_index = models.PositiveIntegerField(null=True, blank=True)
 
     state = models.CharField(max_length=12, choices=JobState.choices, default=JobState.PENDING)
     reason = models.CharField(max_length=20, choices=PendingReason.choices, default=PendingReason.NEW, blank=True)
     reason_detail = models.CharField(max_length=300, blank=True)
+    team_position = models.PositiveIntegerField(null=True, blank=True, help_text="Place in the team's line.")
+    pool_position = models.PositiveIntegerField(null=True, blank=True, help_text="Place among all waiting jobs of its GPU model.")
+    estimated_start = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField(default=timezone.now)
     state_changed_at = models.DateTimeField(default=timezone.now)
     admitted_at = models.DateTimeField(null=True, blank=True)

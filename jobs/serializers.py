@@ -19,7 +19,8 @@ class JobSerializer(serializers.ModelSerializer[Job]):
         fields = [
             "id", "name", "team", "owner", "kind", "template", "image", "command", "env", "gpu_model",
             "gpus_per_node", "nodes", "gpus", "priority", "walltime_s", "checkpoint_dir", "array_id",
-            "array_index", "state", "reason", "reason_detail", "submitted_at", "admitted_at",
+            "array_index", "state", "reason", "reason_detail", "team_position", "pool_position", "estimated_start",
+            "checkpoint_interval_s", "last_checkpoint_at", "submitted_at", "admitted_at",
             "dispatched_at", "started_at", "finished_at", "exit_code", "pool", "placement", "backend",
             "backend_job_id",
         ]  # fmt: skip
@@ -27,16 +28,11 @@ class JobSerializer(serializers.ModelSerializer[Job]):
 
 
 class JobDetailSerializer(JobSerializer):
-    position = serializers.SerializerMethodField(help_text="Place among the team's waiting jobs for this GPU model.")
     script = serializers.CharField(read_only=True)
 
     class Meta(JobSerializer.Meta):
-        fields = [*JobSerializer.Meta.fields, "script", "position"]
+        fields = [*JobSerializer.Meta.fields, "script"]
         read_only_fields = fields
-
-    def get_position(self, job: Job) -> int | None:
-        positions: dict[int, int | None] = self.context.get("positions", {})
-        return positions.get(job.pk)
 
 
 class JobSubmitSerializer(serializers.Serializer[dict[str, Any]]):
@@ -58,6 +54,9 @@ class JobSubmitSerializer(serializers.Serializer[dict[str, Any]]):
     priority = serializers.CharField(required=False)
     walltime = serializers.CharField(required=False, help_text="Seconds, HH:MM:SS or D-HH:MM:SS.")
     checkpoint_dir = serializers.CharField(required=False)
+    checkpoint_interval = serializers.IntegerField(
+        required=False, help_text="Seconds between the job's checkpoints (60-86400); preemption prefers jobs that lose least."
+    )
     array = serializers.CharField(required=False, help_text="Element count, or a range like 0-99 or 0-99:2.")
 
 

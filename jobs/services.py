@@ -12,20 +12,18 @@ import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from cluster import services as cluster_services
 from cluster.backends import ClusterBackend, get_backend
 from cluster.backends.base import BackendError, JobRequest, RemoteJob, RemoteJobState
-from cluster.models import Node
-from cluster.states import NodeState, PoolKind
-from jobs import admission, tasks
+from jobs import admission, policy, tasks
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.spec import JobSpec, ModelShape, SpecContext, SpecError, TemplateInfo, validate
 from jobs.states import HOLDS_GPUS, ON_BACKEND, TERMINAL, WAITING, JobState, PendingReason, sources_of
@@ -33,12 +31,11 @@ from portal.access import is_operator, leads_team
 from portal.broadcast import send_on_commit
 from portal.locks import transaction_lock
 from portal.models import Team
+from quotas import services as quota_services
 from quotas.models import PriorityClass
-from quotas.services import gpu_limits
 
 log = logging.getLogger(__name__)
 ADMISSION_LOCK = "admission-cycle"
-ADMISSION_WINDOW = 5000
 
 
 class JobActionError(Exception):
@@ -156,6 +153,7 @@ def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None) -> list[
             priority=spec.priority,
             walltime_s=spec.walltime_s,
             checkpoint_dir=spec.checkpoint_dir,
+            checkpoint_interval_s=spec.checkpoint_interval_s,
             array_id=array_id,
             array_index=index,
             submitted_at=now,
@@ -214,6 +212,19 @@ def cancel_on_backend(job_id: int, backend: ClusterBackend | None = None) -> boo
     return True
 
 
+def preempt_on_backend(job_id: int, backend: ClusterBackend | None = None) -> bool:
+    """Ask the backend to stop a preempted job after its grace period; sync then requeues it."""
+    job = Job.objects.filter(pk=job_id, state=JobState.PREEMPTING).first()
+    if job is None:
+        return False
+    backend = backend or get_backend(job.backend or None)
+    remote = backend.find_job(job_id)
+    if remote is None or remote.state not in (RemoteJobState.PENDING, RemoteJobState.RUNNING):
+        return _requeue(job_id, "preempted")
+    backend.preempt(remote.backend_job_id, settings.PREEMPT_GRACE_S)
+    return True
+
+
 # --- admission -------------------------------------------------------------------------------
 
 
@@ -226,59 +237,94 @@ def reserved_by_node() -> dict[str, int]:
     return reserved
 
 
-def _free_nodes() -> list[admission.FreeNode]:
-    reserved = reserved_by_node()
-    return [
-        admission.FreeNode(
-            n.name, n.pool.name, n.pool.kind == PoolKind.CLOUD, n.gpu_model, max(0, n.gpus - reserved[n.name]), n.gpus
-        )
-        for n in Node.objects.filter(state=NodeState.READY).select_related("pool")
-    ]
-
-
-def team_usage() -> dict[tuple[int, str], int]:
-    rows = Job.objects.filter(state__in=HOLDS_GPUS).values("team_id", "gpu_model").annotate(g=Sum("gpus"))
-    return {(r["team_id"], r["gpu_model"]): r["g"] for r in rows}
-
-
 def run_admission_cycle() -> list[int]:
-    """Admit what fits, under the admission lock so concurrent cycles cannot over-admit."""
+    """One cycle of the fair policy, under the admission lock so concurrent cycles cannot over-admit.
+
+    Admits what fits, starts preempting the victims the policy picks to give teams their guarantee
+    back, and stores every waiting job's reason, positions and estimated start.
+    """
     with transaction.atomic():
         transaction_lock(ADMISSION_LOCK)
-        waiting = list(
-            Job.objects.filter(state__in=WAITING)
-            .order_by("submitted_at", "id")
-            .values_list("id", "team_id", "gpu_model", "gpus_per_node", "nodes", "reason", "reason_detail")[:ADMISSION_WINDOW]
-        )
+        waiting, holding = admission.snapshot_jobs()
         if not waiting:
             return []
-        decisions = admission.admit_fifo(
-            (admission.WaitingJob(*row[:5]) for row in waiting),
-            _free_nodes(),
-            team_usage(),
-            gpu_limits(),
-            settings.DEFAULT_TEAM_GPU_LIMIT,
-        )
         now = timezone.now()
-        admitted = []
-        for admit in decisions.admitted:
-            if transition(
-                admit.job_id, JobState.ADMITTED, why=f"admitted to {admit.pool}",
-                admitted_at=now, pool=admit.pool, placement=admit.placement, reason="", reason_detail="",
-            ):  # fmt: skip
-                admitted.append(admit.job_id)
-        _record_reasons(waiting, decisions.waiting)
-        for job_id in admitted:
-            after_commit(tasks.dispatch_job, job_id)
+        classes = admission.classes()
+        known = {c.name for c in classes}
+        running = admission.running_jobs(holding, known)
+        pairs = {(j.team.slug, j.gpu_model) for j in [*waiting, *holding]}
+        config = policy.PolicyConfig(
+            half_life_s=settings.FAIRSHARE_HALF_LIFE_S,
+            classes=classes,
+            # While earlier victims are still stopping their GPUs count as held; choosing more
+            # victims for the same demand would preempt twice.
+            max_reclaims_per_cycle=0 if any(j.state == JobState.PREEMPTING for j in holding) else 4,
+        )
+        team_usage = admission.usage(now, running, config.half_life_s)
+        result = policy.run_cycle(
+            now=now.timestamp(),
+            cluster=admission.cluster(reserved_by_node()),
+            quotas=admission.quotas(pairs),
+            pending=admission.pending_jobs(waiting, known),
+            running=running,
+            usage=team_usage,
+            config=config,
+        )
+        quota_services.store_usage(team_usage, now)
+        admitted = _admit(result.admitted, now)
+        _preempt(result.preempted)
+        _record_explanations(waiting, result.waiting, {a.job_id for a in result.admitted})
     return admitted
 
 
-def _record_reasons(waiting: list[tuple[Any, ...]], reasons: dict[int, tuple[str, str]]) -> None:
-    """Store why each job still waits, writing only the rows whose reason changed."""
-    for job_id, *_, old_reason, old_detail in waiting:
-        new = reasons.get(job_id)
-        if new and (old_reason, old_detail) != new:
-            Job.objects.filter(pk=job_id, state__in=WAITING).update(reason=new[0], reason_detail=new[1][:300])
+def _admit(admissions: list[policy.Admission], now: datetime) -> list[int]:
+    admitted = []
+    for admit in admissions:
+        if admit.preempts:
+            continue  # admitted once its victims have given their GPUs back (a later cycle)
+        moved = transition(
+            int(admit.job_id), JobState.ADMITTED, why=f"admitted to {admit.pool}" + (" (borrowing)" if admit.borrowing else ""),
+            admitted_at=now, pool=admit.pool, placement=dict(admit.placement), reason="", reason_detail="",
+            team_position=None, pool_position=None, estimated_start=None,
+        )  # fmt: skip
+        if moved:
+            admitted.append(int(admit.job_id))
+            after_commit(tasks.dispatch_job, int(admit.job_id))
+    return admitted
+
+
+def _preempt(preemptions: list[policy.Preemption]) -> None:
+    for victim in preemptions:
+        why = f"preempted for job #{victim.for_job}: {victim.reason}"
+        if transition(int(victim.job_id), JobState.PREEMPTING, why=why):
+            after_commit(tasks.preempt_on_backend, int(victim.job_id))
+
+
+def _record_explanations(
+    waiting: list[Job], explanations: dict[policy.JobId, policy.Explanation], admitted: set[policy.JobId]
+) -> None:
+    """Store why each job still waits, writing only the rows whose explanation changed."""
+    for job in waiting:
+        found = explanations.get(job.pk)
+        if found is None or job.pk in admitted:
+            continue
+        start = datetime.fromtimestamp(found.estimated_start, tz=UTC) if found.estimated_start is not None else None
+        new = (str(found.reason), found.detail[:300], found.team_position, found.pool_position, start)
+        old = (job.reason, job.reason_detail, job.team_position, job.pool_position, job.estimated_start)
+        if _changed(old, new):
+            Job.objects.filter(pk=job.pk, state=job.state).update(
+                reason=new[0], reason_detail=new[1], team_position=new[2], pool_position=new[3], estimated_start=new[4]
+            )
+
+
+def _changed(old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
+    """Estimates move a little every cycle; rewrite a row only when they move by a minute or more."""
+    if old[:4] != new[:4]:
+        return True
+    before, after = old[4], new[4]
+    if before is None or after is None:
+        return before is not after
+    return abs((after - before).total_seconds()) >= 60
 
 
 # --- dispatch --------------------------------------------------------------------------------
@@ -389,6 +435,8 @@ def _apply_remote(job: Job, remote: RemoteJob) -> int:
             finished_at=ended, started_at=started, reason_detail=detail[:300],
         )  # fmt: skip
         return int(failed)
+    if job.state == JobState.PREEMPTING and remote.state in (RemoteJobState.CANCELLED, RemoteJobState.PREEMPTED):
+        return int(_requeue(job.pk, "preempted; resumes from its last checkpoint"))
     if remote.state == RemoteJobState.CANCELLED:
         return int(transition(job.pk, JobState.CANCELLED, why="cancelled on the backend", finished_at=ended, started_at=started))
     if remote.state == RemoteJobState.PREEMPTED:
@@ -398,7 +446,7 @@ def _apply_remote(job: Job, remote: RemoteJob) -> int:
 
 def _requeue(job_id: int, why: str) -> bool:
     return transition(
-        job_id, JobState.REQUEUED, why=why, placement={}, pool="", backend_job_id="",
+        job_id, JobState.REQUEUED, why=why, placement={}, pool="", backend_job_id="", started_at=None,
         reason=PendingReason.NEW, reason_detail=why,
     )  # fmt: skip
 
@@ -457,14 +505,3 @@ def grid_figures() -> dict[str, Any]:
 def record_grid_sample() -> int:
     figures = grid_figures()
     return cluster_services.record_grid_sample(figures["allocated"], figures["pending"], figures["running"])
-
-
-def queue_position(job: Job) -> int | None:
-    """1-based place of a waiting job among the waiting jobs of its team and GPU model."""
-    if job.state not in WAITING:
-        return None
-    ahead = Job.objects.filter(
-        Q(submitted_at__lt=job.submitted_at) | Q(submitted_at=job.submitted_at, id__lt=job.pk),
-        state__in=WAITING, team_id=job.team_id, gpu_model=job.gpu_model,
-    ).count()  # fmt: skip
-    return ahead + 1

@@ -28,7 +28,7 @@ KINDS = ("training", "rendering", "simulation", "custom")
 KNOWN_FIELDS = frozenset(
     {
         "team", "name", "template", "kind", "image", "command", "script", "env", "gpu_model", "gpus_per_node",
-        "nodes", "gpus", "priority", "walltime", "walltime_s", "checkpoint_dir", "params", "array",
+        "nodes", "gpus", "priority", "walltime", "walltime_s", "checkpoint_dir", "checkpoint_interval", "params", "array",
     }
 )  # fmt: skip
 
@@ -99,6 +99,7 @@ class JobSpec:
     template_slug: str | None
     array_indices: tuple[int, ...] | None = None
     params: dict[str, str] = field(default_factory=dict)
+    checkpoint_interval_s: int | None = None
 
     @property
     def gpus(self) -> int:
@@ -254,6 +255,9 @@ def validate(raw: Mapping[str, Any], ctx: SpecContext) -> JobSpec:
         err.add("checkpoint_dir", "must be an absolute path of letters, digits, '.', '_', '-' and '/' (at most 300)")
 
     env = _env(raw, err)
+    checkpoint_interval = None
+    if raw.get("checkpoint_interval") not in (None, ""):
+        checkpoint_interval = _int(raw, "checkpoint_interval", 0, err, low=60, high=86400)
 
     array_indices = None
     if raw.get("array") not in (None, ""):
@@ -282,6 +286,7 @@ def validate(raw: Mapping[str, Any], ctx: SpecContext) -> JobSpec:
         template_slug=t.slug if t else None,
         array_indices=array_indices,
         params=params,
+        checkpoint_interval_s=checkpoint_interval,
     )
 
 

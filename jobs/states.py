@@ -60,3 +60,4 @@ class PendingReason(models.TextChoices):
     PRIORITY = "priority", "Higher-priority jobs go first"
     BUDGET = "budget", "Held: team budget"
     NO_NODES = "no_nodes", "No healthy node has this GPU model"
+    GANG = "gang", "Not enough nodes free at once for the whole gang"

@@ -29,6 +29,11 @@ def cancel_on_backend(job_id: int) -> bool:
     return services.cancel_on_backend(job_id)
 
 
+@shared_task(acks_late=True, **RETRY)
+def preempt_on_backend(job_id: int) -> bool:
+    return services.preempt_on_backend(job_id)
+
+
 @shared_task(acks_late=True)
 def sync_backend() -> dict[str, Any]:
     report = services.sync_jobs()

@@ -205,6 +205,10 @@ JOB_MAX_WALLTIME_S = env_int("JOB_MAX_WALLTIME_S", 7 * 24 * 3600, minimum=60, ma
 JOB_MAX_SCRIPT_BYTES = env_int("JOB_MAX_SCRIPT_BYTES", 64 * 1024, minimum=1024, maximum=10 * 1024 * 1024)
 JOB_MAX_ARRAY_SIZE = env_int("JOB_MAX_ARRAY_SIZE", 1000, minimum=1, maximum=100_000)
 DEFAULT_TEAM_GPU_LIMIT = env_int("DEFAULT_TEAM_GPU_LIMIT", 16, minimum=0, maximum=1_000_000)
+# Fair share: usage history loses half its weight every this many seconds (Slurm's PriorityDecayHalfLife).
+FAIRSHARE_HALF_LIFE_S = env_float("FAIRSHARE_HALF_LIFE_S", 7 * 24 * 3600.0, minimum=60, maximum=365 * 24 * 3600)
+# Seconds a preempted job gets to checkpoint before it is stopped (on backends that can signal).
+PREEMPT_GRACE_S = env_int("PREEMPT_GRACE_S", 120, minimum=0, maximum=3600)
 # A job that stays admitted this long without reaching the backend is dispatched again.
 DISPATCH_STALE_S = env_float("DISPATCH_STALE_S", 60.0, minimum=1, maximum=86400)
 

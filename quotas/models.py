@@ -27,6 +27,17 @@ class PriorityClass(models.Model):
         return self.name
 
 
+class TeamUsage(models.Model):
+    """A team's decayed GPU usage (GPU-seconds), the history behind fair share."""
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="usage")
+    gpu_seconds = models.FloatField(default=0.0)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.team}: {self.gpu_seconds:.0f} GPU-s"
+
+
 class TeamQuota(models.Model):
     """A team's share of one GPU model: guarantee, hard limit (borrowing included), weight, lending."""
 

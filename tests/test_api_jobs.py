@@ -14,18 +14,19 @@ def client(api, alice, grid):
     return api(alice)
 
 
-def test_a_script_submits_a_job_and_reads_its_state_reason_and_position(client):
-    response = client.post(
-        "/api/v1/jobs/",
-        {"name": "resnet", "command": ["python", "train.py"], "gpu_model": "a100", "gpus_per_node": 2, "walltime": "01:00:00"},
-        format="json",
-    )
-    assert response.status_code == 201, response.json()
-    body = response.json()
-    assert body["state"] == "pending" and body["team"] == "vision" and body["gpus"] == 2
-    assert body["position"] == 1
-    detail = client.get(f"/api/v1/jobs/{body['id']}/").json()
-    assert {"reason", "reason_detail", "position"} <= set(detail)
+def test_a_script_submits_a_job_and_reads_why_it_waits_where_it_stands_and_when_it_starts(client):
+    job = {"command": ["python", "train.py"], "gpu_model": "a100", "gpus_per_node": 8, "walltime": "01:00:00"}
+    first = client.post("/api/v1/jobs/", {**job, "name": "first"}, format="json")
+    assert first.status_code == 201, first.json()
+    body = first.json()
+    assert body["state"] == "pending" and body["team"] == "vision" and body["gpus"] == 8
+    second = client.post("/api/v1/jobs/", {**job, "name": "second"}, format="json").json()
+    services.run_admission_cycle()  # vision's limit is 12 GPUs: the second 8-GPU job must wait
+    detail = client.get(f"/api/v1/jobs/{second['id']}/").json()
+    assert detail["state"] == "pending" and detail["reason"] == "quota"
+    assert "limit" in detail["reason_detail"]
+    assert detail["team_position"] == 1 and detail["pool_position"] == 1
+    assert detail["estimated_start"] is not None
 
 
 def test_an_array_is_one_request_and_many_jobs(client):

@@ -141,16 +141,16 @@ def test_two_admission_cycles_that_overlap_cannot_both_spend_the_same_quota(sett
     first = services.submit(user, {**raw, "name": "first"})[0]
 
     decided, go = threading.Event(), threading.Event()
-    real_admit = services.admission.admit_fifo
+    real_cycle = services.policy.run_cycle
 
-    def stalling_admit(*args, **kwargs):  # type: ignore[no-untyped-def]
-        result = real_admit(*args, **kwargs)
+    def stalling_cycle(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_cycle(*args, **kwargs)
         if threading.current_thread().name == "cycle-a":
             decided.set()
             go.wait(timeout=10)
         return result
 
-    monkeypatch.setattr(services.admission, "admit_fifo", stalling_admit)
+    monkeypatch.setattr(services.policy, "run_cycle", stalling_cycle)
 
     def cycle() -> None:
         try:

@@ -108,6 +108,10 @@ class ClusterBackend(abc.ABC):
     def cancel(self, backend_job_id: str) -> None:
         """Stop the job; cancelling a finished or unknown job is not an error."""
 
+    def preempt(self, backend_job_id: str, grace_s: int) -> None:
+        """Stop the job for preemption: a backend that can signal first gives it `grace_s` to checkpoint."""
+        self.cancel(backend_job_id)
+
     @abc.abstractmethod
     def list_jobs(self, portal_job_ids: list[int] | None = None) -> list[RemoteJob]:
         """The portal's jobs on the backend, all of them or those with the given portal ids."""

@@ -99,7 +99,8 @@
       el.textContent = job.state_label;
       el.className = "state state-" + job.state;
       let why = job.reason_detail ? job.reason_label + ": " + job.reason_detail : "";
-      if (job.position) why += (why ? " · " : "") + "position " + job.position + " in the team's line";
+      if (job.position) why += (why ? " · " : "") + "#" + job.position + " in the team's line, #" + job.pool_position + " among waiting jobs of its GPU model";
+      if (job.estimated_start) why += " · estimated start " + job.estimated_start.slice(0, 16).replace("T", " ") + " UTC";
       text("job-reason", why);
       text("job-nodes", job.nodes.length ? job.nodes.join(", ") : "—");
       if (job.exit_code !== null) text("job-exit", "Exit code " + job.exit_code);
