@@ -1,0 +1,289 @@
+"""Pure builders: a portal JobRequest becomes a Volcano Job or a Kubeflow PyTorchJob (plain dicts).
+
+No I/O and no Django here, so every manifest can be checked against the real CRD schemas in
+tests. Object names come from the portal job id only; user text (job name, user name) reaches
+the cluster only as a sanitised label value or as an annotation, and commands stay argument
+lists, with `$` doubled so the kubelet's `$(VAR)` expansion cannot change what the user wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.backends.base import JobRequest
+from cluster.gpus import GPU_MODELS
+
+Manifest = dict[str, Any]
+
+DOMAIN = "portal.gpugrid.io"
+JOB_ID_LABEL = f"{DOMAIN}/job-id"
+TEAM_LABEL = f"{DOMAIN}/team"
+USER_LABEL = f"{DOMAIN}/user"
+KIND_LABEL = f"{DOMAIN}/kind"
+JOB_NAME_ANNOTATION = f"{DOMAIN}/job-name"
+USER_ANNOTATION = f"{DOMAIN}/user"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "gpu-grid-portal"}
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+VOLCANO_JOB_API = ("batch.volcano.sh", "v1alpha1", "jobs", "Job")
+PYTORCH_JOB_API = ("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
+
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+MOUNT_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
+
+
+class ManifestError(ValueError):
+    """The request cannot be expressed as a valid Kubernetes object (a refusal, not an outage)."""
+
+
+@dataclass(frozen=True)
+class ManifestConfig:
+    """Cluster-side choices the builders need; the backend fills it from settings."""
+
+    namespace_prefix: str = "team-"
+    queue_prefix: str = "team-"
+    scheduler_name: str = "volcano"
+    checkpoint_volume: str = "pvc"  # "pvc": the team's claim below; "emptydir": scratch per pod
+    checkpoint_claim: str = "checkpoints"
+    max_retry: int = 3
+
+
+# --- names and labels ----------------------------------------------------------------------------
+
+
+def object_name(portal_job_id: int) -> str:
+    """The job's object name: from the portal id only, so it is always a valid DNS-1123 label."""
+    if portal_job_id <= 0:
+        raise ManifestError(f"portal job id must be positive, not {portal_job_id}")
+    return f"gp-{portal_job_id}"
+
+
+def _dns_label(text: str, what: str) -> str:
+    if len(text) > 63 or not DNS_LABEL_RE.match(text):
+        raise ManifestError(f"{what} {text[:70]!r} is not a valid DNS-1123 label")
+    return text
+
+
+def namespace_for(team: str, config: ManifestConfig) -> str:
+    """Each team has its own namespace, `<prefix><team slug>`."""
+    return _dns_label(f"{config.namespace_prefix}{team}", "namespace")
+
+
+def queue_for(team: str, gpu_model: str, config: ManifestConfig) -> str:
+    """The Volcano queue of a team for one GPU model (quotas are per team and model)."""
+    return _dns_label(f"{config.queue_prefix}{team}-{gpu_model}", "queue")
+
+
+def label_value(text: str) -> str:
+    """A valid label value from free text: other characters become '-', edges trimmed, 63 at most."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:63]
+    cleaned = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", cleaned)
+    assert LABEL_VALUE_RE.match(cleaned)  # the two substitutions above guarantee the syntax
+    return cleaned
+
+
+def product_label(gpu_model: str) -> str:
+    """The `nvidia.com/gpu.product` value GPU Feature Discovery puts on nodes of this model.
+
+    GFD writes the product name with spaces replaced by dashes ("NVIDIA-H100-80GB-HBM3"),
+    because label values cannot hold spaces.
+    """
+    model = GPU_MODELS.get(gpu_model)
+    if model is None:
+        raise ManifestError(f"unknown GPU model {gpu_model!r}; known: {', '.join(sorted(GPU_MODELS))}")
+    return label_value(model.product.replace(" ", "-"))
+
+
+def model_for_product(product: str) -> str:
+    """The portal's GPU model key for a node's product label ('' when unknown)."""
+    for key in GPU_MODELS:
+        if product_label(key) == product:
+            return key
+    return ""
+
+
+def job_labels(request: JobRequest) -> dict[str, str]:
+    """Labels every object and pod of the job carries; the job id label is how sync finds it."""
+    return {
+        **MANAGED_BY,
+        JOB_ID_LABEL: str(request.portal_job_id),
+        TEAM_LABEL: _dns_label(request.team, "team"),
+        USER_LABEL: label_value(request.user),
+        KIND_LABEL: label_value(request.kind),
+    }
+
+
+def job_annotations(request: JobRequest) -> dict[str, str]:
+    """Free text the user wrote, kept verbatim where Kubernetes never interprets it."""
+    return {JOB_NAME_ANNOTATION: request.name[:1000], USER_ANNOTATION: request.user[:200]}
+
+
+# --- the pod ----------------------------------------------------------------------------------
+
+
+def escape_expansion(text: str) -> str:
+    """Double every `$` so the kubelet's `$(VAR)` expansion yields exactly the text given."""
+    return text.replace("$", "$$")
+
+
+def _env(request: JobRequest) -> list[dict[str, str]]:
+    fixed = {"PORTAL_JOB_ID": str(request.portal_job_id)}
+    if request.checkpoint_dir:
+        fixed["PORTAL_CHECKPOINT_DIR"] = request.checkpoint_dir
+    merged = {**request.env, **fixed}
+    return [{"name": k, "value": escape_expansion(v)} for k, v in sorted(merged.items())]
+
+
+def _checkpoint(request: JobRequest, config: ManifestConfig) -> tuple[list[Manifest], list[Manifest]]:
+    """The checkpoint volume and its mount, or nothing when the job has no checkpoint directory."""
+    path = request.checkpoint_dir
+    if not path:
+        return [], []
+    if not MOUNT_PATH_RE.match(path) or "/../" in path + "/" or len(path) > 300:
+        raise ManifestError(f"checkpoint_dir {path[:80]!r} is not an absolute path")
+    if config.checkpoint_volume == "pvc":
+        volume: Manifest = {"name": "checkpoint", "persistentVolumeClaim": {"claimName": config.checkpoint_claim}}
+    elif config.checkpoint_volume == "emptydir":
+        volume = {"name": "checkpoint", "emptyDir": {}}
+    else:
+        raise ManifestError(f"checkpoint volume must be 'pvc' or 'emptydir', not {config.checkpoint_volume!r}")
+    return [volume], [{"name": "checkpoint", "mountPath": path}]
+
+
+def _node_affinity(node_names: tuple[str, ...]) -> Manifest:
+    """Pin the pods to the nodes the portal's admission chose for them."""
+    term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": sorted(node_names)}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+def container(request: JobRequest, config: ManifestConfig, name: str) -> Manifest:
+    """The one container of each pod: image, argv, env, GPUs, checkpoint mount."""
+    if not request.image:
+        raise ManifestError("the job has no container image")
+    if request.gpus_per_node < 0:
+        raise ManifestError("gpus_per_node must be >= 0")
+    _, mounts = _checkpoint(request, config)
+    body: Manifest = {"name": name, "image": request.image, "env": _env(request)}
+    if request.command:
+        body["command"] = [escape_expansion(arg) for arg in request.command]
+    if request.gpus_per_node:
+        body["resources"] = {"limits": {GPU_RESOURCE: request.gpus_per_node}}
+    if mounts:
+        body["volumeMounts"] = mounts
+    return body
+
+
+def pod_spec(request: JobRequest, config: ManifestConfig, container_name: str, *, deadline: bool) -> Manifest:
+    """The pod every replica runs: GPU model selector, priority class, Volcano as scheduler."""
+    volumes, _ = _checkpoint(request, config)
+    spec: Manifest = {
+        "schedulerName": config.scheduler_name,
+        "priorityClassName": _dns_label(request.priority_class, "priority class"),
+        "restartPolicy": "Never",
+        "nodeSelector": {GPU_PRODUCT_LABEL: product_label(request.gpu_model)},
+        "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+        "containers": [container(request, config, container_name)],
+    }
+    if deadline and request.walltime_s > 0:
+        spec["activeDeadlineSeconds"] = request.walltime_s
+    if request.node_names:
+        spec["affinity"] = _node_affinity(request.node_names)
+    if volumes:
+        spec["volumes"] = volumes
+    return spec
+
+
+def pod_template(request: JobRequest, config: ManifestConfig, container_name: str, *, deadline: bool) -> Manifest:
+    return {
+        "metadata": {"labels": job_labels(request), "annotations": job_annotations(request)},
+        "spec": pod_spec(request, config, container_name, deadline=deadline),
+    }
+
+
+def _metadata(request: JobRequest, config: ManifestConfig) -> Manifest:
+    return {
+        "name": object_name(request.portal_job_id),
+        "namespace": namespace_for(request.team, config),
+        "labels": job_labels(request),
+        "annotations": job_annotations(request),
+    }
+
+
+# --- the two job kinds ---------------------------------------------------------------------------
+
+
+def uses_pytorchjob(request: JobRequest) -> bool:
+    """Multi-node training runs as a Kubeflow PyTorchJob; everything else as a Volcano Job."""
+    return request.kind == "training" and request.nodes > 1
+
+
+def volcano_job(request: JobRequest, config: ManifestConfig) -> Manifest:
+    """A Volcano Job: one task of `nodes` pods, gang-scheduled (minAvailable) in the team's queue.
+
+    The walltime is the pods' activeDeadlineSeconds (Volcano Jobs have no job-level deadline).
+    An evicted pod (a drain, a reclaim) restarts the whole gang so it resumes from its checkpoint.
+    """
+    if request.nodes < 1:
+        raise ManifestError("a job needs at least one node")
+    group, version, _, kind = VOLCANO_JOB_API
+    spec: Manifest = {
+        "schedulerName": config.scheduler_name,
+        "queue": queue_for(request.team, request.gpu_model, config),
+        "priorityClassName": _dns_label(request.priority_class, "priority class"),
+        "minAvailable": request.nodes,
+        "maxRetry": config.max_retry,
+        "policies": [{"event": "PodEvicted", "action": "RestartJob"}],
+        "tasks": [
+            {
+                "name": "main",
+                "replicas": request.nodes,
+                "minAvailable": request.nodes,
+                "template": pod_template(request, config, "main", deadline=True),
+            }
+        ],
+    }
+    if request.nodes > 1:
+        spec["plugins"] = {"svc": [], "env": []}  # gang members find each other by hostname
+    return {"apiVersion": f"{group}/{version}", "kind": kind, "metadata": _metadata(request, config), "spec": spec}
+
+
+def pytorch_job(request: JobRequest, config: ManifestConfig) -> Manifest:
+    """A Kubeflow PyTorchJob: one Master and `nodes - 1` Workers, gang-scheduled by Volcano.
+
+    The training operator requires the container to be called `pytorch`; it sets MASTER_ADDR,
+    WORLD_SIZE and RANK itself and creates the Volcano PodGroup from `schedulingPolicy`.
+    """
+    if request.nodes < 2:
+        raise ManifestError("a PyTorchJob here is for two nodes or more")
+    group, version, _, kind = PYTORCH_JOB_API
+    template = pod_template(request, config, "pytorch", deadline=False)
+    replica = {"restartPolicy": "Never", "template": template}
+    spec: Manifest = {
+        "nprocPerNode": str(max(1, request.gpus_per_node)),
+        "pytorchReplicaSpecs": {
+            "Master": {"replicas": 1, **replica},
+            "Worker": {"replicas": request.nodes - 1, **replica},
+        },
+        "runPolicy": {
+            "backoffLimit": config.max_retry,
+            "cleanPodPolicy": "Running",
+            "schedulingPolicy": {
+                "minAvailable": request.nodes,
+                "queue": queue_for(request.team, request.gpu_model, config),
+                "priorityClass": _dns_label(request.priority_class, "priority class"),
+            },
+        },
+    }
+    if request.walltime_s > 0:
+        spec["runPolicy"]["activeDeadlineSeconds"] = request.walltime_s
+    return {"apiVersion": f"{group}/{version}", "kind": kind, "metadata": _metadata(request, config), "spec": spec}
+
+
+def job_manifest(request: JobRequest, config: ManifestConfig) -> Manifest:
+    """The object to create for this request."""
+    return pytorch_job(request, config) if uses_pytorchjob(request) else volcano_job(request, config)

@@ -1,0 +1,169 @@
+"""Pure compilation of quotas and priorities into Kubernetes objects (plain dicts).
+
+Quotas are per team and GPU model, and every GPU is the one resource `nvidia.com/gpu`, so each
+(team, model) pair gets its own Volcano Queue; the job's node selector picks the model. The
+seed's sample Queue (`capability.resources[]`, `dispatchPolicy`) is not the real CRD: the real
+Queue takes resource maps, and `minAvailable` belongs on the Job, not the Queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cluster.backends.kubernetes.manifests import (
+    DOMAIN,
+    GPU_RESOURCE,
+    MANAGED_BY,
+    PYTORCH_JOB_API,
+    VOLCANO_JOB_API,
+    Manifest,
+    ManifestConfig,
+    ManifestError,
+    namespace_for,
+    queue_for,
+)
+
+QUEUE_API = ("scheduling.volcano.sh", "v1beta1", "queues", "Queue")
+MACHINE_DEPLOYMENT_API = ("cluster.x-k8s.io", "v1beta2", "machinedeployments", "MachineDeployment")
+MAX_WEIGHT = 65535  # the Queue CRD's bound
+MAX_USER_PRIORITY = 1_000_000_000  # PriorityClass values above this are reserved for the system
+
+
+@dataclass(frozen=True)
+class QueueQuota:
+    """One team's quota for one GPU model, as plain data."""
+
+    team: str
+    gpu_model: str
+    guarantee: int
+    limit: int
+    weight: int = 1
+    lendable: bool = True
+
+
+@dataclass(frozen=True)
+class Priority:
+    """A portal priority class, as plain data."""
+
+    name: str
+    rank: int
+    preemptible: bool = False
+    description: str = ""
+
+
+def _gpus(count: int) -> dict[str, int]:
+    return {GPU_RESOURCE: count}
+
+
+def queue(quota: QueueQuota, config: ManifestConfig) -> Manifest:
+    """A Volcano Queue for one team and GPU model.
+
+    - `capability` is the limit: the most GPUs the queue may hold, borrowing included.
+    - `deserved` is the guarantee: what reclaim gives back to the team when others borrow it.
+    - `guarantee.resource` reserves the guarantee only when the team does not lend it; a
+      lendable guarantee stays available to others and comes back through `deserved`.
+    - `reclaimable: true`: whatever the queue holds above `deserved` is borrowed and can be taken back.
+    - `weight` is the share of idle capacity.
+    """
+    if quota.limit < quota.guarantee:
+        raise ManifestError(f"{quota.team}/{quota.gpu_model}: limit {quota.limit} is below the guarantee {quota.guarantee}")
+    group, version, _, kind = QUEUE_API
+    spec: Manifest = {
+        "weight": min(max(quota.weight, 1), MAX_WEIGHT),
+        "capability": _gpus(quota.limit),
+        "deserved": _gpus(quota.guarantee),
+        "reclaimable": True,
+    }
+    if not quota.lendable and quota.guarantee:
+        spec["guarantee"] = {"resource": _gpus(quota.guarantee)}
+    labels = {**MANAGED_BY, f"{DOMAIN}/team": quota.team, f"{DOMAIN}/gpu-model": quota.gpu_model}
+    name = queue_for(quota.team, quota.gpu_model, config)
+    return {"apiVersion": f"{group}/{version}", "kind": kind, "metadata": {"name": name, "labels": labels}, "spec": spec}
+
+
+def priority_class(priority: Priority) -> Manifest:
+    """A Kubernetes PriorityClass: the portal's rank is its value.
+
+    A preemptible class never preempts others itself (`preemptionPolicy: Never`): it runs on
+    borrowed GPUs and is first to go, so it must not push anyone out to start.
+    """
+    value = max(-MAX_USER_PRIORITY, min(priority.rank, MAX_USER_PRIORITY))
+    body: Manifest = {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": priority.name, "labels": {**MANAGED_BY, f"{DOMAIN}/preemptible": str(priority.preemptible).lower()}},
+        "value": value,
+        "globalDefault": False,
+        "preemptionPolicy": "Never" if priority.preemptible else "PreemptLowerPriority",
+    }
+    if priority.description:
+        body["description"] = priority.description
+    return body
+
+
+def team_namespace(team: str, config: ManifestConfig) -> Manifest:
+    """The team's namespace, labelled so the portal's RBAC and tooling can find it."""
+    labels = {**MANAGED_BY, f"{DOMAIN}/team": team}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace_for(team, config), "labels": labels}}
+
+
+def compile_queues(quotas: Iterable[QueueQuota], config: ManifestConfig) -> list[Manifest]:
+    """Every Queue, sorted by name so exports are stable for GitOps diffs."""
+    return sorted((queue(q, config) for q in quotas), key=lambda m: str(m["metadata"]["name"]))
+
+
+# --- RBAC for the portal's service account ----------------------------------------------------
+
+
+def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> Manifest:
+    return {"apiGroups": groups, "resources": resources, "verbs": verbs}
+
+
+def portal_rules() -> list[Manifest]:
+    """Exactly what the backend calls, and nothing more."""
+    read = ["get", "list", "watch"]
+    jobs = ["get", "list", "watch", "create", "delete"]
+    return [
+        _rule([""], ["nodes"], [*read, "patch"]),
+        _rule([""], ["pods"], read),
+        _rule([""], ["pods/log"], ["get"]),
+        _rule([""], ["pods/eviction"], ["create"]),
+        _rule([""], ["namespaces"], read),
+        _rule(["policy"], ["poddisruptionbudgets"], read),
+        _rule(["scheduling.k8s.io"], ["priorityclasses"], [*read, "create", "update", "patch"]),
+        _rule([VOLCANO_JOB_API[0]], [VOLCANO_JOB_API[2]], jobs),
+        _rule([PYTORCH_JOB_API[0]], [PYTORCH_JOB_API[2]], jobs),
+        _rule([QUEUE_API[0]], [QUEUE_API[2]], [*read, "create", "update", "patch"]),
+        _rule([MACHINE_DEPLOYMENT_API[0]], [MACHINE_DEPLOYMENT_API[2]], [*read, "update", "patch"]),
+        _rule([MACHINE_DEPLOYMENT_API[0]], [f"{MACHINE_DEPLOYMENT_API[2]}/scale"], ["get", "update", "patch"]),
+    ]
+
+
+def rbac(namespace: str, service_account: str) -> list[Manifest]:
+    """ServiceAccount, ClusterRole and ClusterRoleBinding for the portal.
+
+    Cluster-wide because the portal reads nodes, writes Queues and PriorityClasses (both
+    cluster-scoped) and submits into every team namespace.
+    """
+    name = "gpu-grid-portal"
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": service_account, "namespace": namespace, "labels": MANAGED_BY},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": MANAGED_BY},
+            "rules": portal_rules(),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "labels": MANAGED_BY},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+        },
+    ]
