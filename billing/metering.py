@@ -11,6 +11,7 @@ the time it waited in between; a job cancelled before admission pays nothing.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -108,11 +109,11 @@ def split(interval: RunInterval, cuts: Iterable[datetime]) -> list[RunInterval]:
     """Cut an interval at every instant of `cuts` that lies strictly inside it."""
     inside = sorted({c for c in cuts if interval.start < c < interval.end})
     edges = [interval.start, *inside, interval.end]
-    return [RunInterval(a, b, interval.pool) for a, b in zip(edges, edges[1:], strict=False)]
+    return [RunInterval(a, b, interval.pool) for a, b in itertools.pairwise(edges)]
 
 
 def gpu_seconds(gpus: int, start: datetime, end: datetime) -> Decimal:
-    """GPUs × seconds, exact to the microsecond (so the pieces of an interval sum to the whole)."""
+    """GPUs x seconds, exact to the microsecond (so the pieces of an interval sum to the whole)."""
     delta = end - start
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     return (Decimal(gpus * micros) * MICROSECONDS).quantize(MICROSECONDS)

@@ -15,9 +15,6 @@ from jobs.models import Job
 from portal.access import is_finance
 from portal.models import Team, TeamRole
 
-MONEY = {"max_digits": 14, "decimal_places": 2}
-GPU_SECONDS = {"max_digits": 20, "decimal_places": 6}
-
 
 class RateCard(models.Model):
     """The price of one GPU-hour of a GPU model on a kind of pool (or one named pool), for a period.
@@ -69,9 +66,9 @@ class UsageRecord(models.Model):
     start = models.DateTimeField()
     end = models.DateTimeField()
     gpus = models.PositiveIntegerField()
-    gpu_seconds = models.DecimalField(**GPU_SECONDS)
+    gpu_seconds = models.DecimalField(max_digits=20, decimal_places=6)
     used_gpu_seconds = models.DecimalField(
-        **GPU_SECONDS, null=True, blank=True, help_text="GPU-seconds actually busy, from telemetry, when known."
+        max_digits=20, decimal_places=6, null=True, blank=True, help_text="GPU-seconds actually busy, from telemetry, when known."
     )
     rate_card = models.ForeignKey(RateCard, null=True, blank=True, on_delete=models.PROTECT, related_name="usage_records")
     open = models.BooleanField(default=False, help_text="The job still holds GPUs; the piece grows at the next metering.")
@@ -105,7 +102,7 @@ class Invoice(models.Model):
     month = models.DateField(help_text="First day of the billed month (UTC).")
     state = models.CharField(max_length=10, choices=InvoiceState.choices, default=InvoiceState.DRAFT)
     currency = models.CharField(max_length=3)
-    total = models.DecimalField(**MONEY, default=Decimal("0.00"))
+    total = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0.00"))
     generated_at = models.DateTimeField(default=timezone.now)
     finalised_at = models.DateTimeField(null=True, blank=True)
     finalised_by = models.CharField(max_length=150, blank=True)
@@ -140,9 +137,9 @@ class InvoiceLine(models.Model):
     pool_kind = models.CharField(max_length=10, choices=PoolKind.choices, blank=True)
     rate_card = models.ForeignKey(RateCard, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     rate = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
-    gpu_seconds = models.DecimalField(**GPU_SECONDS, default=Decimal(0))
-    used_gpu_seconds = models.DecimalField(**GPU_SECONDS, null=True, blank=True)
-    amount = models.DecimalField(**MONEY)
+    gpu_seconds = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
+    used_gpu_seconds = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
     corrects = models.ForeignKey(Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="corrected_by")
 
     class Meta:
@@ -159,7 +156,7 @@ class Adjustment(models.Model):
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="billing_adjustments")
     month = models.DateField(help_text="The month whose invoice carries the correction.")
     corrects = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="adjustments")
-    amount = models.DecimalField(**MONEY)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
     reason = models.CharField(max_length=200)
     created_by = models.CharField(max_length=150)
     created_at = models.DateTimeField(default=timezone.now)
@@ -186,7 +183,7 @@ class Budget(models.Model):
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="budgets")
     period = models.CharField(max_length=10, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
-    amount = models.DecimalField(**MONEY)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -232,9 +229,9 @@ class BudgetAlert(models.Model):
     percent = models.DecimalField(max_digits=6, decimal_places=2)
     action = models.CharField(max_length=20, choices=BudgetAction.choices)
     kind = models.CharField(max_length=10, choices=AlertKind.choices)
-    spent = models.DecimalField(**MONEY)
-    projected = models.DecimalField(**MONEY)
-    budget_amount = models.DecimalField(**MONEY)
+    spent = models.DecimalField(max_digits=14, decimal_places=2)
+    projected = models.DecimalField(max_digits=14, decimal_places=2)
+    budget_amount = models.DecimalField(max_digits=14, decimal_places=2)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

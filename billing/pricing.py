@@ -2,7 +2,7 @@
 
 Pure: no ORM, no clock, no I/O.
 
-Rounding rule: each invoice line's amount is GPU-hours × rate, rounded once to the cent with
+Rounding rule: each invoice line's amount is GPU-hours x rate, rounded once to the cent with
 banker's rounding (ROUND_HALF_EVEN); an invoice total is the sum of its rounded lines, so a
 total always equals the sum of the lines a reader sees, to the cent. GPU-seconds are kept exact
 (to the microsecond) until that single rounding.
@@ -34,7 +34,7 @@ def round_money(amount: Decimal) -> Decimal:
 
 
 def line_amount(gpu_seconds: Decimal, rate_per_gpu_hour: Decimal) -> Decimal:
-    """The amount of one invoice line: exact GPU-hours × rate, rounded once to the cent."""
+    """The amount of one invoice line: exact GPU-hours x rate, rounded once to the cent."""
     return round_money(gpu_seconds * rate_per_gpu_hour / SECONDS_PER_HOUR)
 
 

@@ -92,7 +92,7 @@ def usage_lines(groups: list[UsageGroup], cards: dict[int, RateCard]) -> list[In
                 gpu_seconds=group.gpu_seconds,
                 used_gpu_seconds=group.used_gpu_seconds,
                 amount=pricing.line_amount(group.gpu_seconds, rate),
-            )  # fmt: skip
+            )
         )
     return lines
 
@@ -105,7 +105,7 @@ def adjustment_lines(team_id: int, month: date) -> list[InvoiceLine]:
             corrects=a.corrects,
             amount=pricing.round_money(a.amount),
             description=f"{'Credit' if a.amount < 0 else 'Debit'} for {a.corrects.number}: {a.reason}"[:200],
-        )  # fmt: skip
+        )
         for a in adjustments
     ]
 
@@ -258,6 +258,6 @@ def invoice_rows(invoice: Invoice) -> list[dict[str, Any]]:
             "used_gpu_hours": pricing.gpu_hours(line.used_gpu_seconds) if line.used_gpu_seconds is not None else None,
             "rate": line.rate,
             "amount": line.amount,
-        }  # fmt: skip
+        }
         for line in invoice.lines.order_by("position")
     ]
