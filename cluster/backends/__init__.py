@@ -5,10 +5,14 @@ from __future__ import annotations
 from django.conf import settings
 
 from cluster.backends.base import BackendError, BackendRejected, BackendUnavailable, ClusterBackend
+from cluster.backends.kubernetes.backend import KubernetesBackend
+from cluster.backends.slurm import SlurmBackend
 from cluster.simulator.backend import SimulatorBackend
 
 BACKENDS: dict[str, type[ClusterBackend]] = {
     "simulator": SimulatorBackend,
+    "kubernetes": KubernetesBackend,
+    "slurm": SlurmBackend,
 }
 
 
