@@ -34,7 +34,9 @@ def test_thresholds_out_of_order_are_rejected(vision):
     assert caught.value.field == "thresholds[1].percent"
 
 
-def test_crossing_a_threshold_notifies_by_mail_and_in_app_once(vision, alice, bob, fiona, rates, budget, job_with_history, django_capture_on_commit_callbacks):
+def test_crossing_a_threshold_notifies_by_mail_and_in_app_once(
+    vision, alice, bob, fiona, rates, budget, job_with_history, django_capture_on_commit_callbacks
+):
     spend_hours(vision, alice, job_with_history, 13)  # 26.00
     assert services.evaluate_budget(budget.pk, NOW) == []
     spend_hours(vision, alice, job_with_history, 13, "2025-03-03")  # 52.00
@@ -78,7 +80,11 @@ def test_projected_burn_warns_before_the_threshold_is_crossed(vision, alice, rat
     job_with_history(vision, alice, [("2025-03-09 23:00", "admitted"), ("2025-03-09 23:01", "running")])
     services.meter_month(date(2025, 3, 1), now=NOW)
     alerts = services.evaluate_budget(budget.pk, NOW)
-    assert [(a.percent, a.kind) for a in alerts] == [(Decimal(50), "projected"), (Decimal(80), "projected"), (Decimal(100), "projected")]
+    assert [(a.percent, a.kind) for a in alerts] == [
+        (Decimal(50), "projected"),
+        (Decimal(80), "projected"),
+        (Decimal(100), "projected"),
+    ]
     assert services.team_restrictions(vision.pk, NOW) == set()  # a warning does not act
     status = services.status(budget, NOW)
     assert status.spent == Decimal("22.00") and status.burn_per_day == Decimal(48)

@@ -21,7 +21,9 @@ MARCH = date(2025, 3, 1)
 @pytest.fixture
 def invoice(vision, alice, rates, job_with_history):
     a = job_with_history(vision, alice, [("2025-03-03 00:00", "admitted"), ("2025-03-03 10:00", "succeeded")], gpus=2)
-    job_with_history(vision, alice, [("2025-03-04 00:00", "admitted"), ("2025-03-04 03:00", "succeeded")], gpu_model="h100", pool="onprem-h100")
+    job_with_history(
+        vision, alice, [("2025-03-04 00:00", "admitted"), ("2025-03-04 03:00", "succeeded")], gpu_model="h100", pool="onprem-h100"
+    )
     job_with_history(vision, alice, [("2025-03-05 00:00", "admitted"), ("2025-03-05 01:00", "succeeded")], pool="burst-a100")
     services.meter_month(MARCH, now=at("2025-04-02 00:00"))
     record_utilisation(a.pk, 0.6)
