@@ -55,3 +55,17 @@ def stacked_area_figure(title: str, y_title: str, series: Mapping[str, Sequence[
         {**LAYOUT, "title": {"text": title, "font": {"size": 14}}, "yaxis": {**LAYOUT["yaxis"], "title": y_title}}
     )
     return figure.to_plotly_json()
+
+
+def stacked_bar_figure(
+    title: str, y_title: str, categories: Sequence[str], stacks: Mapping[str, Sequence[float]]
+) -> dict[str, Any]:
+    """One bar per category, one colour per stack (e.g. used within guarantee, borrowed, idle guarantee)."""
+    figure = go.Figure()
+    for name, values in stacks.items():
+        figure.add_trace(go.Bar(x=list(categories), y=list(values), name=name))
+    layout = {**LAYOUT, "barmode": "stack", "xaxis": {"type": "category"}}
+    figure.update_layout(
+        {**layout, "title": {"text": title, "font": {"size": 14}}, "yaxis": {**LAYOUT["yaxis"], "title": y_title}}
+    )
+    return figure.to_plotly_json()

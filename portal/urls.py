@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 from cluster.api import NodeViewSet, PoolViewSet
 from jobs.api import JobTemplateViewSet, JobViewSet
 from portal import api, views
+from quotas.api import QuotaViewSet
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
@@ -14,11 +15,14 @@ router.register("teams", api.TeamViewSet, basename="team")
 router.register("pools", PoolViewSet, basename="pool")
 router.register("nodes", NodeViewSet, basename="node")
 router.register("tokens", api.ApiTokenViewSet, basename="token")
+router.register("quotas", QuotaViewSet, basename="quota")
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
     path("tokens/", views.tokens, name="tokens"),
+    path("teams/", views.team_list, name="team_list"),
+    path("teams/<slug:slug>/", views.team_detail, name="team_detail"),
     path("tokens/<int:token_id>/revoke/", views.revoke_token, name="revoke_token"),
     path("jobs/", include("jobs.urls")),
     path("sim/", include("cluster.urls")),

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from cluster import services as cluster_services
 from jobs.models import Job
-from portal import live
-from portal.access import is_operator, signed_in
+from portal import live, teams
+from portal.access import is_operator, leads_team, sees_all_teams, signed_in
 from portal.health import run_checks
-from portal.models import ApiToken
+from portal.models import ApiToken, Membership, Team
+from quotas import services as quota_services
+from quotas.models import QuotaChange
 
 
 @login_required
@@ -57,3 +60,61 @@ def revoke_token(request: HttpRequest, token_id: int) -> HttpResponse:
     if revoked:
         messages.success(request, "Token revoked.")
     return redirect("tokens")
+
+
+def _rows_for(request: HttpRequest, slug: str | None = None) -> list[teams.TeamModelRow]:
+    user = signed_in(request)
+    mine = set(Team.objects.filter(memberships__user=user).values_list("slug", flat=True))
+    rows = teams.overview()
+    if slug is not None:
+        return [r for r in rows if r.team == slug]
+    return rows if sees_all_teams(user) else [r for r in rows if r.team in mine]
+
+
+@login_required
+def team_list(request: HttpRequest) -> HttpResponse:
+    """Quotas, use and lending of the user's teams (operators: every team), as charts and a table."""
+    rows = _rows_for(request)
+    return render(request, "portal/teams.html", {"rows": rows, "charts": teams.charts(rows)})
+
+
+@login_required
+def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    user = signed_in(request)
+    team = Team.objects.filter(slug=slug).first()
+    if team is None or not (sees_all_teams(user) or Membership.objects.filter(user=user, team=team).exists()):
+        raise Http404("No such team")
+    can_edit = is_operator(user) or leads_team(user, team.pk)
+    if request.method == "POST" and can_edit:
+        return _change_quota(request, team)
+    rows = _rows_for(request, slug)
+    members = team.memberships.select_related("user").order_by("user__username")
+    changes = QuotaChange.objects.filter(team=team)[:20]
+    context = {"team": team, "rows": rows, "charts": teams.charts(rows), "members": members, "changes": changes}
+    return render(request, "portal/team.html", {**context, "can_edit": can_edit, "operator": is_operator(user)})
+
+
+def _change_quota(request: HttpRequest, team: Team) -> HttpResponse:
+    user = signed_in(request)
+    model = request.POST.get("gpu_model", "")
+    capacity = cluster_services.capacity_by_model().get(model)
+    changes: dict[str, int | bool | None] = {"lendable": request.POST.get("lendable") == "on"}
+    for name in ("guarantee", "limit", "weight", "lead_max_limit"):
+        raw = request.POST.get(name, "").strip()
+        if raw != "" and (name != "lead_max_limit" or is_operator(user)):
+            changes[name] = int(raw) if raw.isdigit() else -1
+    if not is_operator(user):
+        changes = {k: v for k, v in changes.items() if k in ("limit", "lendable")}
+    try:
+        if capacity is None:
+            raise quota_services.QuotaError({"gpu_model": [f"the grid has no {model!r} GPUs"]})
+        quota_services.set_quota(
+            actor=user.username, by_operator=is_operator(user), team=team, gpu_model=model,
+            capacity=capacity.total_gpus, changes=changes, reason=request.POST.get("reason", ""),
+        )  # fmt: skip
+    except quota_services.QuotaError as exc:
+        for field, problems in exc.errors.items():
+            messages.error(request, f"{field}: {' '.join(problems)}")
+    else:
+        messages.success(request, f"Quota for {team.slug} {model.upper()} saved; it applies from the next admission cycle.")
+    return redirect("team_detail", slug=team.slug)

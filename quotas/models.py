@@ -27,6 +27,24 @@ class PriorityClass(models.Model):
         return self.name
 
 
+class QuotaChange(models.Model):
+    """Append-only audit of quota changes: who, when, what before and after, and why."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=150)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="quota_changes")
+    gpu_model = models.CharField(max_length=20)
+    before = models.JSONField(null=True)
+    after = models.JSONField()
+    reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.team} {self.gpu_model} by {self.actor}"
+
+
 class TeamUsage(models.Model):
     """A team's decayed GPU usage (GPU-seconds), the history behind fair share."""
 
@@ -47,6 +65,9 @@ class TeamQuota(models.Model):
     limit = models.PositiveIntegerField(help_text="Hard cap on admitted GPUs, borrowing included.")
     weight = models.PositiveIntegerField(default=1, help_text="Share of idle capacity.")
     lendable = models.BooleanField(default=True, help_text="Others may borrow the idle guarantee.")
+    lead_max_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Highest limit the team's lead may set (empty: the current limit)."
+    )
 
     class Meta:
         constraints = [

@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
+from django.db import transaction
+from django.db.models import Sum
+
+from portal.locks import transaction_lock
 from portal.models import Team
-from quotas.models import PriorityClass, TeamQuota, TeamUsage
+from quotas.lending import QuotaProposal, check_quota
+from quotas.models import PriorityClass, QuotaChange, TeamQuota, TeamUsage
 
 
 def quotas_by_team_and_model() -> dict[tuple[str, str], TeamQuota]:
@@ -27,3 +32,95 @@ def store_usage(values: Mapping[str, float], at: datetime) -> None:
     for slug, value in values.items():
         if slug in teams:
             TeamUsage.objects.update_or_create(team_id=teams[slug], defaults={"gpu_seconds": value, "updated_at": at})
+
+
+class QuotaError(Exception):
+    """A quota change was refused; `errors` maps each field to its messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = errors
+
+
+Value = int | bool | None
+
+
+def _as_dict(quota: TeamQuota) -> dict[str, Value]:
+    return {
+        "guarantee": quota.guarantee,
+        "limit": quota.limit,
+        "weight": quota.weight,
+        "lendable": quota.lendable,
+        "lead_max_limit": quota.lead_max_limit,
+    }
+
+
+def set_quota(
+    *,
+    actor: str,
+    by_operator: bool,
+    team: Team,
+    gpu_model: str,
+    capacity: int,
+    changes: Mapping[str, Value],
+    reason: str = "",
+) -> TeamQuota:
+    """Validate and apply a quota change in one transaction, with an audit row; effective next cycle."""
+    allowed = {"guarantee", "limit", "weight", "lendable"} | ({"lead_max_limit"} if by_operator else set())
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise QuotaError({name: ["cannot be changed here"] for name in unknown})
+    with transaction.atomic():
+        transaction_lock(f"quotas-{gpu_model}")  # guarantees of one model are checked against each other
+        current = TeamQuota.objects.select_for_update().filter(team=team, gpu_model=gpu_model).first()
+        before = _as_dict(current) if current else None
+        blank: dict[str, Value] = {"guarantee": 0, "limit": 0, "weight": 1, "lendable": True, "lead_max_limit": None}
+        merged = {**(before or blank), **changes}
+        proposal = _proposal(merged)
+        others = TeamQuota.objects.filter(gpu_model=gpu_model).exclude(team=team).aggregate(s=Sum("guarantee"))["s"] or 0
+        errors = check_quota(
+            proposal,
+            model=gpu_model,
+            capacity=capacity,
+            other_guarantees=others,
+            by_operator=by_operator,
+            current=_proposal(before) if before else None,
+            lead_ceiling=current.lead_max_limit if current else None,
+        )
+        if errors:
+            raise QuotaError(errors)
+        quota, _ = TeamQuota.objects.update_or_create(
+            team=team,
+            gpu_model=gpu_model,
+            defaults={
+                "guarantee": proposal.guarantee,
+                "limit": proposal.limit,
+                "weight": proposal.weight,
+                "lendable": proposal.lendable,
+                "lead_max_limit": _whole_or_none(merged.get("lead_max_limit")),
+            },
+        )
+        QuotaChange.objects.create(
+            actor=actor, team=team, gpu_model=gpu_model, before=before, after=_as_dict(quota), reason=reason[:300]
+        )
+    return quota
+
+
+def _proposal(values: Mapping[str, Value]) -> QuotaProposal:
+    return QuotaProposal(
+        guarantee=_whole(values, "guarantee"),
+        limit=_whole(values, "limit"),
+        weight=_whole(values, "weight"),
+        lendable=bool(values["lendable"]),
+    )
+
+
+def _whole(values: Mapping[str, Value], key: str) -> int:
+    value = values.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise QuotaError({key: ["must be a whole number"]})
+    return value
+
+
+def _whole_or_none(value: Value) -> int | None:
+    return None if value is None or isinstance(value, bool) else int(value)

@@ -22,6 +22,7 @@ from portal.asgi import application
 from portal.models import ApiToken
 from portal.routing import websocket_urlpatterns
 from portal.urls import router
+from quotas.models import TeamQuota
 
 EXCLUDED_PREFIXES = ("admin/", "accounts/", "static/")
 API = "api/v1/"
@@ -34,7 +35,7 @@ PUBLIC = "public"  # served to anyone (200, or 503 from /healthz while something
 class Route:
     """One route: a sample URL, the methods it serves, and what each kind of caller gets."""
 
-    url: str  # placeholders: {job} alice's job, {token} alice's token, {node}, {pool}
+    url: str  # placeholders: {job} alice's job, {token} alice's token, {node}, {pool}, {quota} vision's a100 quota
     anonymous: str | int
     outsider: str | int  # carol, on vision's objects
     rightful: tuple[str, int]  # persona, status
@@ -50,6 +51,8 @@ ROUTES: dict[str, Route] = {
     "tokens/": Route("/tokens/", LOGIN, 200, ("alice", 200), ("get", "post")),
     "tokens/<int:token_id>/revoke/": Route("/tokens/{token}/revoke/", LOGIN, 302, ("alice", 302), ("post",)),
     "jobs/": Route("/jobs/", LOGIN, 200, ("alice", 200)),
+    "teams/": Route("/teams/", LOGIN, 200, ("alice", 200)),
+    "teams/<slug:slug>/": Route("/teams/vision/", LOGIN, 404, ("bob", 200)),
     "jobs/new/": Route("/jobs/new/", LOGIN, 200, ("alice", 200)),
     "jobs/new/<slug:slug>/": Route("/jobs/new/custom/", LOGIN, 200, ("alice", 200), ("get", "post")),
     "jobs/<int:job_id>/": Route("/jobs/{job}/", LOGIN, 404, ("bob", 200)),
@@ -79,6 +82,8 @@ ROUTES: dict[str, Route] = {
     "api/v1/nodes/<name>/cordon/": Route("/api/v1/nodes/{node}/cordon/", 401, 403, ("olivia", 200), ("post",), {"reason": "fan"}),
     "api/v1/nodes/<name>/drain/": Route("/api/v1/nodes/{node}/drain/", 401, 403, ("olivia", 200), ("post",), {"reason": "fan"}),
     "api/v1/nodes/<name>/resume/": Route("/api/v1/nodes/{node}/resume/", 401, 403, ("olivia", 200), ("post",)),
+    "api/v1/quotas/": Route("/api/v1/quotas/", 401, 200, ("alice", 200)),
+    "api/v1/quotas/<pk>/": Route("/api/v1/quotas/{quota}/", 401, 404, ("alice", 200)),
     "api/v1/tokens/": Route("/api/v1/tokens/", 401, 200, ("alice", 200), ("get", "post")),
     "api/v1/tokens/<pk>/": Route("/api/v1/tokens/{token}/", 401, 404, ("alice", 204), ("delete",)),
 }
@@ -150,7 +155,14 @@ def assert_outcome(response, expected: str | int) -> None:
 def values(alice, bob, carol, olivia, submit):
     node = Node.objects.select_related("pool").order_by("name").first()
     token, _ = ApiToken.issue(alice, "alice-laptop")
-    return {"job": submit(alice, name="vision-alice-resnet").pk, "token": token.pk, "node": node.name, "pool": node.pool.name}
+    quota = TeamQuota.objects.get(team__slug="vision", gpu_model="a100")
+    return {
+        "job": submit(alice, name="vision-alice-resnet").pk,
+        "token": token.pk,
+        "node": node.name,
+        "pool": node.pool.name,
+        "quota": quota.pk,
+    }
 
 
 # The table is complete and every row points at the route it names
@@ -180,12 +192,12 @@ def test_a_new_route_without_a_row_would_be_caught():
 def test_every_api_router_registration_is_in_the_access_table():
     registered = {normalized(API + str(url.pattern)) for url in router.urls}
     assert registered - set(ROUTES) == set()
-    assert {prefix for prefix, _, _ in router.registry} == {"jobs", "templates", "teams", "pools", "nodes", "tokens"}
+    assert {prefix for prefix, _, _ in router.registry} == {"jobs", "templates", "teams", "pools", "nodes", "tokens", "quotas"}
 
 
 @pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: r or "dashboard")
 def test_each_sample_url_resolves_to_the_route_of_its_row(route):
-    sample = ROUTES[route].url.format(job=1, token=1, node="node-1", pool="pool-1")
+    sample = ROUTES[route].url.format(job=1, token=1, node="node-1", pool="pool-1", quota=1)
     assert normalized(resolve(sample).route) == route
 
 

@@ -141,5 +141,10 @@
     });
   }
 
-  window.GridPortal = { dashboard: dashboard, job: job };
+  function charts(dataId) {
+    const figures = JSON.parse(document.getElementById(dataId).textContent);
+    Object.keys(figures).forEach(function (name) { draw("chart-" + name, figures[name]); });
+  }
+
+  window.GridPortal = { dashboard: dashboard, job: job, charts: charts };
 })();
