@@ -237,6 +237,7 @@ class FakeApiServer:
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._joining: set[str] = set()
         self.store.on_write.append(self._machinedeployment_controller)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -515,7 +516,8 @@ class FakeApiServer:
         mine = sorted(n for (_, n) in nodes if n.startswith(f"{name}-"))
         wanted = [f"{name}-{i}" for i in range(int(md["spec"].get("replicas", 0)))]
         for node in wanted:
-            if node not in mine:
+            if node not in mine and node not in self._joining:
+                self._joining.add(node)
                 threading.Thread(target=self._later_add_node, args=(node, pool, annotations), daemon=True).start()
         for node in mine:
             if node not in wanted:
@@ -523,7 +525,12 @@ class FakeApiServer:
 
     def _later_add_node(self, node: str, pool: str, annotations: dict[str, str]) -> None:
         time.sleep(0.2)  # machines take a while to join; the watch sees them arrive
-        self.add_node(node, gpus=int(annotations.get("fake/gpus", "4")), product=annotations.get("fake/product", ""), pool=pool)
+        try:
+            self.add_node(
+                node, gpus=int(annotations.get("fake/gpus", "4")), product=annotations.get("fake/product", ""), pool=pool
+            )
+        finally:
+            self._joining.discard(node)
 
 
 # --- the verbs (called with the store's lock held) ---------------------------------------------------
@@ -659,8 +666,10 @@ def _replace(store: Store, res: Resource, namespace: str, name: str, obj: Obj, q
         raise _invalid(res, name, [("metadata.resourceVersion", "Invalid value: 0x0: must be specified for an update")])
     _check_version(res, current, sent, name)
     obj = _validate(res, obj, query)
-    if res.crd is not None:
-        obj["status"] = current.get("status", {})  # status subresource: a replace cannot change it
+    if res.crd is not None:  # the status subresource: a replace cannot change status
+        obj.pop("status", None)
+        if "status" in current:
+            obj["status"] = current["status"]
     return _store_update(store, res, current, obj)
 
 

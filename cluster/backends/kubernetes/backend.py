@@ -74,6 +74,7 @@ class KubeSettings:
                 scheduler_name=getattr(s, "K8S_SCHEDULER_NAME", "volcano"),
                 checkpoint_volume=getattr(s, "K8S_CHECKPOINT_VOLUME", "pvc"),
                 checkpoint_claim=getattr(s, "K8S_CHECKPOINT_CLAIM", "checkpoints"),
+                default_image=getattr(s, "K8S_DEFAULT_IMAGE", ""),
             ),
             node_pool_label=getattr(s, "K8S_NODE_POOL_LABEL", f"{manifests.DOMAIN}/pool"),
             burst_machinedeployments=parse_burst_machinedeployments(getattr(s, "K8S_BURST_MACHINEDEPLOYMENTS", {})),

@@ -50,6 +50,7 @@ class ManifestConfig:
     scheduler_name: str = "volcano"
     checkpoint_volume: str = "pvc"  # "pvc": the team's claim below; "emptydir": scratch per pod
     checkpoint_claim: str = "checkpoints"
+    default_image: str = ""  # for jobs that name no image (the portal allows that for other backends)
     max_retry: int = 3
 
 
@@ -163,12 +164,13 @@ def _node_affinity(node_names: tuple[str, ...]) -> Manifest:
 
 def container(request: JobRequest, config: ManifestConfig, name: str) -> Manifest:
     """The one container of each pod: image, argv, env, GPUs, checkpoint mount."""
-    if not request.image:
-        raise ManifestError("the job has no container image")
+    image = request.image or config.default_image
+    if not image:
+        raise ManifestError("the job has no container image (and K8S_DEFAULT_IMAGE is not set)")
     if request.gpus_per_node < 0:
         raise ManifestError("gpus_per_node must be >= 0")
     _, mounts = _checkpoint(request, config)
-    body: Manifest = {"name": name, "image": request.image, "env": _env(request)}
+    body: Manifest = {"name": name, "image": image, "env": _env(request)}
     if request.command:
         body["command"] = [escape_expansion(arg) for arg in request.command]
     if request.gpus_per_node:

@@ -1,0 +1,332 @@
+"""The Kubernetes backend against the fake API server: real HTTP, the real `kubernetes` client, real JSON."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from cluster.backends import get_backend
+from cluster.backends.base import BackendRejected, BackendUnavailable
+from cluster.backends.kubernetes import queues
+from cluster.backends.kubernetes.backend import KubernetesBackend
+from cluster.backends.kubernetes.errors import ConflictError
+from cluster.backends.kubernetes.manifests import JOB_ID_LABEL, ManifestConfig
+from cluster.states import NodeState, PoolKind
+from jobs import services
+from jobs.models import Job
+from jobs.states import JobState
+from quotas.models import TeamQuota
+from tests.k8s.fake_apiserver import FakeApiServer
+from tests.k8s.test_manifests import SEED_QUEUE
+
+pytestmark = pytest.mark.k8s
+NS = "team-vision"
+
+
+IMAGE = "nvcr.io/nvidia/pytorch:24.05-py3"
+
+
+def admit(job: Job) -> Job:
+    TeamQuota.objects.filter(team=job.team).update(limit=16)  # room for a two-node gang of 8-GPU nodes
+    services.run_admission_cycle()
+    job.refresh_from_db()
+    assert job.state == JobState.ADMITTED, job.reason_detail
+    return job
+
+
+def sync(job: Job, k8s: KubernetesBackend) -> Job:
+    services.sync_jobs(k8s)
+    job.refresh_from_db()
+    return job
+
+
+def posts(fake: FakeApiServer, plural: str) -> int:
+    return sum(1 for method, path in fake.store.requests if method == "POST" and path.split("?")[0].endswith(f"/{plural}"))
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+def test_it_submits_a_pytorchjob_and_its_status_flows_into_the_portal(alice, submit, fake, k8s):
+    job = admit(submit(alice, image=IMAGE, kind="training", nodes=2, gpus_per_node=8))
+    assert services.dispatch(job.pk, backend=k8s)
+    job.refresh_from_db()
+    name = f"gp-{job.pk}"
+    assert (job.state, job.backend, job.backend_job_id) == (JobState.DISPATCHED, "kubernetes", f"pytorchjobs/{NS}/{name}")
+    stored = fake.get("kubeflow.org", "pytorchjobs", NS, name)
+    assert stored is not None and stored["metadata"]["labels"][JOB_ID_LABEL] == str(job.pk)
+
+    fake.set_pytorch_condition(NS, name, "Created", "PyTorchJobCreated")
+    assert sync(job, k8s).state == JobState.DISPATCHED
+    fake.set_pytorch_condition(NS, name, "Running", "PyTorchJobRunning")
+    assert sync(job, k8s).state == JobState.RUNNING
+    fake.set_pytorch_condition(NS, name, "Succeeded", "PyTorchJobSucceeded", "job completed")
+    job = sync(job, k8s)
+    assert job.state == JobState.SUCCEEDED and job.finished_at is not None
+
+
+def test_it_submits_a_volcano_job_and_a_failure_carries_its_reason(alice, submit, fake, k8s):
+    job = admit(submit(alice, image=IMAGE, kind="simulation", gpus_per_node=2))
+    assert services.dispatch(job.pk, backend=k8s)
+    name = f"gp-{job.pk}"
+    stored = fake.get("batch.volcano.sh", "jobs", NS, name)
+    assert stored is not None and stored["spec"]["queue"] == "team-vision-a100"
+
+    fake.set_volcano_phase(NS, name, "Pending")
+    assert sync(job, k8s).state == JobState.DISPATCHED
+    fake.set_volcano_phase(NS, name, "Running")
+    assert sync(job, k8s).state == JobState.RUNNING
+    fake.set_volcano_phase(NS, name, "Failed", "PodFailed", "task main-0 exited with code 3")
+    job = sync(job, k8s)
+    assert job.state == JobState.FAILED
+    assert "PodFailed" in job.reason_detail and "exited with code 3" in job.reason_detail
+
+
+def test_a_repeated_submit_finds_the_first_object_and_creates_nothing_new(alice, submit, fake, k8s):
+    job = admit(submit(alice, image=IMAGE))
+    first = k8s.submit(services.job_request(job))  # the worker died right after this call
+    assert services.dispatch(job.pk, backend=k8s)  # the task is delivered again: find_job sees it
+    assert k8s.submit(services.job_request(job)) == first  # and a blind submit gets 409 → the same id
+    job.refresh_from_db()
+    assert job.backend_job_id == first
+    assert len(fake.items("batch.volcano.sh", "jobs")) == 1
+
+
+def test_a_name_taken_by_another_object_is_refused_not_adopted(alice, submit, fake, k8s):
+    job = admit(submit(alice, image=IMAGE))
+    squatter: dict[str, Any] = {
+        "apiVersion": "batch.volcano.sh/v1alpha1",
+        "kind": "Job",
+        "metadata": {"name": f"gp-{job.pk}", "namespace": NS, "labels": {JOB_ID_LABEL: "999999"}},
+        "spec": {
+            "tasks": [{"name": "x", "replicas": 1, "template": {"spec": {"containers": [{"name": "x", "image": "busybox"}]}}}]
+        },
+    }
+    fake.add("batch.volcano.sh", "jobs", squatter)
+    with pytest.raises(BackendRejected, match="is not portal job"):
+        k8s.submit(services.job_request(job))
+
+
+def test_cancel_deletes_the_job_and_its_pods_and_is_safe_to_repeat(alice, submit, fake, k8s):
+    fake.add_node("gpu-a100-1")
+    job = admit(submit(alice, image=IMAGE, kind="simulation"))
+    backend_id = k8s.submit(services.job_request(job))
+    fake.run_pods("batch.volcano.sh", "jobs", NS, f"gp-{job.pk}", ["gpu-a100-1"])
+    for pod in fake.items("", "pods"):  # the Volcano controller owns the pods it makes
+        fake.modify(
+            "",
+            "pods",
+            NS,
+            pod["metadata"]["name"],
+            lambda p: p["metadata"].update(
+                ownerReferences=[
+                    {
+                        "uid": fake.get("batch.volcano.sh", "jobs", NS, f"gp-{job.pk}")["metadata"]["uid"],
+                        "kind": "Job",
+                        "name": "x",
+                        "apiVersion": "batch.volcano.sh/v1alpha1",
+                    }
+                ]
+            ),
+        )
+    k8s.cancel(backend_id)
+    k8s.cancel(backend_id)
+    assert fake.items("batch.volcano.sh", "jobs") == [] and fake.items("", "pods") == []
+    assert k8s.find_job(job.pk) is None
+
+
+def test_it_reads_the_log_of_the_master_pod(alice, submit, fake, k8s):
+    fake.add_node("gpu-a100-1")
+    fake.add_node("gpu-a100-2")
+    job = admit(submit(alice, image=IMAGE, kind="training", nodes=2, gpus_per_node=8))
+    backend_id = k8s.submit(services.job_request(job))
+    fake.run_pods(
+        "kubeflow.org", "pytorchjobs", NS, f"gp-{job.pk}", ["gpu-a100-1", "gpu-a100-2"], log="epoch 1\nepoch 2\nepoch 3\n"
+    )
+    assert k8s.read_log(backend_id, 1) == ["epoch 2", "epoch 3"]
+    assert [n.gpus_used for n in k8s.list_nodes()] == [8, 8]
+
+
+# --- nodes --------------------------------------------------------------------------------------
+
+
+def test_cordon_and_resume_set_spec_unschedulable_with_the_reason(fake, k8s):
+    fake.add_node("gpu-a100-1")
+    k8s.cordon("gpu-a100-1", "fan failure")
+    node = fake.get("", "nodes", "", "gpu-a100-1")
+    assert node is not None and node["spec"]["unschedulable"] is True
+    assert [(n.state, n.reason) for n in k8s.list_nodes()] == [(NodeState.CORDONED, "fan failure")]
+    k8s.resume("gpu-a100-1")
+    node = fake.get("", "nodes", "", "gpu-a100-1")
+    assert node is not None and "unschedulable" not in node["spec"]
+    assert [(n.state, n.reason) for n in k8s.list_nodes()] == [(NodeState.READY, "")]
+    with pytest.raises(BackendRejected, match="no node called"):
+        k8s.cordon("nope", "x")
+
+
+def test_drain_evicts_what_it_may_and_reports_the_pod_a_budget_protects(fake, k8s):
+    fake.add_namespace("gpu-operator")
+    fake.add_node("gpu-a100-1")
+    fake.add_pod(NS, "gp-7-main-0", "gpu-a100-1", labels={JOB_ID_LABEL: "7"}, gpus=4)
+    fake.add_pod(NS, "serve-0", "gpu-a100-1", labels={"app": "serve"}, gpus=1)
+    fake.add_pdb(NS, "serve", {"app": "serve"}, min_available=1)
+    fake.add_pod("gpu-operator", "dcgm-exporter-abcde", "gpu-a100-1", owner_kind="DaemonSet")
+
+    report = k8s.drain_node("gpu-a100-1", "replace GPU 3")
+
+    assert report.evicted == [f"{NS}/gp-7-main-0"]
+    assert list(report.blocked) == [f"{NS}/serve-0"] and "disruption budget" in report.blocked[f"{NS}/serve-0"]
+    assert report.skipped == ["gpu-operator/dcgm-exporter-abcde"]
+    assert {p["metadata"]["name"] for p in fake.items("", "pods")} == {"serve-0", "dcgm-exporter-abcde"}
+    [node] = k8s.list_nodes()
+    assert node.state == NodeState.DRAINING and "serve-0" in node.reason and node.reason.startswith("replace GPU 3")
+    assert node.gpus_used == 1
+
+    fake.remove("policy", "poddisruptionbudgets", NS, "serve")  # the budget is lifted: a second drain finishes
+    assert k8s.drain_node("gpu-a100-1", "replace GPU 3").complete
+    assert k8s.list_nodes()[0].reason == "replace GPU 3"
+
+
+def test_a_node_that_is_not_ready_is_down(fake, k8s):
+    fake.add_node("gpu-h100-1", product="NVIDIA-H100-80GB-HBM3", ready=False)
+    fake.add_node("cpu-1", gpus=0, product="")
+    [node] = k8s.list_nodes()
+    assert (node.name, node.gpu_model, node.state) == ("gpu-h100-1", "h100", NodeState.DOWN)
+    assert "container runtime is down" in node.reason
+
+
+# --- bursting and conflicts --------------------------------------------------------------------
+
+
+def test_scaling_a_machinedeployment_brings_nodes_the_watch_sees_arrive(fake, k8s):
+    fake.add_machinedeployment("capi", "burst-a10g", pool="burst-a10g", replicas=0)
+    k8s.scale_pool("burst-a10g", 2)
+    md = fake.get("cluster.x-k8s.io", "machinedeployments", "capi", "burst-a10g")
+    assert md is not None and md["spec"]["replicas"] == 2
+
+    assert k8s.wait_for_pool("burst-a10g", 2, timeout_s=10) == ["burst-a10g-0", "burst-a10g-1"]
+    nodes = k8s.list_nodes()
+    assert {(n.pool, n.pool_kind, n.gpu_model, n.gpus) for n in nodes} == {("burst-a10g", PoolKind.CLOUD, "a10g", 4)}
+
+    k8s.scale_pool("burst-a10g", 0)
+    assert k8s.list_nodes() == []
+    with pytest.raises(BackendRejected, match="not an elastic pool"):
+        k8s.scale_pool("onprem-a100", 1)
+
+
+def test_a_stale_update_gets_409_and_is_retried_on_a_fresh_read(fake, k8s):
+    fake.add_machinedeployment("capi", "burst-a10g", pool="burst-a10g", replicas=1)
+    fake.interfere("machinedeployments", "capi", "burst-a10g", times=1)  # another writer, once
+    k8s.scale_pool("burst-a10g", 3)
+    puts = [p for m, p in fake.store.requests if m == "PUT" and "burst-a10g" in p]
+    assert len(puts) == 2  # the first replace lost the race (409), the second won
+    md = fake.get("cluster.x-k8s.io", "machinedeployments", "capi", "burst-a10g")
+    assert md is not None and md["spec"]["replicas"] == 3 and "fake/other-writer" in md["metadata"]["annotations"]
+
+
+def test_conflicts_that_keep_coming_give_up_retryably_after_a_bounded_number_of_tries(fake, k8s):
+    fake.add_machinedeployment("capi", "burst-a10g", pool="burst-a10g", replicas=1)
+    fake.interfere("machinedeployments", "capi", "burst-a10g", times=100)
+    with pytest.raises(ConflictError, match=r"conflict \(409\)") as caught:
+        k8s.scale_pool("burst-a10g", 3)
+    assert caught.value.retryable
+    assert sum(1 for m, p in fake.store.requests if m == "PUT") == k8s.options.conflict_retries + 1
+    md = fake.get("cluster.x-k8s.io", "machinedeployments", "capi", "burst-a10g")
+    assert md is not None and md["spec"]["replicas"] == 1
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def test_the_api_going_away_and_coming_back(alice, submit, fake, k8s):
+    job = admit(submit(alice, image=IMAGE))
+    fake.go_away()
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="unreachable") as caught:
+        services.dispatch(job.pk, backend=k8s)
+    assert caught.value.retryable and time.monotonic() - started < 5
+    with pytest.raises(BackendUnavailable):
+        k8s.list_nodes()
+    job.refresh_from_db()
+    assert job.state == JobState.ADMITTED  # left for the task's retry
+
+    fake.come_back()
+    assert services.dispatch(job.pk, backend=k8s)
+    assert posts(fake, "jobs") == 1 and len(fake.items("batch.volcano.sh", "jobs")) == 1
+    assert k8s.health()["ok"] is True
+
+
+def test_a_403_is_a_refusal_with_an_rbac_hint(alice, submit, fake, k8s):
+    job = admit(submit(alice, image=IMAGE))
+    fake.forbid("jobs")
+    with pytest.raises(BackendRejected, match=r"forbidden \(403\)") as caught:
+        k8s.submit(services.job_request(job))
+    assert not caught.value.retryable and "RBAC" in str(caught.value) and "cannot create resource" in str(caught.value)
+    fake.forbid("nodes")
+    with pytest.raises(BackendRejected, match="export_cluster_config"):
+        k8s.list_nodes()
+
+
+def test_a_422_names_the_invalid_field(fake, k8s):
+    from cluster.backends.kubernetes.queues import MACHINE_DEPLOYMENT_API
+
+    fake.add_machinedeployment("capi", "burst-a10g", pool="burst-a10g")
+
+    def bad(md: dict[str, Any]) -> dict[str, Any]:
+        md["spec"]["replicas"] = "many"
+        return md
+
+    with pytest.raises(BackendRejected, match=r"invalid \(422\).*spec\.replicas") as caught:
+        k8s.update_custom(MACHINE_DEPLOYMENT_API, "capi", "burst-a10g", bad)
+    assert not caught.value.retryable
+
+
+def test_the_seeds_queue_is_refused_and_the_compiled_one_accepted(fake, k8s):
+    custom = k8s.api.custom
+    with pytest.raises(BackendRejected, match="dispatchPolicy"):
+        k8s.api.call(
+            "create Queue",
+            custom.create_cluster_custom_object,
+            "scheduling.volcano.sh",
+            "v1beta1",
+            "queues",
+            yaml.safe_load(SEED_QUEUE),
+            field_validation="Strict",
+        )
+    valid = queues.queue(queues.QueueQuota("vision", "a100", guarantee=4, limit=12), ManifestConfig())
+    k8s.api.call(
+        "create Queue",
+        custom.create_cluster_custom_object,
+        "scheduling.volcano.sh",
+        "v1beta1",
+        "queues",
+        valid,
+        field_validation="Strict",
+    )
+    assert fake.get("scheduling.volcano.sh", "queues", "", "team-vision-a100") is not None
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def test_it_connects_through_a_kubeconfig_named_in_settings(fake, settings, tmp_path):
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+        "users": [{"name": "portal", "user": {"token": "not-checked-by-the-fake"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "portal"}}],
+        "current-context": "fake",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    settings.K8S_KUBECONFIG = str(path)
+    backend = get_backend("kubernetes")
+    assert backend.health()["server"] == "v1.33.0-fake"
+
+    settings.K8S_KUBECONFIG = str(tmp_path / "missing")
+    with pytest.raises(BackendUnavailable, match="cannot load the Kubernetes configuration"):
+        get_backend("kubernetes").list_nodes()
