@@ -1,0 +1,81 @@
+"""`manage.py export_cluster_config --format k8s`: the cluster-side objects the portal needs, for GitOps.
+
+Writes one multi-document YAML stream: a namespace per team, a Volcano Queue per team and GPU
+model (from the team's quota, or the default limit where it has none), a PriorityClass per
+portal priority class, and the ServiceAccount, ClusterRole and ClusterRoleBinding the portal's
+backend needs. Nothing is sent to a cluster; commit the output to the GitOps repository.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from cluster.backends.kubernetes import queues
+from cluster.backends.kubernetes.backend import KubeSettings
+from cluster.backends.kubernetes.manifests import Manifest, ManifestConfig, ManifestError
+from cluster.gpus import GPU_MODELS
+from portal.models import Team
+from quotas.models import PriorityClass, TeamQuota
+
+
+def quota_rows(default_limit: int) -> list[queues.QueueQuota]:
+    """Every (team, GPU model) pair: its quota, or the default limit with no guarantee."""
+    explicit = {
+        (q.team.slug, q.gpu_model): queues.QueueQuota(q.team.slug, q.gpu_model, q.guarantee, q.limit, q.weight, q.lendable)
+        for q in TeamQuota.objects.select_related("team")
+    }
+    teams = Team.objects.values_list("slug", flat=True)
+    return [explicit.get((t, m)) or queues.QueueQuota(t, m, 0, default_limit) for t in teams for m in sorted(GPU_MODELS)]
+
+
+def priorities() -> list[queues.Priority]:
+    return [
+        queues.Priority(p.name, p.rank, p.preemptible, p.description) for p in PriorityClass.objects.order_by("-rank", "name")
+    ]
+
+
+def k8s_objects(config: ManifestConfig, namespace: str, service_account: str, default_limit: int) -> list[Manifest]:
+    """Everything the export writes, in the order a cluster should receive it."""
+    teams = Team.objects.values_list("slug", flat=True)
+    return [
+        *(queues.team_namespace(t, config) for t in teams),
+        *(queues.priority_class(p) for p in priorities()),
+        *queues.compile_queues(quota_rows(default_limit), config),
+        *queues.rbac(namespace, service_account),
+    ]
+
+
+class Command(BaseCommand):
+    help = "Write the cluster-side configuration (Kubernetes: namespaces, Volcano Queues, PriorityClasses, RBAC) as YAML."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--format", choices=["k8s"], default="k8s", help="target cluster kind (k8s: Kubernetes with Volcano)")
+        parser.add_argument("--output", "-o", default="-", help="file to write; '-' (default) for standard output")
+        parser.add_argument(
+            "--namespace",
+            default=getattr(settings, "K8S_PORTAL_NAMESPACE", "gpu-grid-portal"),
+            help="namespace of the portal's service account",
+        )
+        parser.add_argument(
+            "--service-account",
+            default=getattr(settings, "K8S_SERVICE_ACCOUNT", "gpu-grid-portal"),
+            help="the portal's service account",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        config = KubeSettings.from_django().manifest
+        try:
+            objects = k8s_objects(config, options["namespace"], options["service_account"], settings.DEFAULT_TEAM_GPU_LIMIT)
+        except ManifestError as exc:
+            raise CommandError(str(exc)) from exc
+        text = yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True)
+        if options["output"] == "-":
+            self.stdout.write(text, ending="")
+        else:
+            with open(options["output"], "w", encoding="utf-8") as out:
+                out.write(text)
+            self.stderr.write(f"wrote {len(objects)} objects to {options['output']}")
