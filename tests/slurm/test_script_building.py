@@ -1,0 +1,77 @@
+"""The batch script and job description (pure: no Slurm needed)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from cluster.backends.base import BackendRejected, JobRequest
+from cluster.backends.slurm.config import SlurmConfig
+from cluster.backends.slurm.script import build_script, job_submission, portal_id_of, time_limit_minutes
+
+CONFIG = SlurmConfig(partitions=(("a100", "gpu-a100"),), output_dir="/shared/out", job_prefix="portal")
+
+
+def request(**fields) -> JobRequest:  # type: ignore[no-untyped-def]
+    base = dict(
+        portal_job_id=17, name="train", kind="training", team="vision", user="alice", gpu_model="a100",
+        gpus_per_node=2, nodes=1, node_names=(), walltime_s=3600, image="", command=("python", "train.py"),
+    )  # fmt: skip
+    return JobRequest(**{**base, **fields})
+
+
+def test_it_quotes_every_argument_so_the_shell_sees_them_literally():
+    nasty = ("printf", "%s|", "$(id)", "`id`", "a b", "it's", "; rm -rf /", "line\nbreak", "*")
+    script = build_script(request(command=nasty), 65536)
+    exec_line = script.split("exec ", 1)[1]
+    assert shlex.split(exec_line) == list(nasty)
+    out = subprocess.run(["bash", "-c", f"set -- ; {exec_line.replace('exec ', '')}"], capture_output=True, text=True)
+    assert out.stdout == "".join(f"{a}|" for a in nasty[2:])
+
+
+def test_it_bounds_the_script_size_and_names_the_limit():
+    with pytest.raises(BackendRejected, match=r"command: the batch script would be \d+ bytes; the limit is 1024 bytes"):
+        build_script(request(command=("echo", "x" * 2000)), 1024)
+
+
+def test_it_refuses_an_empty_command_and_nul_bytes():
+    with pytest.raises(BackendRejected, match="command: at least one argument"):
+        build_script(request(command=()), 65536)
+    with pytest.raises(BackendRejected, match=r"command\[1\]: NUL"):
+        build_script(request(command=("echo", "a\x00b")), 65536)
+
+
+def test_the_job_description_carries_the_portal_id_account_partition_qos_and_gpus():
+    job = job_submission(request(priority_class="critical", env={"SEED": "1; id"}), CONFIG)["job"]
+    assert job["name"] == "portal-17" and job["comment"] == "portal-17"
+    assert (job["account"], job["partition"], job["qos"]) == ("vision", "gpu-a100", "critical")
+    assert job["gres"] == "gpu:a100:2" and job["nodes"] == [1, 1] and job["time_limit"] == 60
+    assert job["standard_output"] == "/shared/out/slurm-%j.out"
+    assert job["environment"]["SEED"] == "1; id" and job["environment"]["PORTAL_JOB_ID"] == "17"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"env": {"1BAD": "x"}}, "env: '1BAD' is not a valid variable name"),
+        ({"user": "Alice Smith"}, "user: 'Alice Smith' is not a valid Unix account"),
+        ({"team": "--all"}, "team: '--all' is not a valid Slurm account"),
+        ({"walltime_s": 0}, "walltime: must be greater than 0"),
+    ],
+)
+def test_bad_fields_are_refused_with_the_field_named(fields, message):
+    with pytest.raises(BackendRejected, match=message):
+        job_submission(request(**fields), CONFIG)
+
+
+def test_time_limits_round_up_to_whole_minutes():
+    assert [time_limit_minutes(s) for s in (1, 60, 61, 3600)] == [1, 1, 2, 60]
+
+
+def test_only_this_portals_job_names_carry_a_portal_id():
+    assert portal_id_of("portal-42", "portal") == 42
+    assert portal_id_of("t9n1-42", "portal") is None
+    assert portal_id_of("portal-4x", "portal") is None
+    assert portal_id_of("my-portal-42", "portal") is None
