@@ -121,22 +121,23 @@ def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> Manifest
 
 
 def portal_rules() -> list[Manifest]:
-    """Exactly what the backend calls, and nothing more."""
+    """Exactly what the backend calls, and nothing more.
+
+    Queues and PriorityClasses are only read: they reach the cluster through GitOps (the
+    export), applied with the GitOps tool's own credentials.
+    """
     read = ["get", "list", "watch"]
-    jobs = ["get", "list", "watch", "create", "delete"]
+    jobs = [*read, "create", "delete"]
     return [
         _rule([""], ["nodes"], [*read, "patch"]),
         _rule([""], ["pods"], read),
         _rule([""], ["pods/log"], ["get"]),
         _rule([""], ["pods/eviction"], ["create"]),
-        _rule([""], ["namespaces"], read),
-        _rule(["policy"], ["poddisruptionbudgets"], read),
-        _rule(["scheduling.k8s.io"], ["priorityclasses"], [*read, "create", "update", "patch"]),
+        _rule(["scheduling.k8s.io"], ["priorityclasses"], read),
         _rule([VOLCANO_JOB_API[0]], [VOLCANO_JOB_API[2]], jobs),
         _rule([PYTORCH_JOB_API[0]], [PYTORCH_JOB_API[2]], jobs),
-        _rule([QUEUE_API[0]], [QUEUE_API[2]], [*read, "create", "update", "patch"]),
-        _rule([MACHINE_DEPLOYMENT_API[0]], [MACHINE_DEPLOYMENT_API[2]], [*read, "update", "patch"]),
-        _rule([MACHINE_DEPLOYMENT_API[0]], [f"{MACHINE_DEPLOYMENT_API[2]}/scale"], ["get", "update", "patch"]),
+        _rule([QUEUE_API[0]], [QUEUE_API[2]], read),
+        _rule([MACHINE_DEPLOYMENT_API[0]], [MACHINE_DEPLOYMENT_API[2]], [*read, "update"]),
     ]
 
 
