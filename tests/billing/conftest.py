@@ -64,7 +64,7 @@ def job_with_history(db: Any) -> Callable[..., Job]:
     def make(
         team: Team, owner: User, history: History, *, gpus: int = 1, gpu_model: str = "a100", pool: str = "onprem-a100"
     ) -> Job:
-        last_time, last_state = history[-1]
+        last_state = history[-1][1]
         job = Job.objects.create(
             team=team,
             owner=owner,

@@ -43,4 +43,4 @@ def test_eight_workers_alert_once_per_threshold(vision, alice, bob, fiona, rates
     assert sorted(BudgetAlert.objects.values_list("percent", flat=True)) == [Decimal(50), Decimal(100)]
     assert TeamRestriction.objects.filter(action="hold_new_jobs").count() == 1
     assert len(mail.outbox) == 2
-    assert Notification.objects.count() == 4  # 2 alerts × (bob, fiona)
+    assert Notification.objects.count() == 4  # 2 alerts, each to bob and fiona

@@ -29,7 +29,7 @@ def test_a_rate_change_reprices_usage_already_metered(vision, alice, rates, job_
     job_with_history(vision, alice, [("2025-03-14 18:00", "admitted"), ("2025-03-15 06:00", "succeeded")])
     services.meter_month(date(2025, 3, 1), now=at("2025-04-02 00:00"))
     services.change_rate(gpu_model="a100", pool_kind="onprem", per_gpu_hour=Decimal("3.00"), from_day=date(2025, 3, 15))
-    assert services.generate_invoice(vision.pk, date(2025, 3, 1)).total == Decimal("30.00")  # 6 h × 2 + 6 h × 3
+    assert services.generate_invoice(vision.pk, date(2025, 3, 1)).total == Decimal("30.00")  # 6 h at 2.00 + 6 h at 3.00
 
 
 def test_the_change_closes_the_old_card_on_its_date(rates):
