@@ -30,6 +30,7 @@ when a MachineDeployment's replicas change.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -915,9 +916,15 @@ def _handler(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             deadline = time.monotonic() + float(query.get("timeoutSeconds", "30"))
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")  # as the API server streams: one chunk per event
             self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
+            with contextlib.suppress(OSError):  # the client may hang up first (Watch.stop)
+                self._stream(res, selected, deadline, query)
+                self.wfile.write(b"0\r\n\r\n")
+
+        def _stream(self, res: Resource, selected: Callable[[Obj], bool], deadline: float, query: dict[str, str]) -> None:
             with store.cond:
                 since = int(query.get("resourceVersion") or 0)
                 pending = []
@@ -940,7 +947,8 @@ def _handler(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                         self._event(kind, obj)
 
         def _event(self, kind: str, obj: Obj) -> None:
-            self.wfile.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+            line = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+            self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
             self.wfile.flush()
 
     return Handler

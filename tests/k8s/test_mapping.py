@@ -1,0 +1,122 @@
+"""Cluster answers in portal terms: Status errors, job phases and conditions, node states (plain data)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cluster.backends.base import BackendRejected, BackendUnavailable, RemoteJobState
+from cluster.backends.kubernetes import errors, status
+from cluster.backends.kubernetes.backend import parse_burst_machinedeployments
+from cluster.states import NodeState
+
+
+def status_body(code: int, reason: str, message: str, causes: list[dict[str, str]] | None = None) -> str:
+    return json.dumps(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "reason": reason,
+            "message": message,
+            "code": code,
+            "details": {"causes": causes or []},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "retryable"),
+    [(401, BackendRejected, False), (403, BackendRejected, False), (404, errors.NotFoundError, False), (409, errors.ConflictError, True),
+     (422, BackendRejected, False), (429, errors.TooManyRequests, True), (500, BackendUnavailable, True), (503, BackendUnavailable, True)],
+)  # fmt: skip
+def test_each_error_answer_has_its_retry_behaviour(code, kind, retryable):
+    error = errors.from_status("create Job a/b", errors.parse_status(code, status_body(code, "X", "m")))
+    assert isinstance(error, kind) and error.retryable is retryable and str(error).startswith("create Job a/b")
+
+
+def test_a_422_names_each_field_and_a_403_gives_the_rbac_hint():
+    body = status_body(422, "Invalid", "Job is invalid", [{"field": "spec.minAvailable", "message": "must be >= 0"}])
+    assert "spec.minAvailable: must be >= 0" in str(errors.from_status("create", errors.parse_status(422, body)))
+    assert "export_cluster_config" in str(
+        errors.from_status("list nodes", errors.parse_status(403, status_body(403, "Forbidden", "no")))
+    )
+
+
+def test_a_body_that_is_not_a_status_keeps_the_code():
+    parsed = errors.parse_status(502, "<html>bad gateway</html>")
+    assert parsed.code == 502 and isinstance(errors.from_status("x", parsed), BackendUnavailable)
+
+
+def job(phase: str | None = None, labels: dict[str, str] | None = None) -> dict:
+    obj: dict = {
+        "metadata": {
+            "name": "gp-5",
+            "namespace": "team-a",
+            "labels": {"portal.gpugrid.io/job-id": "5"} if labels is None else labels,
+        }
+    }
+    if phase:
+        obj["status"] = {"state": {"phase": phase, "reason": "R", "message": "M", "lastTransitionTime": "2026-01-02T03:04:05Z"}}
+    return obj
+
+
+@pytest.mark.parametrize(("phase", "state"), [*status.VOLCANO_PHASES.items(), (None, RemoteJobState.PENDING)])
+def test_every_volcano_phase_maps_to_a_portal_state(phase, state):
+    remote = status.volcano_remote(job(phase))
+    assert remote is not None and remote.state == state and remote.backend_job_id == "jobs/team-a/gp-5"
+    assert (remote.ended_at is not None) == (state in status.TERMINAL)
+
+
+def test_objects_without_a_portal_id_are_not_the_portals():
+    assert status.volcano_remote(job("Running", labels={})) is None
+
+
+def test_the_decisive_pytorchjob_condition_wins():
+    obj = job()
+    obj["status"] = {"conditions": [
+        {"type": "Created", "status": "True"}, {"type": "Running", "status": "False"},
+        {"type": "Failed", "status": "True", "reason": "PyTorchJobFailed", "message": "worker 1 exited 137", "lastTransitionTime": "2026-01-02T03:04:05Z"},
+    ]}  # fmt: skip
+    remote = status.pytorch_remote(obj)
+    assert remote is not None and remote.state == RemoteJobState.FAILED and "exited 137" in remote.reason and remote.ended_at
+
+
+def test_backend_job_ids_round_trip_and_foreign_ones_are_refused():
+    assert status.split_backend_job_id(status.backend_job_id("pytorchjobs", "team-a", "gp-1")) == (
+        "pytorchjobs",
+        "team-a",
+        "gp-1",
+    )
+    with pytest.raises(ValueError):
+        status.split_backend_job_id("deployments/team-a/web")
+
+
+def node(**spec: object) -> dict:
+    return {
+        "metadata": {"name": "n1", "labels": {"nvidia.com/gpu.product": "NVIDIA-L4"}, "annotations": {}},
+        "spec": spec,
+        "status": {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def test_node_states_down_beats_draining_beats_cordoned():
+    assert status.node_state(node()) == (NodeState.READY, "")
+    assert status.node_state(node(unschedulable=True))[0] == NodeState.CORDONED
+    draining = node(unschedulable=True)
+    draining["metadata"]["annotations"] = {status.DRAIN_ANNOTATION: "true", status.CORDON_REASON_ANNOTATION: "swap"}
+    assert status.node_state(draining) == (NodeState.DRAINING, "swap")
+    draining["status"]["conditions"][0]["status"] = "Unknown"
+    assert status.node_state(draining)[0] == NodeState.DOWN
+    remote = status.remote_node(node(), 3, "pool", ["burst"])
+    assert remote is not None and (remote.gpu_model, remote.gpus, remote.gpus_used, remote.pool) == ("l4", 8, 3, "k8s-l4")
+
+
+def test_burst_pools_parse_from_the_environment_form():
+    assert parse_burst_machinedeployments("burst-a10g=capi/md-a10g, burst-l4=capi/md-l4") == {
+        "burst-a10g": ("capi", "md-a10g"),
+        "burst-l4": ("capi", "md-l4"),
+    }
+    with pytest.raises(ValueError):
+        parse_burst_machinedeployments("burst-a10g=md-without-namespace")
