@@ -130,3 +130,32 @@ class JobEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.job_id} {self.from_state or '∅'} → {self.to_state}"
+
+
+class WhatIfState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class WhatIfRun(models.Model):
+    """A capacity-planning replay: recent real submissions through the policy, as the grid is and as it might be."""
+
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="what_if_runs")
+    created_at = models.DateTimeField(default=timezone.now)
+    gpu_model = models.CharField(max_length=20)
+    days = models.PositiveIntegerField()
+    add_nodes = models.IntegerField(default=0, help_text="Nodes added (or removed, if negative) in the scenario.")
+    quota_overrides = models.JSONField(default=dict, blank=True, help_text="{team: {guarantee, limit, weight}}")
+    state = models.CharField(max_length=10, choices=WhatIfState.choices, default=WhatIfState.QUEUED)
+    progress = models.FloatField(default=0.0)
+    jobs_replayed = models.PositiveIntegerField(default=0)
+    result = models.JSONField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"what-if #{self.pk} {self.gpu_model} +{self.add_nodes} nodes"

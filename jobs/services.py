@@ -7,7 +7,6 @@ after the transaction commits.
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 from collections import defaultdict
@@ -31,6 +30,7 @@ from portal.access import is_operator, leads_team
 from portal.broadcast import send_on_commit
 from portal.locks import transaction_lock
 from portal.models import Team
+from portal.queue import after_commit
 from quotas import services as quota_services
 from quotas.models import PriorityClass
 
@@ -64,11 +64,6 @@ def transition(job_id: int, to: JobState, *, actor: str = "system", why: str = "
                 _announce(job_id, current[1])
                 return True
     return False
-
-
-def after_commit(task: Any, *args: Any) -> None:
-    """Enqueue a Celery task once the current transaction commits (never for rolled-back work)."""
-    transaction.on_commit(functools.partial(task.delay, *args))
 
 
 def _announce(job_id: int, team_id: int) -> None:

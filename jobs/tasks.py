@@ -7,7 +7,7 @@ from typing import Any
 from celery import shared_task
 
 from cluster.backends.base import BackendUnavailable
-from jobs import services
+from jobs import planning, services
 from portal.models import Heartbeat
 
 RETRY = {"autoretry_for": (BackendUnavailable,), "retry_backoff": 1, "retry_backoff_max": 60, "max_retries": None}
@@ -38,6 +38,11 @@ def preempt_on_backend(job_id: int) -> bool:
 def sync_backend() -> dict[str, Any]:
     report = services.sync_jobs()
     return report.__dict__
+
+
+@shared_task(acks_late=True)
+def run_what_if(run_id: int) -> None:
+    planning.execute(run_id)
 
 
 @shared_task(acks_late=True)

@@ -69,3 +69,17 @@ def stacked_bar_figure(
         {**layout, "title": {"text": title, "font": {"size": 14}}, "yaxis": {**LAYOUT["yaxis"], "title": y_title}}
     )
     return figure.to_plotly_json()
+
+
+def grouped_bar_figure(
+    title: str, y_title: str, categories: Sequence[str], groups: Mapping[str, Sequence[float]]
+) -> dict[str, Any]:
+    """Bars side by side per category, one colour per group (e.g. now versus a scenario)."""
+    figure = go.Figure()
+    for name, values in groups.items():
+        figure.add_trace(go.Bar(x=list(categories), y=list(values), name=name))
+    layout = {**LAYOUT, "barmode": "group", "xaxis": {"type": "category"}}
+    figure.update_layout(
+        {**layout, "title": {"text": title, "font": {"size": 14}}, "yaxis": {**LAYOUT["yaxis"], "title": y_title}}
+    )
+    return figure.to_plotly_json()

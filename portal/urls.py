@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from cluster.api import NodeViewSet, PoolViewSet
+from jobs import planning_views
 from jobs.api import JobTemplateViewSet, JobViewSet
 from portal import api, views
 from quotas.api import QuotaViewSet
@@ -25,6 +26,9 @@ urlpatterns = [
     path("teams/<slug:slug>/", views.team_detail, name="team_detail"),
     path("tokens/<int:token_id>/revoke/", views.revoke_token, name="revoke_token"),
     path("jobs/", include("jobs.urls")),
+    path("planning/", planning_views.planning_list, name="planning_list"),
+    path("planning/<int:run_id>/", planning_views.planning_detail, name="planning_detail"),
+    path("planning/<int:run_id>/status", planning_views.planning_status, name="planning_status"),
     path("sim/", include("cluster.urls")),
     path("api/v1/me/", api.me, name="api_me"),
     path("api/v1/", include(router.urls)),

@@ -18,6 +18,7 @@ from django.db import connections
 from django.urls import URLPattern, URLResolver, get_resolver, include, path, re_path, resolve
 
 from cluster.models import Node
+from jobs.models import WhatIfRun
 from portal.asgi import application
 from portal.models import ApiToken
 from portal.routing import websocket_urlpatterns
@@ -35,7 +36,7 @@ PUBLIC = "public"  # served to anyone (200, or 503 from /healthz while something
 class Route:
     """One route: a sample URL, the methods it serves, and what each kind of caller gets."""
 
-    url: str  # placeholders: {job} alice's job, {token} alice's token, {node}, {pool}, {quota} vision's a100 quota
+    url: str  # placeholders: {job} alice's job, {token} alice's token, {node}, {pool}, {quota} vision's a100 quota, {run} a what-if run
     anonymous: str | int
     outsider: str | int  # carol, on vision's objects
     rightful: tuple[str, int]  # persona, status
@@ -51,6 +52,9 @@ ROUTES: dict[str, Route] = {
     "tokens/": Route("/tokens/", LOGIN, 200, ("alice", 200), ("get", "post")),
     "tokens/<int:token_id>/revoke/": Route("/tokens/{token}/revoke/", LOGIN, 302, ("alice", 302), ("post",)),
     "jobs/": Route("/jobs/", LOGIN, 200, ("alice", 200)),
+    "planning/": Route("/planning/", LOGIN, 404, ("olivia", 200), ("get", "post")),
+    "planning/<int:run_id>/": Route("/planning/{run}/", LOGIN, 404, ("olivia", 200)),
+    "planning/<int:run_id>/status": Route("/planning/{run}/status", LOGIN, 404, ("olivia", 200)),
     "teams/": Route("/teams/", LOGIN, 200, ("alice", 200)),
     "teams/<slug:slug>/": Route("/teams/vision/", LOGIN, 404, ("bob", 200)),
     "jobs/new/": Route("/jobs/new/", LOGIN, 200, ("alice", 200)),
@@ -162,6 +166,7 @@ def values(alice, bob, carol, olivia, submit):
         "node": node.name,
         "pool": node.pool.name,
         "quota": quota.pk,
+        "run": WhatIfRun.objects.create(requested_by=olivia, gpu_model="a100", days=1).pk,
     }
 
 
@@ -197,7 +202,7 @@ def test_every_api_router_registration_is_in_the_access_table():
 
 @pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: r or "dashboard")
 def test_each_sample_url_resolves_to_the_route_of_its_row(route):
-    sample = ROUTES[route].url.format(job=1, token=1, node="node-1", pool="pool-1", quota=1)
+    sample = ROUTES[route].url.format(job=1, token=1, node="node-1", pool="pool-1", quota=1, run=1)
     assert normalized(resolve(sample).route) == route
 
 

@@ -132,9 +132,12 @@ class _Simulation:
 
     # -- events ---------------------------------------------------------------------------
 
-    def run(self) -> None:
-        at = 0
+    def run(self, progress: Callable[[float], None] | None = None) -> None:
+        at, reported = 0, -1
         while at < len(self.arrivals) or self.ends:
+            if progress is not None and at * 100 // max(1, len(self.arrivals)) > reported:
+                reported = at * 100 // max(1, len(self.arrivals))
+                progress(reported / 100)  # by arrivals: cheap to count, close enough for a progress bar
             now = min(
                 self.arrivals[at].submit_time if at < len(self.arrivals) else math.inf, self.ends[0][0] if self.ends else math.inf
             )
@@ -319,7 +322,8 @@ def _fairness(
     per_team: dict[str, dict[str, float]], wait: dict[str, float], trace: dict[str, TraceJob], done: dict[str, float]
 ) -> dict[str, float]:
     slowdowns = [t["slowdown"] for t in per_team.values()]
-    jain = sum(slowdowns) ** 2 / (len(slowdowns) * sum(s * s for s in slowdowns)) if slowdowns else 1.0
+    squares = sum(s * s for s in slowdowns)
+    jain = sum(slowdowns) ** 2 / (len(slowdowns) * squares) if squares else 1.0  # nothing finished: no unfairness seen
     demand = sorted(per_team, key=lambda t: per_team[t]["share_of_demand"])
     small = set(demand[: len(demand) // 2])
     small_waits = [wait[j] for j in done if trace[j].team in small]
@@ -333,13 +337,13 @@ def _fairness(
     }
 
 
-def replay(trace: Sequence[TraceJob], spec: ReplaySpec) -> dict[str, Any]:
-    """Run the whole trace under `spec.policy` and return its figures."""
+def replay(trace: Sequence[TraceJob], spec: ReplaySpec, progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """Run the whole trace under `spec.policy` and return its figures; `progress` hears 0-1 as it goes."""
     if spec.policy not in POLICIES:
         raise ValueError(f"unknown policy {spec.policy!r}; choose from {', '.join(POLICIES)}")
     started, cpu_started = time.perf_counter(), time.process_time()
     simulation = _Simulation(trace, spec)
-    simulation.run()
+    simulation.run(progress)
     report = simulation.report(time.perf_counter() - started)
     # CPU seconds next to wall seconds: on a shared machine the wall time also measures the neighbours.
     report["cpu_s"] = round(time.process_time() - cpu_started, 2)

@@ -146,5 +146,17 @@
     Object.keys(figures).forEach(function (name) { draw("chart-" + name, figures[name]); });
   }
 
-  window.GridPortal = { dashboard: dashboard, job: job, charts: charts };
+  function progress(cardId) {
+    const card = document.getElementById(cardId);
+    const timer = setInterval(function () {
+      fetch(card.dataset.statusUrl, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (s) {
+        document.getElementById("progress-bar").style.width = Math.round(s.progress * 100) + "%";
+        text("progress-text", s.state + " · " + Math.round(s.progress * 100) + "%");
+        text("progress-jobs", s.jobs);
+        if (s.state === "done" || s.state === "failed") { clearInterval(timer); location.reload(); }
+      });
+    }, 1000);
+  }
+
+  window.GridPortal = { dashboard: dashboard, job: job, charts: charts, progress: progress };
 })();

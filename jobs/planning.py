@@ -1,0 +1,163 @@
+"""What-if capacity planning: replay recent real submissions through the admission policy, on the
+grid as it is and as it might be (more or fewer nodes, other quotas), and compare."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from cluster.models import Node
+from jobs import admission, policy, tasks
+from jobs.models import Job, WhatIfRun, WhatIfState
+from jobs.policy.replay import MODEL as REPLAY_MODEL
+from jobs.policy.replay import ReplaySpec, TraceJob, replay
+from portal.charts import grouped_bar_figure
+from portal.queue import after_commit
+
+MAX_DAYS = 90
+MAX_JOBS = 50_000
+PROGRESS_STEP = 0.02
+HOUR = 3600.0
+
+
+class PlanningError(Exception):
+    """The what-if request broke a rule; `errors` maps each field to its messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(str(errors))
+        self.errors = errors
+
+
+def start(user: Any, gpu_model: str, days: int, add_nodes: int, quota_overrides: Mapping[str, Any]) -> WhatIfRun:
+    errors = _check(gpu_model, days, add_nodes, quota_overrides)
+    if errors:
+        raise PlanningError(errors)
+    with transaction.atomic():
+        run = WhatIfRun.objects.create(
+            requested_by=user, gpu_model=gpu_model, days=days, add_nodes=add_nodes, quota_overrides=dict(quota_overrides)
+        )
+        after_commit(tasks.run_what_if, run.pk)
+    return run
+
+
+def _check(gpu_model: str, days: int, add_nodes: int, overrides: Mapping[str, Any]) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    nodes = Node.objects.filter(gpu_model=gpu_model).count()
+    if not Node.objects.filter(gpu_model=gpu_model).exists():
+        errors["gpu_model"] = [f"the grid has no {gpu_model!r} nodes"]
+    if not 1 <= days <= MAX_DAYS:
+        errors["days"] = [f"{days} is outside 1-{MAX_DAYS}"]
+    if nodes + add_nodes < 1 or add_nodes > 10_000:
+        errors["add_nodes"] = [f"the scenario needs 1-{nodes + 10_000} nodes; {nodes} + {add_nodes} is outside that"]
+    for team, values in overrides.items():
+        if not isinstance(values, Mapping) or not {"guarantee", "limit"} <= set(values):
+            errors.setdefault("quota_overrides", []).append(f"{team}: give guarantee and limit")
+        elif not 0 <= int(values["guarantee"]) <= int(values["limit"]):
+            errors.setdefault("quota_overrides", []).append(f"{team}: need 0 <= guarantee <= limit")
+    return errors
+
+
+def trace(gpu_model: str, days: int, now: datetime) -> list[TraceJob]:
+    """Real submissions of the last `days` days: when they came, how long they ran (or asked to), their GPUs."""
+    since = now - timedelta(days=days)
+    rows = (
+        Job.objects.filter(gpu_model=gpu_model, submitted_at__gte=since)
+        .select_related("team")
+        .order_by("submitted_at")[:MAX_JOBS]
+    )
+    out = []
+    for job in rows:
+        ran = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+        duration = ran if ran and ran > 0 else float(job.walltime_s)
+        out.append(TraceJob(str(job.pk), (job.submitted_at - since).total_seconds(), duration, job.gpus, job.team.slug))
+    return out
+
+
+def _quotas(gpu_model: str, teams: set[str], total: int, overrides: Mapping[str, Any]) -> tuple[policy.Quota, ...]:
+    current = {q.team: q for q in admission.quotas({(t, gpu_model) for t in teams}) if q.gpu_model == gpu_model}
+    out = []
+    for team in sorted(teams):
+        q = current[team]
+        o = overrides.get(team, {})
+        out.append(
+            policy.Quota(
+                team,
+                REPLAY_MODEL,  # the replay's grid has one GPU model, under its own name
+                min(int(o.get("guarantee", q.guarantee)), total),
+                min(int(o.get("limit", q.limit)), total),
+                float(o.get("weight", q.weight)),
+                q.lendable,
+            )
+        )
+    return tuple(out)
+
+
+def execute(run_id: int) -> None:
+    """Run both replays (the grid now, then the scenario), reporting progress as they go."""
+    if not WhatIfRun.objects.filter(pk=run_id, state=WhatIfState.QUEUED).update(state=WhatIfState.RUNNING):
+        return  # already taken by another worker, or finished
+    run = WhatIfRun.objects.get(pk=run_id)
+    try:
+        result = _replay_both(run)
+    except Exception as exc:
+        WhatIfRun.objects.filter(pk=run_id).update(state=WhatIfState.FAILED, error=f"{type(exc).__name__}: {exc}"[:300])
+        raise
+    WhatIfRun.objects.filter(pk=run_id).update(state=WhatIfState.DONE, progress=1.0, result=result)
+
+
+def _replay_both(run: WhatIfRun) -> dict[str, Any]:
+    jobs = trace(run.gpu_model, run.days, timezone.now())
+    WhatIfRun.objects.filter(pk=run.pk).update(jobs_replayed=len(jobs))
+    nodes = Node.objects.filter(gpu_model=run.gpu_model)
+    per_node = nodes.aggregate(m=Max("gpus"))["m"] or 8
+    now_nodes = nodes.count()
+    teams = {j.team for j in jobs}
+    reports = {}
+    for index, (label, count, overrides) in enumerate(
+        (("now", now_nodes, {}), ("scenario", now_nodes + run.add_nodes, run.quota_overrides))
+    ):
+        spec = ReplaySpec(
+            nodes=count,
+            gpus_per_node=per_node,
+            quotas=_quotas(run.gpu_model, teams, count * per_node, overrides) if teams else None,
+        )
+        reports[label] = replay(jobs, spec, _progress_reporter(run.pk, index * 0.5))
+    return {
+        "now": reports["now"],
+        "scenario": reports["scenario"],
+        "nodes": {"now": now_nodes, "scenario": now_nodes + run.add_nodes},
+    }
+
+
+def _progress_reporter(run_id: int, offset: float) -> Any:
+    last = [-1.0]
+
+    def report(fraction: float) -> None:
+        value = offset + fraction / 2
+        if value - last[0] >= PROGRESS_STEP:
+            last[0] = value
+            WhatIfRun.objects.filter(pk=run_id, state=WhatIfState.RUNNING).update(progress=value)
+
+    return report
+
+
+def charts(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Waits now versus in the scenario: overall and per team, in hours."""
+    runs = {"now": result["now"], "scenario": result["scenario"]}
+    stats = ("mean_wait_s", "p50_wait_s", "p95_wait_s", "max_wait_s")
+    teams = sorted(result["now"].get("per_team", {}))
+    return {
+        "waits": grouped_bar_figure(
+            "Waiting time", "hours", ["mean", "p50", "p95", "max"],
+            {name: [round(r[k] / HOUR, 2) for k in stats] for name, r in runs.items()},
+        ),
+        "teams": grouped_bar_figure(
+            "Mean wait per team", "hours", teams,
+            {name: [round(r["per_team"].get(t, {}).get("mean_wait_s", 0.0) / HOUR, 2) for t in teams] for name, r in runs.items()},
+        ),
+    }  # fmt: skip

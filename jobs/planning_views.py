@@ -1,0 +1,60 @@
+"""What-if planning pages, for operators: start a replay, watch its progress, compare the charts."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+
+from cluster import services as cluster_services
+from jobs import planning
+from jobs.models import WhatIfRun
+from portal.access import is_operator, signed_in
+
+
+def _operator_only(request: HttpRequest) -> None:
+    if not is_operator(request.user):
+        raise Http404("No such page")  # planning exposes every team's history: operators only
+
+
+@login_required
+def planning_list(request: HttpRequest) -> HttpResponse:
+    _operator_only(request)
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        try:
+            overrides = json.loads(request.POST.get("quota_overrides") or "{}")
+            if not isinstance(overrides, dict):
+                raise ValueError
+            run = planning.start(
+                signed_in(request),
+                request.POST.get("gpu_model", ""),
+                int(request.POST.get("days") or 0),
+                int(request.POST.get("add_nodes") or 0),
+                overrides,
+            )
+        except ValueError:
+            errors = {"form": ["days and added nodes are whole numbers; quota overrides are a JSON object"]}
+        except planning.PlanningError as exc:
+            errors = exc.errors
+        else:
+            return redirect("planning_detail", run_id=run.pk)
+    context = {"runs": WhatIfRun.objects.all()[:20], "models": sorted(cluster_services.capacity_by_model()), "errors": errors}
+    return render(request, "jobs/planning_list.html", context)
+
+
+@login_required
+def planning_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    _operator_only(request)
+    run = get_object_or_404(WhatIfRun, pk=run_id)
+    charts = planning.charts(run.result) if run.result else None
+    return render(request, "jobs/planning_detail.html", {"run": run, "charts": charts})
+
+
+@login_required
+def planning_status(request: HttpRequest, run_id: int) -> JsonResponse:
+    _operator_only(request)
+    run = get_object_or_404(WhatIfRun, pk=run_id)
+    return JsonResponse({"state": run.state, "progress": run.progress, "jobs": run.jobs_replayed, "error": run.error})
