@@ -22,7 +22,7 @@ from billing.metering import month_of
 from billing.models import Budget, BudgetAlert, Invoice, Notification
 from billing.services.budgets import restrictions_of
 from billing.services.invoices import currency, invoice_rows
-from billing.services.reports import cost_by, months_back, summary, trend
+from billing.services.reports import monthly_cost_by, months_back, summary, trend
 from portal.access import is_finance, signed_in
 
 TREND_MONTHS = 12
@@ -79,10 +79,7 @@ def team_page(request: HttpRequest, slug: str) -> HttpResponse:
     team = get_object_or_404(billing_teams(request.user), slug=slug)
     code, now = currency(), timezone.now()
     months = months_back(month_of(now), TREND_MONTHS)
-    series = {model: {months[-1]: cost} for model, cost in cost_by("gpu_model", months[-1:], [team.pk]).items()}
-    for month in months[:-1]:
-        for model, cost in cost_by("gpu_model", [month], [team.pk]).items():
-            series.setdefault(model, {})[month] = cost
+    series = monthly_cost_by("gpu_model", months, [team.pk])
     figures: dict[str, Any] = {"trend": charts.monthly_trend_figure("Monthly cost by GPU model", code, series, months)}
     budgets = []
     for budget in Budget.objects.filter(team=team, active=True).prefetch_related("thresholds"):

@@ -37,6 +37,15 @@ def cost_by(field: str, months: Sequence[date], team_ids: Sequence[int] | None =
     return {r[field]: r["cost"] for r in rows}
 
 
+def monthly_cost_by(field: str, months: Sequence[date], team_ids: Sequence[int] | None = None) -> dict[str, dict[date, Decimal]]:
+    """Usage cost per value of `field` and month, in one grouped query."""
+    rows = _lines(months, team_ids).filter(kind=LineKind.USAGE).values_list(field, "invoice__month").annotate(cost=Sum("amount"))
+    series: dict[str, dict[date, Decimal]] = defaultdict(dict)
+    for name, month, cost in rows.order_by(field, "invoice__month"):
+        series[name][month] = cost
+    return dict(series)
+
+
 def trend(months: Sequence[date], team_ids: Sequence[int] | None = None, top: int = 8) -> dict[str, dict[date, Decimal]]:
     """Monthly totals per team for the `top` teams over the months; the rest summed as 'others'."""
     invoices = Invoice.objects.filter(month__in=list(months))
