@@ -200,6 +200,32 @@ SIM_POOLS = env_str("SIM_POOLS", "onprem-a100:onprem:a100:4x8,onprem-h100:onprem
 SIM_SPEED = env_float("SIM_SPEED", 60.0, minimum=0.01, maximum=1e6)
 SIM_FAILURE_RATE = env_float("SIM_FAILURE_RATE", 0.08, minimum=0.0, maximum=1.0)
 
+# Slurm backend (docs/slurm.md). Defaults match scripts/slurm-dev-cluster.
+SLURM_REST_URL = env_str("SLURM_REST_URL", "http://127.0.0.1:6820")
+SLURM_SERVICE_USER = env_str("SLURM_SERVICE_USER", "gridportal")
+SLURM_JWT_KEY_FILE = env_str("SLURM_JWT_KEY_FILE", "/etc/slurm/jwt_hs256.key")
+SLURM_OUTPUT_DIR = env_str("SLURM_OUTPUT_DIR", "/var/tmp/portal-slurm")
+SLURM_PARTITIONS = env_str("SLURM_PARTITIONS", "") or ""  # a100=gpu-a100,h100=gpu-h100; default: partition = model
+SLURM_CLOUD_PARTITIONS = env_str("SLURM_CLOUD_PARTITIONS", "") or ""
+SLURM_TIMEOUT_S = env_int("SLURM_TIMEOUT_S", 15, minimum=1, maximum=600)
+
+# Kubernetes backend (docs/kubernetes.md).
+K8S_KUBECONFIG = env_str("K8S_KUBECONFIG", "") or ""
+K8S_CONTEXT = env_str("K8S_CONTEXT", "") or ""
+K8S_IN_CLUSTER = env_bool("K8S_IN_CLUSTER", False)
+K8S_TIMEOUT_S = env_float("K8S_TIMEOUT_S", 10.0, minimum=0.5, maximum=600)
+K8S_NAMESPACE_PREFIX = env_str("K8S_NAMESPACE_PREFIX", "team-") or "team-"
+K8S_QUEUE_PREFIX = env_str("K8S_QUEUE_PREFIX", "team-") or "team-"
+K8S_SCHEDULER_NAME = env_str("K8S_SCHEDULER_NAME", "volcano") or "volcano"
+K8S_CHECKPOINT_VOLUME = env_choice("K8S_CHECKPOINT_VOLUME", "pvc", ("pvc", "emptydir"))
+K8S_CHECKPOINT_CLAIM = env_str("K8S_CHECKPOINT_CLAIM", "checkpoints") or "checkpoints"
+K8S_DEFAULT_IMAGE = env_str("K8S_DEFAULT_IMAGE", "") or ""
+K8S_NODE_POOL_LABEL = env_str("K8S_NODE_POOL_LABEL", "portal.gpugrid.io/pool") or "portal.gpugrid.io/pool"
+K8S_BURST_MACHINEDEPLOYMENTS = env_str("K8S_BURST_MACHINEDEPLOYMENTS", "") or ""  # pool=namespace/name,...
+K8S_CONFLICT_RETRIES = env_int("K8S_CONFLICT_RETRIES", 3, minimum=0, maximum=20)
+K8S_PORTAL_NAMESPACE = env_str("K8S_PORTAL_NAMESPACE", "gpu-grid-portal") or "gpu-grid-portal"
+K8S_SERVICE_ACCOUNT = env_str("K8S_SERVICE_ACCOUNT", "gpu-grid-portal") or "gpu-grid-portal"
+
 # Limits on what a job may ask for (a template may set tighter ones).
 JOB_MAX_WALLTIME_S = env_int("JOB_MAX_WALLTIME_S", 7 * 24 * 3600, minimum=60, maximum=365 * 24 * 3600)
 JOB_MAX_SCRIPT_BYTES = env_int("JOB_MAX_SCRIPT_BYTES", 64 * 1024, minimum=1024, maximum=10 * 1024 * 1024)
