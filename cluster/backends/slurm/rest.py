@@ -30,7 +30,12 @@ BREAKER_KEY = "cluster.slurm.degraded"
 # slurm_errno.h: 1000-1999 communication errors, 5000-5999 socket errors, 7000-7999 slurmdbd
 # connection errors. The 2000s (ESLURM_*: bad account, QOS, partition ...) are refusals.
 RETRYABLE_ERRNO_RANGES = ((1000, 1999), (5000, 5999), (7000, 7999))
-RETRYABLE_WORDS = ("unable to contact", "connection refused", "timed out", "communication", "unreachable", "try again")
+# Right after slurmctld restarts its nodes are briefly unknown and a submit is refused with
+# "Required node not available": a passing state of the cluster, so the submit is retried.
+RETRYABLE_WORDS = (
+    "unable to contact", "connection refused", "timed out", "communication", "unreachable", "try again",
+    "node not available", "nodes busy",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
