@@ -44,7 +44,12 @@ def _class_of(job: Job, known: set[str]) -> str:
     return job.priority if job.priority in known else DEFAULT_CLASS
 
 
-def pending_jobs(jobs: Iterable[Job], known: set[str]) -> list[policy.PendingJob]:
+def pending_jobs(
+    jobs: Iterable[Job], classes: tuple[policy.PriorityClassSpec, ...], lowered: frozenset[str] = frozenset()
+) -> list[policy.PendingJob]:
+    """The policy's view of waiting jobs; teams in `lowered` (a budget action) have every job go as the lowest class."""
+    known = {c.name for c in classes}
+    lowest = min(classes, key=lambda c: c.rank).name
     return [
         policy.PendingJob(
             id=j.pk,
@@ -52,7 +57,7 @@ def pending_jobs(jobs: Iterable[Job], known: set[str]) -> list[policy.PendingJob
             gpu_model=j.gpu_model,
             gpus_per_node=j.gpus_per_node,
             nodes=j.nodes,
-            priority=_class_of(j, known),
+            priority=lowest if j.team.slug in lowered else _class_of(j, known),
             submit_time=j.submitted_at.timestamp(),
             walltime_s=float(j.walltime_s),
             held=j.state == JobState.HELD,

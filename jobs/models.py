@@ -124,6 +124,7 @@ class JobEvent(models.Model):
     to_state = models.CharField(max_length=12, choices=JobState.choices)
     actor = models.CharField(max_length=150)
     reason = models.CharField(max_length=300, blank=True)
+    pool = models.CharField(max_length=60, blank=True, help_text="On admission: the pool the job's GPUs are in (billing).")
 
     class Meta:
         ordering = ["at", "id"]

@@ -31,6 +31,7 @@ from portal.broadcast import send_on_commit
 from portal.locks import transaction_lock
 from portal.models import Team
 from portal.queue import after_commit
+from quotas import restrictions
 from quotas import services as quota_services
 from quotas.models import PriorityClass
 
@@ -60,7 +61,10 @@ def transition(job_id: int, to: JobState, *, actor: str = "system", why: str = "
                 return False
             moved = Job.objects.filter(pk=job_id, state=current[0]).update(state=to, state_changed_at=now, **fields)
             if moved:
-                JobEvent.objects.create(job_id=job_id, at=now, from_state=current[0], to_state=to, actor=actor, reason=why[:300])
+                JobEvent.objects.create(
+                    job_id=job_id, at=now, from_state=current[0], to_state=to, actor=actor, reason=why[:300],
+                    pool=str(fields.get("pool") or ""),
+                )  # fmt: skip
                 _announce(job_id, current[1])
                 return True
     return False
@@ -243,9 +247,13 @@ def run_admission_cycle() -> list[int]:
         waiting, holding = admission.snapshot_jobs()
         if not waiting:
             return []
+        restricted = restrictions.active(j.team_id for j in waiting)
+        if _apply_holds(waiting, restricted):
+            waiting, holding = admission.snapshot_jobs()
         now = timezone.now()
         classes = admission.classes()
         known = {c.name for c in classes}
+        lowered = frozenset(j.team.slug for j in waiting if restrictions.LOWER_PRIORITY in restricted.get(j.team_id, set()))
         running = admission.running_jobs(holding, known)
         pairs = {(j.team.slug, j.gpu_model) for j in [*waiting, *holding]}
         config = policy.PolicyConfig(
@@ -260,7 +268,7 @@ def run_admission_cycle() -> list[int]:
             now=now.timestamp(),
             cluster=admission.cluster(reserved_by_node()),
             quotas=admission.quotas(pairs),
-            pending=admission.pending_jobs(waiting, known),
+            pending=admission.pending_jobs(waiting, classes, lowered),
             running=running,
             usage=team_usage,
             config=config,
@@ -270,6 +278,21 @@ def run_admission_cycle() -> list[int]:
         _preempt(result.preempted)
         _record_explanations(waiting, result.waiting, {a.job_id for a in result.admitted})
     return admitted
+
+
+def _apply_holds(waiting: list[Job], restricted: dict[int, set[str]]) -> bool:
+    """Hold the waiting jobs of teams whose budget says so, release the others; True if any moved."""
+    moved = False
+    for job in waiting:
+        hold = restrictions.HOLD_NEW_JOBS in restricted.get(job.team_id, set())
+        if hold and job.state in WAITING:
+            moved |= transition(
+                job.pk, JobState.HELD, why="team budget: new jobs are held",
+                reason=PendingReason.BUDGET, reason_detail="held: the team's budget stops new jobs this period",
+            )  # fmt: skip
+        elif not hold and job.state == JobState.HELD and job.reason == PendingReason.BUDGET:
+            moved |= transition(job.pk, JobState.PENDING, why="budget hold lifted", reason=PendingReason.NEW, reason_detail="")
+    return moved
 
 
 def _admit(admissions: list[policy.Admission], now: datetime) -> list[int]:
@@ -284,7 +307,8 @@ def _admit(admissions: list[policy.Admission], now: datetime) -> list[int]:
         )  # fmt: skip
         if moved:
             admitted.append(int(admit.job_id))
-            after_commit(tasks.dispatch_job, int(admit.job_id))
+    if admitted:
+        after_commit(tasks.dispatch_jobs, admitted)  # one backend listing for the whole wave
     return admitted
 
 
@@ -342,23 +366,38 @@ def job_request(job: Job) -> JobRequest:
         priority_class=job.priority,
         checkpoint_dir=job.checkpoint_dir,
         env=dict(job.env),
+        script=job.script,
     )
 
 
 def dispatch(job_id: int, backend: ClusterBackend | None = None) -> bool:
-    """Hand an admitted job to the backend exactly once; returns True if it is now dispatched.
+    """Hand one admitted job to the backend exactly once; True if it is now dispatched."""
+    return job_id in dispatch_many([job_id], backend)
 
-    Looks for the job on the backend first (by portal id), so a crash after the submit and
-    before the record never yields a second copy. Retryable backend errors propagate for the
-    task to retry; a refusal fails the job with the backend's reason.
+
+def dispatch_many(job_ids: list[int], backend: ClusterBackend | None = None) -> list[int]:
+    """Hand admitted jobs to the backend exactly once each; returns those now dispatched.
+
+    Looks for the jobs on the backend first, by portal id and in one listing, so a crash after a
+    submit and before its record never yields a second copy. A retryable backend error propagates
+    for the task to retry (jobs already dispatched are skipped then); a refusal fails that job with
+    the backend's reason and the others go on.
     """
-    job = Job.objects.select_related("team", "owner").filter(pk=job_id).first()
-    if job is None or job.state != JobState.ADMITTED:
-        return False
+    jobs = list(Job.objects.select_related("team", "owner").filter(pk__in=job_ids, state=JobState.ADMITTED).order_by("id"))
+    if not jobs:
+        return []
     backend = backend or get_backend()
-    existing = backend.find_job(job.pk)
+    existing = {
+        r.portal_job_id: r.backend_job_id
+        for r in backend.list_jobs([j.pk for j in jobs])
+        if r.state != RemoteJobState.PREEMPTED  # a preempted attempt is history: submit the job again
+    }
+    return [job.pk for job in jobs if _dispatch_one(job, existing.get(job.pk), backend)]
+
+
+def _dispatch_one(job: Job, backend_job_id: str | None, backend: ClusterBackend) -> bool:
     try:
-        backend_job_id = existing.backend_job_id if existing else backend.submit(job_request(job))
+        backend_job_id = backend_job_id or backend.submit(job_request(job))
     except BackendError as exc:
         if exc.retryable:
             raise
@@ -413,6 +452,8 @@ def sync_jobs(backend: ClusterBackend | None = None) -> SyncReport:
                 report.requeued += 1
             continue
         report.changed += _apply_remote(job, found)
+    if report.changed or report.requeued:
+        after_commit(tasks.admission_cycle)  # GPUs may have been freed: admit now, not at the next tick
     return report
 
 

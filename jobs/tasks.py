@@ -25,6 +25,11 @@ def dispatch_job(job_id: int) -> bool:
 
 
 @shared_task(acks_late=True, **RETRY)
+def dispatch_jobs(job_ids: list[int]) -> list[int]:
+    return services.dispatch_many(job_ids)
+
+
+@shared_task(acks_late=True, **RETRY)
 def cancel_on_backend(job_id: int) -> bool:
     return services.cancel_on_backend(job_id)
 

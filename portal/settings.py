@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import plotly
+from celery.schedules import crontab
 
 from portal.env import (
     ConfigError,
@@ -81,6 +82,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.context.nav",
             ],
         },
     },
@@ -199,6 +201,18 @@ CLUSTER_BACKEND = env_choice("CLUSTER_BACKEND", "simulator", ("simulator", "slur
 SIM_POOLS = env_str("SIM_POOLS", "onprem-a100:onprem:a100:4x8,onprem-h100:onprem:h100:2x8,burst-a10g:cloud:a10g:0x4") or ""
 SIM_SPEED = env_float("SIM_SPEED", 60.0, minimum=0.01, maximum=1e6)
 SIM_FAILURE_RATE = env_float("SIM_FAILURE_RATE", 0.08, minimum=0.0, maximum=1.0)
+
+# Billing: one currency for the site (docs/billing.md has the rounding rule).
+BILLING_CURRENCY = env_str("BILLING_CURRENCY", "EUR") or "EUR"
+BILLING_ISSUER = env_str("BILLING_ISSUER", "GPU Grid") or "GPU Grid"
+CELERY_BEAT_SCHEDULE |= {
+    "billing-draft-last-month": {
+        "task": "billing.tasks.draft_last_month_invoices",
+        "schedule": crontab(minute=0, hour=2, day_of_month="1"),
+    },
+    "billing-meter-usage": {"task": "billing.tasks.meter_usage", "schedule": 300.0},
+    "billing-evaluate-budgets": {"task": "billing.tasks.evaluate_budgets", "schedule": 900.0},
+}
 
 # Slurm backend (docs/slurm.md). Defaults match scripts/slurm-dev-cluster.
 SLURM_REST_URL = env_str("SLURM_REST_URL", "http://127.0.0.1:6820")

@@ -30,6 +30,8 @@ urlpatterns = [
     path("planning/<int:run_id>/", planning_views.planning_detail, name="planning_detail"),
     path("planning/<int:run_id>/status", planning_views.planning_status, name="planning_status"),
     path("sim/", include("cluster.urls")),
+    path("billing/", include("billing.urls")),
+    path("api/v1/billing/", include("billing.api_urls")),
     path("api/v1/me/", api.me, name="api_me"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -49,7 +49,7 @@ def test_dispatching_twice_submits_once(alice, submit):
 
 
 class DownBackend(SimulatorBackend):
-    def find_job(self, portal_job_id):  # type: ignore[no-untyped-def]
+    def list_jobs(self, portal_job_ids=None):  # type: ignore[no-untyped-def]
         raise BackendUnavailable("controller not responding")
 
 

@@ -22,19 +22,11 @@ from cluster.models import Pool
 from jobs.models import Job, JobEvent
 from jobs.states import HOLDS_GPUS, JobState
 
-ADMITTED_PREFIX = "admitted to "  # jobs.services records the pool in the admission event's reason
-
 
 def job_history(job_id: int) -> list[metering.StateChange]:
-    """The job's state changes; on admission, the pool it was admitted to."""
-    rows = JobEvent.objects.filter(job_id=job_id).order_by("at", "id").values_list("at", "to_state", "reason")
-    return [metering.StateChange(at, state, _pool_from(state, reason)) for at, state, reason in rows]
-
-
-def _pool_from(state: str, reason: str) -> str:
-    if state == JobState.ADMITTED and reason.startswith(ADMITTED_PREFIX):
-        return reason[len(ADMITTED_PREFIX) :].strip()
-    return ""
+    """The job's state changes; on admission, the pool it was admitted to (kept on the event, since a requeue clears Job.pool)."""
+    rows = JobEvent.objects.filter(job_id=job_id).order_by("at", "id").values_list("at", "to_state", "pool")
+    return [metering.StateChange(at, state, pool if state == JobState.ADMITTED else "") for at, state, pool in rows]
 
 
 def finalised_months(team_id: int) -> set[date]:

@@ -65,6 +65,7 @@ class JobRequest:
     priority_class: str = "standard"
     checkpoint_dir: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    script: str = ""  # a batch script the user wrote, for backends that run scripts (Slurm)
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,10 @@ def job_with_history(db: Any) -> Callable[..., Job]:
         previous = ""
         for when, state in history:
             why = f"admitted to {pool}" if state == "admitted" else ""
-            JobEvent.objects.create(job=job, at=at(when), from_state=previous, to_state=state, actor="system", reason=why)
+            JobEvent.objects.create(
+                job=job, at=at(when), from_state=previous, to_state=state, actor="system", reason=why,
+                pool=pool if state == "admitted" else "",
+            )  # fmt: skip
             previous = state
         return job
 

@@ -58,6 +58,7 @@ def test_a_requeued_job_on_another_pool_is_billed_on_each_pool(vision, alice, ra
         to_state="admitted",
         actor="system",
         reason="admitted to burst-a100",
+        pool="burst-a100",
     )
     JobEvent.objects.create(job=job, at=at("2025-03-01 06:00"), from_state="admitted", to_state="succeeded", actor="system")
     services.meter_job(job.pk, NOW)

@@ -43,6 +43,14 @@ def test_it_refuses_an_empty_command_and_nul_bytes():
         build_script(request(command=("echo", "a\x00b")), 65536)
 
 
+def test_a_custom_jobs_own_script_runs_as_written_within_the_size_limit():
+    script = build_script(request(command=(), script="module load cuda\nsrun python train.py\n"), 65536)
+    assert script == "#!/bin/bash\nmodule load cuda\nsrun python train.py\n"
+    assert build_script(request(command=(), script="#!/usr/bin/env python3\nprint(1)\n"), 65536).startswith("#!/usr/bin/env python3")
+    with pytest.raises(BackendRejected, match=r"script: \d+ bytes is more than the limit of 64 bytes"):
+        build_script(request(command=(), script="x" * 100), 64)
+
+
 def test_the_job_description_carries_the_portal_id_account_partition_qos_and_gpus():
     job = job_submission(request(priority_class="critical", env={"SEED": "1; id"}), CONFIG)["job"]
     assert job["name"] == "portal-17" and job["comment"] == "portal-17"

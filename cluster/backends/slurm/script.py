@@ -38,7 +38,9 @@ def output_path(output_dir: str, backend_job_id: str) -> str:
 
 
 def build_script(request: JobRequest, max_bytes: int) -> str:
-    """A bash batch script that execs the job's command, every argument quoted."""
+    """A bash batch script that execs the job's command, every argument quoted; or the user's own script."""
+    if not request.command and request.script:
+        return _user_script(request.script, max_bytes)
     if not request.command:
         raise BackendRejected("command: at least one argument is required")
     for index, arg in enumerate(request.command):
@@ -54,6 +56,17 @@ def build_script(request: JobRequest, max_bytes: int) -> str:
     size = len(script.encode())
     if size > max_bytes:
         raise BackendRejected(f"command: the batch script would be {size} bytes; the limit is {max_bytes} bytes")
+    return script
+
+
+def _user_script(text: str, max_bytes: int) -> str:
+    """A custom job's script is shell the user wrote on purpose: run as given, under bash unless it names its interpreter."""
+    if "\x00" in text:
+        raise BackendRejected("script: NUL characters are not allowed")
+    script = text if text.startswith("#!") else "#!/bin/bash\n" + text
+    size = len(script.encode())
+    if size > max_bytes:
+        raise BackendRejected(f"script: {size} bytes is more than the limit of {max_bytes} bytes")
     return script
 
 

@@ -1,0 +1,59 @@
+"""Budgets that act on admission: a team over its budget has new jobs held (reason budget), and
+they wait for the hold to be lifted; `lower_priority` sends its jobs to the back of the line."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from django.utils import timezone
+
+from billing import services as billing
+from billing.models import TeamRestriction
+from jobs import services
+from jobs.states import JobState
+from quotas import restrictions
+
+
+def overspend(vision, alice, job_with_history) -> None:  # type: ignore[no-untyped-def]
+    now = timezone.now()
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = max(month_start, now - timedelta(hours=2))
+    job_with_history(
+        vision, alice, [(start.strftime("%Y-%m-%d %H:%M:%S"), "admitted"), (now.strftime("%Y-%m-%d %H:%M:%S"), "succeeded")]
+    )
+    budget = billing.set_budget(vision.pk, Decimal("0.01"), [(Decimal(100), "hold_new_jobs")])
+    billing.meter_month(month_start.date(), now=now)
+    billing.evaluate_budget(budget.pk, now)
+
+
+def test_an_over_budget_team_has_its_new_jobs_held_with_reason_budget(vision, alice, carol, rates, job_with_history, submit):
+    overspend(vision, alice, job_with_history)
+    assert restrictions.HOLD_NEW_JOBS in restrictions.active([vision.pk])[vision.pk]
+    mine = submit(alice, name="after-budget")
+    theirs = submit(carol, name="other-team")
+    admitted = services.run_admission_cycle()
+    mine.refresh_from_db()
+    assert mine.state == JobState.HELD and mine.reason == "budget" and "budget" in mine.reason_detail
+    assert theirs.pk in admitted
+
+    TeamRestriction.objects.update(lifted_at=timezone.now())
+    assert mine.pk in services.run_admission_cycle()
+
+
+def test_lower_priority_puts_the_teams_jobs_behind_everyone_elses(vision, alice, carol, render, submit, monkeypatch):
+    mine = submit(alice, name="vision-job", gpus_per_node=8)
+    theirs = [submit(carol, name=f"render-{i}", gpus_per_node=8) for i in range(2)]
+    monkeypatch.setattr(
+        restrictions, "_providers", [lambda team_id: {restrictions.LOWER_PRIORITY} if team_id == vision.pk else set()]
+    )
+    admitted = services.run_admission_cycle()
+    assert sorted(admitted) == sorted(j.pk for j in theirs)
+    mine.refresh_from_db()
+    assert mine.state == JobState.PENDING
+
+
+def test_without_the_budget_action_fair_share_lets_the_team_in(vision, alice, carol, render, submit):
+    mine = submit(alice, name="vision-job", gpus_per_node=8)
+    [submit(carol, name=f"render-{i}", gpus_per_node=8) for i in range(2)]
+    assert mine.pk in services.run_admission_cycle()
