@@ -46,7 +46,9 @@ def test_it_refuses_an_empty_command_and_nul_bytes():
 def test_a_custom_jobs_own_script_runs_as_written_within_the_size_limit():
     script = build_script(request(command=(), script="module load cuda\nsrun python train.py\n"), 65536)
     assert script == "#!/bin/bash\nmodule load cuda\nsrun python train.py\n"
-    assert build_script(request(command=(), script="#!/usr/bin/env python3\nprint(1)\n"), 65536).startswith("#!/usr/bin/env python3")
+    assert build_script(request(command=(), script="#!/usr/bin/env python3\nprint(1)\n"), 65536).startswith(
+        "#!/usr/bin/env python3"
+    )
     with pytest.raises(BackendRejected, match=r"script: \d+ bytes is more than the limit of 64 bytes"):
         build_script(request(command=(), script="x" * 100), 64)
 
