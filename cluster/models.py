@@ -127,3 +127,73 @@ class SimJob(models.Model):
 
     def __str__(self) -> str:
         return f"sim job {self.pk} (portal #{self.portal_job_id})"
+
+
+class SafeguardKind(models.TextChoices):
+    """What the safeguards did (or an operator did to them)."""
+
+    CORDON = "cordon", "Cordoned"
+    DRAIN = "drain", "Drained"
+    UNCORDON = "uncordon", "Uncordoned"
+    OVERRIDE = "override", "Operator override"
+    IDLE_WARNING = "idle_warning", "Idle warning"
+    IDLE_STOPPED = "idle_stopped", "Stopped as idle"
+    IDLE_RECLAIMABLE = "idle_reclaimable", "Marked reclaimable"
+    IDLE_CLEARED = "idle_cleared", "Working again"
+
+
+class GuardState(models.Model):
+    """The thermal/health guard's memory of one node between cycles, and any operator override in force."""
+
+    node = models.CharField(max_length=120, unique=True)
+    trip = models.CharField(max_length=10, blank=True, help_text="thermal | xid while the guard holds the node cordoned")
+    hot_since = models.DateTimeField(null=True, blank=True)
+    cool_since = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=255, blank=True)
+    override_until = models.DateTimeField(null=True, blank=True, help_text="The guard does not cordon before this.")
+    override_by = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"guard of {self.node}: {self.trip or 'ok'}"
+
+
+class SafeguardEvent(models.Model):
+    """Append-only audit trail of the safeguards: cordons, uncordons, overrides, idle decisions."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=20, choices=SafeguardKind.choices)
+    node = models.CharField(max_length=120, blank=True, db_index=True)
+    portal_job_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    actor = models.CharField(max_length=150, help_text="thermal-guard, idle-guard, or the operator's username")
+    reason = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.node or self.portal_job_id} at {self.at:%H:%M:%S}"
+
+
+class JobEfficiency(models.Model):
+    """A job's GPU efficiency: running sums while it runs, the summary once it ends (read by billing).
+
+    Keyed by the portal job id, as the simulator's own records are: the cluster app never imports jobs.
+    Also holds the job's idle streak and the idle decision shown on its page.
+    """
+
+    portal_job_id = models.BigIntegerField(unique=True)
+    samples = models.PositiveIntegerField(default=0, help_text="GPU samples seen (one per GPU per cycle).")
+    utilization_sum = models.FloatField(default=0.0)
+    idle_samples = models.PositiveIntegerField(default=0)
+    memory_peak_mib = models.FloatField(default=0.0)
+    mean_utilization = models.FloatField(null=True, blank=True, help_text="Percent, set when the job ends.")
+    idle_fraction = models.FloatField(null=True, blank=True, help_text="0-1, set when the job ends.")
+    idle_since = models.DateTimeField(null=True, blank=True)
+    warned_at = models.DateTimeField(null=True, blank=True)
+    idle_decision = models.CharField(max_length=12, blank=True, help_text="stopped | reclaimable")
+    final = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"efficiency of job #{self.portal_job_id}"

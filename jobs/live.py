@@ -6,10 +6,13 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
+from cluster.models import JobEfficiency, SafeguardEvent
 from cluster.simulator.model import GpuSample
-from cluster.telemetry import get_telemetry
+from cluster.telemetry import TelemetryUnavailable, get_telemetry
+from cluster.telemetry.convert import present
 from jobs import services
 from jobs.models import Job, JobEvent
 from jobs.spec import format_walltime
@@ -65,7 +68,7 @@ def _label(sample: GpuSample) -> str:
 
 
 def gpu_history(job: Job, now: datetime | None = None) -> dict[str, dict[str, list[Point]]]:
-    """Per metric, per GPU label: the job's telemetry over the last few minutes it ran."""
+    """Per metric, per GPU label: the job's telemetry over the last few minutes it ran (a range query)."""
     out: dict[str, dict[str, list[Point]]] = {m: defaultdict(list) for m, *_ in METRICS}
     if not job.placement or job.started_at is None:
         return out
@@ -76,18 +79,56 @@ def gpu_history(job: Job, now: datetime | None = None) -> dict[str, dict[str, li
         for sample in samples:
             if sample.portal_job_id == job.pk:
                 for metric, *_ in METRICS:
-                    out[metric][_label(sample)].append((moment.isoformat(), getattr(sample, metric)))
+                    value = present(getattr(sample, metric))
+                    if value is not None:
+                        out[metric][_label(sample)].append((moment.isoformat(), value))
     return out
 
 
+def history_or_stale(job: Job) -> tuple[dict[str, dict[str, list[Point]]], bool]:
+    """The history, or empty charts marked stale when telemetry cannot be read: the page still opens."""
+    try:
+        return gpu_history(job), False
+    except TelemetryUnavailable:
+        return {m: {} for m, *_ in METRICS}, True
+
+
 def gpu_now(job: Job) -> dict[str, Any] | None:
-    if not job.placement or job.state in TERMINAL or job.started_at is None:
+    """This second's samples, read by the page's own socket; None when the telemetry cycle pushes them instead."""
+    if settings.TELEMETRY_PUSH or not job.placement or job.state in TERMINAL or job.started_at is None:
         return None
     now = timezone.now()
-    samples = [s for s in get_telemetry().samples(sorted(job.placement), now) if s.portal_job_id == job.pk]
+    try:
+        samples = [s for s in get_telemetry().samples(sorted(job.placement), now) if s.portal_job_id == job.pk]
+    except TelemetryUnavailable:
+        return {"t": now.isoformat(), "stale": True, "values": {}}
     if not samples:
         return None
-    return {"t": now.isoformat(), "values": {m: {_label(s): getattr(s, m) for s in samples} for m, *_ in METRICS}}
+    return {"t": now.isoformat(), "stale": False, "values": {m: {_label(s): getattr(s, m) for s in samples} for m, *_ in METRICS}}
+
+
+def efficiency(job: Job) -> dict[str, Any] | None:
+    """The job's GPU efficiency (final once it ended) and the idle policy's decision, if any."""
+    row = JobEfficiency.objects.filter(portal_job_id=job.pk).first()
+    if row is None:
+        return None
+    mean = row.mean_utilization if row.final else (round(row.utilization_sum / row.samples, 1) if row.samples else None)
+    idle = row.idle_fraction if row.final else (round(row.idle_samples / row.samples, 3) if row.samples else None)
+    return {
+        "final": row.final,
+        "mean_utilization": mean,
+        "memory_peak_mib": round(row.memory_peak_mib) if row.samples else None,
+        "idle_fraction": idle,
+        "idle_decision": row.idle_decision,
+        "warned_at": _iso(row.warned_at),
+    }
+
+
+def safeguard_events(job: Job) -> list[dict[str, Any]]:
+    return [
+        {"at": e.at.isoformat(), "kind": e.get_kind_display(), "reason": e.reason, "actor": e.actor}
+        for e in SafeguardEvent.objects.filter(portal_job_id=job.pk).order_by("at", "id")
+    ]
 
 
 def charts(history: dict[str, dict[str, list[Point]]]) -> dict[str, dict[str, Any]]:
@@ -104,11 +145,15 @@ def log_tail(job: Job) -> dict[str, Any]:
 
 
 def snapshot(job: Job) -> dict[str, Any]:
+    history, stale = history_or_stale(job)
     return {
         "type": "snapshot",
         "job": job_state(job),
         "events": events(job),
-        "charts": charts(gpu_history(job)),
+        "charts": charts(history),
+        "stale": stale,
+        "efficiency": efficiency(job),
+        "safeguards": safeguard_events(job),
         "log": log_tail(job),
     }
 
@@ -120,5 +165,7 @@ def tick(job: Job, log_offset: int, last_event_id: int) -> dict[str, Any]:
         "job": job_state(job),
         "events": events(job, last_event_id),
         "gpus": gpu_now(job),
+        "efficiency": efficiency(job),
+        "safeguards": safeguard_events(job),
         "log": {"offset": log_offset + len(lines), "lines": lines},
     }

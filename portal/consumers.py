@@ -1,4 +1,9 @@
-"""Websocket of the dashboard: the grid's figures every few seconds and on every change."""
+"""Websocket of the dashboard: the grid's figures every few seconds and on every change, and GPU telemetry.
+
+GPU telemetry reaches the page in one of two ways: pushed by the telemetry cycle to the `grid`
+group (TELEMETRY_PUSH, with a shared channel layer), or read by this socket at each tick.
+After every (re)connect the page gets the history charts again, so a gap is backfilled.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
+from cluster import guard
 from portal import live
 from portal.models import User
 
@@ -29,6 +36,7 @@ class GridConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         await self.channel_layer.group_add("grid", self.channel_name)
         await self._send()
+        await self.send_json({"type": "history", "charts": await database_sync_to_async(live.history_charts)()})
         self.ticker = asyncio.create_task(self._tick_forever())
 
     async def disconnect(self, code: int) -> None:
@@ -46,16 +54,40 @@ class GridConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.send_json(message)
 
-    def _snapshot(self) -> dict[str, Any] | None:
+    def _current_user(self) -> User | None:
         # Reload the user each time: team membership (what the queue breakdown shows) can change mid-session.
-        user = User.objects.filter(pk=self.user.pk, is_active=True).first()
+        return User.objects.filter(pk=self.user.pk, is_active=True).first()
+
+    def _snapshot(self) -> dict[str, Any] | None:
+        user = self._current_user()
         return live.grid_snapshot(user) if user is not None else None
 
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
             await self._send()
+            if not settings.TELEMETRY_PUSH:
+                await self.send_json(await database_sync_to_async(live.telemetry_grid)())
 
     async def grid_changed(self, event: dict[str, Any]) -> None:
         if asyncio.get_running_loop().time() - getattr(self, "last_sent", 0.0) >= MIN_GAP_S:
             await self._send()
+
+    async def telemetry_grid(self, event: dict[str, Any]) -> None:
+        """The cycle's heat map: node names and numbers only, no job, so every signed-in user may have it."""
+        await self.send_json(event)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "override":
+            await self.send_json(await database_sync_to_async(self._override)(content))
+
+    def _override(self, content: dict[str, Any]) -> dict[str, Any]:
+        """An operator takes a node back from the thermal guard; the guard checks the role and records it."""
+        user = self._current_user()
+        if user is None:
+            return {"type": "override.result", "ok": False, "error": "signed out"}
+        try:
+            guard.override(str(content.get("node", "")), user, str(content.get("reason", ""))[:200])
+        except guard.GuardError as exc:
+            return {"type": "override.result", "ok": False, "error": str(exc)}
+        return {"type": "override.result", "ok": True, "node": content.get("node")}

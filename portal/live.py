@@ -6,16 +6,19 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
+import plotly.graph_objects as go
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from cluster.models import GridSample, Node, Pool
+from cluster.models import GridSample, GuardState, Node, Pool, SafeguardEvent
 from cluster.states import NodeState
+from cluster.telemetry import TelemetryUnavailable, get_telemetry
 from jobs import services as job_services
 from jobs.models import Job
 from jobs.states import HOLDS_GPUS, WAITING
-from portal.access import member_team_ids, sees_all_teams
-from portal.charts import Point, line_figure
+from portal.access import is_operator, member_team_ids, sees_all_teams
+from portal.charts import LAYOUT, Point, line_figure
+from portal.telemetry import heat
 
 HISTORY = timedelta(hours=1)
 
@@ -66,6 +69,7 @@ def queue_now(user: Any) -> dict[str, Any]:
 def nodes_now() -> list[dict[str, Any]]:
     """Nodes with the GPUs the portal has handed out on each (what admission counts)."""
     reserved = job_services.reserved_by_node()
+    guarded = set(GuardState.objects.exclude(trip="").values_list("node", flat=True))
     return [
         {
             "name": n.name,
@@ -75,9 +79,67 @@ def nodes_now() -> list[dict[str, Any]]:
             "gpus_used": reserved.get(n.name, 0),
             "state": n.state,
             "reason": n.reason,
+            "guarded": n.name in guarded,
         }
         for n in Node.objects.select_related("pool")
     ]
+
+
+def safeguard_log(limit: int = 10) -> list[dict[str, Any]]:
+    """The latest node safeguard events (job events stay on their job's page, for those who may see it)."""
+    return [
+        {"at": e.at.isoformat(), "kind": e.get_kind_display(), "node": e.node, "actor": e.actor, "reason": e.reason}
+        for e in SafeguardEvent.objects.exclude(node="")[:limit]
+    ]
+
+
+# --- GPU heat map ---------------------------------------------------------------------------------
+
+HEAT_METRICS: dict[str, tuple[str, str, str, tuple[float, float]]] = {
+    # key in the heat message: title, unit, colour scale, colour range
+    "temp": ("GPU temperature by node", "°C", "YlOrRd", (25, 95)),
+    "util": ("GPU utilisation by node", "%", "Blues", (0, 100)),
+}
+
+
+def heatmap_figure(grid: dict[str, Any], metric: str) -> dict[str, Any]:
+    """Nodes down, GPU indices across, one cell per GPU coloured by `metric` (temp or util)."""
+    title, unit, scale, (low, high) = HEAT_METRICS[metric]
+    nodes = grid.get("nodes", [])
+    figure = go.Figure(
+        go.Heatmap(
+            z=grid.get(metric, []),
+            x=[f"gpu{g}" for g in range(grid.get("gpus", 0))],
+            y=nodes,
+            zmin=low,
+            zmax=high,
+            colorscale=scale,
+            colorbar={"title": {"text": unit}},
+            hoverongaps=False,
+            xgap=2,
+            ygap=2,
+        )
+    )
+    figure.update_layout(
+        {
+            **LAYOUT,
+            "height": max(200, 60 + 22 * len(nodes)),
+            "title": {"text": title, "font": {"size": 14}},
+            "xaxis": {"type": "category"},
+            "yaxis": {"type": "category", "autorange": "reversed"},
+        }
+    )
+    return figure.to_plotly_json()
+
+
+def telemetry_grid() -> dict[str, Any]:
+    """The heat map's data now, read directly (page load, and every tick when nothing pushes it)."""
+    now = timezone.now()
+    try:
+        samples = get_telemetry().samples(None, now)
+    except TelemetryUnavailable as exc:
+        return {"type": "telemetry.grid", "at": now.isoformat(), "stale": True, "why": str(exc)[:200]}
+    return {"type": "telemetry.grid", "at": now.isoformat(), "stale": False, "heat": heat(samples)}
 
 
 def history_charts() -> dict[str, dict[str, Any]]:
@@ -91,9 +153,12 @@ def history_charts() -> dict[str, dict[str, Any]]:
         if (t, s.pool.gpu_model) not in queued_models:  # pools of one model share its queue
             queued_models.add((t, s.pool.gpu_model))
             queue[s.pool.gpu_model].append((t, s.gpus_pending))
+    grid = telemetry_grid()
     return {
         "utilization": line_figure("GPU allocation by pool", "% of GPUs", dict(utilization), (0, 100)),
         "queue": line_figure("Queue depth by GPU model", "pending GPUs", dict(queue)),
+        "heatmap": {metric: heatmap_figure(grid.get("heat", {}), metric) for metric in HEAT_METRICS},
+        "heat": grid,
     }
 
 
@@ -104,4 +169,6 @@ def grid_snapshot(user: Any) -> dict[str, Any]:
         "pools": pools_now(),
         "queue": queue_now(user),
         "nodes": nodes_now(),
+        "safeguards": safeguard_log(),
+        "can_override": is_operator(user),
     }

@@ -269,3 +269,52 @@ if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+
+# --- GPU telemetry and safeguards (docs/telemetry.md) -------------------------------------------
+# Unset: telemetry comes from the simulator directly, so the embedded default needs no servers.
+PROMETHEUS_URL = env_str("PROMETHEUS_URL", "") or ""
+PROMETHEUS_TIMEOUT_S = env_float("PROMETHEUS_TIMEOUT_S", 2.0, minimum=0.1, maximum=60)
+# Overrides of dcgm-exporter metric/label names and units, e.g. host_labels=hostname,utilization_scale=100.
+TELEMETRY_NAMES = env_str("TELEMETRY_NAMES", "") or ""
+TELEMETRY_SCRAPE_INTERVAL_S = env_int("TELEMETRY_SCRAPE_INTERVAL_S", 2, minimum=1, maximum=60)
+TELEMETRY_CYCLE_S = env_float("TELEMETRY_CYCLE_S", 2.0, minimum=0.5, maximum=300)
+TELEMETRY_STALE_AFTER_S = env_float("TELEMETRY_STALE_AFTER_S", 15.0, minimum=1, maximum=3600)
+# Pages get GPU telemetry pushed by the cycle (needs a channel layer shared across processes, i.e. Redis);
+# without it each page's websocket reads the (simulated) telemetry itself.
+TELEMETRY_PUSH = env_bool("TELEMETRY_PUSH", bool(REDIS_URL))
+# What the `hpc_job` label holds: the portal job id (simulator) or the backend's job id (Slurm's HPC job mapping).
+TELEMETRY_HPC_JOB_ID = env_choice("TELEMETRY_HPC_JOB_ID", "portal", ("portal", "backend"))
+TELEMETRY_POD_JOB_PATTERN = env_str("TELEMETRY_POD_JOB_PATTERN", r"^gp-(\d+)(?:-|$)") or r"^gp-(\d+)(?:-|$)"
+# Thermal guard: CORDON:CLEAR in °C (the gap is the hysteresis band), per GPU model as model=CORDON:CLEAR.
+GUARD_ENABLED = env_bool("GUARD_ENABLED", True)
+GUARD_THERMAL_C = env_str("GUARD_THERMAL_C", "85:75") or "85:75"
+GUARD_THERMAL_MODELS = env_str("GUARD_THERMAL_MODELS", "h100=87:77,l4=82:72") or ""
+GUARD_HOT_WINDOW_S = env_float("GUARD_HOT_WINDOW_S", 30.0, minimum=0, maximum=86400)
+GUARD_COOL_WINDOW_S = env_float("GUARD_COOL_WINDOW_S", 300.0, minimum=0, maximum=86400)
+GUARD_DRAIN = env_bool("GUARD_DRAIN", False)  # drain rather than only cordon a node the guard takes out
+GUARD_OVERRIDE_S = env_float("GUARD_OVERRIDE_S", 3600.0, minimum=60, maximum=30 * 86400)
+# Idle GPUs: activity below IDLE_THRESHOLD for IDLE_WARN_AFTER_S warns; IDLE_ACT_AFTER_S later the team's action.
+IDLE_THRESHOLD = env_float("IDLE_THRESHOLD", 0.05, minimum=0, maximum=1)
+IDLE_WARN_AFTER_S = env_float("IDLE_WARN_AFTER_S", 1800.0, minimum=0, maximum=7 * 86400)
+IDLE_ACT_AFTER_S = env_float("IDLE_ACT_AFTER_S", 1800.0, minimum=0, maximum=7 * 86400)
+IDLE_ACTION = env_choice("IDLE_ACTION", "warn", ("warn", "stop", "reclaimable"))
+IDLE_TEAM_ACTIONS = env_str("IDLE_TEAM_ACTIONS", "") or ""  # team=stop|reclaimable|warn,...
+# /metrics: a bearer METRICS_TOKEN, an operator session, or a client address in these networks.
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", [])
+
+
+def _check_telemetry_settings() -> None:
+    """Fail at start-up, naming the variable, rather than at the first telemetry cycle."""
+    from cluster.safeguards import parse_team_actions, parse_thermal
+    from cluster.telemetry.names import NamesError, parse_names
+
+    try:
+        parse_names(TELEMETRY_NAMES)
+        parse_thermal(GUARD_THERMAL_C, GUARD_THERMAL_MODELS, GUARD_HOT_WINDOW_S, GUARD_COOL_WINDOW_S)
+        parse_team_actions(IDLE_TEAM_ACTIONS)
+    except (NamesError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+_check_telemetry_settings()
+CELERY_BEAT_SCHEDULE["telemetry-cycle"] = {"task": "portal.tasks.telemetry_cycle", "schedule": TELEMETRY_CYCLE_S}

@@ -30,6 +30,54 @@
       if (lastMessage && Date.now() - lastMessage > 6000) setStatus("stale: no update for " + Math.round((Date.now() - lastMessage) / 1000) + " s", "stale");
     }, 1000);
     connect();
+    return {
+      send: function (message) { if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message)); }
+    };
+  }
+
+  // Telemetry older than this is called stale on the page (the cycle runs every 1-5 s).
+  const TELEMETRY_STALE_MS = 10000;
+
+  function staleWatch(id) {
+    const state = { last: 0, why: "" };
+    function show() {
+      const el = document.getElementById(id);
+      if (!el) return;
+      const age = state.last ? Date.now() - state.last : 0;
+      let label = "";
+      if (state.why) label = "telemetry stale: " + state.why;
+      else if (state.last && age > TELEMETRY_STALE_MS) label = "telemetry stale: no data for " + Math.round(age / 1000) + " s";
+      el.textContent = label;
+      el.dataset.stale = label ? "true" : "false";
+    }
+    setInterval(show, 1000);
+    return {
+      fresh: function () { state.last = Date.now(); state.why = ""; show(); },
+      stale: function (why) { state.why = why || "no recent data"; show(); }
+    };
+  }
+
+  function heatmap(figures, initial) {
+    let metric = "temp";
+    let heat = initial && initial.heat ? initial.heat : null;
+    function redraw() {
+      const base = figures[metric];
+      if (!base) return;
+      const trace = Object.assign({}, base.data[0]);
+      if (heat) {
+        trace.z = heat[metric] || [];
+        trace.y = heat.nodes || [];
+        trace.x = Array.from({ length: heat.gpus || 0 }, function (_, g) { return "gpu" + g; });
+      }
+      const layout = Object.assign({}, base.layout, { height: Math.max(200, 60 + 22 * (trace.y || []).length) });
+      const el = document.getElementById("chart-heatmap");
+      if (el && window.Plotly) Plotly.react(el, [trace], layout, { displayModeBar: false, responsive: true });
+    }
+    document.querySelectorAll('input[name="heat-metric"]').forEach(function (input) {
+      input.addEventListener("change", function () { if (input.checked) { metric = input.value; redraw(); } });
+    });
+    redraw();
+    return { update: function (next) { heat = next; redraw(); }, setFigures: function (next) { figures = next; redraw(); } };
   }
 
   function draw(id, figure) {
@@ -56,12 +104,65 @@
 
   function text(id, value) { const el = document.getElementById(id); if (el) el.textContent = value; }
 
+  function nodeState(row, n, canOverride, socket) {
+    row.cells[3].innerHTML = '<span class="state state-' + n.state + '">' + n.state + '</span> <span class="muted"></span>';
+    row.cells[3].querySelector(".muted").textContent = n.reason;
+    if (canOverride && n.guarded) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "small";
+      button.textContent = "Override";
+      button.addEventListener("click", function () {
+        const reason = window.prompt("Why take " + n.name + " back from the thermal guard?");
+        if (reason) socket.send({ type: "override", node: n.name, reason: reason });
+      });
+      row.cells[3].appendChild(document.createTextNode(" "));
+      row.cells[3].appendChild(button);
+    }
+  }
+
+  function safeguardLog(events) {
+    const list = document.getElementById("safeguard-log");
+    if (!list || !events) return;
+    list.innerHTML = "";
+    events.forEach(function (e) {
+      const li = document.createElement("li");
+      li.innerHTML = "<time></time> <span></span> <span class=\"muted\"></span>";
+      li.querySelector("time").textContent = e.at.slice(0, 19);
+      li.querySelector("span").textContent = e.node + ": " + e.kind;
+      li.querySelector(".muted").textContent = e.reason + " (" + e.actor + ")";
+      list.appendChild(li);
+    });
+  }
+
   function dashboard() {
     const charts = JSON.parse(document.getElementById("grid-charts").textContent);
     draw("chart-utilization", charts.utilization);
     draw("chart-queue", charts.queue);
-    liveSocket("/ws/grid/", function (msg) {
+    const heat = heatmap(charts.heatmap || {}, charts.heat);
+    const stale = staleWatch("heat-stale");
+    if (charts.heat && charts.heat.stale) stale.stale(charts.heat.why); else stale.fresh();
+    let socket = null;
+    socket = liveSocket("/ws/grid/", function (msg) {
+      if (msg.type === "telemetry.grid") {
+        if (msg.stale) { stale.stale(msg.why); return; }
+        stale.fresh();
+        heat.update(msg.heat);
+        return;
+      }
+      if (msg.type === "history") {
+        draw("chart-utilization", msg.charts.utilization);
+        draw("chart-queue", msg.charts.queue);
+        heat.setFigures(msg.charts.heatmap);
+        if (msg.charts.heat && !msg.charts.heat.stale) heat.update(msg.charts.heat.heat);
+        return;
+      }
+      if (msg.type === "override.result") {
+        if (!msg.ok) window.alert("Override refused: " + msg.error);
+        return;
+      }
       if (msg.type !== "grid") return;
+      safeguardLog(msg.safeguards);
       const util = {}, queue = {};
       msg.pools.forEach(function (p) {
         util[p.name] = p.utilization;
@@ -80,8 +181,7 @@
       msg.nodes.forEach(function (n) {
         const row = document.querySelector('[data-node="' + n.name + '"]');
         if (row) row.cells[2].textContent = n.gpus_used + " / " + n.gpus;
-        if (row) row.cells[3].innerHTML = '<span class="state state-' + n.state + '">' + n.state + '</span> <span class="muted"></span>';
-        if (row) row.cells[3].querySelector(".muted").textContent = n.reason;
+        if (row) nodeState(row, n, msg.can_override, socket);
       });
       extend("chart-utilization", msg.at, util, 720);
       extend("chart-queue", msg.at, msg.queue.by_model, 720);
@@ -125,8 +225,41 @@
       log.textContent += lines.join("\n") + "\n";
       if (atBottom) log.scrollTop = log.scrollHeight;
     }
+    const stale = staleWatch("gpu-stale");
+    let lastGpuT = "";
+    function gpus(sample) {
+      if (!sample) return;
+      if (sample.stale) { stale.stale(sample.why); return; }
+      if (sample.t <= lastGpuT) return;  // pushed and polled samples never draw a point twice
+      lastGpuT = sample.t;
+      stale.fresh();
+      Object.keys(sample.values).forEach(function (metric) { extend("chart-" + metric, sample.t, sample.values[metric], 300); });
+    }
+    function showEfficiency(e) {
+      if (!e) return;
+      text("eff-title", e.final ? "final" : "so far");
+      text("eff-mean", e.mean_utilization === null ? "—" : e.mean_utilization);
+      text("eff-mem", e.memory_peak_mib === null ? "—" : e.memory_peak_mib);
+      text("eff-idle", e.idle_fraction === null ? "—" : Math.round(e.idle_fraction * 100));
+      const decision = document.getElementById("idle-decision");
+      if (decision) decision.textContent = e.idle_decision ? "Idle policy: " + e.idle_decision : (e.warned_at ? "Idle policy: warned " + e.warned_at.slice(0, 19) : "");
+    }
+    function showSafeguards(events) {
+      const list = document.getElementById("safeguards");
+      if (!list || !events) return;
+      list.innerHTML = "";
+      events.forEach(function (e) {
+        const li = document.createElement("li");
+        li.textContent = e.at.slice(0, 19) + " " + e.kind + ": " + e.reason + " (" + e.actor + ")";
+        list.appendChild(li);
+      });
+    }
     liveSocket("/ws/jobs/" + jobId + "/", function (msg) {
+      if (msg.type === "gpus") { gpus(msg); return; }
+      if (msg.type === "snapshot" || msg.type === "tick") { showEfficiency(msg.efficiency); showSafeguards(msg.safeguards); }
       if (msg.type === "snapshot") {
+        lastGpuT = "";
+        if (msg.stale) stale.stale("no recent data");
         showState(msg.job);
         timeline.innerHTML = "";
         addEvents(msg.events);
@@ -136,7 +269,7 @@
         showState(msg.job);
         addEvents(msg.events);
         appendLog(msg.log.lines);
-        if (msg.gpus) Object.keys(msg.gpus.values).forEach(function (metric) { extend("chart-" + metric, msg.gpus.t, msg.gpus.values[metric], 300); });
+        gpus(msg.gpus);
       }
     });
   }

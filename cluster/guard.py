@@ -1,0 +1,296 @@
+"""The safeguards' write path: runs the pure rules of cluster.safeguards over one telemetry cycle.
+
+Thermal/XID guard: cordons (optionally drains) a node through cluster.services with the actor
+`thermal-guard`, uncordons it after the hysteresis window, records every step in SafeguardEvent,
+and tells operators. Operators override a guard cordon with `override`, which resumes the node
+and keeps the guard from cordoning it again for GUARD_OVERRIDE_S.
+
+Idle and efficiency: per running portal job, the idle streak and the efficiency sums live in
+JobEfficiency; this module decides, the jobs side (portal.telemetry) acts on jobs and owners.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from cluster import services
+from cluster.models import GuardState, JobEfficiency, Node, SafeguardEvent, SafeguardKind
+from cluster.safeguards import (
+    Action,
+    EfficiencyTally,
+    GpuReading,
+    GuardMemory,
+    IdleMemory,
+    IdlePolicy,
+    IdleVerdict,
+    NodeReading,
+    ThermalLimits,
+    Trip,
+    activity,
+    evaluate_idle,
+    evaluate_node,
+    limits_for,
+    parse_thermal,
+    summarise,
+    tally,
+)
+from cluster.simulator.model import GpuSample
+from cluster.states import NodeState
+from cluster.telemetry.convert import present
+from portal.models import User
+
+log = logging.getLogger(__name__)
+GUARD_ACTOR = "thermal-guard"
+IDLE_ACTOR = "idle-guard"
+
+
+class GuardError(Exception):
+    """An override or other guard action was refused; the message says why."""
+
+
+# --- readings -------------------------------------------------------------------------------------
+
+
+def node_readings(samples: Iterable[GpuSample], nodes: Mapping[str, int]) -> dict[str, NodeReading | None]:
+    """Per node the guard watches (name -> GPU count): its reading, or None when nothing reported."""
+    temps: dict[str, dict[int, float]] = defaultdict(dict)
+    xids: dict[str, dict[int, int]] = defaultdict(dict)
+    for s in samples:
+        if s.hostname in nodes and present(s.temperature_c) is not None:
+            temps[s.hostname][s.gpu] = s.temperature_c
+            xids[s.hostname][s.gpu] = s.xid_errors
+    return {name: NodeReading(temps[name], xids[name], gpus) if name in temps else None for name, gpus in nodes.items()}
+
+
+def thermal_table() -> dict[str, ThermalLimits]:
+    return parse_thermal(
+        settings.GUARD_THERMAL_C, settings.GUARD_THERMAL_MODELS, settings.GUARD_HOT_WINDOW_S, settings.GUARD_COOL_WINDOW_S
+    )
+
+
+# --- thermal / XID --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuardOutcome:
+    node: str
+    action: Action
+    reason: str
+
+
+def guard_nodes(samples: list[GpuSample], now: datetime | None = None) -> list[GuardOutcome]:
+    """One cycle of the thermal/XID guard over every node the portal knows."""
+    now = now or timezone.now()
+    nodes = {n.name: n for n in Node.objects.all()}
+    readings = node_readings(samples, {name: n.gpus for name, n in nodes.items()})
+    states = {g.node: g for g in GuardState.objects.filter(node__in=list(nodes))}
+    table = thermal_table()
+    outcomes = []
+    for name, node in nodes.items():
+        state = states.get(name) or GuardState(node=name)
+        outcome = _guard_one(node, state, readings[name], limits_for(node.gpu_model, table, table[""]), now)
+        if outcome is not None:
+            outcomes.append(outcome)
+    return outcomes
+
+
+def _memory(state: GuardState) -> GuardMemory:
+    return GuardMemory(
+        trip=Trip(state.trip), hot_since=_ts(state.hot_since), cool_since=_ts(state.cool_since), reason=state.reason
+    )
+
+
+def _ts(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment else None
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
+
+def _guard_one(
+    node: Node, state: GuardState, reading: NodeReading | None, limits: ThermalLimits, now: datetime
+) -> GuardOutcome | None:
+    before = _memory(state)
+    if before.trip != Trip.NONE and node.state == NodeState.READY:
+        before = GuardMemory()  # an operator resumed the node by hand: the guard lets go of it
+    suppressed = state.override_until is not None and state.override_until > now
+    memory, verdict = evaluate_node(before, reading, limits, now.timestamp(), suppressed=suppressed)
+    if verdict.action == Action.UNCORDON and node.state != NodeState.CORDONED:
+        verdict = type(verdict)(Action.NONE)  # someone else changed the node meanwhile: leave it to them
+    if memory != _memory(state) or state.pk is None:
+        _save_memory(state, memory, now)
+    if verdict.action == Action.NONE:
+        return None
+    _act(node, verdict.action, verdict.reason)
+    return GuardOutcome(node.name, verdict.action, verdict.reason)
+
+
+def _save_memory(state: GuardState, memory: GuardMemory, now: datetime) -> None:
+    state.trip, state.reason = memory.trip.value, memory.reason
+    state.hot_since, state.cool_since = _dt(memory.hot_since), _dt(memory.cool_since)
+    state.updated_at = now
+    state.save()
+
+
+def _act(node: Node, action: Action, reason: str) -> None:
+    try:
+        if action == Action.CORDON:
+            drain = settings.GUARD_DRAIN
+            (services.drain if drain else services.cordon)(node.name, GUARD_ACTOR, reason)
+            kind = SafeguardKind.DRAIN if drain else SafeguardKind.CORDON
+        else:
+            services.resume(node.name, GUARD_ACTOR, reason)
+            kind = SafeguardKind.UNCORDON
+    except services.NodeActionError as exc:
+        log.warning("thermal guard could not %s %s: %s", action.value, node.name, exc)
+        return
+    SafeguardEvent.objects.create(kind=kind, node=node.name, actor=GUARD_ACTOR, reason=reason[:255])
+    notify(operators(), f"[grid] {node.name} {kind.label.lower()} by the thermal guard", reason)
+
+
+def override(node_name: str, actor: User, reason: str, hold_s: float | None = None) -> GuardState:
+    """An operator takes a node back from the guard: resume it and keep the guard off it for a while."""
+    if not (actor.is_operator or actor.is_superuser):
+        raise GuardError("only operators may override the thermal guard")
+    if not reason.strip():
+        raise GuardError("reason: an override needs a reason")
+    node = Node.objects.filter(name=node_name).first()
+    if node is None:
+        raise GuardError(f"no node called {node_name!r}")
+    until = timezone.now() + timedelta(seconds=hold_s if hold_s is not None else settings.GUARD_OVERRIDE_S)
+    with transaction.atomic():
+        state, _ = GuardState.objects.select_for_update().get_or_create(node=node_name)
+        state.trip, state.reason, state.hot_since, state.cool_since = "", "", None, None
+        state.override_until, state.override_by = until, actor.username
+        state.save()
+        SafeguardEvent.objects.create(
+            kind=SafeguardKind.OVERRIDE,
+            node=node_name,
+            actor=actor.username,
+            reason=f"{reason.strip()} (until {until:%Y-%m-%d %H:%M} UTC)"[:255],
+        )
+    if node.state != NodeState.READY:
+        try:
+            services.resume(node_name, actor.username, f"override: {reason.strip()}"[:255])
+        except services.NodeActionError as exc:
+            raise GuardError(str(exc)) from exc
+    return state
+
+
+# --- idle and efficiency --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdleOutcome:
+    portal_job_id: int
+    verdict: IdleVerdict
+    idle_for_s: float
+
+
+def track_jobs(
+    samples_by_job: Mapping[int, list[GpuSample]],
+    gpus_by_job: Mapping[int, int],
+    policies: Mapping[int, IdlePolicy],
+    now: datetime | None = None,
+) -> list[IdleOutcome]:
+    """One cycle of idle detection and efficiency sums for the running jobs given (id -> GPUs held)."""
+    now = now or timezone.now()
+    rows = {e.portal_job_id: e for e in JobEfficiency.objects.filter(portal_job_id__in=list(gpus_by_job))}
+    outcomes, changed, created = [], [], []
+    for job_id, gpus in gpus_by_job.items():
+        row = rows.get(job_id)
+        if row is None:
+            row = JobEfficiency(portal_job_id=job_id)
+            created.append(row)
+        else:
+            changed.append(row)
+        verdict, idle_for = _track_one(row, samples_by_job.get(job_id, []), gpus, policies[job_id], now)
+        if verdict != IdleVerdict.NONE:
+            outcomes.append(IdleOutcome(job_id, verdict, idle_for))
+    JobEfficiency.objects.bulk_create(created, ignore_conflicts=True)
+    JobEfficiency.objects.bulk_update(changed, FIELDS, batch_size=500)
+    return outcomes
+
+
+FIELDS = [
+    "samples",
+    "utilization_sum",
+    "idle_samples",
+    "memory_peak_mib",
+    "idle_since",
+    "warned_at",
+    "idle_decision",
+    "updated_at",
+]
+
+
+def _track_one(
+    row: JobEfficiency, samples: list[GpuSample], gpus: int, policy: IdlePolicy, now: datetime
+) -> tuple[IdleVerdict, float]:
+    acts = [activity(present(s.engine_active), present(s.utilization)) for s in samples]
+    # Fewer samples than GPUs held: part of the job is unseen, which is missing data, not idleness.
+    observed = acts if len(acts) >= gpus else None
+    before = IdleMemory(_ts(row.idle_since), _ts(row.warned_at), row.idle_decision)
+    memory, verdict = evaluate_idle(before, observed, policy, now.timestamp())
+    row.idle_since, row.warned_at, row.idle_decision = _dt(memory.idle_since), _dt(memory.warned_at), memory.decision
+    readings = [
+        GpuReading(s.utilization, a, s.fb_used_mib)
+        for s, a in zip(samples, acts, strict=True)
+        if a is not None and present(s.utilization) is not None and present(s.fb_used_mib) is not None
+    ]
+    t = tally(
+        EfficiencyTally(row.samples, row.utilization_sum, row.idle_samples, row.memory_peak_mib), readings, policy.threshold
+    )
+    row.samples, row.utilization_sum, row.idle_samples, row.memory_peak_mib = (
+        t.samples,
+        t.utilization_sum,
+        t.idle_samples,
+        t.memory_peak_mib,
+    )
+    row.updated_at = now
+    return verdict, (now.timestamp() - memory.idle_since) if memory.idle_since else 0.0
+
+
+def finalise(portal_job_ids: Iterable[int]) -> int:
+    """Fix the efficiency summary of jobs that have ended; safe to repeat."""
+    rows = list(JobEfficiency.objects.filter(portal_job_id__in=list(portal_job_ids), final=False))
+    for row in rows:
+        summary = summarise(EfficiencyTally(row.samples, row.utilization_sum, row.idle_samples, row.memory_peak_mib))
+        row.mean_utilization, row.idle_fraction, row.final = summary.mean_utilization, summary.idle_fraction, True
+    JobEfficiency.objects.bulk_update(rows, ["mean_utilization", "idle_fraction", "final"])
+    return len(rows)
+
+
+def record_idle(job_id: int, kind: SafeguardKind, reason: str) -> None:
+    SafeguardEvent.objects.create(kind=kind, portal_job_id=job_id, actor=IDLE_ACTOR, reason=reason[:255])
+
+
+# --- telling people -------------------------------------------------------------------------------
+
+
+def operators() -> list[User]:
+    return list(User.objects.filter(is_active=True, is_operator=True).order_by("id"))
+
+
+def notify(users: Iterable[User], subject: str, body: str) -> None:
+    """E-mail once the transaction commits; a mail outage never undoes a safeguard's action."""
+    addresses = sorted({u.email for u in users if u.email})
+    if addresses:
+        transaction.on_commit(lambda: _send(subject, body, addresses))
+
+
+def _send(subject: str, body: str, addresses: list[str]) -> None:
+    try:
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, addresses)
+    except OSError as exc:
+        log.warning("safeguard e-mail %r to %s not sent: %s", subject, addresses, exc)

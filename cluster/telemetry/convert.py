@@ -1,0 +1,119 @@
+"""Series (from a scrape or a Prometheus query) to per-GPU samples, with jobs attributed. Pure."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from cluster.simulator.model import GpuSample
+from cluster.telemetry.names import SAMPLE_METRICS, MetricNames
+
+MISSING = math.nan  # a metric this exporter does not export (e.g. profiling metrics off)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """How GPUs are tied to portal jobs when the series carry no portal id directly.
+
+    `hpc_job`: the `hpc_job` label's value to a portal job id (Slurm writes its own job id there).
+    `pod`: (namespace, pod) to a portal job id (Kubernetes pods are named after the job).
+    `allocation`: (host, gpu) or (host, None) to a portal job id, from the backend's own record,
+    used when the labels say nothing.
+    """
+
+    hpc_job: Callable[[str], int | None]
+    pod: Callable[[str, str], int | None]
+    allocation: Mapping[tuple[str, int | None], int]
+
+
+def portal_hpc_job(value: str) -> int | None:
+    """The simulator writes the portal job id itself into `hpc_job`."""
+    return int(value) if value.isdigit() else None
+
+
+def pod_pattern(pattern: str) -> Callable[[str, str], int | None]:
+    """Pods named after the portal job (the Kubernetes backend names objects `gp-<id>`)."""
+    compiled = re.compile(pattern)
+
+    def resolve(namespace: str, pod: str) -> int | None:
+        match = compiled.match(pod)
+        return int(match.group(1)) if match else None
+
+    return resolve
+
+
+LABELS_ONLY = Attribution(portal_hpc_job, pod_pattern(r"^gp-(\d+)(?:-|$)"), {})
+
+
+def attribute(labels: Mapping[str, str], host: str, gpu: int, names: MetricNames, how: Attribution) -> int | None:
+    pod = labels.get(names.pod_label)
+    if pod:
+        found = how.pod(labels.get(names.namespace_label, ""), pod)
+        if found is not None:
+            return found
+    hpc = labels.get(names.job_label)
+    if hpc:
+        found = how.hpc_job(hpc)
+        if found is not None:
+            return found
+    return how.allocation.get((host, gpu), how.allocation.get((host, None)))
+
+
+@dataclass
+class _Gpu:
+    labels: dict[str, str]
+    values: dict[str, float]
+
+
+def group_by_gpu(series: Iterable[tuple[str, Mapping[str, str], float]], names: MetricNames) -> dict[tuple[str, int], _Gpu]:
+    """(metric, labels, value) triples, grouped per (host, gpu index); series of unknown GPUs are dropped."""
+    by_metric = {names.metric(field): attr for attr, field in SAMPLE_METRICS}
+    gpus: dict[tuple[str, int], _Gpu] = {}
+    for metric, labels, value in series:
+        attr = by_metric.get(metric)
+        host = names.host(dict(labels))
+        index = labels.get(names.gpu_label, "")
+        if attr is None or host is None or not index.isdigit():
+            continue
+        entry = gpus.setdefault((host, int(index)), _Gpu(dict(labels), {}))
+        entry.values[attr] = value
+        if names.job_label in labels or names.pod_label in labels:
+            entry.labels.update(labels)
+    return gpus
+
+
+def to_samples(
+    series: Iterable[tuple[str, Mapping[str, str], float]], names: MetricNames, how: Attribution = LABELS_ONLY
+) -> list[GpuSample]:
+    """One sample per GPU that reported a temperature; other missing metrics are NaN (XID: 0)."""
+    samples = []
+    for (host, gpu), entry in sorted(group_by_gpu(series, names).items()):
+        if "temperature_c" not in entry.values:
+            continue
+        samples.append(_sample(host, gpu, entry, names, how))
+    return samples
+
+
+def _sample(host: str, gpu: int, entry: _Gpu, names: MetricNames, how: Attribution) -> GpuSample:
+    v = entry.values
+    return GpuSample(
+        hostname=host,
+        gpu=gpu,
+        uuid=entry.labels.get(names.uuid_label, ""),
+        model=entry.labels.get(names.model_label, ""),
+        utilization=v.get("utilization", MISSING) * names.utilization_scale,
+        temperature_c=v["temperature_c"],
+        power_w=v.get("power_w", MISSING),
+        fb_used_mib=v.get("fb_used_mib", MISSING) * names.memory_scale,
+        fb_free_mib=v.get("fb_free_mib", MISSING) * names.memory_scale,
+        engine_active=v.get("engine_active", MISSING),
+        xid_errors=int(v.get("xid_errors", 0) or 0),
+        portal_job_id=attribute(entry.labels, host, gpu, names, how),
+    )
+
+
+def present(value: float) -> float | None:
+    """None for a metric that was not exported, so JSON and the safeguards never see NaN."""
+    return None if math.isnan(value) else value

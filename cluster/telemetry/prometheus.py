@@ -1,0 +1,99 @@
+"""Telemetry from a real Prometheus that scrapes dcgm-exporter (instant and range queries)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+
+from cluster.simulator.model import GpuSample
+from cluster.telemetry.convert import LABELS_ONLY, Attribution, to_samples
+from cluster.telemetry.errors import TelemetryUnavailable
+from cluster.telemetry.names import MetricNames
+
+Triple = tuple[str, Mapping[str, str], float]
+
+
+class PrometheusTelemetry:
+    """Samples per GPU as Prometheus last scraped them; a GPU whose data is older than `stale_after_s` is missing."""
+
+    def __init__(
+        self,
+        url: str,
+        names: MetricNames,
+        timeout_s: float = 2.0,
+        stale_after_s: float = 15.0,
+        attribution: Attribution = LABELS_ONLY,
+    ) -> None:
+        # No retries: a slow Prometheus must make this cycle stale, not stall the next one.
+        self.client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_s)
+        self.names = names
+        self.stale_after_s = stale_after_s
+        self.attribution = attribution
+
+    def with_attribution(self, attribution: Attribution) -> PrometheusTelemetry:
+        other = object.__new__(PrometheusTelemetry)
+        other.__dict__.update(self.__dict__, attribution=attribution)
+        return other
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def selector(self, hosts: list[str] | None = None) -> str:
+        metrics = "|".join(self.names.all_metrics())
+        if not hosts:
+            return f'{{__name__=~"{metrics}"}}'
+        wanted = "|".join(_regex_escape(h) for h in hosts)
+        # The host label's name differs between exporter versions: ask for each.
+        return " or ".join(f'{{__name__=~"{metrics}",{label}=~"{wanted}"}}' for label in self.names.host_labels)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        try:
+            result = getattr(self.client, method)(*args, **kwargs)
+        except (requests.RequestException, PrometheusApiClientException, ValueError) as exc:
+            raise TelemetryUnavailable(f"Prometheus {method} failed: {exc}") from exc
+        return list(result)
+
+    def samples(self, hosts: list[str] | None = None, at: datetime | None = None) -> list[GpuSample]:
+        moment = at or datetime.now(UTC)
+        params = {"time": moment.timestamp()}
+        vector = self._call("custom_query", self.selector(hosts), params=params)
+        ages = self._call("custom_query", f"timestamp({self.names.temperature})", params=params)
+        fresh = self._fresh_gpus(ages, moment.timestamp())
+        return [s for s in to_samples(_triples(vector), self.names, self.attribution) if (s.hostname, s.gpu) in fresh]
+
+    def _fresh_gpus(self, ages: list[dict[str, Any]], now: float) -> set[tuple[str, int]]:
+        fresh = set()
+        for row in ages:
+            labels = row.get("metric", {})
+            host, gpu = self.names.host(labels), labels.get(self.names.gpu_label, "")
+            if host and gpu.isdigit() and now - float(row["value"][1]) <= self.stale_after_s:
+                fresh.add((host, int(gpu)))
+        return fresh
+
+    def history(self, hosts: list[str], start: datetime, end: datetime, step_s: float) -> list[tuple[datetime, list[GpuSample]]]:
+        matrix = self._call("custom_query_range", self.selector(hosts), start_time=start, end_time=end, step=f"{step_s:g}s")
+        by_time: dict[float, list[Triple]] = defaultdict(list)
+        for row in matrix:
+            labels = row.get("metric", {})
+            name = labels.get("__name__", "")
+            for t, value in row.get("values", []):
+                by_time[float(t)].append((name, labels, float(value)))
+        return [
+            (datetime.fromtimestamp(t, UTC), to_samples(triples, self.names, self.attribution))
+            for t, triples in sorted(by_time.items())
+        ]
+
+
+def _triples(vector: Iterable[dict[str, Any]]) -> list[Triple]:
+    return [(row["metric"].get("__name__", ""), row["metric"], float(row["value"][1])) for row in vector]
+
+
+def _regex_escape(value: str) -> str:
+    # PromQL strings use RE2; escape regex metacharacters, then the backslashes for the string literal.
+    special = set(".^$*+?()[]{}|\\")
+    escaped = "".join("\\" + c if c in special else c for c in value)
+    return escaped.replace("\\", "\\\\").replace('"', '\\"')

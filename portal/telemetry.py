@@ -1,0 +1,273 @@
+"""One telemetry cycle: query, attribute GPUs to jobs, run the safeguards, act on jobs, fan out.
+
+Lives in the portal app because it spans cluster (telemetry, guard) and jobs (owners, stopping an
+idle job); cluster never imports jobs. Called by the Celery task `portal.tasks.telemetry_cycle`.
+Telemetry that cannot be read makes the cycle *stale*: pages are told, and nothing is decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from cluster import guard
+from cluster.models import JobEfficiency, Node, SafeguardKind
+from cluster.safeguards import Action, IdleAction, IdlePolicy, IdleVerdict, parse_team_actions
+from cluster.simulator.model import GpuSample
+from cluster.telemetry import TelemetrySource, TelemetryUnavailable, get_telemetry
+from cluster.telemetry.convert import Attribution, pod_pattern, portal_hpc_job, present
+from cluster.telemetry.prometheus import PrometheusTelemetry
+from jobs import services as job_services
+from jobs import tasks as job_tasks
+from jobs.models import Job
+from jobs.states import HOLDS_GPUS, TERMINAL, JobState
+from portal.models import User
+from portal.queue import after_commit
+
+log = logging.getLogger(__name__)
+
+# (GpuSample attribute, short key in the compact messages)
+FIELDS = (("temperature_c", "temp"), ("utilization", "util"), ("fb_used_mib", "mem"), ("power_w", "power"))
+JOB_METRICS = ("utilization", "temperature_c", "fb_used_mib")
+
+
+@dataclass(frozen=True)
+class HeldJob:
+    """A job holding GPUs, as the cycle needs it."""
+
+    id: int
+    state: str
+    team: str
+    owner_id: int
+    placement: dict[str, int]
+    gpus: int
+    pool: str
+    backend_job_id: str
+
+
+@dataclass
+class CycleReport:
+    stale: bool = False
+    gpus: int = 0
+    guarded: list[guard.GuardOutcome] = field(default_factory=list)
+    idle: list[guard.IdleOutcome] = field(default_factory=list)
+    finalised: int = 0
+    groups: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def held_jobs() -> list[HeldJob]:
+    rows = Job.objects.filter(state__in=HOLDS_GPUS).values_list(
+        "id", "state", "team__slug", "owner_id", "placement", "gpus", "pool", "backend_job_id"
+    )
+    return [HeldJob(*row) for row in rows]
+
+
+def attribution(jobs: list[HeldJob]) -> Attribution:
+    """Labels first; when they say nothing, the portal's allocation record for nodes that run one job."""
+    by_node: dict[str, list[int]] = defaultdict(list)
+    for job in jobs:
+        for node in job.placement:
+            by_node[node].append(job.id)
+    allocation: dict[tuple[str, int | None], int] = {(node, None): ids[0] for node, ids in by_node.items() if len(ids) == 1}
+    hpc = portal_hpc_job
+    if settings.TELEMETRY_HPC_JOB_ID == "backend":
+        by_backend = {j.backend_job_id: j.id for j in jobs if j.backend_job_id}
+        hpc = lambda value: by_backend.get(value)  # noqa: E731
+    return Attribution(hpc, pod_pattern(settings.TELEMETRY_POD_JOB_PATTERN), allocation)
+
+
+def source_for(jobs: list[HeldJob]) -> TelemetrySource:
+    source = get_telemetry()
+    if isinstance(source, PrometheusTelemetry):
+        return source.with_attribution(attribution(jobs))
+    return source
+
+
+def idle_policy(team: str) -> IdlePolicy:
+    action = parse_team_actions(settings.IDLE_TEAM_ACTIONS).get(team, IdleAction(settings.IDLE_ACTION))
+    return IdlePolicy(settings.IDLE_THRESHOLD, settings.IDLE_WARN_AFTER_S, settings.IDLE_ACT_AFTER_S, action)
+
+
+# --- the cycle ------------------------------------------------------------------------------------
+
+
+def run_cycle(source: TelemetrySource | None = None, now: datetime | None = None) -> CycleReport:
+    now = now or timezone.now()
+    report = CycleReport()
+    clock = _Stopwatch(report)
+    jobs = held_jobs()
+    try:
+        samples = (source or source_for(jobs)).samples(None, now)
+    except TelemetryUnavailable as exc:
+        log.warning("telemetry cycle stale: %s", exc)
+        report.stale = True
+        report.groups = fan_out(stale_messages(jobs, now, str(exc)))
+        return report
+    clock.lap("query")
+    report.gpus = len(samples)
+    by_job = samples_by_job(samples, {j.id for j in jobs})
+    clock.lap("attribute")
+    with transaction.atomic():
+        report.guarded = guard.guard_nodes(samples, now) if settings.GUARD_ENABLED else []
+        _tell_owners_of_guarded_nodes(report.guarded, jobs)
+        running = [j for j in jobs if j.state == JobState.RUNNING]
+        report.idle = guard.track_jobs(by_job, {j.id: j.gpus for j in running}, {j.id: idle_policy(j.team) for j in running}, now)
+        _act_on_idle(report.idle, {j.id: j for j in running})
+        report.finalised = guard.finalise(ended_job_ids())
+    clock.lap("safeguards")
+    report.groups = fan_out(live_messages(samples, by_job, jobs, now))
+    clock.lap("fan_out")
+    return report
+
+
+class _Stopwatch:
+    def __init__(self, report: CycleReport) -> None:
+        self.report, self.last = report, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.report.timings_ms[name] = round((now - self.last) * 1000, 1)
+        self.last = now
+
+
+def samples_by_job(samples: Iterable[GpuSample], job_ids: set[int]) -> dict[int, list[GpuSample]]:
+    out: dict[int, list[GpuSample]] = defaultdict(list)
+    for s in samples:
+        if s.portal_job_id in job_ids:
+            out[s.portal_job_id].append(s)
+    return out
+
+
+def ended_job_ids() -> list[int]:
+    open_ids = JobEfficiency.objects.filter(final=False).values_list("portal_job_id", flat=True)
+    return list(Job.objects.filter(pk__in=open_ids, state__in=TERMINAL).values_list("id", flat=True))
+
+
+def _tell_owners_of_guarded_nodes(outcomes: list[guard.GuardOutcome], jobs: list[HeldJob]) -> None:
+    for outcome in (o for o in outcomes if o.action == Action.CORDON):
+        owners = {j.owner_id for j in jobs if outcome.node in j.placement}
+        if owners:
+            subject = f"[grid] node {outcome.node}, where your job runs, was taken out of service"
+            guard.notify(User.objects.filter(pk__in=owners), subject, outcome.reason)
+
+
+def _act_on_idle(outcomes: list[guard.IdleOutcome], jobs: dict[int, HeldJob]) -> None:
+    for outcome in outcomes:
+        job = jobs[outcome.portal_job_id]
+        minutes = round(outcome.idle_for_s / 60)
+        owner = User.objects.filter(pk=job.owner_id)
+        if outcome.verdict == IdleVerdict.WARN:
+            then = idle_policy(job.team).action
+            text = f"GPUs idle for {minutes} min; next: {then.value} unless they become busy"
+            guard.record_idle(job.id, SafeguardKind.IDLE_WARNING, text)
+            guard.notify(owner, f"[grid] job #{job.id}: its GPUs are idle", text)
+        elif outcome.verdict == IdleVerdict.STOP:
+            _stop_idle_job(job, minutes)
+        elif outcome.verdict == IdleVerdict.RECLAIMABLE:
+            guard.record_idle(job.id, SafeguardKind.IDLE_RECLAIMABLE, f"GPUs idle for {minutes} min: GPUs may be reclaimed")
+            guard.notify(owner, f"[grid] job #{job.id} marked reclaimable", "its GPUs stayed idle after the warning")
+        else:
+            guard.record_idle(job.id, SafeguardKind.IDLE_CLEARED, "GPUs busy again")
+
+
+def _stop_idle_job(job: HeldJob, minutes: int) -> None:
+    why = f"stopped by the idle policy: GPUs idle for {minutes} min after a warning"
+    moved = job_services.transition(
+        job.id, JobState.CANCELLED, actor=guard.IDLE_ACTOR, why=why, finished_at=timezone.now(), reason_detail=""
+    )
+    if moved:
+        after_commit(job_tasks.cancel_on_backend, job.id)
+        guard.record_idle(job.id, SafeguardKind.IDLE_STOPPED, why)
+
+
+# --- messages -------------------------------------------------------------------------------------
+
+
+Message = tuple[str, dict[str, Any]]
+
+
+def _value(sample: GpuSample, attr: str) -> float | None:
+    value = present(getattr(sample, attr))
+    return round(value, 1) if value is not None else None
+
+
+def heat(samples: Iterable[GpuSample]) -> dict[str, Any]:
+    """Per node (sorted), per GPU index: temperature and utilisation; None where a GPU did not report."""
+    by_node: dict[str, dict[int, GpuSample]] = defaultdict(dict)
+    for s in samples:
+        by_node[s.hostname][s.gpu] = s
+    nodes = sorted(by_node)
+    width = max((max(g) + 1 for g in by_node.values()), default=0)
+    grid: dict[str, Any] = {"nodes": nodes, "gpus": width}
+    for attr, key in FIELDS[:2]:
+        grid[key] = [[_value(by_node[n][g], attr) if g in by_node[n] else None for g in range(width)] for n in nodes]
+    return grid
+
+
+def job_values(samples: list[GpuSample]) -> dict[str, dict[str, float | None]]:
+    return {m: {f"{s.hostname}/gpu{s.gpu}": _value(s, m) for s in samples} for m in JOB_METRICS}
+
+
+def live_messages(
+    samples: list[GpuSample], by_job: dict[int, list[GpuSample]], jobs: list[HeldJob], now: datetime
+) -> list[Message]:
+    at = now.isoformat()
+    messages: list[Message] = [("grid", {"type": "telemetry.grid", "at": at, "stale": False, "heat": heat(samples)})]
+    by_node: dict[str, list[GpuSample]] = defaultdict(list)
+    for s in samples:
+        by_node[s.hostname].append(s)
+    pools = dict(Node.objects.values_list("name", "pool__name"))
+    by_pool: dict[str, list[GpuSample]] = defaultdict(list)
+    for node, node_samples in by_node.items():
+        rows = [[s.gpu, *(_value(s, attr) for attr, _ in FIELDS)] for s in node_samples]
+        messages.append((f"telemetry.node.{node}", {"type": "telemetry.node", "at": at, "node": node, "gpus": rows}))
+        by_pool[pools.get(node, "")].extend(node_samples)
+    for pool, pool_samples in by_pool.items():
+        if pool:
+            messages.append(
+                (f"telemetry.pool.{pool}", {"type": "telemetry.pool", "at": at, "pool": pool, **_pool_figures(pool_samples)})
+            )
+    for job_id, job_samples in by_job.items():
+        messages.append((f"job.{job_id}", {"type": "telemetry.job", "t": at, "stale": False, "values": job_values(job_samples)}))
+    return messages
+
+
+def _pool_figures(samples: list[GpuSample]) -> dict[str, float | None]:
+    utils = [u for u in (present(s.utilization) for s in samples) if u is not None]
+    temps = [t for t in (present(s.temperature_c) for s in samples) if t is not None]
+    return {
+        "utilization": round(sum(utils) / len(utils), 1) if utils else None,
+        "max_temperature": max(temps) if temps else None,
+    }
+
+
+def stale_messages(jobs: list[HeldJob], now: datetime, why: str) -> list[Message]:
+    message = {"at": now.isoformat(), "stale": True, "why": why[:200]}
+    grid: Message = ("grid", {"type": "telemetry.grid", **message})
+    return [grid, *((f"job.{j.id}", {"type": "telemetry.job", "t": message["at"], **message}) for j in jobs)]
+
+
+def fan_out(messages: list[Message]) -> int:
+    """Send every message concurrently: one round of the channel layer instead of one per group."""
+    layer = get_channel_layer()
+    if layer is None or not messages:
+        return 0
+
+    async def send_all() -> None:
+        await asyncio.gather(*(layer.group_send(group, message) for group, message in messages))
+
+    async_to_sync(send_all)()
+    return len(messages)
