@@ -1,0 +1,117 @@
+"""The portal's own metrics at /metrics, in Prometheus text format (prometheus-client).
+
+Figures are read from the database at scrape time by a custom collector, so every web process
+answers the same and nothing needs a multiprocess registry. Counters derive from append-only rows
+(job events, node events), which makes them monotonic across restarts.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from cluster.models import JobEfficiency, Node
+from cluster.states import NodeState
+from jobs.models import Job, JobEvent
+from jobs.states import HOLDS_GPUS, WAITING, JobState
+from portal.access import is_operator
+
+WAIT_BUCKETS_S = (10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
+
+
+class PortalCollector(Collector):
+    """Queue, admission, preemption and node figures, read fresh at each scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._queue()
+        yield self._wait_histogram()
+        yield from self._transitions()
+        yield from self._nodes()
+        yield self._efficiency()
+
+    def _queue(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("gridportal_queue_jobs", "Jobs waiting for admission.", labels=["team", "gpu_model"])
+        gpus = GaugeMetricFamily("gridportal_queue_gpus", "GPUs asked for by waiting jobs.", labels=["team", "gpu_model"])
+        rows = Job.objects.filter(state__in=WAITING).values("team__slug", "gpu_model").annotate(n=Count("id"), g=Sum("gpus"))
+        for r in rows:
+            jobs.add_metric([r["team__slug"], r["gpu_model"]], r["n"])
+            gpus.add_metric([r["team__slug"], r["gpu_model"]], r["g"] or 0)
+        held = GaugeMetricFamily("gridportal_gpus_allocated", "GPUs held by admitted or running jobs.", labels=["team", "pool"])
+        for r in Job.objects.filter(state__in=HOLDS_GPUS).values("team__slug", "pool").annotate(g=Sum("gpus")):
+            held.add_metric([r["team__slug"], r["pool"]], r["g"] or 0)
+        yield from (jobs, gpus, held)
+
+    def _wait_histogram(self) -> Metric:
+        wait = ExpressionWrapper(F("admitted_at") - F("submitted_at"), output_field=DurationField())
+        admitted = Job.objects.filter(admitted_at__isnull=False).annotate(wait=wait)
+        counts = admitted.aggregate(
+            total=Count("id"),
+            waited=Sum("wait"),
+            **{f"le{i}": Count("id", filter=Q(wait__lte=timedelta(seconds=b))) for i, b in enumerate(WAIT_BUCKETS_S)},
+        )
+        seconds = counts["waited"].total_seconds() if counts["waited"] else 0.0
+        buckets = [(f"{b:g}", float(counts[f"le{i}"])) for i, b in enumerate(WAIT_BUCKETS_S)] + [("+Inf", float(counts["total"]))]
+        return HistogramMetricFamily(
+            "gridportal_admission_wait_seconds", "Time from submission to admission.", buckets=buckets, sum_value=seconds
+        )
+
+    def _transitions(self) -> Iterator[Metric]:
+        for state, name, help_text in (
+            (JobState.ADMITTED, "gridportal_admissions", "Admissions, from the job event log."),
+            (JobState.PREEMPTING, "gridportal_preemptions", "Preemptions, from the job event log."),
+        ):
+            counter = CounterMetricFamily(name, help_text, labels=["team"])
+            for r in JobEvent.objects.filter(to_state=state).values("job__team__slug").annotate(n=Count("id")):
+                counter.add_metric([r["job__team__slug"]], r["n"])
+            yield counter
+
+    def _nodes(self) -> Iterator[Metric]:
+        nodes = GaugeMetricFamily("gridportal_nodes", "Nodes by pool and state.", labels=["pool", "state"])
+        for r in Node.objects.values("pool__name", "state").annotate(n=Count("id")):
+            nodes.add_metric([r["pool__name"], r["state"]], r["n"])
+        cordoned = GaugeMetricFamily("gridportal_nodes_cordoned", "Nodes out of service (cordoned or draining).")
+        cordoned.add_metric([], Node.objects.filter(state__in=[NodeState.CORDONED, NodeState.DRAINING]).count())
+        yield from (nodes, cordoned)
+
+    def _efficiency(self) -> Metric:
+        done = JobEfficiency.objects.filter(final=True, mean_utilization__isnull=False)
+        gauge = GaugeMetricFamily(
+            "gridportal_finished_jobs_gpu_utilization_mean", "Mean GPU utilisation of finished jobs (percent)."
+        )
+        rows = list(done.values_list("mean_utilization", flat=True)[:10000])
+        gauge.add_metric([], sum(rows) / len(rows) if rows else 0.0)
+        return gauge
+
+
+def _allowed(request: HttpRequest) -> bool:
+    """The scrape token, an operator's session, or a client address inside METRICS_ALLOWED_NETWORKS."""
+    header = request.headers.get("Authorization", "")
+    token = settings.METRICS_TOKEN
+    if token and header.startswith("Bearer ") and hmac.compare_digest(header[7:].encode(), token.encode()):
+        return True
+    if is_operator(request.user):
+        return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in settings.METRICS_ALLOWED_NETWORKS)
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    if not _allowed(request):
+        return HttpResponse("metrics need the scrape token, an operator session or an allowed network\n", status=403)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PortalCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
