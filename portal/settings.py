@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "allauth.socialaccount.providers.openid_connect",
     "portal",
     "cluster",
+    "bursting",
     "quotas",
     "jobs",
     "billing",
@@ -318,3 +319,15 @@ def _check_telemetry_settings() -> None:
 
 _check_telemetry_settings()
 CELERY_BEAT_SCHEDULE["telemetry-cycle"] = {"task": "portal.tasks.telemetry_cycle", "schedule": TELEMETRY_CYCLE_S}
+
+# --- Cloud bursting (docs/bursting.md) ----------------------------------------------------------
+# How often the burst cycle runs: triggers, expiry, provisioning, reconciliation, idle release.
+BURST_CYCLE_S = env_float("BURST_CYCLE_S", 10.0, minimum=1, maximum=3600)
+# A node that fails to provision is asked for again up to this many times in all, then given up.
+BURST_MAX_ATTEMPTS = env_int("BURST_MAX_ATTEMPTS", 3, minimum=1, maximum=10)
+# The simulator's cloud provider: boot delay, boot failures and capacity errors, drawn from the seed.
+BURST_PROVISION_DELAY_S = env_float("BURST_PROVISION_DELAY_S", 45.0, minimum=0, maximum=3600)
+BURST_FAILURE_RATE = env_float("BURST_FAILURE_RATE", 0.05, minimum=0, maximum=1)
+BURST_CAPACITY_ERROR_RATE = env_float("BURST_CAPACITY_ERROR_RATE", 0.05, minimum=0, maximum=1)
+BURST_SEED = env_int("BURST_SEED", 0, minimum=0, maximum=2**31)
+CELERY_BEAT_SCHEDULE["burst-cycle"] = {"task": "bursting.tasks.burst_cycle", "schedule": BURST_CYCLE_S}

@@ -248,3 +248,32 @@ class SimulatorBackend(ClusterBackend):
     def clear_fault(self, node: str) -> None:
         SimNode.objects.filter(name=node).update(fault="", fault_since=None)
         SimNode.objects.filter(name=node, state=NodeState.DOWN).update(state=NodeState.READY, reason="")
+
+    # --- cloud nodes one at a time (the simulated cloud provider, bursting/provider.py) ---------
+    # scale_pool sets a count and names nodes by position; a cloud provider adds and removes
+    # named instances, so the burst's own provider uses these instead (scale_pool is unchanged).
+
+    def cloud_pool(self, pool: str) -> PoolSpec:
+        spec = next((p for p in self.pools if p.name == pool), None)
+        if spec is None or spec.kind != PoolKind.CLOUD:
+            raise BackendRejected(f"{pool!r} is not an elastic cloud pool")
+        return spec
+
+    def add_cloud_node(self, pool: str, name: str) -> None:
+        """Join one named node to a cloud pool, as a provisioned instance does; repeating it is harmless."""
+        spec = self.cloud_pool(pool)
+        with transaction.atomic():
+            transaction_lock(LOCK)
+            SimNode.objects.get_or_create(
+                name=name, defaults=dict(pool=spec.name, pool_kind=spec.kind, gpu_model=spec.gpu_model, gpus=spec.gpus_per_node)
+            )
+
+    def remove_cloud_node(self, name: str) -> None:
+        """Terminate one cloud node; jobs still on it fail as on a lost instance. An unknown name is not an error."""
+        now = self.clock()
+        with transaction.atomic():
+            transaction_lock(LOCK)
+            for job in SimJob.objects.filter(state=RemoteJobState.RUNNING):
+                if name in job.placement:
+                    self._finish(job, RemoteJobState.FAILED, None, "NodeFail", now)
+            SimNode.objects.filter(name=name, pool_kind=PoolKind.CLOUD).delete()
