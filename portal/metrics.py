@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -47,8 +47,10 @@ class PortalCollector(Collector):
             jobs.add_metric([r["team__slug"], r["gpu_model"]], r["n"])
             gpus.add_metric([r["team__slug"], r["gpu_model"]], r["g"] or 0)
         held = GaugeMetricFamily("gridportal_gpus_allocated", "GPUs held by admitted or running jobs.", labels=["team", "pool"])
-        for r in Job.objects.filter(state__in=HOLDS_GPUS).values("team__slug", "pool").annotate(g=Sum("gpus")):
-            held.add_metric([r["team__slug"], r["pool"]], r["g"] or 0)
+        for team, pool, count in (
+            Job.objects.filter(state__in=HOLDS_GPUS).values_list("team__slug", "pool").annotate(g=Sum("gpus"))
+        ):
+            held.add_metric([team, pool], count or 0)
         yield from (jobs, gpus, held)
 
     def _wait_histogram(self) -> Metric:
@@ -88,8 +90,8 @@ class PortalCollector(Collector):
         gauge = GaugeMetricFamily(
             "gridportal_finished_jobs_gpu_utilization_mean", "Mean GPU utilisation of finished jobs (percent)."
         )
-        rows = list(done.values_list("mean_utilization", flat=True)[:10000])
-        gauge.add_metric([], sum(rows) / len(rows) if rows else 0.0)
+        mean = done.aggregate(m=Avg("mean_utilization"))["m"]
+        gauge.add_metric([], float(mean or 0.0))
         return gauge
 
 
