@@ -34,6 +34,8 @@ urlpatterns = [
     path("sim/", include("cluster.urls")),
     path("billing/", include("billing.urls")),
     path("api/v1/billing/", include("billing.api_urls")),
+    path("console/", include("bursting.urls")),
+    path("api/v1/bursting/", include("bursting.api_urls")),
     path("api/v1/me/", api.me, name="api_me"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -27,7 +27,8 @@ from quotas.models import TeamQuota
 
 # Billing's routes have their own table of who gets what (finance, the team's lead, researchers,
 # outsiders, anonymous) in tests/billing/test_access.py, with invoices to point at.
-EXCLUDED_PREFIXES = ("admin/", "accounts/", "static/", "billing/", "api/v1/billing/")
+# The operator console's and bursting API's routes have theirs in tests/bursting/test_access.py.
+EXCLUDED_PREFIXES = ("admin/", "accounts/", "static/", "billing/", "api/v1/billing/", "console/", "api/v1/bursting/")
 API = "api/v1/"
 
 LOGIN = "login"  # 302 to /accounts/login/?next=...

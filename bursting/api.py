@@ -1,0 +1,93 @@
+"""REST API for bursts, mounted at /api/v1/bursting/: operators read proposals and decide them; others get 403."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, permissions, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.routers import DefaultRouter
+
+from bursting import services
+from bursting.models import BurstProposal, InstanceType
+from portal.access import is_operator
+
+
+class IsOperator(permissions.BasePermission):
+    message = "Only operators see and decide bursts."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return is_operator(request.user)
+
+
+class InstanceTypeSerializer(serializers.ModelSerializer[InstanceType]):
+    class Meta:
+        model = InstanceType
+        fields = ["name", "gpu_model", "gpus", "price_per_hour", "pool", "active"]
+
+
+class BurstSerializer(serializers.ModelSerializer[BurstProposal]):
+    instance_type = serializers.CharField(source="instance_type.name")
+    policy = serializers.CharField(source="policy.name")
+
+    class Meta:
+        model = BurstProposal
+        fields = [
+            "id", "policy", "state", "instance_type", "pool", "gpus_per_node", "price_per_hour", "nodes", "duration_s",
+            "projected_cost", "approved_nodes", "approved_duration_s", "approved_cost", "projection", "trigger",
+            "created_at", "expires_at", "decided_at", "decided_by", "decision_reason", "active_at", "ends_at", "ended_at", "error",
+        ]  # fmt: skip
+
+
+class ApproveSerializer(serializers.Serializer[Any]):
+    nodes = serializers.IntegerField(required=False, min_value=1)
+    max_hours = serializers.DecimalField(required=False, max_digits=8, decimal_places=2)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=300)
+
+
+class RejectSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=300)
+
+
+@extend_schema(tags=["bursting"])
+class InstanceTypeViewSet(viewsets.ReadOnlyModelViewSet[InstanceType]):
+    serializer_class = InstanceTypeSerializer
+    queryset = InstanceType.objects.all()
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+    permission_classes = [permissions.IsAuthenticated, IsOperator]
+    pagination_class = None
+
+
+@extend_schema(tags=["bursting"])
+class BurstViewSet(viewsets.ReadOnlyModelViewSet[BurstProposal]):
+    serializer_class = BurstSerializer
+    queryset = BurstProposal.objects.select_related("instance_type", "policy")
+    permission_classes = [permissions.IsAuthenticated, IsOperator]
+
+    def _decide(self, request: Request, decide: Any, body: serializers.Serializer[Any]) -> Response:
+        burst = self.get_object()
+        body.is_valid(raise_exception=True)
+        try:
+            decided = decide(request.user, burst.pk, **body.validated_data)
+        except services.BurstActionError as exc:
+            raise exceptions.ValidationError({"detail": [str(exc)]}) from None
+        return Response(BurstSerializer(decided).data)
+
+    @extend_schema(request=ApproveSerializer, responses={200: BurstSerializer})
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str | None = None) -> Response:
+        return self._decide(request, services.approve, ApproveSerializer(data=request.data))
+
+    @extend_schema(request=RejectSerializer, responses={200: BurstSerializer})
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, pk: str | None = None) -> Response:
+        return self._decide(request, services.reject, RejectSerializer(data=request.data))
+
+
+router = DefaultRouter()
+router.register("bursts", BurstViewSet, basename="burst")
+router.register("instance-types", InstanceTypeViewSet, basename="instance-type")
