@@ -1,0 +1,490 @@
+"""Shared benchmark helpers: a scratch PostgreSQL database, portal servers, load generation, stats.
+
+Everything here cleans up after itself: servers are stopped and the scratch database is dropped
+when the `with` blocks exit, also on errors, Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+# The PostgreSQL server the scratch database is created on (any existing database to connect to).
+ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so every `finally` (servers, scratch database) still runs."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+# --- scratch database --------------------------------------------------------------------------
+
+
+def _database_url(name: str) -> str:
+    parts = urlsplit(ADMIN_URL)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """Create an empty database, yield its DATABASE_URL, drop it (forcing out any session) at the end."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    log(f"created scratch database {name}")
+    try:
+        yield _database_url(name)
+    finally:
+        with contextlib.suppress(Exception):
+            from django.db import connections
+
+            connections.close_all()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        log(f"dropped scratch database {name}")
+
+
+# --- the portal's environment and Django in this process ---------------------------------------
+
+
+def portal_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    """The environment the portal runs under in the benchmarks (production-like, no Redis)."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="portal.settings",
+        DATABASE_URL=database_url,
+        SECRET_KEY="bench-" + secrets.token_hex(24),
+        DEBUG="false",
+        ALLOWED_HOSTS="127.0.0.1",
+        CELERY_TASK_ALWAYS_EAGER="false",
+        PORTAL_DATA_DIR=str(data_dir),
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def source_tree(folder: Path, working_tree: bool) -> tuple[Path, dict[str, Any]]:
+    """The code to measure: a copy of the last commit (default), or the checkout as it is.
+
+    The copy keeps a run consistent while the checkout is being edited: migrations, this
+    process's models and every server started during the run come from the same commit.
+    """
+    git = ["git", "-C", str(REPO)]
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    if working_tree:
+        status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return REPO, {"source": "working tree", "commit": commit, "uncommitted_changes": len(status.stdout.splitlines())}
+    dest = folder / "src"
+    dest.mkdir()
+    archive = subprocess.run([*git, "archive", "--format=tar", commit], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest, {"source": "snapshot of HEAD (git archive)", "commit": commit}
+
+
+def setup_django(env: dict[str, str], source: Path = REPO) -> None:
+    """Configure Django in this process with the code in `source` and the servers' settings, and migrate."""
+    os.environ.pop("REDIS_URL", None)
+    os.environ.update(env)
+    sys.path.insert(0, str(source))
+    # Celery's Django fix-up puts the current directory first on sys.path; make that `source`.
+    os.chdir(source)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+@contextlib.contextmanager
+def data_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="portal-bench-") as folder:
+        yield Path(folder)
+
+
+# --- portal servers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)  # the server was started in its own session: pgid == pid
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def portal_servers(env: dict[str, str], count: int, logs: Path, source: Path = REPO) -> Iterator[list[Server]]:
+    """Start `count` daphne processes (portal.asgi:application) on free loopback ports; yield base URLs."""
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    urls: list[str] = []
+    try:
+        for i in range(count):
+            port = free_port()
+            logs.mkdir(parents=True, exist_ok=True)
+            log_file = logs / f"daphne-{i}.log"
+            with log_file.open("wb") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"],
+                    cwd=source,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            procs.append((proc, log_file))
+            urls.append(f"http://127.0.0.1:{port}")
+        for (proc, log_file), url in zip(procs, urls, strict=True):
+            wait_healthy(url, proc, log_file)
+        log(f"{count} daphne process(es) up: {', '.join(urls)}")
+        yield [Server(url, proc.pid) for url, (proc, _) in zip(urls, procs, strict=True)]
+    finally:
+        for proc, _ in procs:
+            _stop(proc)
+
+
+def server_errors(logs: Path) -> dict[str, Any]:
+    """Tracebacks in the servers' logs under `logs`: how many, and how often each final exception line."""
+    exceptions: Counter[str] = Counter()
+    example: list[str] = []
+    for log_file in sorted(logs.glob("daphne-*.log")):
+        lines = log_file.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if not line.startswith("Traceback (most recent call last)"):
+                continue
+            j = i + 1
+            while j < len(lines) and (lines[j].startswith(" ") or not lines[j].strip()):
+                j += 1
+            if j < len(lines):
+                exceptions[lines[j][:300]] += 1
+            if not example:
+                example = lines[i : j + 1][-16:]
+    if exceptions:
+        log(f"server logs in {logs}: {sum(exceptions.values())} traceback(s)")
+        for text, n in exceptions.most_common(5):
+            log(f"  {n} x {text}")
+    return {"tracebacks": sum(exceptions.values()), "exceptions": dict(exceptions.most_common(10)), "example": example}
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_file: Path, timeout: float = 60.0) -> None:
+    """Wait until /healthz answers with its database check passing.
+
+    With no Celery worker running, the worker check (and so the overall status) reports 503;
+    that is expected here, the benchmark only needs the web server and its database.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daphne exited with {proc.returncode}:\n{log_file.read_text()[-3000:]}")
+        try:
+            r = httpx.get(f"{url}/healthz", timeout=2)
+            body = r.json()
+            if body.get("checks", {}).get("database", {}).get("ok"):
+                return
+            last = f"{r.status_code} {r.text[:300]}"
+        except (httpx.HTTPError, ValueError) as exc:
+            last = repr(exc)
+        time.sleep(0.2)
+    raise RuntimeError(f"{url}/healthz did not answer in {timeout:.0f}s ({last}):\n{log_file.read_text()[-3000:]}")
+
+
+# --- load generation and statistics ------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Linear-interpolated percentile of `values` (p in 0..100)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    elapsed_s: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    units: int = 0  # what a request produced (jobs created, rows listed), summed over successes
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies_ms)
+
+    def summary(self) -> dict[str, Any]:
+        lat = self.latencies_ms
+        return {
+            "clients": self.clients,
+            "requests_ok": self.ok,
+            "errors": dict(self.errors),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "requests_per_s": round(self.ok / self.elapsed_s, 1) if self.elapsed_s else None,
+            "units": self.units,
+            "units_per_s": round(self.units / self.elapsed_s, 1) if self.elapsed_s else None,
+            "latency_ms": {
+                "p50": round(percentile(lat, 50), 2),
+                "p95": round(percentile(lat, 95), 2),
+                "p99": round(percentile(lat, 99), 2),
+                "max": round(max(lat), 2) if lat else None,
+                "mean": round(sum(lat) / len(lat), 2) if lat else None,
+            },
+        }
+
+
+def expect(response: httpx.Response, status: int) -> Any:
+    """The response's JSON if it has `status`; else an AssertionError naming the status (and a JSON error body)."""
+    if response.status_code != status:
+        detail = response.text[:150] if response.headers.get("content-type", "").startswith("application/json") else ""
+        raise AssertionError(f"HTTP {response.status_code} {detail}".strip())
+    return response.json()
+
+
+# A request function: given a client and its base URL, make one request and return how many
+# units it produced; raise (or return None) on failure.
+RequestFn = Callable[[httpx.AsyncClient, int], Awaitable[int]]
+
+
+async def closed_loop(
+    base_urls: list[str],
+    headers: list[dict[str, str]],
+    clients: int,
+    request: RequestFn,
+    *,
+    duration_s: float,
+    max_requests: int,
+    warmup_requests: int = 3,
+) -> LoadResult:
+    """`clients` concurrent clients, each sending its next request when the last one answered.
+
+    Client i talks to base_urls[i % len] with headers[i % len]. Each client first sends a few
+    untimed warm-up requests; then all start together and run until `duration_s` has passed or
+    `max_requests` requests were sent in all.
+    """
+    result = LoadResult(clients=clients, elapsed_s=0.0)
+    budget = max_requests
+    start_gate = asyncio.Event()
+    deadline = math.inf
+
+    async def one(client: httpx.AsyncClient, index: int, timed: bool) -> None:
+        nonlocal budget
+        t0 = time.perf_counter()
+        try:
+            units = await request(client, index)
+        except (httpx.HTTPError, AssertionError, ValueError, KeyError) as exc:
+            if timed:
+                key = str(exc) if isinstance(exc, AssertionError) else type(exc).__name__
+                result.errors[key] = result.errors.get(key, 0) + 1
+            return
+        if timed:
+            result.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            result.units += units
+
+    async def worker(index: int) -> None:
+        nonlocal budget
+        url = base_urls[index % len(base_urls)]
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=url, headers=headers[index % len(headers)], limits=limits, timeout=30) as client:
+            for _ in range(warmup_requests):
+                await one(client, index, timed=False)
+            ready.append(index)
+            if len(ready) == clients:
+                start_gate.set()
+            await start_gate.wait()
+            while time.perf_counter() < deadline and budget > 0:
+                budget -= 1
+                await one(client, index, timed=True)
+
+    ready: list[int] = []
+    tasks = [asyncio.create_task(worker(i)) for i in range(clients)]
+    await start_gate.wait()
+    t_start = time.perf_counter()
+    deadline = t_start + duration_s
+    await asyncio.gather(*tasks)
+    result.elapsed_s = time.perf_counter() - t_start
+    return result
+
+
+# --- what the machine and the database did during a scenario ----------------------------------
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def _process_jiffies(pid: int) -> int:
+    try:
+        parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(parts[11]) + int(parts[12])  # utime + stime
+
+
+class Observer:
+    """Samples, during a scenario: CPU use (all, this process, the servers), database sessions.
+
+    `db_peak_backends` is the most connections to the scratch database open at once (sampled
+    every 0.2 s); `db_commits` counts transactions, including every autocommitted statement.
+    """
+
+    def __init__(self, database_url: str, server_pids: list[int]) -> None:
+        self.database_url = database_url
+        self.server_pids = server_pids
+        self.peak_backends = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _db_stats(self, conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT sessions, numbackends, xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+    def __enter__(self) -> Observer:
+        self._conn = psycopg.connect(self.database_url, autocommit=True)
+        self._start_db = self._db_stats(self._conn)
+        self._start_cpu = _cpu_jiffies()
+        self._start_self = os.times()
+        self._start_servers = sum(_process_jiffies(pid) for pid in self.server_pids)
+        self._start_load = os.getloadavg()
+        self._start_wall = time.perf_counter()
+
+        def sample() -> None:
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                while not self._stop.wait(0.2):
+                    self.peak_backends = max(self.peak_backends, self._db_stats(conn)[1] - 1)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        wall = time.perf_counter() - self._start_wall
+        busy, total = _cpu_jiffies()
+        hz = os.sysconf("SC_CLK_TCK")
+        end_self = os.times()
+        db = self._db_stats(self._conn)
+        self._conn.close()
+        cpus = os.cpu_count() or 1
+        self.report = {
+            "cpu_busy_pct_all_cores": round(100 * (busy - self._start_cpu[0]) / max(1, total - self._start_cpu[1]), 1),
+            "cpu_s_servers": round((sum(_process_jiffies(pid) for pid in self.server_pids) - self._start_servers) / hz, 2),
+            "cpu_s_client": round((end_self.user - self._start_self.user) + (end_self.system - self._start_self.system), 2),
+            "cpu_s_available": round(wall * cpus, 2),
+            "loadavg_1m_start_end": [round(self._start_load[0], 2), round(os.getloadavg()[0], 2)],
+            # The observer's own two connections are excluded.
+            "db_peak_backends": self.peak_backends - 1,
+            "db_commits": db[2] - self._start_db[2],
+        }
+
+
+def database_sessions(database_url: str, timeout: float = 15.0) -> int:
+    """Connections ever opened to this database (pg_stat_database.sessions), read once no other
+    session is left: a backend reports its session when it flushes its statistics, at the latest
+    when it exits, so the figure is exact only after the servers have stopped."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()").fetchone()
+            if row and row[0] <= 1:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
+        return int(row[0]) if row else 0
+
+
+# --- machine description -----------------------------------------------------------------------
+
+
+def machine_info(database_url: str | None = None) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(Exception), psycopg.connect(database_url or ADMIN_URL) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        info["postgresql"] = row[0] if row else None
+        for setting in ("shared_buffers", "work_mem", "synchronous_commit", "max_connections"):
+            row = conn.execute(f"SHOW {setting}").fetchone()
+            info[f"pg_{setting}"] = row[0] if row else None
+    return info
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
