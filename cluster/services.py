@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Max, Sum
+from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from cluster.backends import ClusterBackend, get_backend
@@ -98,11 +98,10 @@ class ModelCapacity:
 
 def capacity_by_model() -> dict[str, ModelCapacity]:
     """GPUs per model in the grid, as validation and the dashboard need them."""
-    out: dict[str, ModelCapacity] = {}
-    for row in Node.objects.values("gpu_model").annotate(largest=Max("gpus"), total=Sum("gpus")):
-        healthy = Node.objects.filter(gpu_model=row["gpu_model"], state=NodeState.READY).aggregate(s=Sum("gpus"))["s"]
-        out[row["gpu_model"]] = ModelCapacity(row["largest"], row["total"], healthy or 0)
-    return out
+    rows = Node.objects.values("gpu_model").annotate(
+        largest=Max("gpus"), total=Sum("gpus"), healthy=Sum("gpus", filter=Q(state=NodeState.READY))
+    )
+    return {r["gpu_model"]: ModelCapacity(r["largest"], r["total"], r["healthy"] or 0) for r in rows}
 
 
 def known_gpu_models() -> frozenset[str]:
