@@ -98,8 +98,7 @@ def portal_phase(jobs: int, user: Any) -> dict[str, Any]:
     submit_s = 0.0
     while len(running) < jobs:
         services.sync_jobs()
-        for job_id in services.run_admission_cycle():
-            services.dispatch(job_id)
+        services.dispatch_many(services.run_admission_cycle())  # as the worker does: one listing per wave
         if not submit_s and not Job.objects.filter(state__in=(JobState.PENDING, JobState.ADMITTED)).exists():
             submit_s = time.time() - start  # every job is in Slurm
         now = time.time()
