@@ -56,23 +56,22 @@ def transition(job_id: int, to: JobState, *, actor: str = "system", why: str = "
     now = timezone.now()
     with transaction.atomic():
         for _ in range(3):  # compare-and-set; a concurrent change makes us look again
-            current = Job.objects.filter(pk=job_id).values_list("state", "team_id").first()
-            if current is None or current[0] not in allowed:
+            current = Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
+            if current is None or current not in allowed:
                 return False
-            moved = Job.objects.filter(pk=job_id, state=current[0]).update(state=to, state_changed_at=now, **fields)
+            moved = Job.objects.filter(pk=job_id, state=current).update(state=to, state_changed_at=now, **fields)
             if moved:
                 JobEvent.objects.create(
-                    job_id=job_id, at=now, from_state=current[0], to_state=to, actor=actor, reason=why[:300],
+                    job_id=job_id, at=now, from_state=current, to_state=to, actor=actor, reason=why[:300],
                     pool=str(fields.get("pool") or ""),
                 )  # fmt: skip
-                _announce(job_id, current[1])
+                _announce(job_id)
                 return True
     return False
 
 
-def _announce(job_id: int, team_id: int) -> None:
+def _announce(job_id: int) -> None:
     send_on_commit(f"job.{job_id}", {"type": "job.changed", "job": job_id})
-    send_on_commit(f"team.{team_id}", {"type": "jobs.changed"})
     send_on_commit("grid", {"type": "grid.changed"})
 
 
@@ -168,7 +167,7 @@ def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None) -> list[
             [JobEvent(job=job, at=now, to_state=JobState.PENDING, actor=user.username, reason="submitted") for job in created],
             batch_size=500,
         )
-        send_on_commit(f"team.{spec.team_id}", {"type": "jobs.changed"})
+        send_on_commit("grid", {"type": "grid.changed"})
         after_commit(tasks.admission_cycle)
     return created
 

@@ -28,9 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def forget_connections() -> None:
     """Drop Celery's cached broker connections so the next publish uses the broker now configured."""
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
-        celery_app._pool = None
+    # Forget, don't close: other threads may still hold the old pool, and closing it under them fails.
+    celery_app._pool = None
     celery_app.amqp._producer_pool = None
 
 
@@ -81,7 +80,7 @@ def worker(redis_broker, grid, tmp_path):  # type: ignore[no-untyped-def]
         process.kill()
 
 
-def wait_for(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
