@@ -99,7 +99,9 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
 
     async def telemetry_job(self, event: dict[str, Any]) -> None:
         """The telemetry cycle's samples of this job's GPUs; only sockets that passed the visibility check joined the group."""
-        await self.send_json({"type": "gpus", "t": event["t"], "stale": event.get("stale", False), "values": event.get("values", {})})
+        await self.send_json(
+            {"type": "gpus", "t": event["t"], "stale": event.get("stale", False), "values": event.get("values", {})}
+        )
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "resync":
