@@ -202,6 +202,8 @@ CLUSTER_BACKEND = env_choice("CLUSTER_BACKEND", "simulator", ("simulator", "slur
 SIM_POOLS = env_str("SIM_POOLS", "onprem-a100:onprem:a100:4x8,onprem-h100:onprem:h100:2x8,burst-a10g:cloud:a10g:0x4") or ""
 SIM_SPEED = env_float("SIM_SPEED", 60.0, minimum=0.01, maximum=1e6)
 SIM_FAILURE_RATE = env_float("SIM_FAILURE_RATE", 0.08, minimum=0.0, maximum=1.0)
+# A slow controller on demand: seconds each submit takes after the job exists (crash drills widen this window).
+SIM_SUBMIT_DELAY_S = env_float("SIM_SUBMIT_DELAY_S", 0.0, minimum=0.0, maximum=60.0)
 
 # Billing: one currency for the site (docs/billing.md has the rounding rule).
 BILLING_CURRENCY = env_str("BILLING_CURRENCY", "EUR") or "EUR"

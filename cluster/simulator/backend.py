@@ -6,6 +6,7 @@ is up finish, waiting jobs are placed), so web, worker and beat processes all se
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -46,6 +47,7 @@ class SimulatorBackend(ClusterBackend):
         self.speed = speed if speed is not None else settings.SIM_SPEED
         self.failure_rate = failure_rate if failure_rate is not None else settings.SIM_FAILURE_RATE
         self.clock = clock
+        self.submit_delay_s = float(getattr(settings, "SIM_SUBMIT_DELAY_S", 0.0))
 
     # --- the grid's clock -------------------------------------------------------------------
 
@@ -138,6 +140,8 @@ class SimulatorBackend(ClusterBackend):
                 ),
             )
         self.advance()
+        if self.submit_delay_s:
+            time.sleep(self.submit_delay_s)  # the job exists on the grid, the portal has not heard back yet
         return str(job.pk)
 
     def cancel(self, backend_job_id: str) -> None:
