@@ -22,6 +22,8 @@ from django.utils import timezone
 from cluster import services as cluster_services
 from cluster.backends import ClusterBackend, get_backend
 from cluster.backends.base import BackendError, JobRequest, RemoteJob, RemoteJobState
+from cluster.models import Pool
+from cluster.states import PoolKind
 from jobs import admission, policy, tasks
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.spec import JobSpec, ModelShape, SpecContext, SpecError, TemplateInfo, validate
@@ -273,9 +275,12 @@ def run_admission_cycle() -> list[int]:
             config=config,
         )
         quota_services.store_usage(team_usage, now)
-        admitted = _admit(result.admitted, now)
+        no_burst = {j.pk for j in waiting if restrictions.DENY_BURSTS in restricted.get(j.team_id, set())}
+        allowed, kept_off_cloud = _without_cloud_for(result.admitted, no_burst)
+        admitted = _admit(allowed, now)
         _preempt(result.preempted)
-        _record_explanations(waiting, result.waiting, {a.job_id for a in result.admitted})
+        _record_explanations(waiting, result.waiting, {a.job_id for a in allowed})
+        _explain_kept_off_cloud(kept_off_cloud)
     return admitted
 
 
@@ -292,6 +297,24 @@ def _apply_holds(waiting: list[Job], restricted: dict[int, set[str]]) -> bool:
         elif not hold and job.state == JobState.HELD and job.reason == PendingReason.BUDGET:
             moved |= transition(job.pk, JobState.PENDING, why="budget hold lifted", reason=PendingReason.NEW, reason_detail="")
     return moved
+
+
+def _without_cloud_for(
+    admissions: list[policy.Admission], job_ids: set[int]
+) -> tuple[list[policy.Admission], list[policy.Admission]]:
+    """Split off admissions of these jobs onto cloud (burst) pools: their team's budget denies bursts."""
+    if not job_ids:
+        return admissions, []
+    cloud = set(Pool.objects.filter(kind=PoolKind.CLOUD).values_list("name", flat=True))
+    kept = [a for a in admissions if a.job_id in job_ids and a.pool in cloud]
+    return [a for a in admissions if a not in kept], kept
+
+
+def _explain_kept_off_cloud(admissions: list[policy.Admission]) -> None:
+    for admit in admissions:
+        Job.objects.filter(pk=admit.job_id, state__in=WAITING).update(
+            reason=PendingReason.BUDGET, reason_detail="the team's budget denies cloud bursts; waiting for on-premises GPUs"
+        )
 
 
 def _admit(admissions: list[policy.Admission], now: datetime) -> list[int]:

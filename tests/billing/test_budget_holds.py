@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from billing import services as billing
 from billing.models import TeamRestriction
+from cluster import services as cluster_services
 from jobs import services
 from jobs.states import JobState
 from quotas import restrictions
@@ -57,3 +58,17 @@ def test_without_the_budget_action_fair_share_lets_the_team_in(vision, alice, ca
     mine = submit(alice, name="vision-job", gpus_per_node=8)
     [submit(carol, name=f"render-{i}", gpus_per_node=8) for i in range(2)]
     assert mine.pk in services.run_admission_cycle()
+
+
+def test_a_team_whose_budget_denies_bursts_stays_off_cloud_nodes(vision, alice, carol, render, submit, grid, monkeypatch):
+    grid.scale_pool("burst-a10g", 2)
+    cluster_services.sync_nodes(grid)
+    monkeypatch.setattr(
+        restrictions, "_providers", [lambda team_id: {restrictions.DENY_BURSTS} if team_id == vision.pk else set()]
+    )
+    mine = submit(alice, name="vision-a10g", gpu_model="a10g")
+    theirs = submit(carol, name="render-a10g", gpu_model="a10g")
+    admitted = services.run_admission_cycle()
+    assert theirs.pk in admitted and mine.pk not in admitted
+    mine.refresh_from_db()
+    assert mine.state == JobState.PENDING and mine.reason == "budget" and "denies cloud bursts" in mine.reason_detail
