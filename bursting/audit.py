@@ -2,7 +2,9 @@
 
 Sources: node state changes (cluster.NodeEvent), quota changes (quotas.QuotaChange), bursts
 (bursting.BurstEvent), rate cards (billing.RateCard: each card is a dated price, created and
-never edited in place) and budget actions (billing.TeamRestriction: who lifted one). Role
+never edited in place), budget actions (billing.TeamRestriction: who lifted one) and the
+telemetry guard's safeguards (cluster.SafeguardEvent: thermal cordons and uncordons, operator
+overrides, idle decisions on jobs). Role
 changes have no record yet: roles are edited in Django's admin, whose own LogEntry keeps them.
 """
 
@@ -20,10 +22,10 @@ from django.utils import timezone
 
 from billing.models import RateCard, TeamRestriction
 from bursting.models import BurstEvent
-from cluster.models import NodeEvent
+from cluster.models import NodeEvent, SafeguardEvent, SafeguardKind
 from quotas.models import QuotaChange
 
-KINDS = ("node", "quota", "burst", "rate", "budget")
+KINDS = ("node", "quota", "burst", "rate", "budget", "safeguard")
 PAGE_LIMIT = 500
 
 
@@ -105,6 +107,16 @@ def _budgets(f: AuditFilter, limit: int) -> Iterator[AuditRow]:
             yield AuditRow(r.lifted_at, "budget", r.lifted_by, r.team.slug, f"{r.action} lifted", r.action, "", "")
 
 
+def _safeguards(f: AuditFilter, limit: int) -> Iterator[AuditRow]:
+    qs = f.window(SafeguardEvent.objects.all(), "at")
+    if f.actor:
+        qs = qs.filter(actor=f.actor)
+    labels = dict(SafeguardKind.choices)
+    for e in qs.order_by("-at", "-id")[:limit]:
+        subject = " ".join(p for p in (e.node, f"job #{e.portal_job_id}" if e.portal_job_id else "") if p)
+        yield AuditRow(e.at, "safeguard", e.actor, subject, str(labels.get(e.kind, e.kind)), "", "", e.reason)
+
+
 def _text(value: Any) -> str:
     if value in (None, "", {}):
         return ""
@@ -113,7 +125,14 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-SOURCES = {"node": _nodes, "quota": _quotas, "burst": _bursts, "rate": _rates, "budget": _budgets}
+SOURCES = {
+    "node": _nodes,
+    "quota": _quotas,
+    "burst": _bursts,
+    "rate": _rates,
+    "budget": _budgets,
+    "safeguard": _safeguards,
+}
 
 
 def rows(f: AuditFilter, limit: int = PAGE_LIMIT) -> list[AuditRow]:
