@@ -6,7 +6,7 @@ from rest_framework.routers import DefaultRouter
 from cluster.api import NodeViewSet, PoolViewSet
 from jobs import planning_views
 from jobs.api import JobTemplateViewSet, JobViewSet
-from portal import api, views
+from portal import api, probes, views
 from portal.metrics import metrics as portal_metrics
 from quotas.api import QuotaViewSet
 
@@ -22,6 +22,7 @@ router.register("quotas", QuotaViewSet, basename="quota")
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
+    path("livez", probes.livez, name="livez"),
     path("metrics", portal_metrics, name="portal_metrics"),
     path("tokens/", views.tokens, name="tokens"),
     path("teams/", views.team_list, name="team_list"),

@@ -52,6 +52,7 @@ ROUTES: dict[str, Route] = {
     # Pages
     "": Route("/", LOGIN, 200, ("alice", 200)),
     "healthz": Route("/healthz", PUBLIC, PUBLIC, ("olivia", PUBLIC)),
+    "livez": Route("/livez", 200, 200, ("alice", 200)),
     "metrics": Route("/metrics", 403, 403, ("olivia", 200)),
     "tokens/": Route("/tokens/", LOGIN, 200, ("alice", 200), ("get", "post")),
     "tokens/<int:token_id>/revoke/": Route("/tokens/{token}/revoke/", LOGIN, 302, ("alice", 302), ("post",)),
