@@ -260,14 +260,25 @@ def stale_messages(jobs: list[HeldJob], now: datetime, why: str) -> list[Message
     return [grid, *((f"job.{j.id}", {"type": "telemetry.job", "t": message["at"], **message}) for j in jobs)]
 
 
+# Sends in flight at once. channels_redis's pool holds 100 connections and fails (rather than waits)
+# beyond that, so a grid of 1,000 nodes (1,000+ groups a cycle) must not send them all at once.
+FAN_OUT_CONCURRENCY = 50
+
+
 def fan_out(messages: list[Message]) -> int:
-    """Send every message concurrently: one round of the channel layer instead of one per group."""
+    """Send the messages concurrently, at most FAN_OUT_CONCURRENCY at a time, rather than one round trip per group."""
     layer = get_channel_layer()
     if layer is None or not messages:
         return 0
 
     async def send_all() -> None:
-        await asyncio.gather(*(layer.group_send(group, message) for group, message in messages))
+        slots = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+
+        async def send(group: str, message: dict[str, Any]) -> None:
+            async with slots:
+                await layer.group_send(group, message)
+
+        await asyncio.gather(*(send(group, message) for group, message in messages))
 
     async_to_sync(send_all)()
     return len(messages)
