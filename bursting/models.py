@@ -203,3 +203,25 @@ class SimCloudInstance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.state})"
+
+
+class MachineClaim(models.Model):
+    """The Cluster API provider's own record of a node it asked a MachineDeployment for.
+
+    Cluster API names its machines and nodes itself, so a request under the portal's chosen name
+    is a claim; the first unclaimed node that joins the pool is bound to the oldest open claim.
+    The MachineDeployment's replicas are the number of open (pending or bound) claims of its pool.
+    """
+
+    name = models.CharField(max_length=120, unique=True, help_text="The name the portal asked under.")
+    pool = models.CharField(max_length=60, db_index=True)
+    instance_type = models.CharField(max_length=60)
+    requested_at = models.DateTimeField()
+    node = models.CharField(max_length=253, blank=True, db_index=True, help_text="The Kubernetes node bound to it.")
+    state = models.CharField(max_length=10, default="pending", help_text="pending | bound | failed | released")
+
+    class Meta:
+        ordering = ["requested_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.node or '(not joined)'} ({self.state})"

@@ -33,12 +33,17 @@ class CapacityError(BackendError):
 
 @dataclass(frozen=True)
 class Instance:
-    """A node as the provider sees it: pending (booting), running, failed or terminated."""
+    """A node as the provider sees it: pending (booting), running, failed or terminated.
+
+    `requested_as` is set by providers that name nodes themselves (Cluster API): the name the
+    portal asked under, when the node's own name differs.
+    """
 
     name: str
     pool: str
     state: str
     error: str = ""
+    requested_as: str = ""
 
 
 class CloudProvider(abc.ABC):
@@ -135,6 +140,12 @@ def get_provider() -> CloudProvider:
     """The provider for the configured cluster backend."""
     if settings.CLUSTER_BACKEND == "simulator":
         return SimulatedCloud()
+    if settings.CLUSTER_BACKEND == "kubernetes":
+        # Imported here: the Kubernetes backend is only loaded where it is configured.
+        from bursting.cluster_api import ClusterApiCloud
+
+        return ClusterApiCloud()
     raise BackendUnavailable(
-        f"bursting on CLUSTER_BACKEND={settings.CLUSTER_BACKEND!r} is not wired yet: only the simulator's cloud provider is"
+        f"bursting on CLUSTER_BACKEND={settings.CLUSTER_BACKEND!r} is not wired yet: the simulator's cloud and "
+        "Cluster API on Kubernetes are (Slurm power-save nodes: docs/bursting.md)"
     )

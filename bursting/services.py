@@ -400,6 +400,8 @@ def reconcile(provider: CloudProvider, now: datetime) -> dict[str, int]:
     nodes = {n.name: n for n in BurstNode.objects.select_related("burst", "burst__instance_type")}
     for name, instance in seen.items():
         node = nodes.get(name)
+        if node is None and instance.requested_as:
+            node = _adopt(nodes, instance)
         if node is None or node.status not in PAID_NODE_STATES:
             counts["orphans"] += _release_orphan(provider, instance, node)
         elif node.status == NodeStatus.REQUESTED and instance.state == "running":
@@ -419,6 +421,18 @@ def reconcile(provider: CloudProvider, now: datetime) -> dict[str, int]:
             record(node.burst_id, SYSTEM, "node_lost", "the provider no longer has this node", node=node.name)
             counts["lost"] += 1
     return counts
+
+
+def _adopt(nodes: dict[str, BurstNode], instance: Instance) -> BurstNode | None:
+    """The provider named the node itself (Cluster API): the portal's node takes the name it got."""
+    node = nodes.get(instance.requested_as)
+    if node is None or node.status != NodeStatus.REQUESTED:
+        return node
+    if BurstNode.objects.filter(pk=node.pk, name=node.name).update(name=instance.name):
+        record(node.burst_id, SYSTEM, "node_joined", f"requested as {node.name}", node=instance.name)
+        node.name = instance.name
+        nodes[instance.name] = node
+    return node
 
 
 def _release_orphan(provider: CloudProvider, instance: Instance, node: BurstNode | None) -> int:
