@@ -20,6 +20,7 @@ def test_database_urls_become_django_settings(tmp_path):
         "django.db.backends.postgresql", "portal", "grid", "s@cret", "db.internal", "6543",
     )  # fmt: skip
     assert pg["OPTIONS"]["sslmode"] == "require" and pg["OPTIONS"]["pool"]["max_size"] == 8
+    assert pg["OPTIONS"]["options"] == "-c random_page_cost=1.1"
     lite = parse_database_url("sqlite:///var/x.sqlite3", tmp_path).as_django()
     assert lite["NAME"] == str(tmp_path / "var/x.sqlite3") and "journal_mode=WAL" in lite["OPTIONS"]["init_command"]
 
