@@ -138,6 +138,8 @@ def portal_rules() -> list[Manifest]:
         _rule([PYTORCH_JOB_API[0]], [PYTORCH_JOB_API[2]], jobs),
         _rule([QUEUE_API[0]], [QUEUE_API[2]], read),
         _rule([MACHINE_DEPLOYMENT_API[0]], [MACHINE_DEPLOYMENT_API[2]], [*read, "update"]),
+        # Releasing one idle burst node: annotate its Machine with cluster.x-k8s.io/delete-machine.
+        _rule([MACHINE_DEPLOYMENT_API[0]], ["machines"], [*read, "patch"]),
     ]
 
 
