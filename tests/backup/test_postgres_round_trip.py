@@ -57,3 +57,23 @@ def test_a_changed_row_is_named_by_its_table(seeded, fresh_database, tmp_path: P
     with pytest.raises(backup.VerificationError, match="table jobs_job: same 5 rows, but their content differs") as failure:
         backup.restore_backup(target, made.name, fresh_database)
     assert failure.value.table == "jobs_job"
+
+
+def test_writes_during_the_backup_are_in_neither_the_dump_nor_the_manifest(seeded, fresh_database, tmp_path, monkeypatch):
+    """The dump and the checksums read one snapshot: a team created mid-backup is in neither, and the restore verifies."""
+    summed = database.postgres_sums
+
+    def sums_after_a_concurrent_write(conn, tables):
+        with source().connect(autocommit=True) as other:
+            other.execute("INSERT INTO portal_team (slug, name, created_at) VALUES ('late', 'Created during the backup', now())")
+        return summed(conn, tables)
+
+    monkeypatch.setattr(database, "postgres_sums", sums_after_a_concurrent_write)
+    target = backup.LocalDirectory(tmp_path)
+    made = backup.create_backup(target, keep=1)
+    monkeypatch.setattr(database, "postgres_sums", summed)
+    backup.restore_backup(target, made.name, fresh_database)
+
+    assert made.manifest.tables["portal_team"].rows == 2
+    assert database.table_sums(source())["portal_team"].rows == 3
+    assert database.table_sums(fresh_database)["portal_team"].rows == 2
