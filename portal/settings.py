@@ -335,3 +335,17 @@ BURST_SEED = env_int("BURST_SEED", 0, minimum=0, maximum=2**31)
 # Cluster API (CLUSTER_BACKEND=kubernetes): a requested machine whose node has not joined by then has failed.
 BURST_CAPI_JOIN_TIMEOUT_S = env_float("BURST_CAPI_JOIN_TIMEOUT_S", 900.0, minimum=10, maximum=86400)
 CELERY_BEAT_SCHEDULE["burst-cycle"] = {"task": "bursting.tasks.burst_cycle", "schedule": BURST_CYCLE_S}
+
+# --- Backups (docs/operations.md) ---------------------------------------------------------------
+# A directory or s3://bucket/prefix. S3 keys are read from BACKUP_S3_ACCESS_KEY_ID / BACKUP_S3_SECRET_ACCESS_KEY
+# (or their *_FILE) when a backup runs, so they never become settings.
+BACKUP_TARGET = env_str("BACKUP_TARGET", str(DATA_DIR / "backups")) or str(DATA_DIR / "backups")
+BACKUP_KEEP = env_int("BACKUP_KEEP", 7, minimum=1, maximum=1000)
+BACKUP_FILES_DIR = Path(env_str("BACKUP_FILES_DIR", str(DATA_DIR / "files")) or DATA_DIR / "files")
+BACKUP_S3_ENDPOINT_URL = env_str("BACKUP_S3_ENDPOINT_URL")
+BACKUP_S3_REGION = env_str("BACKUP_S3_REGION")
+BACKUP_HOUR = env_int("BACKUP_HOUR", 1, minimum=0, maximum=23)
+CELERY_BEAT_SCHEDULE["nightly-backup"] = {
+    "task": "portal.tasks.nightly_backup",
+    "schedule": crontab(minute=30, hour=BACKUP_HOUR),
+}
