@@ -1,0 +1,121 @@
+"""Security plumbing: the Content Security Policy and a limit on failed token logins.
+
+The policy allows scripts from the portal itself and, for the few inline bootstraps at the end of
+a page, a per-response nonce (`request.csp_nonce`, written as `nonce="{{ request.csp_nonce }}"`).
+Styles may be inline: templates size bars with `style=` attributes and Plotly adds its own
+<style> rules when it draws. Websockets connect back to the same host (ws: or wss:).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import exceptions
+
+from portal.tokens import ApiTokenAuthentication
+
+CSP_HEADER = "Content-Security-Policy"
+# Swagger UI (drf-spectacular) loads its bundle from jsDelivr and starts it with an inline script.
+SWAGGER_PATH = "/api/docs/"
+SWAGGER_CDN = "https://cdn.jsdelivr.net"
+
+
+def content_security_policy(nonce: str, *, swagger: bool = False) -> str:
+    """The policy for one response; `swagger` opens the CDN and inline scripts for the API docs page only."""
+    scripts = f"'self' {SWAGGER_CDN} 'unsafe-inline'" if swagger else f"'self' 'nonce-{nonce}'"
+    cdn = f" {SWAGGER_CDN}" if swagger else ""
+    directives = {
+        "default-src": "'self'",
+        "script-src": scripts,
+        "style-src": f"'self' 'unsafe-inline'{cdn}",
+        "img-src": f"'self' data: blob:{cdn}",
+        "font-src": "'self' data:",
+        "connect-src": "'self' ws: wss:",
+        "frame-ancestors": "'none'",
+        "object-src": "'none'",
+        "base-uri": "'self'",
+        "form-action": "'self'",
+    }
+    return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+class ContentSecurityPolicyMiddleware:
+    """Give each request a nonce and each response the policy (unless the view set its own)."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        nonce = secrets.token_urlsafe(18)
+        request.csp_nonce = nonce  # type: ignore[attr-defined]
+        response = self.get_response(request)
+        if CSP_HEADER not in response:
+            response[CSP_HEADER] = content_security_policy(nonce, swagger=request.path.startswith(SWAGGER_PATH))
+        return response
+
+
+# --- failed token logins ---------------------------------------------------------------------
+
+
+def client_ip(request: Any) -> str:
+    """The peer address; behind a proxy that is the proxy, so limits then apply per proxy unless it passes REMOTE_ADDR on."""
+    return str(request.META.get("REMOTE_ADDR") or "unknown")
+
+
+def _failure_key(ip: str) -> str:
+    return f"token-auth-failures:{ip}"
+
+
+def token_failure_limit() -> tuple[int, int]:
+    """(failures allowed, window in seconds), read at call time so tests and deployments can change them."""
+    return int(getattr(settings, "TOKEN_AUTH_FAILURE_LIMIT", 20)), int(getattr(settings, "TOKEN_AUTH_FAILURE_WINDOW_S", 300))
+
+
+def record_token_failure(ip: str, window_s: int) -> int:
+    key = _failure_key(ip)
+    cache.add(key, 0, timeout=window_s)  # the window starts at the first failure
+    try:
+        return int(cache.incr(key))
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=window_s)
+        return 1
+
+
+class RateLimitedTokenAuthentication(ApiTokenAuthentication):
+    """`Authorization: Token` that answers 429 (with Retry-After) once an address has failed too often.
+
+    Only failures count; a client with a good token is never slowed. While an address is blocked
+    even a good token is refused, so guessing cannot continue by mixing in a known key.
+    """
+
+    def authenticate(self, request: Any) -> Any:
+        limit, window_s = token_failure_limit()
+        ip = client_ip(request)
+        presented = (request.META.get("HTTP_AUTHORIZATION") or "").split(" ", 1)[0].lower() == self.keyword.lower()
+        if presented and int(cache.get(_failure_key(ip), 0)) >= limit:
+            raise exceptions.Throttled(wait=window_s, detail="Too many failed token attempts from this address.")
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            record_token_failure(ip, window_s)
+            raise
+
+
+class TokenScheme(OpenApiAuthenticationExtension):
+    """Names `Authorization: Token <key>` in the OpenAPI schema, so clients and fuzzers know how to authenticate."""
+
+    target_class = "portal.tokens.ApiTokenAuthentication"
+    match_subclasses = True
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "apiKey", "in": "header", "name": "Authorization", "description": "Token <key>"}
