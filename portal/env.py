@@ -112,6 +112,9 @@ class DatabaseURL:
             # pool per process keeps PostgreSQL's connection count predictable instead.
             options: dict[str, object] = dict(self.options or {})
             options.setdefault("pool", {"min_size": 1, "max_size": POOL_MAX_SIZE, "timeout": 10})
+            # After a database restart the pool tests each connection before handing it out, instead
+            # of failing the first request on every stale one (Django passes the pool a check).
+            config["CONN_HEALTH_CHECKS"] = True
             # With the default random_page_cost (4, for spinning disks) PostgreSQL lists a team whose
             # jobs are all old by scanning the whole primary key backwards (0.5 s at 1M jobs) instead
             # of the (team, -id) index (0.1 ms). SSD-class storage warrants 1.1; ?options= overrides it.

@@ -10,4 +10,6 @@ from django.db import transaction
 
 def after_commit(task: Any, *args: Any) -> None:
     """Enqueue `task` with `args` after commit (never for rolled-back work)."""
-    transaction.on_commit(functools.partial(task.delay, *args))
+    # robust: the work is already saved and periodic cycles pick it up, so a broker outage must not
+    # turn a saved submission into an error the client would retry (and so submit twice).
+    transaction.on_commit(functools.partial(task.delay, *args), robust=True)

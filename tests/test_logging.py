@@ -19,7 +19,7 @@ from django.test import RequestFactory, override_settings
 from portal import logging as portal_logging
 from portal.logging import HEADER, JsonFormatter, RequestIdMiddleware, job_context
 
-MIDDLEWARE = ["portal.logging.RequestIdMiddleware", *settings.MIDDLEWARE]
+MIDDLEWARE = list(settings.MIDDLEWARE)  # RequestIdMiddleware comes first there
 
 
 @contextmanager
@@ -81,6 +81,7 @@ def test_lines_written_while_a_request_runs_carry_its_id(client, grid, monkeypat
         return {"ok": True, "checks": {}}
 
     monkeypatch.setattr(views, "run_checks", noisy_checks)
+    monkeypatch.setattr(logging.getLogger("portal.request"), "level", logging.INFO)  # quiet in plain mode
     with json_lines() as lines:
         client.get("/healthz", HTTP_X_REQUEST_ID="inside-1")
     by_logger = {line["logger"]: line for line in lines}
