@@ -67,9 +67,10 @@ class GridConsumer(AsyncJsonWebsocketConsumer):
             await asyncio.sleep(TICK_S)
             await self._send()
             if not settings.TELEMETRY_PUSH:
-                await self.send_json(await database_sync_to_async(live.telemetry_grid)())
+                await self.send_json(await database_sync_to_async(live.shared_telemetry.get)())
 
     async def grid_changed(self, event: dict[str, Any]) -> None:
+        live.shared_grid.changed()
         if asyncio.get_running_loop().time() - getattr(self, "last_sent", 0.0) >= MIN_GAP_S:
             await self._send()
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -50,20 +54,30 @@ def pools_now() -> list[dict[str, Any]]:
     return rows
 
 
-def queue_now(user: Any) -> dict[str, Any]:
+def queue_totals() -> dict[str, Any]:
+    """The grid-wide queue: the same for every viewer."""
     waiting = Job.objects.filter(state__in=WAITING)
     totals = waiting.aggregate(jobs=Count("id"), gpus=Sum("gpus"))
-    mine = waiting if sees_all_teams(user) else waiting.filter(team_id__in=member_team_ids(user))
-    by_team = list(mine.values("team__slug").annotate(jobs=Count("id"), gpus=Sum("gpus")).order_by("team__slug"))
     by_model = dict(waiting.values("gpu_model").annotate(gpus=Sum("gpus")).values_list("gpu_model", "gpus"))
     models = Pool.objects.values_list("gpu_model", flat=True).distinct()
     return {
         "jobs": totals["jobs"] or 0,
         "gpus": totals["gpus"] or 0,
         "by_model": {model: by_model.get(model) or 0 for model in models},
-        "by_team": [{"team": r["team__slug"], "jobs": r["jobs"], "gpus": r["gpus"] or 0} for r in by_team],
         "running": Job.objects.filter(state__in=HOLDS_GPUS).count(),
     }
+
+
+def queue_by_team(user: Any) -> list[dict[str, Any]]:
+    """The queue of the teams this viewer may see (every team for operators)."""
+    waiting = Job.objects.filter(state__in=WAITING)
+    mine = waiting if sees_all_teams(user) else waiting.filter(team_id__in=member_team_ids(user))
+    rows = mine.values("team__slug").annotate(jobs=Count("id"), gpus=Sum("gpus")).order_by("team__slug")
+    return [{"team": r["team__slug"], "jobs": r["jobs"], "gpus": r["gpus"] or 0} for r in rows]
+
+
+def queue_now(user: Any) -> dict[str, Any]:
+    return {**queue_totals(), "by_team": queue_by_team(user)}
 
 
 def nodes_now() -> list[dict[str, Any]]:
@@ -162,13 +176,47 @@ def history_charts() -> dict[str, dict[str, Any]]:
     }
 
 
+class SharedFigures:
+    """What every dashboard shows alike, computed at most once per `ttl_s` per process.
+
+    A thousand open dashboards would otherwise each run the same grid queries every tick. A change
+    notice (`changed()`) makes the next reader recompute, so a transition still shows at once.
+    """
+
+    def __init__(self, compute: Callable[[], dict[str, Any]], ttl_s: float) -> None:
+        self.compute, self.ttl_s = compute, ttl_s
+        self.lock = threading.Lock()
+        self.value: dict[str, Any] | None = None
+        self.computed_at = self.changed_at = -math.inf
+
+    def changed(self) -> None:
+        self.changed_at = time.monotonic()
+
+    def get(self) -> dict[str, Any]:
+        with self.lock:
+            now = time.monotonic()
+            if self.value is None or now - self.computed_at >= self.ttl_s or self.computed_at < self.changed_at:
+                self.computed_at = now
+                self.value = self.compute()
+            return self.value
+
+
+def _grid_figures() -> dict[str, Any]:
+    return {"pools": pools_now(), "queue": queue_totals(), "nodes": nodes_now(), "safeguards": safeguard_log()}
+
+
+shared_grid = SharedFigures(_grid_figures, ttl_s=1.0)
+shared_telemetry = SharedFigures(lambda: telemetry_grid(), ttl_s=1.0)
+
+
 def grid_snapshot(user: Any) -> dict[str, Any]:
+    figures = shared_grid.get()
     return {
         "type": "grid",
         "at": timezone.now().isoformat(),
-        "pools": pools_now(),
-        "queue": queue_now(user),
-        "nodes": nodes_now(),
-        "safeguards": safeguard_log(),
+        "pools": figures["pools"],
+        "queue": {**figures["queue"], "by_team": queue_by_team(user)},
+        "nodes": figures["nodes"],
+        "safeguards": figures["safeguards"],
         "can_override": is_operator(user),
     }

@@ -19,6 +19,7 @@ from cluster.simulator.backend import SimulatorBackend
 from cluster.simulator.model import parse_pools
 from jobs import services as job_services
 from jobs.models import Job
+from portal import live
 from portal.models import ApiToken, Membership, Team, TeamRole, User
 from quotas.models import TeamQuota
 
@@ -36,6 +37,13 @@ def close_stray_connections(django_db_setup: Any, django_db_blocker: Any) -> Any
                 cursor.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture(autouse=True)
+def fresh_dashboard_figures() -> None:
+    """The dashboard's per-process figure cache must not carry one test's grid into the next."""
+    live.shared_grid.changed()
+    live.shared_telemetry.changed()
 
 
 @pytest.fixture(autouse=True)
