@@ -94,13 +94,23 @@ def guard_nodes(samples: list[GpuSample], now: datetime | None = None) -> list[G
     readings = node_readings(samples, {name: n.gpus for name, n in nodes.items()})
     states = {g.node: g for g in GuardState.objects.filter(node__in=list(nodes))}
     table = thermal_table()
-    outcomes = []
+    outcomes, changed = [], []
     for name, node in nodes.items():
         state = states.get(name) or GuardState(node=name)
-        outcome = _guard_one(node, state, readings[name], limits_for(node.gpu_model, table, table[""]), now)
+        outcome, moved = _guard_one(node, state, readings[name], limits_for(node.gpu_model, table, table[""]), now)
+        if moved:
+            changed.append(state)
         if outcome is not None:
             outcomes.append(outcome)
+    _save_states(changed)
     return outcomes
+
+
+def _save_states(states: list[GuardState]) -> None:
+    """Write the guard memories that changed this cycle in two statements, not one per node."""
+    fields = ["trip", "reason", "hot_since", "cool_since", "updated_at"]
+    GuardState.objects.bulk_create([s for s in states if s.pk is None], batch_size=500)
+    GuardState.objects.bulk_update([s for s in states if s.pk is not None], fields, batch_size=500)
 
 
 def _memory(state: GuardState) -> GuardMemory:
@@ -119,7 +129,8 @@ def _dt(ts: float | None) -> datetime | None:
 
 def _guard_one(
     node: Node, state: GuardState, reading: NodeReading | None, limits: ThermalLimits, now: datetime
-) -> GuardOutcome | None:
+) -> tuple[GuardOutcome | None, bool]:
+    """The node's verdict, and whether its guard memory changed (the caller saves all of them at once)."""
     before = _memory(state)
     if before.trip != Trip.NONE and node.state == NodeState.READY:
         before = GuardMemory()  # an operator resumed the node by hand: the guard lets go of it
@@ -127,19 +138,19 @@ def _guard_one(
     memory, verdict = evaluate_node(before, reading, limits, now.timestamp(), suppressed=suppressed)
     if verdict.action == Action.UNCORDON and node.state != NodeState.CORDONED:
         verdict = type(verdict)(Action.NONE)  # someone else changed the node meanwhile: leave it to them
-    if memory != _memory(state) or state.pk is None:
-        _save_memory(state, memory, now)
+    moved = memory != _memory(state) or state.pk is None
+    if moved:
+        _remember(state, memory, now)
     if verdict.action == Action.NONE:
-        return None
+        return None, moved
     _act(node, verdict.action, verdict.reason)
-    return GuardOutcome(node.name, verdict.action, verdict.reason)
+    return GuardOutcome(node.name, verdict.action, verdict.reason), moved
 
 
-def _save_memory(state: GuardState, memory: GuardMemory, now: datetime) -> None:
+def _remember(state: GuardState, memory: GuardMemory, now: datetime) -> None:
     state.trip, state.reason = memory.trip.value, memory.reason
     state.hot_since, state.cool_since = _dt(memory.hot_since), _dt(memory.cool_since)
     state.updated_at = now
-    state.save()
 
 
 def _act(node: Node, action: Action, reason: str) -> None:
