@@ -2,7 +2,7 @@
 
 Runs the whole portal (`manage.py runportal`) with DEBUG off and the proposed security settings
 (tests/security/production_settings.py, which adds the CSP middleware), and drives Chromium.
-Cookies are not marked Secure here because the portal is served over plain HTTP on 127.0.0.1.
+Cookies are Secure as in production; Chromium treats http://127.0.0.1 as a secure context.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPortal]:
         pytest.skip(f"Redis is not reachable at {redis_url()}")
     settings = {
         "DJANGO_SETTINGS_MODULE": "tests.security.production_settings",
-        "SESSION_COOKIE_SECURE": "false",
-        "CSRF_COOKIE_SECURE": "false",
         "SIM_SPEED": "60",
     }
     with running_portal(tmp_path_factory.mktemp("csp"), redis_url(), **settings) as running:

@@ -115,7 +115,8 @@ def test_the_kubernetes_container_keeps_arguments_as_a_list_with_expansion_escap
     assert "args" not in body and all(arg != "sh" for arg in body["command"][:1])
 
 
-text_without_nul = st.text(st.characters(exclude_characters="\x00"), max_size=60)
+# Lone surrogates are left out: jobs/spec.py lets them through (docs/security.md, findings), but no file or shell can hold them.
+text_without_nul = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=60)
 
 
 @NEEDS_BASH
