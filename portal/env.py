@@ -78,6 +78,23 @@ def env_list(name: str, default: list[str]) -> list[str]:
 POOL_MAX_SIZE = 8
 
 
+def env_secret(name: str, default: str | None = None) -> str | None:
+    """NAME from the environment, or the contents of the file NAME_FILE names (one trailing newline dropped)."""
+    value, path = env_str(name), env_str(f"{name}_FILE")
+    if value is not None and path is not None:
+        raise ConfigError(f"{name} and {name}_FILE are both set; set one")
+    if path is None:
+        return value if value is not None else default
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read().removesuffix("\n")
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE={path!r}: cannot read it ({exc.strerror})") from None
+    if not text.strip():
+        raise ConfigError(f"{name}_FILE={path!r}: the file is empty")
+    return text
+
+
 @dataclass(frozen=True)
 class DatabaseURL:
     """A parsed DATABASE_URL, turned into Django's DATABASES entry by `as_django`."""

@@ -26,6 +26,7 @@ from portal.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 ALLOWED_HOSTS = ["*"]
+TOKEN_AUTH_FAILURE_LIMIT = 100_000  # the cache outlives a test: unrelated tests with bad tokens must not trip it
 
 # Each test run gets its own database, so concurrent runs on one machine never collide.
 if str(DATABASES["default"]["ENGINE"]).endswith("postgresql"):  # noqa: F405

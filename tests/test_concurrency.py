@@ -132,6 +132,7 @@ def check_invariants(teams: list[Team]) -> None:
 def test_two_admission_cycles_that_overlap_cannot_both_spend_the_same_quota(settings, monkeypatch):
     """Cycle A decides, then stalls; cycle B sees a different queue. Only the lock keeps B from over-admitting."""
     settings.CELERY_TASK_ALWAYS_EAGER = False
+    monkeypatch.setattr(services, "after_commit", lambda *args: None)  # only the two cycles below may admit
     cluster_services.sync_nodes(SimulatorBackend(pools=parse_pools(TEST_POOLS)))
     team = Team.objects.create(slug="solo", name="Solo")
     TeamQuota.objects.create(team=team, gpu_model="a100", guarantee=0, limit=4)

@@ -144,10 +144,10 @@ def _other_task(count: int) -> int | None:
 
 def test_a_celery_task_that_takes_a_job_id_logs_with_it():
     portal_logging.connect_task_context()
-    seen = _job_task.apply(args=(41,), task_id="task-abc").get()
+    seen = _job_task.apply(args=(41,), task_id="task-abc").result
     assert seen == {"job_id": 41, "request_id": "task-abc"}
-    assert _job_task.apply(kwargs={"job_id": 5}).get()["job_id"] == 5
-    assert _other_task.apply(args=(3,)).get() is None  # an int that is not a job id is not taken for one
+    assert _job_task.apply(kwargs={"job_id": 5}).result["job_id"] == 5
+    assert _other_task.apply(args=(3,)).result is None  # an int that is not a job id is not taken for one
     assert portal_logging.job_id.get() is None and portal_logging.request_id.get() == ""
 
 
