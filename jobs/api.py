@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.db.models import QuerySet
@@ -42,7 +43,10 @@ def filter_jobs(jobs: QuerySet[Job], params: Any, user: Any) -> QuerySet[Job]:
     if q := (params.get("q") or "").strip():
         jobs = jobs.filter(name__icontains=q[:100])
     if array_id := params.get("array_id"):
-        jobs = jobs.filter(array_id=array_id)
+        try:
+            jobs = jobs.filter(array_id=uuid.UUID(str(array_id)))
+        except ValueError:
+            raise exceptions.ValidationError({"array_id": ["must be an array id (a UUID)"]}) from None
     return jobs
 
 

@@ -12,7 +12,9 @@ from jobs.models import Job, JobEvent, JobTemplate
 class JobSerializer(serializers.ModelSerializer[Job]):
     team: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     owner: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    template: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    template: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True, help_text="null: submitted without a template"
+    )
 
     class Meta:
         model = Job

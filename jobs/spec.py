@@ -121,9 +121,9 @@ def parse_walltime(value: Any) -> int:
         return value
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # '²' is a digit to str.isdigit() but not to int()
             return int(text)
-        match = WALLTIME_RE.match(text)
+        match = WALLTIME_RE.fullmatch(text)
         if match:
             days, hours, minutes, secs = (int(g or 0) for g in match.groups())
             if minutes > 59 or secs > 59:
@@ -136,12 +136,12 @@ def parse_array(value: Any, max_size: int) -> tuple[int, ...]:
     """`8` (elements 0-7), "0-99" or "0-99:2"."""
     if isinstance(value, bool):
         raise ValueError("expected a count or a range like 0-99")
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()):
         count = int(value)
         if not 1 <= count <= max_size:
             raise ValueError(f"{count} elements is outside 1-{max_size}")
         return tuple(range(count))
-    match = ARRAY_RE.match(str(value).strip())
+    match = ARRAY_RE.fullmatch(str(value).strip())
     if not match:
         raise ValueError("expected a count or a range like 0-99 or 0-99:2")
     start, end, step = int(match.group(1)), int(match.group(2)), int(match.group(3) or 1)
@@ -206,7 +206,7 @@ def validate(raw: Mapping[str, Any], ctx: SpecContext) -> JobSpec:
         err.add("team", f"you are not a member of team {team_slug!r}")
 
     name = _text(raw, "name", t.slug if t else "", err)
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         err.add("name", "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
     kind = t.kind if t else _text(raw, "kind", "custom", err)
@@ -214,12 +214,15 @@ def validate(raw: Mapping[str, Any], ctx: SpecContext) -> JobSpec:
         err.add("kind", f"must be one of {', '.join(KINDS)}")
 
     image = _text(raw, "image", t.image if t else "", err)
-    if image and not IMAGE_RE.match(image):
+    if image and not IMAGE_RE.fullmatch(image):
         err.add("image", "is not a valid container image reference (at most 300 characters)")
 
     script = raw.get("script", "") or ""
     if not isinstance(script, str):
         err.add("script", "must be text")
+        script = ""
+    elif not _is_utf8(script):
+        err.add("script", "must be valid Unicode text (no lone surrogates)")
         script = ""
     elif "\x00" in script:
         err.add("script", "must not contain NUL characters")
@@ -251,7 +254,7 @@ def validate(raw: Mapping[str, Any], ctx: SpecContext) -> JobSpec:
     walltime_s = _walltime(raw, t, ctx, err)
 
     checkpoint_dir = _text(raw, "checkpoint_dir", t.checkpoint_dir if t else "", err)
-    if checkpoint_dir and (not PATH_RE.match(checkpoint_dir) or "/../" in checkpoint_dir + "/"):
+    if checkpoint_dir and (not PATH_RE.fullmatch(checkpoint_dir) or "/../" in checkpoint_dir + "/"):
         err.add("checkpoint_dir", "must be an absolute path of letters, digits, '.', '_', '-' and '/' (at most 300)")
 
     env = _env(raw, err)
@@ -308,6 +311,15 @@ def _params(raw: Mapping[str, Any], t: TemplateInfo | None, err: _Collector) -> 
     return {k: str(v) for k, v in defaults.items()}
 
 
+def _is_utf8(text: str) -> bool:
+    """JSON can carry lone surrogates ('\\ud800') that no file, script or backend can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _command(raw: Mapping[str, Any], t: TemplateInfo | None, params: dict[str, str], err: _Collector) -> tuple[str, ...]:
     value = raw.get("command")
     if value is None:
@@ -324,8 +336,8 @@ def _command(raw: Mapping[str, Any], t: TemplateInfo | None, params: dict[str, s
     out = []
     for arg in value:
         filled = PLACEHOLDER_RE.sub(lambda m: params.get(m.group(1), m.group(0)), arg)
-        if "\x00" in filled or len(filled) > MAX_ARG_CHARS:
-            err.add("command", f"each argument must be at most {MAX_ARG_CHARS} characters without NUL")
+        if "\x00" in filled or len(filled) > MAX_ARG_CHARS or not _is_utf8(filled):
+            err.add("command", f"each argument must be valid text of at most {MAX_ARG_CHARS} characters without NUL")
             return ()
         missing = PLACEHOLDER_RE.findall(filled)
         if missing and t is not None:
@@ -383,8 +395,8 @@ def _env(raw: Mapping[str, Any], err: _Collector) -> dict[str, str]:
         err.add("env", f"{len(env)} variables is more than the limit of {MAX_ENV}")
         return {}
     for key, value in env.items():
-        if not ENV_KEY_RE.match(str(key)):
+        if not ENV_KEY_RE.fullmatch(str(key)):
             err.add("env", f"{str(key)[:40]!r} is not a valid variable name (A-Z, 0-9, _)")
-        elif not isinstance(value, str) or len(value) > MAX_ARG_CHARS or "\x00" in value:
+        elif not isinstance(value, str) or len(value) > MAX_ARG_CHARS or "\x00" in value or not _is_utf8(value):
             err.add("env", f"{key} must be text of at most {MAX_ARG_CHARS} characters")
     return {str(k): str(v) for k, v in env.items()}

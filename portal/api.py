@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
@@ -24,6 +24,7 @@ def visible_teams(user: Any) -> QuerySet[Team]:
 
 
 @extend_schema(tags=["teams"])
+@extend_schema_view(retrieve=extend_schema(parameters=[OpenApiParameter("slug", str, OpenApiParameter.PATH)]))
 class TeamViewSet(viewsets.ReadOnlyModelViewSet[Team]):
     serializer_class = TeamSerializer
     lookup_field = "slug"
@@ -34,6 +35,7 @@ class TeamViewSet(viewsets.ReadOnlyModelViewSet[Team]):
 
 
 @extend_schema(tags=["tokens"])
+@extend_schema_view(destroy=extend_schema(parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)]))
 class ApiTokenViewSet(
     mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet[ApiToken]
 ):

@@ -163,6 +163,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Several models have a `state` or `kind`; name each choice set after what it is.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStateEnum": "jobs.states.JobState",
+        "NodeStateEnum": "cluster.states.NodeState",
+        "JobKindEnum": "jobs.models.JobKind",
+        "PoolKindEnum": "cluster.states.PoolKind",
+    },
 }
 
 # Redis is optional: with it, Celery and Channels span processes; without it, Celery uses a

@@ -50,12 +50,6 @@ def test_the_deployment_settings_raise_no_security_warning(tmp_path):
     assert security == [], done.stdout + done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drf-spectacular's deploy check warns about the app's schema: untyped path parameters id (ApiTokenViewSet) "
-    "and slug (TeamViewSet) in portal/api.py, and enum name collisions (state, from_state, to_state, kind, PoolKind) "
-    "that need SPECTACULAR_SETTINGS['ENUM_NAME_OVERRIDES']",
-)
 def test_the_deployment_settings_pass_check_deploy_with_no_warning_at_all(tmp_path):
     done = deploy_check(tmp_path)
     assert done.returncode == 0 and warnings_of(done) == [], done.stdout + done.stderr

@@ -128,27 +128,16 @@ def test_a_name_that_passes_becomes_valid_slurm_and_kubernetes_identifiers(name,
     assert LABEL_VALUE_RE.match(label_value(spec.name)) and len(label_value(spec.name)) <= 63
 
 
-@pytest.mark.xfail(
-    strict=True, reason="jobs/spec.py ENV_KEY_RE ends in '$', which also matches before a final newline: 'FOO\\n' passes"
-)
 def test_an_environment_variable_name_with_a_trailing_newline_is_refused():
     with pytest.raises(SpecError):
         validate({"name": "x", "team": "vision", "command": ["true"], "gpu_model": "a100", "env": {"FOO\n": "1"}}, CTX)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs/spec.py measures script bytes with str.encode(), which raises UnicodeEncodeError on a lone surrogate (JSON '\\ud800')",
-)
 def test_a_script_with_a_lone_surrogate_is_refused_not_crashed_on():
     with pytest.raises(SpecError):
         validate({"name": "x", "team": "vision", "script": "echo \ud800", "gpu_model": "a100"}, CTX)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs/spec.py takes str.isdigit() as 'int() will parse it': '²' is a digit, so the walltime error is Python's own 'invalid literal for int()'",
-)
 def test_a_superscript_walltime_gets_the_fields_own_message():
     with pytest.raises(SpecError) as refused:
         validate({"name": "x", "team": "vision", "command": ["true"], "gpu_model": "a100", "walltime": "²"}, CTX)

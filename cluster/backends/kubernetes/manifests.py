@@ -65,7 +65,7 @@ def object_name(portal_job_id: int) -> str:
 
 
 def _dns_label(text: str, what: str) -> str:
-    if len(text) > 63 or not DNS_LABEL_RE.match(text):
+    if len(text) > 63 or not DNS_LABEL_RE.fullmatch(text):
         raise ManifestError(f"{what} {text[:70]!r} is not a valid DNS-1123 label")
     return text
 
@@ -145,7 +145,7 @@ def _checkpoint(request: JobRequest, config: ManifestConfig) -> tuple[list[Manif
     path = request.checkpoint_dir
     if not path:
         return [], []
-    if not MOUNT_PATH_RE.match(path) or "/../" in path + "/" or len(path) > 300:
+    if not MOUNT_PATH_RE.fullmatch(path) or "/../" in path + "/" or len(path) > 300:
         raise ManifestError(f"checkpoint_dir {path[:80]!r} is not an absolute path")
     if config.checkpoint_volume == "pvc":
         volume: Manifest = {"name": "checkpoint", "persistentVolumeClaim": {"claimName": config.checkpoint_claim}}

@@ -186,7 +186,7 @@ class SlurmBackend(ClusterBackend):
         return [remote_node(node, self.config.cloud_partitions) for node in answer.get("nodes") or []]
 
     def _update_node(self, node: str, *settings: str) -> None:
-        if not NODE_NAME.match(node):
+        if not NODE_NAME.fullmatch(node):
             raise BackendRejected(f"node: {node[:70]!r} is not a valid node name")
         self.commands.run("scontrol", "update", f"NodeName={node}", *settings, what=f"update node {node}")
 
@@ -211,7 +211,7 @@ class SlurmBackend(ClusterBackend):
 
 
 def _check_job_id(backend_job_id: str) -> None:
-    if not JOB_ID.match(backend_job_id):
+    if not JOB_ID.fullmatch(backend_job_id):
         raise BackendRejected(f"backend_job_id: {backend_job_id[:20]!r} is not a Slurm job id")
 
 

@@ -75,7 +75,7 @@ def job_environment(request: JobRequest) -> dict[str, str]:
     if request.checkpoint_dir:
         env["CHECKPOINT_DIR"] = request.checkpoint_dir
     for name, value in request.env.items():
-        if not ENV_NAME.match(name):
+        if not ENV_NAME.fullmatch(name):
             raise BackendRejected(f"env: {name[:40]!r} is not a valid variable name (letters, digits, _; not first a digit)")
         if "\x00" in value:
             raise BackendRejected(f"env.{name}: NUL characters are not allowed")
@@ -91,9 +91,9 @@ def time_limit_minutes(walltime_s: int) -> int:
 
 
 def check_names(request: JobRequest) -> None:
-    if not USER_NAME.match(request.user):
+    if not USER_NAME.fullmatch(request.user):
         raise BackendRejected(f"user: {request.user[:40]!r} is not a valid Unix account name")
-    if not ACCOUNT_NAME.match(request.team):
+    if not ACCOUNT_NAME.fullmatch(request.team):
         raise BackendRejected(f"team: {request.team[:40]!r} is not a valid Slurm account name")
     if request.gpus_per_node < 1 or request.nodes < 1:
         raise BackendRejected("gpus_per_node and nodes: each must be at least 1")
