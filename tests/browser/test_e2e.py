@@ -72,11 +72,13 @@ def test_a_researcher_submits_a_job_and_watches_it_run_with_live_charts(portal, 
     page.wait_for_url("**/jobs/*/")
     job_url = page.url
 
-    page.wait_for_function("document.getElementById('job-state').textContent.trim() === 'Running'", timeout=30_000)
+    page.wait_for_function("() => document.getElementById('job-state').textContent.trim() === 'Running'", timeout=30_000)
     assert page.locator("#job-nodes").inner_text() != "—"
 
     def points() -> int:
-        return int(page.evaluate("(document.getElementById('chart-utilization').data || []).reduce((n, t) => n + t.x.length, 0)"))
+        return int(
+            page.evaluate("() => (document.getElementById('chart-utilization').data || []).reduce((n, t) => n + t.x.length, 0)")
+        )
 
     before = points()
     time.sleep(3)
@@ -85,13 +87,13 @@ def test_a_researcher_submits_a_job_and_watches_it_run_with_live_charts(portal, 
     assert "[portal] job" in page.locator("#log").inner_text()
     page.screenshot(path=str(ARTIFACTS / "job-running.png"), full_page=True)
 
-    page.wait_for_function("document.getElementById('job-state').textContent.trim() === 'Succeeded'", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('job-state').textContent.trim() === 'Succeeded'", timeout=60_000)
     timeline = page.locator("#timeline").inner_text()
     for state in ("pending", "admitted", "dispatched", "running", "succeeded"):
         assert state in timeline
     assert not errors, errors
     page.goto(portal.url + "/")
-    page.wait_for_function("document.getElementById('live-status').textContent === 'connected'", timeout=10_000)
+    page.wait_for_function("() => document.getElementById('live-status').textContent === 'connected'", timeout=10_000)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert job_url
 

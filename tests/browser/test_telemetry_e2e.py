@@ -66,13 +66,13 @@ def new_page(browser, portal: RunningPortal, username: str):  # type: ignore[no-
 
 
 def chart_points(page, chart_id: str) -> int:  # type: ignore[no-untyped-def]
-    script = f"(document.getElementById('{chart_id}').data || []).reduce((n, t) => n + (t.x || []).length, 0)"
+    script = f"() => (document.getElementById('{chart_id}').data || []).reduce((n, t) => n + (t.x || []).length, 0)"
     return int(page.evaluate(script))
 
 
 def heat_cells(page) -> str:  # type: ignore[no-untyped-def]
     """The heat map's drawn values, as text: it changes when a pushed cycle is drawn."""
-    return str(page.evaluate("JSON.stringify(((document.getElementById('chart-heatmap').data || [])[0] || {}).z || [])"))
+    return str(page.evaluate("() => JSON.stringify(((document.getElementById('chart-heatmap').data || [])[0] || {}).z || [])"))
 
 
 def submit_job(page, portal: RunningPortal) -> str:  # type: ignore[no-untyped-def]
@@ -82,7 +82,7 @@ def submit_job(page, portal: RunningPortal) -> str:  # type: ignore[no-untyped-d
     page.fill("input[name=walltime]", "00:30:00")
     page.click("#submit-job")
     page.wait_for_url("**/jobs/*/")
-    page.wait_for_function("document.getElementById('job-state').textContent.trim() === 'Running'", timeout=30_000)
+    page.wait_for_function("() => document.getElementById('job-state').textContent.trim() === 'Running'", timeout=30_000)
     return page.locator("#job-nodes").inner_text().split(",")[0].strip()
 
 
@@ -93,7 +93,7 @@ def test_live_gpu_charts_and_an_overheating_node_cordoned_by_the_thermal_guard(p
     assert node and node != "—"
 
     # (a) the job's GPU chart grows with the pushed samples, one a second
-    researcher.wait_for_function("(document.getElementById('chart-utilization').data || []).length > 0", timeout=15_000)
+    researcher.wait_for_function("() => (document.getElementById('chart-utilization').data || []).length > 0", timeout=15_000)
     before = chart_points(researcher, "chart-utilization")
     time.sleep(4)
     after = chart_points(researcher, "chart-utilization")
@@ -101,7 +101,7 @@ def test_live_gpu_charts_and_an_overheating_node_cordoned_by_the_thermal_guard(p
     researcher.screenshot(path=str(ARTIFACTS / "telemetry-job-chart.png"), full_page=True)
 
     operator, operator_errors = new_page(browser, portal, "olivia")
-    operator.wait_for_function("document.getElementById('live-status').textContent === 'connected'", timeout=15_000)
+    operator.wait_for_function("() => document.getElementById('live-status').textContent === 'connected'", timeout=15_000)
     row = operator.locator(f'tr[data-node="{node}"]')
     assert "ready" in row.inner_text()
     first = heat_cells(operator)
@@ -110,7 +110,7 @@ def test_live_gpu_charts_and_an_overheating_node_cordoned_by_the_thermal_guard(p
         arg=first,
         timeout=10_000,
     )
-    assert node in operator.evaluate("((document.getElementById('chart-heatmap').data || [])[0] || {}).y || []")
+    assert node in operator.evaluate("() => ((document.getElementById('chart-heatmap').data || [])[0] || {}).y || []")
 
     # (b) heat the node; the guard cordons it and the dashboard says why
     assert "overheat" in portal.manage("sim_fault", node, "overheat")

@@ -63,12 +63,12 @@ def test_the_job_page_reconnects_and_backfills_after_the_web_server_restarts(wor
     page.add_cookies([{"name": "sessionid", "value": creds["session"], "url": stack.url}])  # type: ignore[attr-defined]
     tab = page.new_page()  # type: ignore[attr-defined]
     tab.goto(f"{stack.url}/jobs/{job_id}/")
-    tab.wait_for_function("document.getElementById('live-status').textContent === 'connected'", timeout=20_000)
-    tab.wait_for_function(f"{POINTS} > 0", timeout=20_000)
-    tab.evaluate("window.drillMarker = 'same page'")  # gone if the page were reloaded
+    tab.wait_for_function("() => document.getElementById('live-status').textContent === 'connected'", timeout=20_000)
+    tab.wait_for_function(f"() => {POINTS} > 0", timeout=20_000)
+    tab.evaluate("() => window.drillMarker = 'same page'")  # gone if the page were reloaded
 
     stack.stop("web", signal.SIGKILL)
-    tab.wait_for_function("document.getElementById('live-status').textContent.startsWith('reconnecting')", timeout=15_000)
+    tab.wait_for_function("() => document.getElementById('live-status').textContent.startsWith('reconnecting')", timeout=15_000)
     stack.manage(
         "shell", "-c",
         f"from jobs import services; from jobs.models import Job; from portal.models import User; "
@@ -77,15 +77,15 @@ def test_the_job_page_reconnects_and_backfills_after_the_web_server_restarts(wor
     time.sleep(2)
     stack.start("web")
     stack.wait_healthy(60)
-    tab.wait_for_function("document.getElementById('live-status').textContent === 'connected'", timeout=30_000)
+    tab.wait_for_function("() => document.getElementById('live-status').textContent === 'connected'", timeout=30_000)
     tab.wait_for_function(
-        "document.getElementById('timeline').textContent.includes('cancelled while the page was away')", timeout=15_000
+        "() => document.getElementById('timeline').textContent.includes('cancelled while the page was away')", timeout=15_000
     )
-    points_after = int(tab.evaluate(POINTS))
+    points_after = int(tab.evaluate(f"() => {POINTS}"))
     ARTIFACTS.mkdir(exist_ok=True)
     tab.screenshot(path=str(ARTIFACTS / "drill-web-restart.png"), full_page=True)
 
-    assert tab.evaluate("window.drillMarker") == "same page"
+    assert tab.evaluate("() => window.drillMarker") == "same page"
     assert tab.locator("#job-state").inner_text().strip() == "Cancelled"
     assert points_after > 0, "the charts were not back-filled after the reconnect"
     states = [e.strip() for e in tab.locator("#timeline li .state").all_inner_texts()]
