@@ -13,6 +13,7 @@ from cluster.simulator.backend import SimulatorBackend
 from jobs import services
 from jobs.models import Job, JobEvent
 from jobs.states import JobState
+from portal.queue import after_commit
 
 
 def admit(job: Job) -> Job:
@@ -109,3 +110,15 @@ def test_a_repeated_sync_changes_nothing(alice, submit):
     services.sync_jobs()
     services.sync_jobs()
     assert JobEvent.objects.count() == events
+
+
+def test_a_broker_outage_after_commit_is_logged_not_raised(alice, submit, django_capture_on_commit_callbacks, caplog):
+    class DownTask:
+        name = "jobs.tasks.admission_cycle"
+
+        def delay(self, *args):  # type: ignore[no-untyped-def]
+            raise ConnectionError("broker unreachable")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        after_commit(DownTask())
+    assert "enqueue jobs.tasks.admission_cycle" in caplog.text
