@@ -1,7 +1,7 @@
 """Production settings: `check --deploy` is clean, responses carry the security headers, secrets can come from files.
 
-The settings under test are tests/security/production_settings.py: portal.settings plus the
-security block proposed for it (docs/security.md).
+The settings under test are tests/security/production_settings.py, which is portal.settings with
+its security block (docs/security.md).
 """
 
 from __future__ import annotations
