@@ -12,6 +12,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from jobs import live
 from jobs.models import Job
+from portal.channel_layer import ReportsLiveStatus
 from portal.models import User
 
 TICK_S = 1.0
@@ -23,7 +24,7 @@ class AccessLost(Exception):
     """The user may no longer see the job (left the team, deactivated)."""
 
 
-class JobConsumer(AsyncJsonWebsocketConsumer):
+class JobConsumer(ReportsLiveStatus, AsyncJsonWebsocketConsumer):
     job_id: int
     log_offset = 0
     last_event_id = 0
@@ -92,6 +93,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         while True:
             await asyncio.sleep(TICK_S)
             await self._send_tick()
+            await self.report_live_status()
 
     async def job_changed(self, event: dict[str, Any]) -> None:
         """A state change was committed: tell the page at once rather than at the next tick."""

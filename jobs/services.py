@@ -32,7 +32,7 @@ from portal.access import is_operator, leads_team
 from portal.broadcast import send_on_commit
 from portal.locks import transaction_lock
 from portal.models import Team
-from portal.queue import after_commit
+from portal.queue import after_commit, enqueue_now
 from quotas import restrictions
 from quotas import services as quota_services
 from quotas.models import PriorityClass
@@ -284,6 +284,27 @@ def run_admission_cycle() -> list[int]:
     return admitted
 
 
+def admit_and_dispatch(backend: ClusterBackend | None = None) -> list[int]:
+    """One admission cycle, then hand what it admitted to the backend here and now.
+
+    No broker hop lies between admit and dispatch, so a broker that restarts empty cannot strand an
+    admitted job until the reaper notices. Dispatch runs after the cycle's transaction (the
+    admission lock is free by then) with one backend listing for the whole wave. A backend that
+    is briefly away leaves the rest to the retrying `dispatch_jobs` task, and to the reaper if even
+    that cannot be queued.
+    """
+    admitted = run_admission_cycle()
+    if admitted:
+        try:
+            dispatch_many(admitted, backend)
+        except BackendError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("dispatch of %d admitted jobs deferred: %s", len(admitted), exc)
+            enqueue_now(tasks.dispatch_jobs, admitted)
+    return admitted
+
+
 def _apply_holds(waiting: list[Job], restricted: dict[int, set[str]]) -> bool:
     """Hold the waiting jobs of teams whose budget says so, release the others; True if any moved."""
     moved = False
@@ -329,8 +350,6 @@ def _admit(admissions: list[policy.Admission], now: datetime) -> list[int]:
         )  # fmt: skip
         if moved:
             admitted.append(int(admit.job_id))
-    if admitted:
-        after_commit(tasks.dispatch_jobs, admitted)  # one backend listing for the whole wave
     return admitted
 
 

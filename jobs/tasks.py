@@ -16,7 +16,7 @@ RETRY = {"autoretry_for": (BackendUnavailable,), "retry_backoff": 1, "retry_back
 @shared_task(acks_late=True)
 def admission_cycle() -> int:
     Heartbeat.beat("worker")
-    return len(services.run_admission_cycle())
+    return len(services.admit_and_dispatch())
 
 
 @shared_task(acks_late=True, **RETRY)

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from cluster import guard
 from portal import live
+from portal.channel_layer import ReportsLiveStatus
 from portal.models import User
 
 TICK_S = 2.0
@@ -24,7 +25,7 @@ MIN_GAP_S = 0.5  # bursts of changes (an admission cycle) coalesce into one mess
 CLOSE_UNAUTHENTICATED = 4401
 
 
-class GridConsumer(AsyncJsonWebsocketConsumer):
+class GridConsumer(ReportsLiveStatus, AsyncJsonWebsocketConsumer):
     ticker: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -66,7 +67,8 @@ class GridConsumer(AsyncJsonWebsocketConsumer):
         while True:
             await asyncio.sleep(TICK_S)
             await self._send()
-            if not settings.TELEMETRY_PUSH:
+            paused = await self.report_live_status()
+            if paused or not settings.TELEMETRY_PUSH:  # nothing is pushed while paused: read it here
                 await self.send_json(await database_sync_to_async(live.shared_telemetry.get)())
 
     async def grid_changed(self, event: dict[str, Any]) -> None:

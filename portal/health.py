@@ -1,4 +1,10 @@
-"""Checks behind /healthz: database, broker, worker heartbeat and cluster backend."""
+"""Checks behind /healthz: database, broker, worker heartbeat and cluster backend.
+
+Only the database is critical: without it this process cannot serve, so /healthz answers 503 and
+a load balancer should stop sending it traffic. A broker, worker or backend outage is shared by
+every replica, and the portal keeps serving through it (pages, API, submissions saved for the
+periodic cycles), so /healthz then answers 200 with `status: degraded` and says what is down.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +52,7 @@ def check_backend() -> dict[str, Any]:
 
 
 CHECKS = {"database": check_database, "broker": check_broker, "worker": check_worker, "backend": check_backend}
+CRITICAL = frozenset({"database"})
 
 
 def run_checks() -> dict[str, Any]:
@@ -55,4 +62,6 @@ def run_checks() -> dict[str, Any]:
             results[name] = check()
         except (BackendError, redis.RedisError, OSError, Exception) as exc:  # noqa: BLE001 - report, never crash
             results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    return {"ok": all(r.get("ok") for r in results.values()), "checks": results}
+    failing = sorted(name for name, r in results.items() if not r.get("ok"))
+    status = "down" if CRITICAL & set(failing) else "degraded" if failing else "ok"
+    return {"ok": not failing, "status": status, "failing": failing, "checks": results}

@@ -176,7 +176,8 @@ SPECTACULAR_SETTINGS = {
 # broker kept in files under DATA_DIR and Channels an in-process layer.
 REDIS_URL = validate_redis_url(env_str("REDIS_URL"))
 if REDIS_URL:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    # Rides out a Redis outage: pushes are dropped, sockets stay open, groups are re-joined after.
+    CHANNEL_LAYERS = {"default": {"BACKEND": "portal.channel_layer.ResilientRedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 else:
@@ -197,6 +198,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker that lost the broker tries again every BROKER_RETRY_S seconds for as long as it takes
+# (Celery's default backs off to 30 s and gives up after 100 tries); see portal.celery.PromptConsumer.
+CELERY_WORKER_CONSUMER = "portal.celery:PromptConsumer"
+CELERY_BROKER_RETRY_S = env_float("BROKER_RETRY_S", 1.0, minimum=0.1, maximum=60)
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 GRID_CYCLE_S = env_float("GRID_CYCLE_S", 2.0, minimum=0.2, maximum=300)
 CELERY_BEAT_SCHEDULE = {
     "admission-cycle": {"task": "jobs.tasks.admission_cycle", "schedule": GRID_CYCLE_S},
@@ -310,8 +316,8 @@ ACCOUNT_RATE_LIMITS = {"login": "30/m/ip", "login_failed": "10/m/ip,5/5m/key", "
 # Failed `Authorization: Token` attempts per client address before 429.
 TOKEN_AUTH_FAILURE_LIMIT = env_int("TOKEN_AUTH_FAILURE_LIMIT", 20, minimum=1, maximum=10_000)
 TOKEN_AUTH_FAILURE_WINDOW_S = env_int("TOKEN_AUTH_FAILURE_WINDOW_S", 300, minimum=1, maximum=86_400)
-if REDIS_URL:  # rate-limit counters shared by every process
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+if REDIS_URL:  # rate-limit counters shared by every process; each process counts alone while Redis is down
+    CACHES = {"default": {"BACKEND": "portal.cache.ResilientRedisCache", "LOCATION": REDIS_URL}}
 
 # --- GPU telemetry and safeguards (docs/telemetry.md) -------------------------------------------
 # Unset: telemetry comes from the simulator directly, so the embedded default needs no servers.

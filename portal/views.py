@@ -31,11 +31,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Public for load balancers; error details (hosts, ports) only for operators."""
+    """Public for load balancers (503 only when this process cannot serve); error details only for operators."""
     result = run_checks()
     if not is_operator(request.user):
-        result = {"ok": result["ok"], "checks": {name: {"ok": c["ok"]} for name, c in result["checks"].items()}}
-    return JsonResponse(result, status=200 if result["ok"] else 503)
+        checks = {name: {"ok": c["ok"]} for name, c in result["checks"].items()}
+        result = {"ok": result["ok"], "status": result["status"], "failing": result["failing"], "checks": checks}
+    return JsonResponse(result, status=503 if result["status"] == "down" else 200)
 
 
 @login_required

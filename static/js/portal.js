@@ -7,21 +7,29 @@
     let delay = 500;
     let lastMessage = 0;
     let socket = null;
+    let paused = false;  // the server cannot push (its Redis is down): the page still refreshes on the socket's own ticks
     function setStatus(text, cls) {
       if (status) { status.textContent = text; status.className = "live " + (cls || ""); }
+    }
+    function connected() {
+      if (paused) setStatus("live updates paused: refreshing every few seconds", "stale");
+      else setStatus("connected", "ok");
     }
     function connect() {
       const scheme = location.protocol === "https:" ? "wss://" : "ws://";
       socket = new WebSocket(scheme + location.host + path);
-      socket.onopen = function () { delay = 500; setStatus("connected", "ok"); };
+      socket.onopen = function () { delay = 500; connected(); };
       socket.onmessage = function (event) {
         lastMessage = Date.now();
-        setStatus("connected", "ok");
-        onMessage(JSON.parse(event.data));
+        const message = JSON.parse(event.data);
+        if (message.type === "live") { paused = !!message.paused; connected(); return; }
+        connected();
+        onMessage(message);
       };
       socket.onclose = function (event) {
         if (event.code === 4401 || event.code === 4403) { setStatus("not allowed", "bad"); return; }
-        setStatus("reconnecting…", "bad");
+        paused = false;  // a new connection says again whether pushes are paused
+        setStatus("live updates paused: reconnecting…", "bad");
         setTimeout(connect, delay);
         delay = Math.min(delay * 2, 10000);
       };
