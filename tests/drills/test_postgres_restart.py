@@ -3,7 +3,9 @@
 The portal runs on a PostgreSQL cluster of the drill's own (port 5439, created and removed here);
 the shared server on 5432 is never touched. /healthz says 503 while the database is down and 200
 again after, without restarting any portal process (each process's connection pool replaces the
-connections the restart broke), and every job reaches running or succeeded once.
+connections the restart broke), and every job reaches running or succeeded once. A request that
+cannot be served (the database is down, or it met a connection the restart broke) answers 503
+with Retry-After, never 500, and has saved nothing.
 """
 
 from __future__ import annotations
@@ -50,22 +52,28 @@ def world(tmp_path: Path) -> Iterator[tuple[Stack, OwnPostgres, str]]:
         yield stack, pg, db
 
 
-def submit(client: httpx.Client, name: str) -> int | None:
+def submit(client: httpx.Client, name: str, refusals: list[str] | None = None) -> int | None:
+    """The new job's id, or None; a refusal is noted as 'STATUS retry-after=SECONDS' (0 when nothing answered)."""
     body = {"name": name, "command": ["train"], "gpu_model": "a100", "gpus_per_node": 1, "walltime": 600}
     try:
         response = client.post("/api/v1/jobs/", json=body)
     except httpx.HTTPError:
-        return None
-    return int(response.json()["id"]) if response.status_code == 201 else None
+        status, retry_after = 0, ""
+    else:
+        if response.status_code == 201:
+            return int(response.json()["id"])
+        status, retry_after = response.status_code, response.headers.get("Retry-After", "")
+    if refusals is not None:
+        refusals.append(f"{status} retry-after={retry_after}")
+    return None
 
 
 def submit_until_saved(client: httpx.Client, db: str, name: str, failures: list[str]) -> int | None:
     """Submit; on an error, look the name up first (never submit twice what was saved), then try again."""
     for _ in range(5):
-        job_id = submit(client, name)
+        job_id = submit(client, name, failures)
         if job_id is not None:
             return job_id
-        failures.append(name)
         saved = query(db, "SELECT id FROM jobs_job WHERE name = %s", name)
         if saved:
             return int(saved[0][0])
@@ -80,13 +88,14 @@ def test_a_postgres_restart_is_survived_without_restarting_the_portal(world):
     acknowledged = [submit(client, f"before-{i}") for i in range(8)]
     pg.stop()
     down_status = stack.health()[0]
-    refused = submit(client, "while-down")
+    down_refusals: list[str] = []
+    refused = submit(client, "while-down", down_refusals)
     started = time.monotonic()
     pg.start()
     wait_for(lambda: stack.health()[0] == 200, 60, "/healthz 200 after the restart")
     back_after = time.monotonic() - started
     pg.restart()  # and once more the way an operator does it, while the portal is busy
-    failures: list[str] = []  # a request that met a connection the restart broke answers 500, having saved nothing
+    failures: list[str] = []  # a request that met a connection the restart broke answers 503, having saved nothing
     acknowledged += [submit_until_saved(client, db, f"after-{i}", failures) for i in range(8)]
     wait_for(lambda: stack.health()[0] == 200, 60, "/healthz 200 after the second restart")
     try:
@@ -98,6 +107,8 @@ def test_a_postgres_restart_is_survived_without_restarting_the_portal(world):
 
     assert down_status in (0, 503), down_status
     assert refused is None, "a submit while the database is down cannot have been saved"
+    assert down_refusals == ["503 retry-after=5"], down_refusals
+    assert all(f == "503 retry-after=5" for f in failures), failures  # never a 500
     assert None not in acknowledged, "a submit after the restart failed"
     states = job_states(db)
     assert set(acknowledged) == set(states) and set(states.values()) <= DONE, states
@@ -110,6 +121,6 @@ def test_a_postgres_restart_is_survived_without_restarting_the_portal(world):
     assert len(failures) <= 4, failures  # each process's pool hands out at most its few broken connections once
     print(
         f"drill postgres-restart: 2 restarts (stop/start, restart -m fast); /healthz {down_status} while down, 200 again "
-        f"{back_after:.1f} s after start; {len(failures)} requests answered 500 on a broken pooled connection (nothing saved); "
+        f"{back_after:.1f} s after start; {len(failures)} requests answered 503 with Retry-After on a broken pooled connection (nothing saved); "
         f"{len(states)} jobs, 0 lost, 0 twice; no portal process restarted"
     )

@@ -28,10 +28,17 @@ def guard_settings(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
 
-def running(job: Job) -> Job:
+def running(job: Job, load: float = 0.9) -> Job:
+    """The job, running at a known GPU load.
+
+    The simulator draws a job's load from its id (one in twenty is idle, too cool to trip the
+    guard even when overheating), and the id comes from a database sequence that every earlier
+    test in the run advances; pinning the load keeps these tests independent of order.
+    """
     services.run_admission_cycle()
     services.dispatch(job.pk)
     services.sync_jobs()
+    SimJob.objects.filter(portal_job_id=job.pk).update(load=load)
     job.refresh_from_db()
     assert job.state == JobState.RUNNING, job.state
     return job
@@ -103,8 +110,7 @@ def test_only_operators_may_override_and_only_with_a_reason(grid, alice, olivia)
 
 
 def test_hysteresis_on_the_real_path_uncordons_after_the_cool_window(grid, alice, submit):
-    job = running(submit(alice))
-    SimJob.objects.filter(portal_job_id=job.pk).update(load=0.95)  # some job ids draw an idle job, too cool to trip
+    job = running(submit(alice), load=0.95)
     node = node_of(job)
     grid.inject_fault(node, "overheat")
     start = timezone.now()
@@ -142,8 +148,7 @@ def test_an_idle_job_is_warned_then_stopped_by_its_teams_policy(
     settings.IDLE_WARN_AFTER_S = 0
     settings.IDLE_ACT_AFTER_S = 10
     settings.IDLE_TEAM_ACTIONS = "vision=stop"
-    job = running(submit(alice))
-    SimJob.objects.filter(portal_job_id=job.pk).update(load=0.0)
+    job = running(submit(alice), load=0.0)
     t0 = timezone.now()
     with django_capture_on_commit_callbacks(execute=True):
         telemetry.run_cycle(now=t0)
@@ -159,8 +164,7 @@ def test_an_idle_job_is_warned_then_stopped_by_its_teams_policy(
 def test_the_default_policy_only_warns(grid, alice, submit, settings):
     settings.IDLE_WARN_AFTER_S = 0
     settings.IDLE_ACT_AFTER_S = 0
-    job = running(submit(alice))
-    SimJob.objects.filter(portal_job_id=job.pk).update(load=0.0)
+    job = running(submit(alice), load=0.0)
     for seconds in (0, 5, 10):
         telemetry.run_cycle(now=timezone.now() + timedelta(seconds=seconds))
     job.refresh_from_db()
