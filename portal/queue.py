@@ -22,7 +22,9 @@ broker = Breaker("celery broker", cooldown_s=2.0)
 def enqueue_now(task: Any, *args: Any) -> bool:
     """Send `task` now; False (logged) if the broker cannot take it, which leaves it to the periodic cycles."""
     name = getattr(task, "name", task)
-    if settings.CELERY_TASK_ALWAYS_EAGER:  # runs here and now: its own errors are not the broker's
+    app = getattr(task, "app", None)
+    eager = app.conf.task_always_eager if app is not None else settings.CELERY_TASK_ALWAYS_EAGER
+    if eager:  # runs here and now: its own errors are not the broker's
         task.delay(*args)
         return True
     if broker.is_open:

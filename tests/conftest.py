@@ -153,3 +153,14 @@ def submit(grid: SimulatorBackend) -> Callable[..., Job]:
         return job_services.submit(user, raw)[0]
 
     return make
+
+
+@pytest.fixture
+def redis_url_or_skip() -> str:
+    """The test Redis's URL (a database of its own), or a skip when no Redis answers."""
+    from tests.services import redis_reachable, redis_url
+
+    url = redis_url()
+    if not redis_reachable(url):
+        pytest.skip(f"Redis is not reachable at {url} (start redis-server, or run scripts/test)")
+    return url

@@ -78,7 +78,7 @@ def test_lines_written_while_a_request_runs_carry_its_id(client, grid, monkeypat
 
     def noisy_checks() -> dict[str, Any]:
         logging.getLogger("portal.health").warning("checking")
-        return {"ok": True, "checks": {}}
+        return {"ok": True, "status": "ok", "failing": [], "checks": {}}
 
     monkeypatch.setattr(views, "run_checks", noisy_checks)
     monkeypatch.setattr(logging.getLogger("portal.request"), "level", logging.INFO)  # quiet in plain mode
