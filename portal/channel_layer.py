@@ -67,6 +67,10 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         while True:
             try:
                 message: dict[str, Any] = await super().receive(channel)
+            except redis.TimeoutError:
+                # The blocking pop's read timed out as its own timeout ran out: nothing arrived. Not an
+                # outage; poll again (the next call takes a fresh connection).
+                continue
             except REDIS_ERRORS as exc:
                 self.breaker.failed(exc)
                 await asyncio.sleep(RETRY_S)

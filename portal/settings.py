@@ -179,6 +179,8 @@ if REDIS_URL:
     # Rides out a Redis outage: pushes are dropped, sockets stay open, groups are re-joined after.
     CHANNEL_LAYERS = {"default": {"BACKEND": "portal.channel_layer.ResilientRedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
     CELERY_BROKER_URL = REDIS_URL
+    # kombu's Redis transport, but a worker that loses Redis mid-task stays up (portal/broker.py).
+    CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
