@@ -83,7 +83,7 @@ def portal_env(database_url: str, data_dir: Path) -> dict[str, str]:
     """The environment the portal runs under in the benchmarks (production-like, no Redis)."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(
-        DJANGO_SETTINGS_MODULE="portal.settings",
+        DJANGO_SETTINGS_MODULE="grid.settings",
         DATABASE_URL=database_url,
         SECRET_KEY="bench-" + secrets.token_hex(24),
         DEBUG="false",
@@ -164,7 +164,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def portal_servers(env: dict[str, str], count: int, logs: Path, source: Path = REPO) -> Iterator[list[Server]]:
-    """Start `count` daphne processes (portal.asgi:application) on free loopback ports; yield base URLs."""
+    """Start `count` daphne processes (grid.asgi:application) on free loopback ports; yield base URLs."""
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     urls: list[str] = []
     try:
@@ -174,7 +174,7 @@ def portal_servers(env: dict[str, str], count: int, logs: Path, source: Path = R
             log_file = logs / f"daphne-{i}.log"
             with log_file.open("wb") as out:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"],
+                    [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "grid.asgi:application"],
                     cwd=source,
                     env=env,
                     stdout=out,

@@ -108,7 +108,7 @@ def scratch_database() -> Iterator[str]:
 def setup_django(database_url: str, data_dir: str) -> None:
     os.environ.pop("REDIS_URL", None)
     os.environ.update(
-        DJANGO_SETTINGS_MODULE="portal.settings", DATABASE_URL=database_url, SECRET_KEY="bench-" + secrets.token_hex(24),
+        DJANGO_SETTINGS_MODULE="grid.settings", DATABASE_URL=database_url, SECRET_KEY="bench-" + secrets.token_hex(24),
         DEBUG="false", PORTAL_DATA_DIR=data_dir, LOG_LEVEL="WARNING",
     )  # fmt: skip
     import django

@@ -2,7 +2,7 @@
 
 Fills a scratch PostgreSQL database with 1M jobs (one INSERT ... SELECT generate_series, then
 VACUUM ANALYZE) spread round-robin over 10 teams (100k jobs each), starts the portal (daphne,
-portal.asgi:application) and times, for three personas, the first page and the 1,000th page of
+grid.asgi:application) and times, for three personas, the first page and the 1,000th page of
 the keyset-paginated list (page size 50, ordering -id):
 
 - operator: sees every team's jobs (no team filter);
@@ -271,7 +271,7 @@ def main() -> int:
         "code": code,
         "setup": {
             "servers": 1,
-            "server": "daphne portal.asgi:application (one process)",
+            "server": "daphne grid.asgi:application (one process)",
             "clients": args.clients,
             "client": "httpx.AsyncClient, keep-alive, sequential requests per client, same process",
             "requests_per_measurement": args.requests,

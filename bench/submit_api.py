@@ -1,6 +1,6 @@
 """Benchmark: job submission through POST /api/v1/jobs/ on PostgreSQL, with token auth.
 
-Starts the portal (daphne, portal.asgi:application) against a scratch PostgreSQL database with
+Starts the portal (daphne, grid.asgi:application) against a scratch PostgreSQL database with
 no Celery worker and no Redis, so each submission enqueues its admission task to the file broker
 and nothing else competes for the CPU. Measures, per scenario, sustained successful requests/s,
 job elements/s and p50/p95 latency with closed-loop clients (each sends its next request when the
@@ -201,7 +201,7 @@ def main() -> int:
         "code": code,
         "setup": {
             "servers": args.servers,
-            "server": "daphne portal.asgi:application, one process per port; client i uses server i % servers",
+            "server": "daphne grid.asgi:application, one process per port; client i uses server i % servers",
             "database": "PostgreSQL scratch database, CONN_MAX_AGE=60",
             "celery": "no worker, CELERY_TASK_ALWAYS_EAGER=false, file broker (each submit enqueues one admission task)",
             "duration_s": args.duration,

@@ -12,7 +12,7 @@ What it builds, all on loopback and removed at the end (also on Ctrl-C and SIGTE
 - the Redis channel layer (REDIS_URL, database 14), with one listening channel in every group the
   cycle sends to, so each message is really delivered.
 
-Then `portal.telemetry.run_cycle()` (the Celery task's body) runs repeatedly: the instant query and
+Then `grid.telemetry.run_cycle()` (the Celery task's body) runs repeatedly: the instant query and
 the freshness query against Prometheus, attribution, the thermal/XID guard, idle tracking and
 efficiency sums (PostgreSQL), and the fan-out of every message through Redis. The first cycles are
 warm-up (they create the guard's and efficiency rows and cordon the hot nodes). Prints median and
@@ -274,7 +274,7 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def run_cycles(count: int, gap_s: float) -> list[dict[str, Any]]:
-    from portal import telemetry
+    from grid import telemetry
 
     runs = []
     for _ in range(count):
@@ -302,7 +302,7 @@ def query_parts(repeats: int) -> dict[str, Any]:
     from datetime import UTC, datetime
 
     from cluster.telemetry.prometheus import _triples
-    from portal import telemetry
+    from grid import telemetry
 
     source = telemetry.source_for(telemetry.held_jobs())
     parts: dict[str, list[float]] = {"held_jobs_ms": [], "instant_query_ms": [], "freshness_query_ms": [], "to_samples_ms": []}

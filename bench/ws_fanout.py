@@ -5,7 +5,7 @@ Run by hand: `.venv/bin/python bench/ws_fanout.py [--clients 1000] [--duration 3
 What it does, on loopback only, cleaning up on exit (also on Ctrl-C and SIGTERM):
 - a scratch PostgreSQL database with the simulated grid synced in, one user and one session for it
   (the clients send its cookie, as a browser would);
-- `--servers` daphne processes (`portal.asgi:application`) with the Redis channel layer (REDIS_URL,
+- `--servers` daphne processes (`grid.asgi:application`) with the Redis channel layer (REDIS_URL,
   database 14), as `manage.py runportal` serves websockets;
 - `--clients` websocket clients on /ws/grid/ in two client processes (websockets library, asyncio),
   spread over the servers; each GridConsumer joins the `grid` group. A client counts as connected
@@ -64,15 +64,15 @@ from _server import _stop as stop_server
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TARGET_P99_MS = 250.0
 GRACE_S = 5.0  # how long clients keep listening after the last publish
-SCENARIOS = {"as-is": "portal.asgi:application", "no-ticks": "bench.ws_fanout:quiet_application"}
+SCENARIOS = {"as-is": "grid.asgi:application", "no-ticks": "bench.ws_fanout:quiet_application"}
 
 
 def __getattr__(name: str) -> Any:
     """`quiet_application`: the portal's ASGI application with the dashboard consumer's own tick set to an hour."""
     if name != "quiet_application":
         raise AttributeError(name)
-    application = importlib.import_module("portal.asgi").application  # sets Django up, so it comes first
-    importlib.import_module("portal.consumers").TICK_S = 3600.0
+    application = importlib.import_module("grid.asgi").application  # sets Django up, so it comes first
+    importlib.import_module("grid.consumers").TICK_S = 3600.0
     return application
 
 
@@ -167,7 +167,7 @@ def heat_message() -> dict[str, Any]:
     from django.utils import timezone
 
     from cluster.simulator.telemetry import SimulatorTelemetry
-    from portal.telemetry import heat
+    from grid.telemetry import heat
 
     return {
         "type": "telemetry.grid",

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from bursting.models import SimCloudInstance
-from cluster.backends import BackendError, BackendRejected, BackendUnavailable
+from cluster.backends import BackendError, BackendRejected
 from cluster.simulator.backend import SimulatorBackend
 
 
@@ -134,18 +134,3 @@ class SimulatedCloud(CloudProvider):
     def release(self, name: str) -> None:
         self.backend.remove_cloud_node(name)
         SimCloudInstance.objects.filter(name=name).update(state="terminated")
-
-
-def get_provider() -> CloudProvider:
-    """The provider for the configured cluster backend."""
-    if settings.CLUSTER_BACKEND == "simulator":
-        return SimulatedCloud()
-    if settings.CLUSTER_BACKEND == "kubernetes":
-        # Imported here: the Kubernetes backend is only loaded where it is configured.
-        from bursting.cluster_api import ClusterApiCloud
-
-        return ClusterApiCloud()
-    raise BackendUnavailable(
-        f"bursting on CLUSTER_BACKEND={settings.CLUSTER_BACKEND!r} is not wired yet: the simulator's cloud and "
-        "Cluster API on Kubernetes are (Slurm power-save nodes: docs/bursting.md)"
-    )

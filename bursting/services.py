@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from bursting import planner, tasks
+from bursting import planner
 from bursting.models import (
     OPEN_STATES,
     PAID_NODE_STATES,
@@ -35,10 +35,10 @@ from bursting.models import (
     NodeStatus,
     sources_of,
 )
-from bursting.provider import CapacityError, CloudProvider, Instance, get_provider
+from bursting.provider import CapacityError, CloudProvider, Instance
+from bursting.providers import get_provider
 from cluster import services as cluster_services
 from cluster.backends import BackendError
-from jobs import tasks as job_tasks
 from jobs.models import Job
 from jobs.states import HOLDS_GPUS, WAITING, PendingReason
 from portal.access import is_operator
@@ -327,7 +327,7 @@ def start_provisioning(burst: BurstProposal, actor: str, now: datetime) -> None:
         ]
     )
     transition(burst, BurstState.PROVISIONING, actor, f"requesting {count}× {burst.instance_type.name}")
-    after_commit(tasks.provision_burst, burst.pk)
+    after_commit("bursting.tasks.provision_burst", burst.pk)
 
 
 def provision(burst_id: int, provider: CloudProvider | None = None) -> int:
@@ -369,7 +369,7 @@ def node_failed(burst: BurstProposal, node: BurstNode, error: str) -> None:
                 attempt=node.attempt + 1,
             )
             record(burst.pk, SYSTEM, "node_retry", f"attempt {retry.attempt} of {settings.BURST_MAX_ATTEMPTS}", node=retry.name)
-            after_commit(tasks.provision_burst, burst.pk)
+            after_commit("bursting.tasks.provision_burst", burst.pk)
         else:
             record(burst.pk, SYSTEM, "node_given_up", f"after {node.attempt} attempts: {error}", node=node.name)
 
@@ -520,7 +520,7 @@ def cycle(now: datetime | None = None, provider: CloudProvider | None = None) ->
         provision(burst.pk, provider)
     if counts["ready"] or counts["lost"]:
         cluster_services.sync_nodes()
-        after_commit(job_tasks.admission_cycle)
+        after_commit("jobs.tasks.admission_cycle")
     for burst in BurstProposal.objects.filter(state=BurstState.PROVISIONING):
         settle(burst, now)
     released = 0

@@ -6,7 +6,7 @@ and tells operators. Operators override a guard cordon with `override`, which re
 and keeps the guard from cordoning it again for GUARD_OVERRIDE_S.
 
 Idle and efficiency: per running portal job, the idle streak and the efficiency sums live in
-JobEfficiency; this module decides, the jobs side (portal.telemetry) acts on jobs and owners.
+JobEfficiency; this module decides, the jobs side (grid.telemetry) acts on jobs and owners.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from cluster.models import Node
-from jobs import admission, policy, tasks
+from jobs import admission, policy
 from jobs.models import Job, WhatIfRun, WhatIfState
 from jobs.policy.replay import MODEL as REPLAY_MODEL
 from jobs.policy.replay import ReplaySpec, TraceJob, replay
@@ -41,7 +41,7 @@ def start(user: Any, gpu_model: str, days: int, add_nodes: int, quota_overrides:
         run = WhatIfRun.objects.create(
             requested_by=user, gpu_model=gpu_model, days=days, add_nodes=add_nodes, quota_overrides=dict(quota_overrides)
         )
-        after_commit(tasks.run_what_if, run.pk)
+        after_commit("jobs.tasks.run_what_if", run.pk)
     return run
 
 

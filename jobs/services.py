@@ -24,7 +24,7 @@ from cluster.backends import ClusterBackend, get_backend
 from cluster.backends.base import BackendError, JobRequest, RemoteJob, RemoteJobState
 from cluster.models import Pool
 from cluster.states import PoolKind
-from jobs import admission, policy, tasks
+from jobs import admission, policy
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.spec import JobSpec, ModelShape, SpecContext, SpecError, TemplateInfo, validate
 from jobs.states import HOLDS_GPUS, ON_BACKEND, TERMINAL, WAITING, JobState, PendingReason, sources_of
@@ -170,7 +170,7 @@ def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None) -> list[
             batch_size=500,
         )
         send_on_commit("grid", {"type": "grid.changed"})
-        after_commit(tasks.admission_cycle)
+        after_commit("jobs.tasks.admission_cycle")
     return created
 
 
@@ -193,7 +193,7 @@ def cancel(user: Any, job: Job, reason: str = "") -> Job:
             finished_at=timezone.now(), reason_detail="",
         )  # fmt: skip
         if moved and was_on_backend:
-            after_commit(tasks.cancel_on_backend, job.pk)
+            after_commit("jobs.tasks.cancel_on_backend", job.pk)
     if not moved:
         job.refresh_from_db()
         if job.state not in TERMINAL:
@@ -301,7 +301,7 @@ def admit_and_dispatch(backend: ClusterBackend | None = None) -> list[int]:
             if not exc.retryable:
                 raise
             log.warning("dispatch of %d admitted jobs deferred: %s", len(admitted), exc)
-            enqueue_now(tasks.dispatch_jobs, admitted)
+            enqueue_now("jobs.tasks.dispatch_jobs", admitted)
     return admitted
 
 
@@ -357,7 +357,7 @@ def _preempt(preemptions: list[policy.Preemption]) -> None:
     for victim in preemptions:
         why = f"preempted for job #{victim.for_job}: {victim.reason}"
         if transition(int(victim.job_id), JobState.PREEMPTING, why=why):
-            after_commit(tasks.preempt_on_backend, int(victim.job_id))
+            after_commit("jobs.tasks.preempt_on_backend", int(victim.job_id))
 
 
 def _record_explanations(
@@ -494,7 +494,7 @@ def sync_jobs(backend: ClusterBackend | None = None) -> SyncReport:
             continue
         report.changed += _apply_remote(job, found)
     if report.changed or report.requeued:
-        after_commit(tasks.admission_cycle)  # GPUs may have been freed: admit now, not at the next tick
+        after_commit("jobs.tasks.admission_cycle")  # GPUs may have been freed: admit now, not at the next tick
     return report
 
 
@@ -540,7 +540,7 @@ def stale_admitted(now: datetime | None = None) -> list[int]:
 def reap_stale() -> dict[str, int]:
     redispatch = stale_admitted()
     for job_id in redispatch:
-        after_commit(tasks.dispatch_job, job_id)
+        after_commit("jobs.tasks.dispatch_job", job_id)
     recently = timezone.now() - timedelta(hours=1)
     cancelled = list(
         Job.objects.filter(state=JobState.CANCELLED, finished_at__gte=recently)
@@ -548,7 +548,7 @@ def reap_stale() -> dict[str, int]:
         .values_list("id", flat=True)
     )
     for job_id in cancelled:
-        after_commit(tasks.cancel_on_backend, job_id)
+        after_commit("jobs.tasks.cancel_on_backend", job_id)
     return {"redispatched": len(redispatch), "cancel_checked": len(cancelled)}
 
 

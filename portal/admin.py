@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
@@ -27,3 +29,21 @@ class TeamAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["key_hash", "prefix", "created_at", "last_used_at"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """An admin page that shows rows but never writes them.
+
+    For models whose changes must go through their service (an audit row, a state transition, a
+    capacity check): quotas on team pages and /api/v1/quotas/, nodes in the operator console.
+    Audit trails use it too: they are append-only.
+    """
+
+    def has_add_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return False

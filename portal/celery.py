@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 from celery.worker.consumer import Consumer
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "grid.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")

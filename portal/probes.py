@@ -1,4 +1,4 @@
-"""Liveness: the process answers. Readiness, with its real dependencies, is /healthz (portal.health).
+"""Liveness: the process answers. Readiness, with its real dependencies, is /healthz (grid.health).
 
 An orchestrator restarts a process whose /livez fails, and stops routing to one whose /healthz
 fails; keeping them apart means a database outage takes the portal out of rotation without

@@ -1,4 +1,9 @@
-"""Enqueue Celery work once the current transaction commits: persist first, then enqueue."""
+"""Enqueue Celery work once the current transaction commits: persist first, then enqueue.
+
+Services name the task they enqueue by its registered name ("jobs.tasks.dispatch_job"): tasks
+are thin wrappers that import the services, so a service importing its tasks would close a
+cycle. tests/test_architecture.py checks that every name given here is a registered task.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from django.db import transaction
 from kombu.exceptions import OperationalError
 
 from portal.breaker import Breaker
+from portal.celery import app as celery_app
 
 log = logging.getLogger(__name__)
 BROKER_ERRORS = (OperationalError, redis.RedisError, OSError)
@@ -19,9 +25,17 @@ BROKER_ERRORS = (OperationalError, redis.RedisError, OSError)
 broker = Breaker("celery broker", cooldown_s=2.0)
 
 
+def registered(task: Any) -> Any:
+    """The Celery task itself, given it or its registered name."""
+    if isinstance(task, str):
+        return celery_app.tasks[task]
+    return task
+
+
 def enqueue_now(task: Any, *args: Any) -> bool:
-    """Send `task` now; False (logged) if the broker cannot take it, which leaves it to the periodic cycles."""
+    """Send `task` (a task or its name) now; False (logged) if the broker cannot take it: the periodic cycles then do it."""
     name = getattr(task, "name", task)
+    task = registered(task)
     app = getattr(task, "app", None)
     eager = app.conf.task_always_eager if app is not None else settings.CELERY_TASK_ALWAYS_EAGER
     if eager:  # runs here and now: its own errors are not the broker's

@@ -1,4 +1,4 @@
-"""Celery tasks of the portal app: thin wrappers over portal.telemetry and portal.backup."""
+"""Celery tasks of the portal app: a thin wrapper over portal.backup."""
 
 from __future__ import annotations
 
@@ -7,16 +7,9 @@ from typing import Any
 
 from celery import shared_task
 
-from portal import backup, telemetry
+from portal import backup
 
 logger = logging.getLogger(__name__)
-
-
-@shared_task(acks_late=False, ignore_result=True, expires=10)
-def telemetry_cycle() -> dict[str, Any]:
-    """One telemetry cycle; not acked late and soon expired: a missed cycle is replaced by the next, never replayed."""
-    report = telemetry.run_cycle()
-    return {"stale": report.stale, "gpus": report.gpus, "guard": len(report.guarded), "idle": len(report.idle)}
 
 
 # Not acked late: a worker lost mid-backup leaves an incomplete backup (no manifest) that the next

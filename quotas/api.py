@@ -10,8 +10,7 @@ from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from cluster import services as cluster_services
-from portal.access import is_operator, leads_team, member_team_ids, sees_all_teams, signed_in
+from portal.access import member_team_ids, sees_all_teams, signed_in
 from portal.models import Team
 from quotas import services
 from quotas.models import TeamQuota
@@ -46,36 +45,31 @@ class QuotaViewSet(
         return quotas if sees_all_teams(user) else quotas.filter(team_id__in=member_team_ids(user))
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        if not is_operator(request.user):
-            raise exceptions.PermissionDenied("only operators create quotas")
         body = QuotaSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        quota = self._apply(body.validated_data["team"], body.validated_data["gpu_model"], body.validated_data, True)
+        data = body.validated_data
+        quota = self._apply(data["team"], data["gpu_model"], data, creating=True)
         return Response(QuotaSerializer(quota).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         quota = self.get_object()
-        operator = is_operator(request.user)
-        if not (operator or leads_team(request.user, quota.team_id)):
-            raise exceptions.PermissionDenied("only the team's lead or an operator may change its quota")
         body = QuotaSerializer(quota, data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         if {"team", "gpu_model"} & set(request.data):
             raise exceptions.ValidationError({"team": ["a quota's team and GPU model cannot change; create another"]})
-        return Response(QuotaSerializer(self._apply(quota.team, quota.gpu_model, body.validated_data, operator)).data)
+        return Response(QuotaSerializer(self._apply(quota.team, quota.gpu_model, body.validated_data)).data)
 
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.partial_update(request, *args, **kwargs)
 
-    def _apply(self, team: Team, model: str, data: dict[str, Any], operator: bool) -> TeamQuota:
-        capacity = cluster_services.capacity_by_model().get(model)
-        if capacity is None:
-            raise exceptions.ValidationError({"gpu_model": [f"the grid has no {model!r} GPUs"]})
+    def _apply(self, team: Team, model: str, data: dict[str, Any], creating: bool = False) -> TeamQuota:
         changes = {k: v for k, v in data.items() if k in ("guarantee", "limit", "weight", "lendable", "lead_max_limit")}
         try:
             return services.set_quota(
-                actor=signed_in(self.request).username, by_operator=operator, team=team, gpu_model=model,
-                capacity=capacity.total_gpus, changes=changes, reason=data.get("reason", ""),
+                signed_in(self.request), team=team, gpu_model=model, changes=changes,
+                reason=data.get("reason", ""), creating=creating,
             )  # fmt: skip
+        except services.QuotaForbidden as exc:
+            raise exceptions.PermissionDenied(str(exc)) from None
         except services.QuotaError as exc:
             raise exceptions.ValidationError(exc.errors) from None

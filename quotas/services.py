@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Sum
 
+from cluster import services as cluster_services
+from portal.access import is_operator, leads_team
 from portal.locks import transaction_lock
 from portal.models import Team
 from quotas.lending import QuotaProposal, check_quota
@@ -55,17 +58,33 @@ def _as_dict(quota: TeamQuota) -> dict[str, Value]:
     }
 
 
+class QuotaForbidden(Exception):
+    """The user may not change this team's quota."""
+
+
 def set_quota(
+    user: Any,
     *,
-    actor: str,
-    by_operator: bool,
     team: Team,
     gpu_model: str,
-    capacity: int,
     changes: Mapping[str, Value],
     reason: str = "",
+    creating: bool = False,
 ) -> TeamQuota:
-    """Validate and apply a quota change in one transaction, with an audit row; effective next cycle."""
+    """Validate and apply a quota change in one transaction, with an audit row; effective next cycle.
+
+    The user's role decides what may change, here and nowhere else: operators create quotas and
+    change every field; the team's lead changes only the limit (up to the ceiling operators set)
+    and whether the team lends; anyone else nothing (QuotaForbidden).
+    """
+    by_operator = is_operator(user)
+    if not by_operator and (creating or not leads_team(user, team.pk)):
+        raise QuotaForbidden(
+            "only operators create quotas" if creating else "only the team's lead or an operator may change its quota"
+        )
+    capacity = cluster_services.capacity_by_model().get(gpu_model)
+    if capacity is None:
+        raise QuotaError({"gpu_model": [f"the grid has no {gpu_model!r} GPUs"]})
     allowed = {"guarantee", "limit", "weight", "lendable"} | ({"lead_max_limit"} if by_operator else set())
     unknown = sorted(set(changes) - allowed)
     if unknown:
@@ -81,7 +100,7 @@ def set_quota(
         errors = check_quota(
             proposal,
             model=gpu_model,
-            capacity=capacity,
+            capacity=capacity.total_gpus,
             other_guarantees=others,
             by_operator=by_operator,
             current=_proposal(before) if before else None,
@@ -101,7 +120,7 @@ def set_quota(
             },
         )
         QuotaChange.objects.create(
-            actor=actor, team=team, gpu_model=gpu_model, before=before, after=_as_dict(quota), reason=reason[:300]
+            actor=user.username, team=team, gpu_model=gpu_model, before=before, after=_as_dict(quota), reason=reason[:300]
         )
     return quota
 

@@ -17,9 +17,9 @@ from rest_framework.test import APIClient
 from cluster import services as cluster_services
 from cluster.simulator.backend import SimulatorBackend
 from cluster.simulator.model import parse_pools
+from grid import live
 from jobs import services as job_services
 from jobs.models import Job
-from portal import live
 from portal.models import ApiToken, Membership, Team, TeamRole, User
 from quotas.models import TeamQuota
 

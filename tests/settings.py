@@ -22,7 +22,7 @@ if not POSTGRES_AVAILABLE:
         raise RuntimeError(f"CI=true and PostgreSQL is not reachable at {os.environ['DATABASE_URL']}")
     os.environ["DATABASE_URL"] = "sqlite:///var/test/tests.sqlite3"
 
-from portal.settings import *  # noqa: E402,F403
+from grid.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 ALLOWED_HOSTS = ["*"]

@@ -14,7 +14,7 @@ from django.test import Client
 
 from cluster.models import Node
 from cluster.states import NodeState
-from portal.asgi import application
+from grid.asgi import application
 from portal.models import Membership
 
 pytestmark = pytest.mark.django_db(transaction=True)

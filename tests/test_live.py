@@ -9,9 +9,9 @@ from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
+from grid.routing import websocket_urlpatterns
 from jobs import live, services
 from portal import charts
-from portal.routing import websocket_urlpatterns
 
 
 def as_user(user):  # type: ignore[no-untyped-def]

@@ -74,10 +74,10 @@ def test_an_unsafe_request_id_is_replaced(web, alice, grid):
 
 @override_settings(MIDDLEWARE=MIDDLEWARE)
 def test_lines_written_while_a_request_runs_carry_its_id(client, grid, monkeypatch):
-    from portal import views
+    from grid import views
 
     def noisy_checks() -> dict[str, Any]:
-        logging.getLogger("portal.health").warning("checking")
+        logging.getLogger("grid.health").warning("checking")
         return {"ok": True, "status": "ok", "failing": [], "checks": {}}
 
     monkeypatch.setattr(views, "run_checks", noisy_checks)
@@ -85,7 +85,7 @@ def test_lines_written_while_a_request_runs_carry_its_id(client, grid, monkeypat
     with json_lines() as lines:
         client.get("/healthz", HTTP_X_REQUEST_ID="inside-1")
     by_logger = {line["logger"]: line for line in lines}
-    assert by_logger["portal.health"]["request_id"] == "inside-1"
+    assert by_logger["grid.health"]["request_id"] == "inside-1"
     assert by_logger["portal.request"]["request_id"] == "inside-1"
 
 

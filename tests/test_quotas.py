@@ -109,3 +109,40 @@ def test_the_team_page_shows_lending_and_lets_the_lead_change_the_limit(web, bob
     response = web(bob).post("/teams/vision/", {"gpu_model": "a100", "limit": "10", "lendable": "on"})
     assert response.status_code == 302
     assert TeamQuota.objects.get(team=vision, gpu_model="a100").limit == 10
+
+
+def test_the_service_decides_what_each_role_may_change(alice, bob, carol, olivia, vision, grid):
+    from quotas import services as quota_services
+
+    with pytest.raises(quota_services.QuotaForbidden):
+        quota_services.set_quota(carol, team=vision, gpu_model="a100", changes={"limit": 4})  # an outsider
+    with pytest.raises(quota_services.QuotaForbidden):
+        quota_services.set_quota(alice, team=vision, gpu_model="a100", changes={"limit": 4})  # a researcher
+    with pytest.raises(quota_services.QuotaForbidden):
+        quota_services.set_quota(bob, team=vision, gpu_model="a100", changes={"limit": 4}, creating=True)
+    with pytest.raises(quota_services.QuotaError) as refused:
+        quota_services.set_quota(bob, team=vision, gpu_model="a100", changes={"lead_max_limit": 16})
+    assert refused.value.errors == {"lead_max_limit": ["cannot be changed here"]}
+    quota = quota_services.set_quota(olivia, team=vision, gpu_model="a100", changes={"guarantee": 2, "limit": 8})
+    assert (quota.guarantee, quota.limit) == (2, 8)  # the vision fixture had 4 and 12
+    assert QuotaChange.objects.get(team=vision).actor == "olivia"
+
+
+def test_quotas_and_nodes_are_read_only_in_the_admin(olivia, vision, grid):
+    from django.test import Client
+
+    from cluster.models import Node
+
+    olivia.is_staff = olivia.is_superuser = True
+    olivia.save()
+    client = Client()
+    client.force_login(olivia)
+    quota = TeamQuota.objects.get()
+    node = Node.objects.first()
+    assert node is not None
+    assert client.get("/admin/quotas/teamquota/add/").status_code == 403
+    assert client.post(f"/admin/quotas/teamquota/{quota.pk}/change/", {"guarantee": 8, "limit": 8}).status_code == 403
+    assert client.post(f"/admin/cluster/node/{node.pk}/change/", {"state": "down"}).status_code == 403
+    assert client.get(f"/admin/cluster/node/{node.pk}/change/").status_code == 200  # shown, not editable
+    quota.refresh_from_db()
+    assert quota.guarantee == 4

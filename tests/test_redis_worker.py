@@ -55,7 +55,7 @@ def worker(redis_broker, grid, tmp_path):  # type: ignore[no-untyped-def]
     db = connection.settings_dict
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DJANGO_SETTINGS_MODULE": "grid.settings",
         "SECRET_KEY": "worker-test",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         "REDIS_URL": redis_broker,

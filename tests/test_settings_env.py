@@ -48,7 +48,7 @@ def run_check(**env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=ROOT,
-        env={**clean, "DJANGO_SETTINGS_MODULE": "portal.settings", **env},
+        env={**clean, "DJANGO_SETTINGS_MODULE": "grid.settings", **env},
         capture_output=True,
         text=True,
         timeout=60,

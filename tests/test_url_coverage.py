@@ -18,11 +18,11 @@ from django.db import connections
 from django.urls import URLPattern, URLResolver, get_resolver, include, path, re_path, resolve
 
 from cluster.models import Node
+from grid.asgi import application
+from grid.routing import websocket_urlpatterns
+from grid.urls import router
 from jobs.models import WhatIfRun
-from portal.asgi import application
 from portal.models import ApiToken
-from portal.routing import websocket_urlpatterns
-from portal.urls import router
 from quotas.models import TeamQuota
 
 # Billing's routes have their own table of who gets what (finance, the team's lead, researchers,

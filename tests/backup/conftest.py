@@ -97,7 +97,7 @@ class SqlitePortal:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "REDIS_URL"))}
         env.update(
-            DJANGO_SETTINGS_MODULE="portal.settings",
+            DJANGO_SETTINGS_MODULE="grid.settings",
             SECRET_KEY="backup-tests",
             DATABASE_URL=f"sqlite:///{self.database}",
             PORTAL_DATA_DIR=str(self.data_dir),

@@ -23,7 +23,7 @@ def at(text: str) -> datetime:
 
 @pytest.fixture
 def billing_urls(settings: Any) -> None:
-    """The portal's routes plus billing's, until billing is wired into portal/urls.py."""
+    """The portal's routes plus billing's, until billing is wired into grid/urls.py."""
     settings.ROOT_URLCONF = "tests.billing.urls"
 
 

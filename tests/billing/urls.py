@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from portal.urls import urlpatterns as portal_urlpatterns
+from grid.urls import urlpatterns as portal_urlpatterns
 
 urlpatterns = [
     path("billing/", include("billing.urls")),

@@ -66,7 +66,7 @@ def running_portal(tmp: Path, redis_url: str, **extra_env: str) -> Iterator[Runn
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DJANGO_SETTINGS_MODULE": "grid.settings",
         "DEBUG": "false",
         "SECRET_KEY": "e2e-secret",
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{name}",

@@ -21,7 +21,7 @@ from django.utils import timezone
 from bursting import services
 from bursting.cluster_api import DELETE_MACHINE, ClusterApiCloud
 from bursting.models import BurstEvent, BurstNode, BurstProposal, BurstState, MachineClaim, NodeStatus
-from bursting.provider import get_provider
+from bursting.providers import get_provider
 from cluster.backends import BackendRejected, BackendUnavailable
 from cluster.backends.kubernetes.backend import KubernetesBackend, KubeSettings
 from tests.k8s.conftest import connect

@@ -17,10 +17,10 @@ from collections.abc import Callable
 import pytest
 
 from cluster.backends.base import BackendUnavailable
+from grid import health
 from jobs import services as job_services
 from jobs.models import Job
 from jobs.states import JobState
-from portal import health
 from tests.slurm.conftest import cluster_script, portal_job, slurm, slurm_cluster, slurm_world, sync_until, wait_for
 
 __all__ = ["slurm", "slurm_cluster", "slurm_world"]  # fixtures, imported to be found here

@@ -185,7 +185,7 @@ class Stack:
     def command(self, name: str) -> list[str]:
         python = sys.executable
         return {
-            "web": [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "portal.asgi:application"],
+            "web": [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "grid.asgi:application"],
             "worker": [python, "-m", "celery", "-A", "portal", "worker", "--loglevel=WARNING", "--concurrency=2"],
             "beat": [
                 python, "-m", "celery", "-A", "portal", "beat", "--loglevel=WARNING",
@@ -263,7 +263,7 @@ def portal_env(database_url: str, redis_url: str, data_dir: Path, **extra: str) 
     keep = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "CELERY_TASK_ALWAYS_EAGER", "REDIS_URL")}
     return {
         **keep,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DJANGO_SETTINGS_MODULE": "grid.settings",
         "DEBUG": "false",
         "SECRET_KEY": "drill-" + secrets.token_hex(16),
         "DATABASE_URL": database_url,

@@ -55,7 +55,7 @@ def worker_env(url: str, data_dir: Path) -> dict[str, str]:
     db = connection.settings_dict
     return {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DJANGO_SETTINGS_MODULE": "grid.settings",
         "SECRET_KEY": "drill",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         "REDIS_URL": url,

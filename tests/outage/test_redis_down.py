@@ -133,7 +133,7 @@ def test_healthz_says_degraded_with_200_when_only_the_broker_is_down(web, olivia
 
 
 def test_healthz_answers_503_when_the_database_is_down(web, grid, monkeypatch) -> None:
-    from portal import health
+    from grid import health
 
     def unreachable() -> dict[str, Any]:
         raise OperationalError("connection to server at 127.0.0.1 failed")
@@ -157,7 +157,7 @@ def test_an_api_call_that_meets_a_database_outage_answers_503_with_retry_after(a
 
 
 def test_a_page_that_meets_a_database_outage_answers_503_not_500(web, alice, grid, monkeypatch) -> None:
-    from portal import views
+    from grid import views
 
     def down(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("server closed the connection unexpectedly")
@@ -171,7 +171,7 @@ def test_a_page_that_meets_a_database_outage_answers_503_not_500(web, alice, gri
 
 
 def test_any_other_error_is_still_a_500(web, alice, grid, monkeypatch) -> None:
-    from portal import views
+    from grid import views
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("a real bug")

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 import portal.security  # noqa: F401 - registers the token scheme with the schema generator
+from grid.wsgi import application
 from portal.models import ApiToken
-from portal.wsgi import application
 
 MAX_EXAMPLES = 12
 FUZZ = settings(

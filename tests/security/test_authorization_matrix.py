@@ -32,8 +32,8 @@ from django.urls import URLResolver, get_resolver, resolve
 from billing.models import Budget, Invoice, RateCard
 from bursting.models import BurstProposal
 from cluster.models import Node, NodeEvent
+from grid.asgi import application
 from jobs.models import Job, JobEvent, WhatIfRun
-from portal.asgi import application
 from portal.models import ApiToken, Membership, Team, User
 from quotas.models import TeamQuota
 from tests.security.conftest import ROLES

@@ -1,6 +1,6 @@
 """Production settings: `check --deploy` is clean, responses carry the security headers, secrets can come from files.
 
-The settings under test are tests/security/production_settings.py, which is portal.settings with
+The settings under test are tests/security/production_settings.py, which is grid.settings with
 its security block (docs/security.md).
 """
 

@@ -7,9 +7,9 @@ import subprocess
 import pytest
 
 from cluster.backends.base import BackendUnavailable
+from grid import health
 from jobs import services as job_services
 from jobs.states import JobState
-from portal import health
 from tests.slurm.conftest import cluster_script, portal_job, sync_until, wait_for
 
 pytestmark = pytest.mark.slurm

@@ -13,11 +13,11 @@ from cluster import guard
 from cluster.models import GuardState, JobEfficiency, Node, NodeEvent, SafeguardEvent, SimJob
 from cluster.states import NodeState
 from cluster.telemetry import TelemetryUnavailable
+from grid import telemetry
+from grid.live import heatmap_figure, telemetry_grid
 from jobs import services
 from jobs.models import Job
 from jobs.states import JobState
-from portal import telemetry
-from portal.live import heatmap_figure, telemetry_grid
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from portal import telemetry
+from grid import telemetry
 from tests.services import redis_reachable, redis_url
 
 pytestmark = pytest.mark.redis

@@ -18,7 +18,7 @@ from cluster.states import NodeState
 from cluster.telemetry import TelemetryUnavailable, get_telemetry
 from cluster.telemetry.names import MetricNames
 from cluster.telemetry.prometheus import PrometheusTelemetry
-from portal import telemetry
+from grid import telemetry
 from tests.browser.portal_process import free_port
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.django_db(transaction=True)]

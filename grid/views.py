@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from cluster import services as cluster_services
+from grid import live, teams
+from grid.health import run_checks
 from jobs.models import Job
-from portal import live, teams
 from portal.access import is_operator, leads_team, sees_all_teams, signed_in
-from portal.health import run_checks
 from portal.models import ApiToken, Membership, Team
 from quotas import services as quota_services
 from quotas.models import QuotaChange
@@ -98,21 +98,17 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
 def _change_quota(request: HttpRequest, team: Team) -> HttpResponse:
     user = signed_in(request)
     model = request.POST.get("gpu_model", "")
-    capacity = cluster_services.capacity_by_model().get(model)
     changes: dict[str, int | bool | None] = {"lendable": request.POST.get("lendable") == "on"}
     for name in ("guarantee", "limit", "weight", "lead_max_limit"):
         raw = request.POST.get(name, "").strip()
-        if raw != "" and (name != "lead_max_limit" or is_operator(user)):
+        if raw != "":
             changes[name] = int(raw) if raw.isdigit() else -1
-    if not is_operator(user):
+    if not is_operator(user):  # a lead's form shows only these; what a lead may change is the service's call
         changes = {k: v for k, v in changes.items() if k in ("limit", "lendable")}
     try:
-        if capacity is None:
-            raise quota_services.QuotaError({"gpu_model": [f"the grid has no {model!r} GPUs"]})
-        quota_services.set_quota(
-            actor=user.username, by_operator=is_operator(user), team=team, gpu_model=model,
-            capacity=capacity.total_gpus, changes=changes, reason=request.POST.get("reason", ""),
-        )  # fmt: skip
+        quota_services.set_quota(user, team=team, gpu_model=model, changes=changes, reason=request.POST.get("reason", ""))
+    except quota_services.QuotaForbidden as exc:
+        raise PermissionDenied(str(exc)) from None
     except quota_services.QuotaError as exc:
         for field, problems in exc.errors.items():
             messages.error(request, f"{field}: {' '.join(problems)}")

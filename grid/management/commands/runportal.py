@@ -28,7 +28,7 @@ class Command(BaseCommand):
         # One writer at a time suits SQLite; on PostgreSQL the worker forks two processes.
         pool = ["--pool=solo"] if sqlite else ["--concurrency=2"]
         commands = {
-            "web": [python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]), "portal.asgi:application"],
+            "web": [python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]), "grid.asgi:application"],
         }
         if not options["no_worker"]:
             commands["worker"] = [python, "-m", "celery", "-A", "portal", "worker", "--loglevel=WARNING", *pool]

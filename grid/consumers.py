@@ -16,7 +16,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from cluster import guard
-from portal import live
+from grid import live
 from portal.channel_layer import ReportsLiveStatus
 from portal.models import User
 

@@ -1,7 +1,7 @@
 from django.urls import path
 
+from grid.consumers import GridConsumer
 from jobs.consumers import JobConsumer
-from portal.consumers import GridConsumer
 
 websocket_urlpatterns = [
     path("ws/grid/", GridConsumer.as_asgi()),

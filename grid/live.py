@@ -17,12 +17,12 @@ from django.utils import timezone
 from cluster.models import GridSample, GuardState, Node, Pool, SafeguardEvent
 from cluster.states import NodeState
 from cluster.telemetry import TelemetryUnavailable, get_telemetry
+from grid.telemetry import heat
 from jobs import services as job_services
 from jobs.models import Job
 from jobs.states import HOLDS_GPUS, WAITING
 from portal.access import is_operator, member_team_ids, sees_all_teams
 from portal.charts import LAYOUT, Point, line_figure
-from portal.telemetry import heat
 
 HISTORY = timedelta(hours=1)
 

@@ -16,13 +16,13 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from bursting import audit, charts, services
+from bursting import charts, services
 from bursting.models import BurstEvent, BurstProposal, BurstState
 from cluster import services as cluster_services
 from cluster.models import Node
+from grid import audit, teams
 from jobs.models import Job
 from jobs.states import HOLDS_GPUS, WAITING
-from portal import teams
 from portal.access import is_operator, member_team_ids, signed_in
 from portal.models import Team
 

@@ -3,7 +3,7 @@
 from django.urls import path
 from django.views.generic import RedirectView
 
-from bursting import console
+from grid import console
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="console_nodes"), name="console"),

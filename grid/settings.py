@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "quotas",
     "jobs",
     "billing",
+    "grid",  # the top layer: pages and cycles across the apps (docs/architecture.md)
 ]
 
 MIDDLEWARE = [
@@ -72,9 +73,9 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
 ]
 
-ROOT_URLCONF = "portal.urls"
-ASGI_APPLICATION = "portal.asgi.application"
-WSGI_APPLICATION = "portal.wsgi.application"
+ROOT_URLCONF = "grid.urls"
+ASGI_APPLICATION = "grid.asgi.application"
+WSGI_APPLICATION = "grid.wsgi.application"
 
 TEMPLATES = [
     {
@@ -86,7 +87,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "portal.context.nav",
+                "grid.context.nav",
             ],
         },
     },
@@ -186,12 +187,13 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "filesystem://"
     _broker_dir = str(DATA_DIR / "broker")
-    for _folder in ("broker", "broker-done"):
+    for _folder in ("broker", "broker-done", "broker-control"):
         (DATA_DIR / _folder).mkdir(exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": _broker_dir,
         "data_folder_out": _broker_dir,
         "processed_folder": str(DATA_DIR / "broker-done"),
+        "control_folder": str(DATA_DIR / "broker-control"),  # else kombu writes ./control/ in the working directory
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
@@ -368,7 +370,7 @@ def _check_telemetry_settings() -> None:
 
 
 _check_telemetry_settings()
-CELERY_BEAT_SCHEDULE["telemetry-cycle"] = {"task": "portal.tasks.telemetry_cycle", "schedule": TELEMETRY_CYCLE_S}
+CELERY_BEAT_SCHEDULE["telemetry-cycle"] = {"task": "grid.tasks.telemetry_cycle", "schedule": TELEMETRY_CYCLE_S}
 
 # --- Cloud bursting (docs/bursting.md) ----------------------------------------------------------
 # How often the burst cycle runs: triggers, expiry, provisioning, reconciliation, idle release.

@@ -4,10 +4,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from cluster.api import NodeViewSet, PoolViewSet
+from grid import views
+from grid.metrics import metrics as portal_metrics
 from jobs import planning_views
 from jobs.api import JobTemplateViewSet, JobViewSet
-from portal import api, probes, views
-from portal.metrics import metrics as portal_metrics
+from portal import api, probes
 from quotas.api import QuotaViewSet
 
 router = DefaultRouter()
@@ -35,7 +36,7 @@ urlpatterns = [
     path("sim/", include("cluster.urls")),
     path("billing/", include("billing.urls")),
     path("api/v1/billing/", include("billing.api_urls")),
-    path("console/", include("bursting.urls")),
+    path("console/", include("grid.console_urls")),
     path("api/v1/bursting/", include("bursting.api_urls")),
     path("api/v1/me/", api.me, name="api_me"),
     path("api/v1/", include(router.urls)),
