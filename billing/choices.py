@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from django.db import models
 
+from portal.states import Transitions
+
 
 class InvoiceState(models.TextChoices):
     DRAFT = "draft", "Draft"
     FINALISED = "finalised", "Finalised"
+
+
+# A draft is finalised once; a finalised invoice never changes (a correction is a new invoice).
+INVOICE_TRANSITIONS = Transitions({InvoiceState.DRAFT: {InvoiceState.FINALISED}, InvoiceState.FINALISED: set()})
 
 
 class LineKind(models.TextChoices):

@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from portal.models import Team
+from portal.states import Transitions
 
 
 class BurstState(models.TextChoices):
@@ -25,21 +26,23 @@ class BurstState(models.TextChoices):
 
 
 S = BurstState
-TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PROPOSED: frozenset({S.APPROVED, S.REJECTED, S.EXPIRED}),
-    S.APPROVED: frozenset({S.PROVISIONING}),
-    S.PROVISIONING: frozenset({S.ACTIVE, S.FAILED}),
-    S.ACTIVE: frozenset({S.ENDED}),
-    S.REJECTED: frozenset(),
-    S.EXPIRED: frozenset(),
-    S.FAILED: frozenset(),
-    S.ENDED: frozenset(),
-}
+TRANSITIONS = Transitions(
+    {
+        S.PROPOSED: frozenset({S.APPROVED, S.REJECTED, S.EXPIRED}),
+        S.APPROVED: frozenset({S.PROVISIONING}),
+        S.PROVISIONING: frozenset({S.ACTIVE, S.FAILED}),
+        S.ACTIVE: frozenset({S.ENDED}),
+        S.REJECTED: frozenset(),
+        S.EXPIRED: frozenset(),
+        S.FAILED: frozenset(),
+        S.ENDED: frozenset(),
+    }
+)
 OPEN_STATES = frozenset({S.PROPOSED, S.APPROVED, S.PROVISIONING, S.ACTIVE})
 
 
 def sources_of(target: str) -> frozenset[str]:
-    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
+    return TRANSITIONS.sources_of(target)
 
 
 class NodeStatus(models.TextChoices):

@@ -26,6 +26,7 @@ from bursting import planner
 from bursting.models import (
     OPEN_STATES,
     PAID_NODE_STATES,
+    TRANSITIONS,
     BurstEvent,
     BurstNode,
     BurstPolicy,
@@ -33,7 +34,6 @@ from bursting.models import (
     BurstState,
     InstanceType,
     NodeStatus,
-    sources_of,
 )
 from bursting.provider import CapacityError, CloudProvider, Instance
 from bursting.providers import get_provider
@@ -45,6 +45,7 @@ from portal.access import is_operator
 from portal.locks import transaction_lock
 from portal.models import User
 from portal.queue import after_commit
+from portal.states import move
 from quotas import restrictions
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,17 @@ def record(burst_id: int | None, actor: str, action: str, reason: str = "", **fi
 
 
 def transition(burst: BurstProposal, to: BurstState, actor: str, reason: str = "", **fields: Any) -> bool:
-    """Move the burst to `to` if the table allows it from its state now; False if it did not move."""
-    moved = BurstProposal.objects.filter(pk=burst.pk, state__in=sources_of(to)).update(state=to, **fields)
-    if moved:
-        before = burst.state
-        burst.refresh_from_db()
-        record(burst.pk, actor, str(to), reason, from_state=before, to_state=to, after=_jsonable(fields) or None)
-    return bool(moved)
+    """Move the burst to `to` if the table allows it from its state now; False if it did not move.
+
+    The event records the state the burst really left (not the possibly stale one on `burst`).
+    """
+    with transaction.atomic():
+        left = move(BurstProposal, burst.pk, to, TRANSITIONS, **fields)
+        if left is None:
+            return False
+        record(burst.pk, actor, str(to), reason, from_state=left, to_state=to, after=_jsonable(fields) or None)
+    burst.refresh_from_db()
+    return True
 
 
 def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from cluster.backends import ClusterBackend, get_backend
 from cluster.backends.base import BackendRejected
 from cluster.gpus import GPU_MODELS
 from cluster.models import GridSample, Node, NodeEvent, Pool
-from cluster.states import NodeState
+from cluster.states import NODE_TRANSITIONS, NodeState
 from portal.broadcast import send_on_commit
+from portal.states import move
 
 GRID_HISTORY_KEPT = timedelta(days=7)
 
@@ -70,9 +71,10 @@ def _change_node(name: str, to: NodeState, actor: str, reason: str) -> Node:
     except BackendRejected as exc:
         raise NodeActionError(str(exc)) from exc
     with transaction.atomic():
-        NodeEvent.objects.create(node=node, from_state=node.state, to_state=to, actor=actor, reason=reason)
-        Node.objects.filter(pk=node.pk).update(state=to, reason=reason, updated_at=timezone.now())
-        send_on_commit("grid", {"type": "grid.changed"})
+        left = move(Node, node.pk, to, NODE_TRANSITIONS, reason=reason, updated_at=timezone.now())
+        if left is not None:
+            NodeEvent.objects.create(node=node, from_state=left, to_state=to, actor=actor, reason=reason)
+            send_on_commit("grid", {"type": "grid.changed"})
     node.refresh_from_db()
     return node
 

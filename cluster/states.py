@@ -2,6 +2,8 @@
 
 from django.db import models
 
+from portal.states import Transitions
+
 
 class NodeState(models.TextChoices):
     READY = "ready", "Ready"
@@ -11,6 +13,10 @@ class NodeState(models.TextChoices):
 
 
 SCHEDULABLE_NODE_STATES = frozenset({NodeState.READY})
+# An operator (or the guard, or the backend) may move a node between any two states, also to the
+# same one with a new reason; the table still makes each change a compare-and-set that records
+# the state the node really left.
+NODE_TRANSITIONS = Transitions({source: set(NodeState) for source in NodeState})
 
 
 class PoolKind(models.TextChoices):

@@ -27,12 +27,13 @@ from cluster.states import PoolKind
 from jobs import admission, policy
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.spec import JobSpec, ModelShape, SpecContext, SpecError, TemplateInfo, validate
-from jobs.states import HOLDS_GPUS, ON_BACKEND, TERMINAL, WAITING, JobState, PendingReason, sources_of
+from jobs.states import HOLDS_GPUS, ON_BACKEND, TERMINAL, TRANSITIONS, WAITING, JobState, PendingReason
 from portal.access import is_operator, leads_team
 from portal.broadcast import send_on_commit
 from portal.locks import transaction_lock
 from portal.models import Team
 from portal.queue import after_commit, enqueue_now
+from portal.states import move
 from quotas import restrictions
 from quotas import services as quota_services
 from quotas.models import PriorityClass
@@ -54,22 +55,16 @@ class JobForbidden(JobActionError):
 
 def transition(job_id: int, to: JobState, *, actor: str = "system", why: str = "", **fields: Any) -> bool:
     """Move a job to `to` if the table allows it from its current state; False if it did not move."""
-    allowed = sources_of(to)
     now = timezone.now()
     with transaction.atomic():
-        for _ in range(3):  # compare-and-set; a concurrent change makes us look again
-            current = Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
-            if current is None or current not in allowed:
-                return False
-            moved = Job.objects.filter(pk=job_id, state=current).update(state=to, state_changed_at=now, **fields)
-            if moved:
-                JobEvent.objects.create(
-                    job_id=job_id, at=now, from_state=current, to_state=to, actor=actor, reason=why[:300],
-                    pool=str(fields.get("pool") or ""),
-                )  # fmt: skip
-                _announce(job_id)
-                return True
-    return False
+        left = move(Job, job_id, to, TRANSITIONS, state_changed_at=now, **fields)
+        if left is None:
+            return False
+        JobEvent.objects.create(
+            job_id=job_id, at=now, from_state=left, to_state=to, actor=actor, reason=why[:300], pool=str(fields.get("pool") or "")
+        )
+        _announce(job_id)
+    return True
 
 
 def _announce(job_id: int) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from portal.states import Transitions
+
 
 class JobState(models.TextChoices):
     PENDING = "pending", "Pending"
@@ -23,29 +25,31 @@ class JobState(models.TextChoices):
 
 
 S = JobState
-TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.ADMITTED, S.HELD, S.CANCELLED}),
-    S.HELD: frozenset({S.PENDING, S.CANCELLED}),
-    S.ADMITTED: frozenset({S.DISPATCHED, S.PENDING, S.FAILED, S.CANCELLED}),
-    S.DISPATCHED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.REQUEUED}),
-    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.PREEMPTING, S.REQUEUED}),
-    S.PREEMPTING: frozenset({S.REQUEUED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
-    S.REQUEUED: frozenset({S.ADMITTED, S.HELD, S.CANCELLED}),
-    S.SUCCEEDED: frozenset(),
-    S.FAILED: frozenset(),
-    S.CANCELLED: frozenset(),
-}
+TRANSITIONS = Transitions(
+    {
+        S.PENDING: frozenset({S.ADMITTED, S.HELD, S.CANCELLED}),
+        S.HELD: frozenset({S.PENDING, S.CANCELLED}),
+        S.ADMITTED: frozenset({S.DISPATCHED, S.PENDING, S.FAILED, S.CANCELLED}),
+        S.DISPATCHED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.REQUEUED}),
+        S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.PREEMPTING, S.REQUEUED}),
+        S.PREEMPTING: frozenset({S.REQUEUED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+        S.REQUEUED: frozenset({S.ADMITTED, S.HELD, S.CANCELLED}),
+        S.SUCCEEDED: frozenset(),
+        S.FAILED: frozenset(),
+        S.CANCELLED: frozenset(),
+    }
+)
 
 WAITING = frozenset({S.PENDING, S.REQUEUED})
 HOLDS_GPUS = frozenset({S.ADMITTED, S.DISPATCHED, S.RUNNING, S.PREEMPTING})
 ON_BACKEND = frozenset({S.DISPATCHED, S.RUNNING, S.PREEMPTING})
 TERMINAL = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED})
-CANCELLABLE = frozenset(s for s, targets in TRANSITIONS.items() if S.CANCELLED in targets)
+CANCELLABLE = TRANSITIONS.sources_of(S.CANCELLED)
 
 
 def sources_of(target: str) -> frozenset[str]:
     """The states from which `target` may be entered."""
-    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
+    return TRANSITIONS.sources_of(target)
 
 
 class PendingReason(models.TextChoices):

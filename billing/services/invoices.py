@@ -21,11 +21,12 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from billing import pricing
-from billing.choices import InvoiceState, LineKind
+from billing.choices import INVOICE_TRANSITIONS, InvoiceState, LineKind
 from billing.errors import BillingError, InvoiceFinalised
 from billing.metering import month_bounds, month_of, next_month
 from billing.models import Adjustment, Invoice, InvoiceLine, RateCard, UsageRecord
 from portal.models import Team
+from portal.states import move
 
 GROUP = ("team_id", "gpu_model", "pool", "pool_kind", "rate_card_id")
 MAX_ADJUSTMENT = Decimal("10000000")
@@ -210,10 +211,8 @@ def finalise(invoice_id: int, actor: str, now: datetime | None = None) -> Invoic
         raise InvoiceFinalised(invoice.number)
     if month_bounds(invoice.month)[1] > now:
         raise BillingError("month", f"{invoice.month:%Y-%m} has not ended yet; finalise from {next_month(invoice.month)} on")
-    moved = Invoice.objects.filter(pk=invoice_id, state=InvoiceState.DRAFT).update(
-        state=InvoiceState.FINALISED, finalised_at=now, finalised_by=actor[:150]
-    )
-    if not moved:
+    moved = move(Invoice, invoice_id, InvoiceState.FINALISED, INVOICE_TRANSITIONS, finalised_at=now, finalised_by=actor[:150])
+    if moved is None:
         raise InvoiceFinalised(invoice.number)
     invoice.refresh_from_db()
     return invoice
