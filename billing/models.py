@@ -7,21 +7,26 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from billing.choices import AlertKind, BudgetAction, BudgetPeriod, InvoiceState, LineKind
 from cluster.states import PoolKind
 from jobs.models import Job
-from portal.access import is_finance
-from portal.models import Team, TeamRole
+from portal.models import Team
+from portal.permissions import VIEW, RestrictedModel, RestrictedQuerySet, Rule, is_finance, is_operator, of_led_teams
 
 
-class RateCard(models.Model):
+class RateCard(RestrictedModel):
     """The price of one GPU-hour of a GPU model on a kind of pool (or one named pool), for a period.
 
     Cards of the same key never overlap; a rate change ends the current card and starts a new one
     on the change's date. Dates are UTC days; `valid_until` is exclusive.
     """
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        return bool(is_finance(user) or is_operator(user))
 
     gpu_model = models.CharField(max_length=20)
     pool_kind = models.CharField(max_length=10, choices=PoolKind.choices)
@@ -49,12 +54,19 @@ class RateCard(models.Model):
         )
 
 
-class UsageRecord(models.Model):
+class UsageRecord(RestrictedModel):
     """A piece of a job's GPU time that lies in one month and one rate period, priced by one card.
 
     Written only by the metering service from the job's events; re-metering a job replaces its
     records in months whose invoice is not finalised.
     """
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Finance sees and changes every team's costs; a team lead sees their own teams'.
+        if is_finance(user):
+            return True
+        return of_led_teams(user, "team_id") if action == VIEW else False
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="usage_records")
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="usage_records")
@@ -85,18 +97,21 @@ class UsageRecord(models.Model):
         return f"job #{self.job_id} {self.gpu_model} {self.pool} {self.start:%Y-%m-%d %H:%M}–{self.end:%Y-%m-%d %H:%M}"
 
 
-class InvoiceQuerySet(models.QuerySet["Invoice"]):
+class InvoiceQuerySet(RestrictedQuerySet["Invoice"]):
     def visible_to(self, user: Any) -> InvoiceQuerySet:
         """Finance sees every team's invoices; a team lead sees their own team's; nobody else any."""
-        if not user.is_authenticated:
-            return self.none()
-        if is_finance(user):
-            return self
-        return self.filter(team__memberships__user=user, team__memberships__role=TeamRole.LEAD)
+        return self.restrict(user, VIEW)
 
 
-class Invoice(models.Model):
+class Invoice(RestrictedModel):
     """One team's bill for one month: a draft that generation may rewrite, then finalised and immutable."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Finance sees and changes every team's costs; a team lead sees their own teams'.
+        if is_finance(user):
+            return True
+        return of_led_teams(user, "team_id") if action == VIEW else False
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="invoices")
     month = models.DateField(help_text="First day of the billed month (UTC).")
@@ -107,7 +122,7 @@ class Invoice(models.Model):
     finalised_at = models.DateTimeField(null=True, blank=True)
     finalised_by = models.CharField(max_length=150, blank=True)
 
-    objects = InvoiceQuerySet.as_manager()
+    objects = InvoiceQuerySet.as_manager()  # type: ignore[misc]  # narrows the base's manager
 
     class Meta:
         ordering = ["-month", "team__slug"]
@@ -125,8 +140,15 @@ class Invoice(models.Model):
         return self.state == InvoiceState.FINALISED
 
 
-class InvoiceLine(models.Model):
+class InvoiceLine(RestrictedModel):
     """A line of an invoice: GPU usage of one model on one pool at one rate, or a correction."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Finance sees and changes every team's costs; a team lead sees their own teams'.
+        if is_finance(user):
+            return True
+        return of_led_teams(user, "invoice__team_id") if action == VIEW else False
 
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
     position = models.PositiveIntegerField()
@@ -150,8 +172,15 @@ class InvoiceLine(models.Model):
         return f"{self.invoice} #{self.position}: {self.description} {self.amount}"
 
 
-class Adjustment(models.Model):
+class Adjustment(RestrictedModel):
     """A credit (negative) or debit correcting a finalised invoice, billed on a later month's invoice."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Finance sees and changes every team's costs; a team lead sees their own teams'.
+        if is_finance(user):
+            return True
+        return of_led_teams(user, "team_id") if action == VIEW else False
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="billing_adjustments")
     month = models.DateField(help_text="The month whose invoice carries the correction.")
@@ -168,18 +197,21 @@ class Adjustment(models.Model):
         return f"{self.team} {self.month:%Y-%m}: {self.amount} ({self.reason})"
 
 
-class BudgetQuerySet(models.QuerySet["Budget"]):
+class BudgetQuerySet(RestrictedQuerySet["Budget"]):
     def visible_to(self, user: Any) -> BudgetQuerySet:
         """The same rule as invoices: finance sees all, a team lead their own team's."""
-        if not user.is_authenticated:
-            return self.none()
-        if is_finance(user):
-            return self
-        return self.filter(team__memberships__user=user, team__memberships__role=TeamRole.LEAD)
+        return self.restrict(user, VIEW)
 
 
-class Budget(models.Model):
+class Budget(RestrictedModel):
     """A team's spending limit for each month (or quarter), with thresholds that warn and act."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Finance sees and changes every team's costs; a team lead sees their own teams'.
+        if is_finance(user):
+            return True
+        return of_led_teams(user, "team_id") if action == VIEW else False
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="budgets")
     period = models.CharField(max_length=10, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
@@ -187,7 +219,7 @@ class Budget(models.Model):
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = BudgetQuerySet.as_manager()
+    objects = BudgetQuerySet.as_manager()  # type: ignore[misc]  # narrows the base's manager
 
     class Meta:
         ordering = ["team__slug", "period"]
@@ -200,8 +232,15 @@ class Budget(models.Model):
         return f"{self.team} {self.period} {self.amount}"
 
 
-class BudgetThreshold(models.Model):
+class BudgetThreshold(RestrictedModel):
     """A percentage of a budget and the action taken when spend reaches it."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Finance sees and changes every team's costs; a team lead sees their own teams'.
+        if is_finance(user):
+            return True
+        return of_led_teams(user, "budget__team_id") if action == VIEW else False
 
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="thresholds")
     percent = models.DecimalField(max_digits=6, decimal_places=2)
@@ -215,13 +254,20 @@ class BudgetThreshold(models.Model):
         return f"{self.budget}: {self.percent} % → {self.action}"
 
 
-class BudgetAlert(models.Model):
+class BudgetAlert(RestrictedModel):
     """The record that a threshold was crossed (or projected to be) in a period: at most one of each.
 
     The unique constraint is what makes an alert go out once even when several workers evaluate
     the same budget at the same moment: only the worker whose insert succeeds notifies. The
     threshold is copied (percent, action) so the record outlives later edits of the budget.
     """
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Finance sees and changes every team's costs; a team lead sees their own teams'.
+        if is_finance(user):
+            return True
+        return of_led_teams(user, "team_id") if action == VIEW else False
 
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="budget_alerts")
@@ -246,11 +292,18 @@ class BudgetAlert(models.Model):
         return f"{self.team} {self.period_start:%Y-%m} {self.kind} {self.percent} %"
 
 
-class TeamRestriction(models.Model):
+class TeamRestriction(RestrictedModel):
     """A budget action in force for a team until the period ends or finance lifts it.
 
     The admission scheduler reads these through `billing.services.team_restrictions`.
     """
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Finance sees and changes every team's costs; a team lead sees their own teams'.
+        if is_finance(user):
+            return True
+        return of_led_teams(user, "team_id") if action == VIEW else False
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="billing_restrictions")
     action = models.CharField(max_length=20, choices=BudgetAction.choices)
@@ -268,8 +321,12 @@ class TeamRestriction(models.Model):
         return f"{self.team}: {self.action} until {self.ends_at:%Y-%m-%d}"
 
 
-class Notification(models.Model):
+class Notification(RestrictedModel):
     """An in-app message to one user (the e-mail's twin), shown on the billing pages until read."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        return Q(recipient_id=user.pk)  # one's own notifications only
 
     recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="billing_notifications")
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="+")

@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from portal.models import Team
+from portal.permissions import RestrictedModel
 from portal.states import Transitions
 
 
@@ -57,7 +58,7 @@ class NodeStatus(models.TextChoices):
 PAID_NODE_STATES = frozenset({NodeStatus.REQUESTED, NodeStatus.READY})
 
 
-class InstanceType(models.Model):
+class InstanceType(RestrictedModel):
     """A cloud instance type a burst may use: its GPUs, their model, its price, and the cloud pool its nodes join."""
 
     name = models.CharField(max_length=60, unique=True, help_text="As the provider names it, e.g. g5.12xlarge.")
@@ -75,7 +76,7 @@ class InstanceType(models.Model):
         return f"{self.name} ({self.gpus}× {self.gpu_model.upper()}, {self.price_per_hour}/h)"
 
 
-class BurstPolicy(models.Model):
+class BurstPolicy(RestrictedModel):
     """When the queue of one GPU model warrants a burst, which instance types may serve it, and its limits.
 
     A job asks for a GPU model, not a pool, so a policy watches the waiting jobs of its model (the
@@ -108,7 +109,7 @@ class BurstPolicy(models.Model):
         return self.name
 
 
-class BurstProposal(models.Model):
+class BurstProposal(RestrictedModel):
     """One burst, from its proposal with the cost projection to its end: its state moves only by the transition table."""
 
     policy = models.ForeignKey(BurstPolicy, on_delete=models.PROTECT, related_name="proposals")
@@ -146,7 +147,7 @@ class BurstProposal(models.Model):
         return Decimal(self.approved_duration_s or self.duration_s) / 3600
 
 
-class BurstNode(models.Model):
+class BurstNode(RestrictedModel):
     """A node a burst asked the provider for: the portal's record of what it pays for, reconciled with the provider's."""
 
     burst = models.ForeignKey(BurstProposal, on_delete=models.PROTECT, related_name="burst_nodes")
@@ -169,7 +170,7 @@ class BurstNode(models.Model):
         return f"{self.name} ({self.status})"
 
 
-class BurstEvent(models.Model):
+class BurstEvent(RestrictedModel):
     """Append-only audit of bursts: every proposal, decision, provisioning step and release, with who and why."""
 
     burst = models.ForeignKey(BurstProposal, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
@@ -190,7 +191,7 @@ class BurstEvent(models.Model):
         return f"burst #{self.burst_id} {self.action} by {self.actor}"
 
 
-class SimCloudInstance(models.Model):
+class SimCloudInstance(RestrictedModel):
     """The simulated cloud provider's own record of an instance, apart from the portal's (so the two can disagree)."""
 
     name = models.CharField(max_length=120, unique=True)
@@ -208,7 +209,7 @@ class SimCloudInstance(models.Model):
         return f"{self.name} ({self.state})"
 
 
-class MachineClaim(models.Model):
+class MachineClaim(RestrictedModel):
     """The Cluster API provider's own record of a node it asked a MachineDeployment for.
 
     Cluster API names its machines and nodes itself, so a request under the portal's chosen name

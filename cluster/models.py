@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 from django.utils import timezone
 
 from cluster.states import NodeState, PoolKind
+from portal.permissions import VIEW, RestrictedModel, Rule, is_operator
 
 
-class Pool(models.Model):
+class Pool(RestrictedModel):
     """A group of nodes with one GPU model (on-premises, or a cloud burst pool)."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        return True if action == VIEW else is_operator(user)  # the grid's shape is no secret
 
     name = models.CharField(max_length=60, unique=True)
     kind = models.CharField(max_length=10, choices=PoolKind.choices, default=PoolKind.ONPREM)
@@ -22,8 +29,12 @@ class Pool(models.Model):
         return self.name
 
 
-class Node(models.Model):
+class Node(RestrictedModel):
     """A GPU node, synced from the backend; the portal's copy used for admission and display."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        return True if action == VIEW else is_operator(user)  # the grid's shape is no secret
 
     name = models.CharField(max_length=120, unique=True)
     pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="nodes")
@@ -41,7 +52,7 @@ class Node(models.Model):
         return self.name
 
 
-class NodeEvent(models.Model):
+class NodeEvent(RestrictedModel):
     """Append-only record of a node's state changes: who, when, why."""
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="events")
@@ -58,8 +69,12 @@ class NodeEvent(models.Model):
         return f"{self.node_id}: {self.from_state} → {self.to_state}"
 
 
-class GridSample(models.Model):
+class GridSample(RestrictedModel):
     """One point of a pool's history: capacity, allocation and queue, for the dashboard's charts."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        return True if action == VIEW else is_operator(user)  # the grid's shape is no secret
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="samples")
@@ -77,7 +92,7 @@ class GridSample(models.Model):
         return f"{self.pool_id} at {self.at:%H:%M:%S}"
 
 
-class SimNode(models.Model):
+class SimNode(RestrictedModel):
     """A node of the simulated grid: the simulator's own state, as a real cluster would keep it."""
 
     name = models.CharField(max_length=120, unique=True)
@@ -97,7 +112,7 @@ class SimNode(models.Model):
         return self.name
 
 
-class SimJob(models.Model):
+class SimJob(RestrictedModel):
     """A job on the simulated grid, keyed by the portal job id it carries."""
 
     portal_job_id = models.BigIntegerField(unique=True)
@@ -142,7 +157,7 @@ class SafeguardKind(models.TextChoices):
     IDLE_CLEARED = "idle_cleared", "Working again"
 
 
-class GuardState(models.Model):
+class GuardState(RestrictedModel):
     """The thermal/health guard's memory of one node between cycles, and any operator override in force."""
 
     node = models.CharField(max_length=120, unique=True)
@@ -158,7 +173,7 @@ class GuardState(models.Model):
         return f"guard of {self.node}: {self.trip or 'ok'}"
 
 
-class SafeguardEvent(models.Model):
+class SafeguardEvent(RestrictedModel):
     """Append-only audit trail of the safeguards: cordons, uncordons, overrides, idle decisions."""
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -175,7 +190,7 @@ class SafeguardEvent(models.Model):
         return f"{self.kind} {self.node or self.portal_job_id} at {self.at:%H:%M:%S}"
 
 
-class JobEfficiency(models.Model):
+class JobEfficiency(RestrictedModel):
     """A job's GPU efficiency: running sums while it runs, the summary once it ends (read by billing).
 
     Keyed by the portal job id, as the simulator's own records are: the cluster app never imports jobs.

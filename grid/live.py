@@ -21,7 +21,7 @@ from grid.telemetry import heat
 from jobs import services as job_services
 from jobs.models import Job
 from jobs.states import HOLDS_GPUS, WAITING
-from portal.access import is_operator, member_team_ids, sees_all_teams
+from portal.access import is_operator
 from portal.charts import LAYOUT, Point, line_figure
 
 HISTORY = timedelta(hours=1)
@@ -70,8 +70,7 @@ def queue_totals() -> dict[str, Any]:
 
 def queue_by_team(user: Any) -> list[dict[str, Any]]:
     """The queue of the teams this viewer may see (every team for operators)."""
-    waiting = Job.objects.filter(state__in=WAITING)
-    mine = waiting if sees_all_teams(user) else waiting.filter(team_id__in=member_team_ids(user))
+    mine = Job.objects.restrict(user).filter(state__in=WAITING)
     rows = mine.values("team__slug").annotate(jobs=Count("id"), gpus=Sum("gpus")).order_by("team__slug")
     return [{"team": r["team__slug"], "jobs": r["jobs"], "gpus": r["gpus"] or 0} for r in rows]
 

@@ -13,8 +13,8 @@ from django.views.decorators.http import require_GET, require_POST
 from grid import live, teams
 from grid.health import run_checks
 from jobs.models import Job
-from portal.access import is_operator, leads_team, sees_all_teams, signed_in
-from portal.models import ApiToken, Membership, Team
+from portal.access import is_operator, leads_team, signed_in
+from portal.models import ApiToken, Team
 from quotas import services as quota_services
 from quotas.models import QuotaChange
 
@@ -64,12 +64,8 @@ def revoke_token(request: HttpRequest, token_id: int) -> HttpResponse:
 
 
 def _rows_for(request: HttpRequest, slug: str | None = None) -> list[teams.TeamModelRow]:
-    user = signed_in(request)
-    mine = set(Team.objects.filter(memberships__user=user).values_list("slug", flat=True))
-    rows = teams.overview()
-    if slug is not None:
-        return [r for r in rows if r.team == slug]
-    return rows if sees_all_teams(user) else [r for r in rows if r.team in mine]
+    visible = set(Team.objects.restrict(signed_in(request)).values_list("slug", flat=True))
+    return [r for r in teams.overview() if r.team in visible and (slug is None or r.team == slug)]
 
 
 @login_required
@@ -82,8 +78,8 @@ def team_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
     user = signed_in(request)
-    team = Team.objects.filter(slug=slug).first()
-    if team is None or not (sees_all_teams(user) or Membership.objects.filter(user=user, team=team).exists()):
+    team = Team.objects.restrict(user).filter(slug=slug).first()
+    if team is None:
         raise Http404("No such team")
     can_edit = is_operator(user) or leads_team(user, team.pk)
     if request.method == "POST" and can_edit:

@@ -6,11 +6,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from jobs.states import JobState, PendingReason
-from portal.access import member_team_ids, sees_all_teams
 from portal.models import Team
+from portal.permissions import CHANGE, VIEW, RestrictedModel, RestrictedQuerySet, Rule, is_operator, of_led_teams, of_member_teams
 
 
 class JobKind(models.TextChoices):
@@ -20,8 +21,12 @@ class JobKind(models.TextChoices):
     CUSTOM = "custom", "Custom script"
 
 
-class JobTemplate(models.Model):
+class JobTemplate(RestrictedModel):
     """A pre-filled job form with the limits within which users may change it."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        return True if action == VIEW else is_operator(user)
 
     slug = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=120)
@@ -47,18 +52,23 @@ class JobTemplate(models.Model):
         return self.name
 
 
-class JobQuerySet(models.QuerySet["Job"]):
+class JobQuerySet(RestrictedQuerySet["Job"]):
     def visible_to(self, user: Any) -> JobQuerySet:
         """The one rule for who sees which jobs: members see their teams', operators see all."""
-        if not user.is_authenticated:
-            return self.none()
-        if sees_all_teams(user):
-            return self
-        return self.filter(team_id__in=member_team_ids(user))
+        return self.restrict(user, VIEW)
 
 
-class Job(models.Model):
+class Job(RestrictedModel):
     """One unit of GPU work; an array element is a Job with `array_id` and `array_index` set."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Members see their teams' jobs; the owner, the team's lead and operators may act on one.
+        if is_operator(user):
+            return True
+        if action == VIEW:
+            return of_member_teams(user)
+        return Q(owner_id=user.pk) | of_led_teams(user)
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="jobs")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
@@ -101,7 +111,7 @@ class Job(models.Model):
     backend = models.CharField(max_length=20, blank=True)
     backend_job_id = models.CharField(max_length=100, blank=True)
 
-    objects = JobQuerySet.as_manager()
+    objects = JobQuerySet.as_manager()  # type: ignore[misc]  # narrows the base's RestrictedQuerySet manager
 
     class Meta:
         ordering = ["-id"]
@@ -115,8 +125,14 @@ class Job(models.Model):
         return f"#{self.pk} {self.name}"
 
 
-class JobEvent(models.Model):
+class JobEvent(RestrictedModel):
     """Append-only history of a job: every state change with who, when and why."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        if action == CHANGE:
+            return False  # the timeline is append-only
+        return True if is_operator(user) else of_member_teams(user, "job__team_id")
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
     at = models.DateTimeField(default=timezone.now)
@@ -140,7 +156,7 @@ class WhatIfState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class WhatIfRun(models.Model):
+class WhatIfRun(RestrictedModel):
     """A capacity-planning replay: recent real submissions through the policy, as the grid is and as it might be."""
 
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="what_if_runs")

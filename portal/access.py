@@ -1,4 +1,4 @@
-"""Who may see and do what. Every visibility rule of the project is built from these helpers."""
+"""Role helpers for views and services. Row visibility is each model's rule: `objects.restrict(user, action)` (portal/permissions.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
 from portal.models import Membership, TeamRole, User
+from portal.permissions import is_finance, is_operator
+
+__all__ = ["is_finance", "is_operator", "leads_team", "member_team_ids", "sees_all_teams", "signed_in"]
 
 
 def signed_in(request: HttpRequest) -> User:
@@ -16,14 +19,6 @@ def signed_in(request: HttpRequest) -> User:
     if not isinstance(user, User):
         raise PermissionDenied("sign in first")
     return user
-
-
-def is_operator(user: Any) -> bool:
-    return bool(user.is_authenticated and (user.is_operator or user.is_superuser))
-
-
-def is_finance(user: Any) -> bool:
-    return bool(user.is_authenticated and (user.is_finance or user.is_superuser))
 
 
 def member_team_ids(user: Any) -> list[int]:

@@ -12,15 +12,14 @@ from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal.access import sees_all_teams, signed_in
+from portal.access import signed_in
 from portal.models import ApiToken, Membership, Team
 from portal.serializers import ApiTokenSerializer, MeSerializer, NewTokenSerializer, TeamSerializer
 
 
 def visible_teams(user: Any) -> QuerySet[Team]:
-    """Operators see every team; others see the teams they belong to."""
-    teams = Team.objects.all()
-    return teams if sees_all_teams(user) else teams.filter(memberships__user=user)
+    """Operators see every team; others see the teams they belong to (Team's rule)."""
+    return Team.objects.restrict(user)
 
 
 @extend_schema(tags=["teams"])

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import Any
 
 from django.contrib.auth.models import AbstractUser
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
+
+from portal.permissions import VIEW, RestrictedModel, Rule, is_operator, of_member_teams
 
 SLUG_VALIDATOR = RegexValidator(
     r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$",
@@ -33,9 +37,25 @@ class User(AbstractUser):
             self._team_ids = cached
         return cached
 
+    @property
+    def lead_team_ids(self) -> list[int]:
+        """Ids of the teams this user leads (cached for the request, like team_ids)."""
+        cached: list[int] | None = getattr(self, "_lead_team_ids", None)
+        if cached is None:
+            cached = list(Membership.objects.filter(user=self, role=TeamRole.LEAD).values_list("team_id", flat=True))
+            self._lead_team_ids = cached
+        return cached
 
-class Team(models.Model):
+
+class Team(RestrictedModel):
     """A research team: one Slurm account, one Kubernetes namespace and Volcano queue."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Members see their teams; operators see and change every team.
+        if is_operator(user):
+            return True
+        return Q(pk__in=list(user.team_ids)) if action == VIEW else False
 
     slug = models.CharField(max_length=40, unique=True, validators=[SLUG_VALIDATOR])
     name = models.CharField(max_length=120)
@@ -54,8 +74,14 @@ class TeamRole(models.TextChoices):
     LEAD = "lead", "Team lead"
 
 
-class Membership(models.Model):
+class Membership(RestrictedModel):
     """A user's role in one team."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        if is_operator(user):
+            return True
+        return of_member_teams(user) if action == VIEW else False
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
@@ -72,8 +98,12 @@ def hash_token(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class ApiToken(models.Model):
+class ApiToken(RestrictedModel):
     """A revocable API token; only its SHA-256 is stored, the key is shown once at creation."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        return Q(user_id=user.pk)  # one's own tokens only, operators included
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=80)
@@ -93,7 +123,7 @@ class ApiToken(models.Model):
         return token, key
 
 
-class Heartbeat(models.Model):
+class Heartbeat(RestrictedModel):
     """The last time a background component proved it was alive (for /healthz)."""
 
     name = models.CharField(max_length=40, unique=True)

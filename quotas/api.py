@@ -10,7 +10,7 @@ from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal.access import member_team_ids, sees_all_teams, signed_in
+from portal.access import signed_in
 from portal.models import Team
 from quotas import services
 from quotas.models import TeamQuota
@@ -40,9 +40,7 @@ class QuotaViewSet(
     http_method_names = ["get", "post", "patch", "head", "options"]
 
     def get_queryset(self) -> QuerySet[TeamQuota]:
-        quotas = TeamQuota.objects.select_related("team")
-        user = self.request.user
-        return quotas if sees_all_teams(user) else quotas.filter(team_id__in=member_team_ids(user))
+        return TeamQuota.objects.select_related("team").restrict(self.request.user)
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = QuotaSerializer(data=request.data)

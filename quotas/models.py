@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from portal.models import Team
+from portal.permissions import CHANGE, VIEW, RestrictedModel, Rule, is_operator, of_led_teams, of_member_teams
 
 
-class PriorityClass(models.Model):
+class PriorityClass(RestrictedModel):
     """A job priority: higher `rank` goes first; `preemptible` jobs may be stopped to reclaim GPUs."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        return True if action == VIEW else is_operator(user)
 
     name = models.SlugField(max_length=30, unique=True)
     rank = models.IntegerField(help_text="Higher ranks are admitted first.")
@@ -27,8 +34,14 @@ class PriorityClass(models.Model):
         return self.name
 
 
-class QuotaChange(models.Model):
+class QuotaChange(RestrictedModel):
     """Append-only audit of quota changes: who, when, what before and after, and why."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        if action == CHANGE:
+            return False  # the audit trail is append-only
+        return True if is_operator(user) else of_member_teams(user)
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.CharField(max_length=150)
@@ -45,8 +58,14 @@ class QuotaChange(models.Model):
         return f"{self.team} {self.gpu_model} by {self.actor}"
 
 
-class TeamUsage(models.Model):
+class TeamUsage(RestrictedModel):
     """A team's decayed GPU usage (GPU-seconds), the history behind fair share."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        if action == CHANGE:
+            return False  # written by the admission cycle only
+        return True if is_operator(user) else of_member_teams(user)
 
     team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="usage")
     gpu_seconds = models.FloatField(default=0.0)
@@ -56,8 +75,15 @@ class TeamUsage(models.Model):
         return f"{self.team}: {self.gpu_seconds:.0f} GPU-s"
 
 
-class TeamQuota(models.Model):
+class TeamQuota(RestrictedModel):
     """A team's share of one GPU model: guarantee, hard limit (borrowing included), weight, lending."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Members read their team's quota; its lead may change it (within what operators allow).
+        if is_operator(user):
+            return True
+        return of_member_teams(user) if action == VIEW else of_led_teams(user)
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="quotas")
     gpu_model = models.CharField(max_length=20)
