@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from jobs.models import Job, JobEvent, JobTemplate
+from jobs.spec import SUBMIT_FIELDS, SubmitField
 
 
 class JobSerializer(serializers.ModelSerializer[Job]):
@@ -37,29 +38,26 @@ class JobDetailSerializer(JobSerializer):
         read_only_fields = fields
 
 
-class JobSubmitSerializer(serializers.Serializer[dict[str, Any]]):
-    """Documents the submission body; validation itself is jobs.spec.validate."""
+def _submit_field(declared: SubmitField) -> serializers.Field:
+    common: dict[str, Any] = {"required": declared.required, "help_text": declared.help}
+    if declared.choices:
+        return serializers.ChoiceField(choices=list(declared.choices), **common)
+    if declared.kind == "integer":
+        return serializers.IntegerField(min_value=declared.minimum, max_value=declared.maximum, **common)
+    if declared.kind == "string-list":
+        return serializers.ListField(child=serializers.CharField(), **common)
+    if declared.kind == "string-map":
+        return serializers.DictField(child=serializers.CharField(), **common)
+    if declared.kind == "map":
+        return serializers.DictField(**common)
+    return serializers.CharField(**common)
 
-    team = serializers.CharField(required=False, help_text="Team slug; optional if you are in one team.")
-    template = serializers.CharField(required=False, help_text="Template slug, e.g. pytorch-ddp.")
-    name = serializers.CharField()
-    kind = serializers.ChoiceField(choices=["training", "rendering", "simulation", "custom"], required=False)
-    image = serializers.CharField(required=False)
-    command = serializers.ListField(child=serializers.CharField(), required=False, help_text="Argument list; no shell.")
-    script = serializers.CharField(required=False, help_text="Batch script text (bounded size).")
-    env = serializers.DictField(child=serializers.CharField(), required=False)
-    params = serializers.DictField(required=False, help_text="Values for the template's placeholders.")
-    gpu_model = serializers.CharField(required=False)
-    gpus_per_node = serializers.IntegerField(required=False, min_value=1)
-    nodes = serializers.IntegerField(required=False, min_value=1)
-    gpus = serializers.IntegerField(required=False, min_value=1, help_text="Total GPUs; split into whole nodes.")
-    priority = serializers.CharField(required=False)
-    walltime = serializers.CharField(required=False, help_text="Seconds, HH:MM:SS or D-HH:MM:SS.")
-    checkpoint_dir = serializers.CharField(required=False)
-    checkpoint_interval = serializers.IntegerField(
-        required=False, help_text="Seconds between the job's checkpoints (60-86400); preemption prefers jobs that lose least."
-    )
-    array = serializers.CharField(required=False, help_text="Element count, or a range like 0-99 or 0-99:2.")
+
+class JobSubmitSerializer(serializers.Serializer[dict[str, Any]]):
+    """Documents the submission body, field for field from jobs.spec.SUBMIT_FIELDS; jobs.spec.validate checks it."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {name: _submit_field(declared) for name, declared in SUBMIT_FIELDS.items()}
 
 
 class ArrayCreatedSerializer(serializers.Serializer[dict[str, Any]]):

@@ -25,12 +25,53 @@ MAX_ARG_CHARS = 4096
 MAX_ENV = 64
 MAX_PARAM_CHARS = 200
 KINDS = ("training", "rendering", "simulation", "custom")
-KNOWN_FIELDS = frozenset(
-    {
-        "team", "name", "template", "kind", "image", "command", "script", "env", "gpu_model", "gpus_per_node",
-        "nodes", "gpus", "priority", "walltime", "walltime_s", "checkpoint_dir", "checkpoint_interval", "params", "array",
-    }
-)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SubmitField:
+    """One field of a submission: its JSON type, whether it must be given, static bounds, and what it means.
+
+    The API serializer (and so the OpenAPI schema) is built from these, and `validate` accepts
+    exactly these names, so what is documented and what is accepted cannot drift apart. Bounds that
+    depend on the grid or the template (GPUs per node, walltime) are checked in `validate`.
+    """
+
+    kind: str  # "string", "integer", "string-list", "string-map", "map"
+    help: str
+    required: bool = False
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+
+
+CHECKPOINT_INTERVAL_S = (60, 86400)
+SUBMIT_FIELDS: dict[str, SubmitField] = {
+    "team": SubmitField("string", "Team slug; optional if you are in one team."),
+    "template": SubmitField("string", "Template slug, e.g. pytorch-ddp."),
+    "name": SubmitField("string", "A name: letters, digits, dot, dash, underscore; at most 63 characters.", required=True),
+    "kind": SubmitField("string", "What the job does.", choices=KINDS),
+    "image": SubmitField("string", "Container image (Kubernetes)."),
+    "command": SubmitField("string-list", "Argument list; no shell."),
+    "script": SubmitField("string", "Batch script text (bounded size)."),
+    "env": SubmitField("string-map", f"Environment variables (at most {MAX_ENV})."),
+    "params": SubmitField("map", "Values for the template's placeholders."),
+    "gpu_model": SubmitField("string", "GPU model, e.g. a100."),
+    "gpus_per_node": SubmitField("integer", "GPUs on each node (at most a node's GPUs).", minimum=1),
+    "nodes": SubmitField("integer", "Nodes for a multi-node gang.", minimum=1),
+    "gpus": SubmitField("integer", "Total GPUs; split into whole nodes.", minimum=1),
+    "priority": SubmitField("string", "Priority class, e.g. standard."),
+    "walltime": SubmitField("string", "Seconds, HH:MM:SS or D-HH:MM:SS."),
+    "walltime_s": SubmitField("integer", "The walltime in seconds (instead of `walltime`).", minimum=60),
+    "checkpoint_dir": SubmitField("string", "Where the job writes its checkpoints."),
+    "checkpoint_interval": SubmitField(
+        "integer",
+        "Seconds between the job's checkpoints; preemption prefers jobs that lose least.",
+        minimum=CHECKPOINT_INTERVAL_S[0],
+        maximum=CHECKPOINT_INTERVAL_S[1],
+    ),
+    "array": SubmitField("string", "Element count, or a range like 0-99 or 0-99:2."),
+}
+KNOWN_FIELDS = frozenset(SUBMIT_FIELDS)
 
 
 class SpecError(Exception):
@@ -260,7 +301,8 @@ def validate(raw: Mapping[str, Any], ctx: SpecContext) -> JobSpec:
     env = _env(raw, err)
     checkpoint_interval = None
     if raw.get("checkpoint_interval") not in (None, ""):
-        checkpoint_interval = _int(raw, "checkpoint_interval", 0, err, low=60, high=86400)
+        low, high = CHECKPOINT_INTERVAL_S
+        checkpoint_interval = _int(raw, "checkpoint_interval", 0, err, low=low, high=high)
 
     array_indices = None
     if raw.get("array") not in (None, ""):
