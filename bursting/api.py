@@ -13,14 +13,7 @@ from rest_framework.routers import DefaultRouter
 
 from bursting import services
 from bursting.models import BurstProposal, InstanceType
-from portal.access import is_operator
-
-
-class IsOperator(permissions.BasePermission):
-    message = "Only operators see and decide bursts."
-
-    def has_permission(self, request: Any, view: Any) -> bool:
-        return is_operator(request.user)
+from portal.access import IsOperator
 
 
 class InstanceTypeSerializer(serializers.ModelSerializer[InstanceType]):

@@ -19,7 +19,6 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from bursting import planner
@@ -41,9 +40,8 @@ from cluster import services as cluster_services
 from cluster.backends import BackendError
 from jobs.models import Job
 from jobs.states import HOLDS_GPUS, WAITING, PendingReason
-from portal.access import is_operator
+from portal.access import is_operator, operators
 from portal.locks import transaction_lock
-from portal.models import User
 from portal.queue import after_commit
 from portal.states import move
 from quotas import restrictions
@@ -208,10 +206,6 @@ def _create(
     after = {"instance_type": instance.name, "nodes": proposal.nodes, "hours": str(proposal.hours), "cost": str(proposal.cost)}
     record(burst.pk, SYSTEM, "proposed", reason, to_state=BurstState.PROPOSED, after=after)
     return burst
-
-
-def operators() -> list[User]:
-    return list(User.objects.filter(Q(is_operator=True) | Q(is_superuser=True), is_active=True).order_by("id"))
 
 
 def _announce(burst: BurstProposal) -> None:

@@ -14,14 +14,7 @@ from rest_framework.response import Response
 from cluster import services
 from cluster.models import Node, Pool
 from cluster.serializers import NodeActionSerializer, NodeEventSerializer, NodeSerializer, PoolSerializer
-from portal.access import is_operator
-
-
-class IsOperator(permissions.BasePermission):
-    message = "Only operators may change nodes."
-
-    def has_permission(self, request: Any, view: Any) -> bool:
-        return is_operator(request.user)
+from portal.access import IsOperator
 
 
 @extend_schema(tags=["cluster"])

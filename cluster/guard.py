@@ -46,6 +46,7 @@ from cluster.safeguards import (
 from cluster.simulator.model import GpuSample
 from cluster.states import NodeState
 from cluster.telemetry.convert import present
+from portal.access import operators
 from portal.models import User
 
 log = logging.getLogger(__name__)
@@ -287,10 +288,6 @@ def record_idle(job_id: int, kind: SafeguardKind, reason: str) -> None:
 
 
 # --- telling people -------------------------------------------------------------------------------
-
-
-def operators() -> list[User]:
-    return list(User.objects.filter(is_active=True, is_operator=True).order_by("id"))
 
 
 def notify(users: Iterable[User], subject: str, body: str) -> None:
