@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from bursting import audit
 from cluster import guard
 from cluster.models import Node, SafeguardEvent, SafeguardKind
+from grid import audit
 
 
 def test_a_thermal_cordon_and_an_operator_override_are_in_the_audit_log(web, olivia, grid):
