@@ -1,6 +1,6 @@
 """Who reaches which console page and bursting API endpoint: operators act; members see their own queues; nobody else.
 
-The table covers every route under /console/ and /api/v1/bursting/ (tests/test_url_coverage.py
+The table covers every route under /console/ and /api/v1/bursting/ (tests/security/test_url_coverage.py
 leaves these prefixes to this file).
 """
 
@@ -16,7 +16,7 @@ from bursting.models import BurstEvent, BurstProposal, BurstState
 from cluster import services as cluster_services
 from cluster.models import Node, NodeEvent
 from jobs import services as job_services
-from tests.test_url_coverage import normalized
+from tests.security.test_url_coverage import normalized
 
 LOGIN = "login"
 # route: (sample url, method, anonymous, alice the researcher, bob the lead, olivia the operator)

@@ -1,7 +1,7 @@
 """Every route x every role x read and write, with the answer each one must get.
 
 Routes are discovered from the URLconf (with the DRF routers mounted in it) and the websocket
-routing, with the walker of tests/test_url_coverage.py; a route without a row here fails
+routing, with the walker of tests/security/test_url_coverage.py; a route without a row here fails
 `test_every_route_has_a_row`. Roles are the six callers of the portal, in the columns below:
 
     anonymous · alice, researcher of vision (team A) · carol, researcher of render (team B)
@@ -38,13 +38,13 @@ from portal.models import ApiToken, Membership, Team, User
 from quotas.models import TeamQuota
 from tests.security.conftest import ROLES
 from tests.security.samples import SAMPLES
-from tests.test_url_coverage import normalized, project_routes, walk, websocket_routes
+from tests.security.test_url_coverage import normalized, project_routes, walk, websocket_routes
 
 LOGIN = "login"  # 302 to /accounts/login/
 ADMIN_LOGIN = "admin-login"  # 302 to /admin/login/
 WRITES = ("post", "patch", "delete")
 REFUSED = {LOGIN, ADMIN_LOGIN, 401, 403, 404, 405}
-# Prefixes the walker of tests/test_url_coverage.py leaves to other tables; walked here from their resolvers.
+# Prefixes the walker of tests/security/test_url_coverage.py leaves to other tables; walked here from their resolvers.
 MOUNTED = ("billing/", "api/v1/billing/", "console/", "api/v1/bursting/", "admin/", "accounts/")
 
 Answers = tuple[str | int, str | int, str | int, str | int, str | int, str | int]
@@ -308,7 +308,7 @@ def admin_url(route: str, world: dict[str, Any]) -> str:
 
 
 def mounted_routes() -> set[str]:
-    """Routes under the prefixes that tests/test_url_coverage.py leaves to other tables, walked with its walker."""
+    """Routes under the prefixes that tests/security/test_url_coverage.py leaves to other tables, walked with its walker."""
     found: set[str] = set()
     for pattern in get_resolver().url_patterns:
         prefix = str(pattern.pattern)

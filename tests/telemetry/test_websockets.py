@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from channels.layers import get_channel_layer
 
-from tests import test_access_websockets as access
-from tests.test_access_websockets import CLOSE_FORBIDDEN, TIMEOUT_S, websocket
+from tests.security import test_access_websockets as access
+from tests.security.test_access_websockets import CLOSE_FORBIDDEN, TIMEOUT_S, websocket
 
 # The access suite's fixtures, shared rather than copied.
 alice_job = access.alice_job

@@ -23,7 +23,7 @@ from cluster.simulator.model import (
     temperature,
 )
 
-FIXTURE = Path(__file__).parent / "fixtures" / "dcgm" / "dcgm-exporter-scrape-l4.prom"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "dcgm" / "dcgm-exporter-scrape-l4.prom"
 
 
 def request(portal_id: int, gpus: int = 1, nodes: int = 1, node_names: tuple[str, ...] = ()) -> JobRequest:

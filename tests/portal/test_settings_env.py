@@ -11,7 +11,7 @@ import pytest
 
 from portal.env import ConfigError, env_bool, env_choice, env_float, parse_database_url
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_database_urls_become_django_settings(tmp_path):

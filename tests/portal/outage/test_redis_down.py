@@ -15,7 +15,6 @@ from django.core.cache import cache
 from django.db import OperationalError
 
 from jobs import services as job_services
-from jobs import tasks
 from jobs.models import Job
 from jobs.states import JobState
 from portal import broadcast, queue
@@ -204,7 +203,7 @@ def test_a_backend_away_at_dispatch_leaves_the_job_admitted_for_the_retrying_tas
     assert job_services.admit_and_dispatch(away) == [job.pk]
     job.refresh_from_db()
     assert job.state == JobState.ADMITTED
-    assert queued == [(tasks.dispatch_jobs, ([job.pk],))]
+    assert queued == [("jobs.tasks.dispatch_jobs", ([job.pk],))]
 
 
 def test_a_worker_retries_a_lost_broker_every_second_for_ever() -> None:

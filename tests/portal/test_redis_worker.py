@@ -23,7 +23,7 @@ from tests.conftest import TEST_POOLS
 from tests.services import redis_reachable, redis_url
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def forget_connections() -> None:
