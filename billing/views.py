@@ -20,6 +20,7 @@ from billing.access import billing_teams, require_billing, require_finance
 from billing.errors import BillingError
 from billing.metering import month_of
 from billing.models import Budget, BudgetAlert, Invoice, Notification
+from billing.services import notify
 from billing.services.budgets import restrictions_of
 from billing.services.invoices import currency, invoice_rows
 from billing.services.reports import monthly_cost_by, months_back, summary, trend
@@ -174,5 +175,5 @@ def draft_month(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def read_notifications(request: HttpRequest) -> HttpResponse:
-    Notification.objects.filter(recipient=signed_in(request), read_at__isnull=True).update(read_at=timezone.now())
+    notify.mark_read(signed_in(request))
     return redirect("billing_overview")

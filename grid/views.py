@@ -7,7 +7,6 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from grid import live, teams
@@ -15,6 +14,7 @@ from grid.health import run_checks
 from jobs.models import Job
 from portal.access import is_operator, leads_team, signed_in
 from portal.models import ApiToken, Team
+from portal.tokens import revoke as revoke_api_token
 from quotas import services as quota_services
 from quotas.models import QuotaChange
 
@@ -55,10 +55,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def revoke_token(request: HttpRequest, token_id: int) -> HttpResponse:
-    revoked = ApiToken.objects.filter(pk=token_id, user=signed_in(request), revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
-    )
-    if revoked:
+    if revoke_api_token(signed_in(request), token_id):
         messages.success(request, "Token revoked.")
     return redirect("tokens")
 

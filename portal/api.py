@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import api_view
@@ -15,6 +14,7 @@ from rest_framework.response import Response
 from portal.access import signed_in
 from portal.models import ApiToken, Membership, Team
 from portal.serializers import ApiTokenSerializer, MeSerializer, NewTokenSerializer, TeamSerializer
+from portal.tokens import revoke
 
 
 def visible_teams(user: Any) -> QuerySet[Team]:
@@ -55,7 +55,7 @@ class ApiTokenViewSet(
         return Response(data, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance: ApiToken) -> None:
-        ApiToken.objects.filter(pk=instance.pk).update(revoked_at=timezone.now())
+        revoke(signed_in(self.request), instance.pk)
 
 
 @extend_schema(tags=["me"], responses={200: MeSerializer})

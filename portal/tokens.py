@@ -8,6 +8,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from portal.models import ApiToken, hash_token
+from portal.permissions import CHANGE
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
@@ -31,3 +32,9 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Any) -> str:
         return self.keyword
+
+
+def revoke(user: Any, token_id: int) -> bool:
+    """Revoke one of the user's own tokens; False if it is not theirs or already revoked."""
+    mine = ApiToken.objects.restrict(user, CHANGE).filter(pk=token_id, revoked_at__isnull=True)
+    return bool(mine.update(revoked_at=timezone.now()))

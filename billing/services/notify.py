@@ -10,9 +10,11 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from billing.models import Notification
 from portal.models import TeamRole, User
+from portal.permissions import CHANGE
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +45,8 @@ def _send(subject: str, body: str, addresses: list[str]) -> None:
         send_mail(subject, body, sender, addresses)
     except OSError as exc:  # the in-app notification is already stored; a mail outage must not undo it
         log.warning("billing e-mail %r to %s not sent: %s", subject, addresses, exc)
+
+
+def mark_read(user: User) -> int:
+    """Mark the user's unread notifications read; how many."""
+    return Notification.objects.restrict(user, CHANGE).filter(read_at__isnull=True).update(read_at=timezone.now())
