@@ -76,7 +76,19 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
                 await asyncio.sleep(RETRY_S)
                 await self._rejoin()
             else:
+                await self.recover()  # a message got through: Redis answers, so stop dropping pushes
                 return message
+
+    async def recover(self) -> bool:
+        """If an outage is believed, and its cool-down has passed, try Redis again (re-joining the groups).
+
+        The consumers call it on every tick: a socket whose receive never failed (its connection
+        survived, or no message was due) would otherwise never notice that Redis is back. True
+        if the layer is up.
+        """
+        if self.breaker.is_down and not self.breaker.is_open:
+            await self._rejoin()
+        return not self.breaker.is_down
 
     async def _rejoin(self) -> None:
         """Re-join every remembered group once Redis answers; one coroutine does it, the others wait."""
@@ -113,6 +125,9 @@ class ReportsLiveStatus:
     live_paused = False
 
     async def report_live_status(self) -> bool:
+        recover = getattr(getattr(self, "channel_layer", None), "recover", None)
+        if recover is not None:
+            await recover()
         paused = live_updates_paused()
         if paused != self.live_paused:
             self.live_paused = paused

@@ -42,3 +42,19 @@ async def test_after_a_restart_that_forgot_the_groups_the_sockets_are_joined_aga
     assert message == {"type": "grid.changed", "n": 1}
     await layer.group_discard("grid", channel)
     await layer.flush()
+
+
+@pytest.mark.redis
+async def test_a_layer_that_believes_redis_down_tries_again_on_the_next_tick_after_its_cool_down(redis_url_or_skip: str) -> None:
+    """A socket whose own receive never failed must still notice that Redis is back (the consumers' ticks call recover)."""
+    layer = ResilientRedisChannelLayer(hosts=[redis_url_or_skip], prefix=f"outage-tick-{id(object())}")
+    channel = await layer.new_channel()
+    await layer.group_add("grid", channel)
+    redis.Redis.from_url(redis_url_or_skip).flushdb()
+    layer.breaker.failed(ConnectionError("a push failed"))
+    assert await layer.recover() is False  # still cooling down: no new attempt yet
+    layer.breaker._retry_at = 0.0
+    assert await layer.recover() is True
+    await layer.group_send("grid", {"type": "grid.changed", "n": 2})
+    assert await asyncio.wait_for(layer.receive(channel), timeout=5) == {"type": "grid.changed", "n": 2}
+    await layer.flush()
