@@ -47,6 +47,20 @@ def fresh_dashboard_figures() -> None:
 
 
 @pytest.fixture(autouse=True)
+def celery_may_join_results() -> None:
+    """Clear Celery's process-wide "inside a task" flag before each test.
+
+    Eager `apply_async` sets the flag for the task's duration and restores the value it found. When
+    two threads (a live server, a websocket executor) run eager tasks at once, the second can restore
+    the first's True after the first has left, and the flag stays set: a later test's `.get()` then
+    fails with "Never call result.get() within a task!". Workers never run eager tasks.
+    """
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(False)
+
+
+@pytest.fixture(autouse=True)
 def small_grid(settings: Any) -> None:
     settings.SIM_POOLS = TEST_POOLS
     settings.SIM_SPEED = 1.0
