@@ -1,4 +1,4 @@
-"""The web submission form: it only gathers fields; jobs.spec.validate judges them."""
+"""The web submission form, built from jobs.spec.SUBMIT_FIELDS: it only gathers fields; jobs.spec.validate judges them."""
 
 from __future__ import annotations
 
@@ -7,25 +7,45 @@ from typing import Any
 from django import forms
 
 from jobs.models import JobTemplate
-from jobs.spec import format_walltime
+from jobs.spec import FORM_FIELDS, SUBMIT_FIELDS, SubmitField, format_walltime
+
+LINES_HELP = {
+    "string-list": "One argument per line; nothing runs through a shell.",
+    "string-map": "NAME=value, one per line.",
+}
+TEXTAREA_ROWS = {"command": 3, "script": 6, "env": 2}
+
+
+def form_field(name: str, declared: SubmitField) -> forms.Field:
+    """The form field for one declared submission field; its bounds and help are the declaration's."""
+    common: dict[str, Any] = {
+        "required": declared.required,
+        "label": declared.label or name.replace("_", " ").capitalize(),
+        "help_text": LINES_HELP.get(declared.kind, declared.help),
+    }
+    if declared.choices:
+        return forms.ChoiceField(choices=[(c, c) for c in declared.choices], **common)
+    if declared.kind == "integer":
+        return forms.IntegerField(min_value=declared.minimum, max_value=declared.maximum, **common)
+    if name in TEXTAREA_ROWS or declared.kind in LINES_HELP:
+        return forms.CharField(widget=forms.Textarea(attrs={"rows": TEXTAREA_ROWS.get(name, 2)}), **common)
+    return forms.CharField(**common)
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _pairs(text: str) -> dict[str, str]:
+    pairs = {}
+    for line in _lines(text):
+        key, _, value = line.partition("=")
+        pairs[key.strip()] = value.strip()
+    return pairs
 
 
 class JobForm(forms.Form):
-    team = forms.ChoiceField()
-    name = forms.CharField(max_length=63)
-    gpu_model = forms.ChoiceField(label="GPU model")
-    gpus_per_node = forms.IntegerField(label="GPUs per node", min_value=1)
-    nodes = forms.IntegerField(min_value=1)
-    priority = forms.ChoiceField()
-    walltime = forms.CharField(help_text="HH:MM:SS or D-HH:MM:SS")
-    image = forms.CharField(max_length=300, required=False)
-    command = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3}), required=False, help_text="One argument per line; nothing runs through a shell."
-    )
-    script = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), required=False)
-    checkpoint_dir = forms.CharField(required=False)
-    env = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="NAME=value, one per line")
-    array = forms.CharField(required=False, help_text="Optional: element count, or a range like 0-99")
+    """Team, GPU model and priority are choices from the user's teams and the grid; each template placeholder is a field."""
 
     def __init__(
         self,
@@ -37,6 +57,8 @@ class JobForm(forms.Form):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        for name in FORM_FIELDS:
+            self.fields[name] = form_field(name, SUBMIT_FIELDS[name])
         self.template = template
         allowed = template.allowed_gpu_models or gpu_models
         self._choices("team", teams)
@@ -49,9 +71,8 @@ class JobForm(forms.Form):
             self.fields["script"].widget = forms.HiddenInput()
 
     def _choices(self, name: str, choices: list[tuple[str, str]]) -> None:
-        field = self.fields[name]
-        assert isinstance(field, forms.ChoiceField)
-        field.choices = choices
+        old = self.fields[name]
+        self.fields[name] = forms.ChoiceField(choices=choices, required=old.required, label=old.label, help_text=old.help_text)
 
     @classmethod
     def initial_for(cls, template: JobTemplate, team: str | None) -> dict[str, Any]:
@@ -71,35 +92,20 @@ class JobForm(forms.Form):
         return initial
 
     def as_request(self) -> dict[str, Any]:
-        """The submission as the API would receive it."""
+        """The submission as the API would receive it: empty fields left out, lines turned into lists and maps."""
         data = self.cleaned_data
-        raw: dict[str, Any] = {
-            "template": self.template.slug,
-            "team": data["team"],
-            "name": data["name"],
-            "gpu_model": data["gpu_model"],
-            "gpus_per_node": data["gpus_per_node"],
-            "nodes": data["nodes"],
-            "priority": data["priority"],
-            "walltime": data["walltime"],
-            "image": data["image"],
-            "checkpoint_dir": data["checkpoint_dir"],
-            "params": {n: data[f"param_{n}"] for n in self.param_names if data.get(f"param_{n}")},
-        }
-        command = [line.strip() for line in data["command"].splitlines() if line.strip()]
-        if command != list(self.template.command):
-            raw["command"] = command
-        if data.get("script"):
-            raw["script"] = data["script"]
-        env = {}
-        for line in data["env"].splitlines():
-            if "=" in line:
-                key, value = line.split("=", 1)
-                env[key.strip()] = value.strip()
-            elif line.strip():
-                env[line.strip()] = ""
-        if env:
-            raw["env"] = env
-        if data.get("array"):
-            raw["array"] = data["array"]
+        raw: dict[str, Any] = {"template": self.template.slug}
+        for name in FORM_FIELDS:
+            value = data.get(name)
+            kind = SUBMIT_FIELDS[name].kind
+            if kind == "string-list":
+                value = _lines(value or "")
+                if name == "command" and value == list(self.template.command):
+                    continue  # the template's own command
+            elif kind == "string-map":
+                value = _pairs(value or "")
+            if value not in (None, "", [], {}):
+                raw[name] = value
+        params = {n: data[f"param_{n}"] for n in self.param_names if data.get(f"param_{n}")}
+        raw["params"] = params
         return raw

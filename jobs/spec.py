@@ -42,6 +42,7 @@ class SubmitField:
     minimum: int | None = None
     maximum: int | None = None
     choices: tuple[str, ...] = ()
+    label: str = ""  # the web form's label; empty: derived from the name
 
 
 CHECKPOINT_INTERVAL_S = (60, 86400)
@@ -55,8 +56,8 @@ SUBMIT_FIELDS: dict[str, SubmitField] = {
     "script": SubmitField("string", "Batch script text (bounded size)."),
     "env": SubmitField("string-map", f"Environment variables (at most {MAX_ENV})."),
     "params": SubmitField("map", "Values for the template's placeholders."),
-    "gpu_model": SubmitField("string", "GPU model, e.g. a100."),
-    "gpus_per_node": SubmitField("integer", "GPUs on each node (at most a node's GPUs).", minimum=1),
+    "gpu_model": SubmitField("string", "GPU model, e.g. a100.", label="GPU model"),
+    "gpus_per_node": SubmitField("integer", "GPUs on each node (at most a node's GPUs).", minimum=1, label="GPUs per node"),
     "nodes": SubmitField("integer", "Nodes for a multi-node gang.", minimum=1),
     "gpus": SubmitField("integer", "Total GPUs; split into whole nodes.", minimum=1),
     "priority": SubmitField("string", "Priority class, e.g. standard."),
@@ -72,6 +73,12 @@ SUBMIT_FIELDS: dict[str, SubmitField] = {
     "array": SubmitField("string", "Element count, or a range like 0-99 or 0-99:2."),
 }
 KNOWN_FIELDS = frozenset(SUBMIT_FIELDS)
+# The web form shows these, in this order; the template comes from the URL and fills the rest
+# (kind, params are shown one field per placeholder; gpus and walltime_s are API shorthands).
+FORM_FIELDS = (
+    "team", "name", "gpu_model", "gpus_per_node", "nodes", "priority", "walltime", "image", "command",
+    "script", "checkpoint_dir", "checkpoint_interval", "env", "array",
+)  # fmt: skip
 
 
 class SpecError(Exception):

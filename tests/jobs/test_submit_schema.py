@@ -69,3 +69,54 @@ def test_validation_enforces_each_declared_bound(name: str, alice, grid) -> None
         with pytest.raises(SpecError) as refused:
             services.submit(alice, raw)
         assert name in refused.value.errors, (name, value, refused.value.errors)
+
+
+def _form(template_slug: str, data: dict[str, Any] | None = None) -> Any:
+    from jobs.forms import JobForm
+    from jobs.models import JobTemplate
+
+    template = JobTemplate.objects.get(slug=template_slug)
+    return JobForm(data, template=template, teams=[("vision", "Vision")], gpu_models=["a100", "h100"], priorities=["standard"])
+
+
+@pytest.mark.django_db
+def test_the_web_form_shows_declared_fields_with_the_declared_bounds() -> None:
+    from django import forms
+
+    from jobs.spec import FORM_FIELDS
+
+    form = _form("pytorch-ddp")
+    declared_on_form = [n for n in form.fields if not n.startswith("param_")]
+    assert declared_on_form == list(FORM_FIELDS) and set(FORM_FIELDS) <= KNOWN_FIELDS
+    for name in FORM_FIELDS:
+        declared, field = SUBMIT_FIELDS[name], form.fields[name]
+        assert field.required == declared.required, name
+        if declared.kind == "integer":
+            assert isinstance(field, forms.IntegerField), name
+            assert (field.min_value, field.max_value) == (declared.minimum, declared.maximum), name
+
+
+@pytest.mark.django_db
+def test_what_the_web_form_sends_is_what_validation_accepts(alice, grid) -> None:
+    from jobs import services
+
+    data = {
+        "team": "vision", "name": "form-run", "gpu_model": "a100", "gpus_per_node": "2", "nodes": "1",
+        "priority": "standard", "walltime": "01:00:00", "command": "python\ntrain.py\n", "checkpoint_dir": "/ckpt/run",
+        "checkpoint_interval": "600", "env": "SEED=7\nDEBUG", "array": "",
+    }  # fmt: skip
+    form = _form("pytorch-ddp", data)
+    assert form.is_valid(), form.errors
+    raw = form.as_request()
+    assert set(raw) <= KNOWN_FIELDS and "array" not in raw
+    assert raw["command"] == ["python", "train.py"] and raw["env"] == {"SEED": "7", "DEBUG": ""}
+    (job,) = services.submit(alice, raw)
+    assert (job.gpus_per_node, job.checkpoint_interval_s, job.env["SEED"]) == (2, 600, "7")
+
+
+@pytest.mark.django_db
+def test_the_web_form_refuses_a_declared_bound_before_submitting() -> None:
+    form = _form("pytorch-ddp", {"team": "vision", "name": "x", "gpu_model": "a100", "gpus_per_node": "0", "nodes": "1",
+                                 "priority": "standard", "walltime": "01:00:00", "checkpoint_interval": "5"})  # fmt: skip
+    assert not form.is_valid()
+    assert set(form.errors) == {"gpus_per_node", "checkpoint_interval"}
