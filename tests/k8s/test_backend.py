@@ -10,7 +10,6 @@ import yaml
 
 from cluster.backends import get_backend
 from cluster.backends.base import BackendRejected, BackendUnavailable
-from cluster.backends.kubernetes import queues
 from cluster.backends.kubernetes.backend import KubernetesBackend
 from cluster.backends.kubernetes.errors import ConflictError
 from cluster.backends.kubernetes.manifests import JOB_ID_LABEL, ManifestConfig
@@ -18,6 +17,7 @@ from cluster.states import NodeState, PoolKind
 from jobs import services
 from jobs.models import Job
 from jobs.states import JobState
+from quotas import volcano
 from quotas.models import TeamQuota
 from tests.k8s.fake_apiserver import FakeApiServer
 from tests.k8s.test_manifests import SEED_QUEUE
@@ -271,7 +271,7 @@ def test_a_403_is_a_refusal_with_an_rbac_hint(alice, submit, fake, k8s):
 
 
 def test_a_422_names_the_invalid_field(fake, k8s):
-    from cluster.backends.kubernetes.queues import MACHINE_DEPLOYMENT_API
+    from cluster.backends.kubernetes.manifests import MACHINE_DEPLOYMENT_API
 
     fake.add_machinedeployment("capi", "burst-a10g", pool="burst-a10g")
 
@@ -296,7 +296,7 @@ def test_the_seeds_queue_is_refused_and_the_compiled_one_accepted(fake, k8s):
             yaml.safe_load(SEED_QUEUE),
             field_validation="Strict",
         )
-    valid = queues.queue(queues.QueueQuota("vision", "a100", guarantee=4, limit=12), ManifestConfig())
+    valid = volcano.queue(volcano.QueueQuota("vision", "a100", guarantee=4, limit=12), ManifestConfig())
     k8s.api.call(
         "create Queue",
         custom.create_cluster_custom_object,

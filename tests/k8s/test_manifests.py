@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from cluster.backends.base import JobRequest
-from cluster.backends.kubernetes import manifests, queues
+from cluster.backends.kubernetes import manifests, rbac
 from cluster.backends.kubernetes.manifests import ManifestConfig, ManifestError
 from cluster.gpus import GPU_MODELS
+from quotas import volcano
 from tests.k8s.crd_schemas import crd_for
 
 K8S_VERSION = "1.33"
@@ -226,8 +227,8 @@ def test_the_seeds_sample_queue_is_not_valid_for_the_real_crd():
 
 @pytest.mark.parametrize("lendable", [True, False])
 def test_quotas_compile_to_valid_queues(lendable):
-    quota = queues.QueueQuota("vision", "a100", guarantee=4, limit=12, weight=3, lendable=lendable)
-    q = queues.queue(quota, CONFIG)
+    quota = volcano.QueueQuota("vision", "a100", guarantee=4, limit=12, weight=3, lendable=lendable)
+    q = volcano.queue(quota, CONFIG)
     assert_valid_custom_resource(q)
     assert q["metadata"]["name"] == "team-vision-a100"
     assert q["spec"]["capability"] == {"nvidia.com/gpu": 12} and q["spec"]["deserved"] == {"nvidia.com/gpu": 4}
@@ -237,15 +238,15 @@ def test_quotas_compile_to_valid_queues(lendable):
 
 def test_a_queue_below_its_guarantee_is_refused():
     with pytest.raises(ManifestError):
-        queues.queue(queues.QueueQuota("vision", "a100", guarantee=8, limit=4), CONFIG)
+        volcano.queue(volcano.QueueQuota("vision", "a100", guarantee=8, limit=4), CONFIG)
 
 
 def test_priority_classes_namespaces_and_rbac_are_valid_kubernetes_objects():
     objects = [
-        queues.priority_class(queues.Priority("critical", 1000, description="never preempted")),
-        queues.priority_class(queues.Priority("preemptible", 10, preemptible=True)),
-        queues.team_namespace("vision", CONFIG),
-        *queues.rbac("gpu-grid-portal", "gpu-grid-portal"),
+        volcano.priority_class(volcano.Priority("critical", 1000, description="never preempted")),
+        volcano.priority_class(volcano.Priority("preemptible", 10, preemptible=True)),
+        rbac.team_namespace("vision", CONFIG),
+        *rbac.rbac("gpu-grid-portal", "gpu-grid-portal"),
     ]
     for obj in objects:
         assert_valid_core(obj)
@@ -253,7 +254,7 @@ def test_priority_classes_namespaces_and_rbac_are_valid_kubernetes_objects():
 
 
 def test_the_rbac_covers_every_resource_the_backend_touches():
-    granted = {(g, r) for rule in queues.portal_rules() for g in rule["apiGroups"] for r in rule["resources"]}
+    granted = {(g, r) for rule in rbac.portal_rules() for g in rule["apiGroups"] for r in rule["resources"]}
     needed = {
         ("", "nodes"),
         ("", "pods"),
@@ -275,4 +276,4 @@ def test_kubernetes_validate_works_offline_from_its_bundled_schemas(monkeypatch)
         raise AssertionError("kubernetes-validate tried to use the network")
 
     monkeypatch.setattr(socket, "create_connection", no_network)
-    assert_valid_core(queues.team_namespace("vision", CONFIG))
+    assert_valid_core(rbac.team_namespace("vision", CONFIG))

@@ -20,8 +20,7 @@ from django.conf import settings
 from cluster.backends.base import BackendRejected, ClusterBackend, JobRequest, RemoteJob, RemoteNode
 from cluster.backends.kubernetes import manifests, status
 from cluster.backends.kubernetes.errors import ConflictError, NotFoundError, TooManyRequests
-from cluster.backends.kubernetes.manifests import JOB_ID_LABEL, PYTORCH_JOB_API, VOLCANO_JOB_API, Manifest
-from cluster.backends.kubernetes.queues import MACHINE_DEPLOYMENT_API
+from cluster.backends.kubernetes.manifests import JOB_ID_LABEL, MACHINE_DEPLOYMENT_API, PYTORCH_JOB_API, VOLCANO_JOB_API, Manifest
 
 if TYPE_CHECKING:
     from cluster.backends.kubernetes.api import KubeApi

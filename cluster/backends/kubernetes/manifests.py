@@ -29,6 +29,8 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "gpu-grid-portal"}
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
+QUEUE_API = ("scheduling.volcano.sh", "v1beta1", "queues", "Queue")
+MACHINE_DEPLOYMENT_API = ("cluster.x-k8s.io", "v1beta2", "machinedeployments", "MachineDeployment")
 VOLCANO_JOB_API = ("batch.volcano.sh", "v1alpha1", "jobs", "Job")
 PYTORCH_JOB_API = ("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
 

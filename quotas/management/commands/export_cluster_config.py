@@ -14,27 +14,28 @@ import yaml
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from cluster.backends.kubernetes import queues
+from cluster.backends.kubernetes import rbac
 from cluster.backends.kubernetes.backend import KubeSettings
 from cluster.backends.kubernetes.manifests import Manifest, ManifestConfig, ManifestError
 from cluster.gpus import GPU_MODELS
 from portal.models import Team
+from quotas import volcano
 from quotas.models import PriorityClass, TeamQuota
 
 
-def quota_rows(default_limit: int) -> list[queues.QueueQuota]:
+def quota_rows(default_limit: int) -> list[volcano.QueueQuota]:
     """Every (team, GPU model) pair: its quota, or the default limit with no guarantee."""
     explicit = {
-        (q.team.slug, q.gpu_model): queues.QueueQuota(q.team.slug, q.gpu_model, q.guarantee, q.limit, q.weight, q.lendable)
+        (q.team.slug, q.gpu_model): volcano.QueueQuota(q.team.slug, q.gpu_model, q.guarantee, q.limit, q.weight, q.lendable)
         for q in TeamQuota.objects.select_related("team")
     }
     teams = Team.objects.values_list("slug", flat=True)
-    return [explicit.get((t, m)) or queues.QueueQuota(t, m, 0, default_limit) for t in teams for m in sorted(GPU_MODELS)]
+    return [explicit.get((t, m)) or volcano.QueueQuota(t, m, 0, default_limit) for t in teams for m in sorted(GPU_MODELS)]
 
 
-def priorities() -> list[queues.Priority]:
+def priorities() -> list[volcano.Priority]:
     return [
-        queues.Priority(p.name, p.rank, p.preemptible, p.description) for p in PriorityClass.objects.order_by("-rank", "name")
+        volcano.Priority(p.name, p.rank, p.preemptible, p.description) for p in PriorityClass.objects.order_by("-rank", "name")
     ]
 
 
@@ -42,10 +43,10 @@ def k8s_objects(config: ManifestConfig, namespace: str, service_account: str, de
     """Everything the export writes, in the order a cluster should receive it."""
     teams = Team.objects.values_list("slug", flat=True)
     return [
-        *(queues.team_namespace(t, config) for t in teams),
-        *(queues.priority_class(p) for p in priorities()),
-        *queues.compile_queues(quota_rows(default_limit), config),
-        *queues.rbac(namespace, service_account),
+        *(rbac.team_namespace(t, config) for t in teams),
+        *(volcano.priority_class(p) for p in priorities()),
+        *volcano.compile_queues(quota_rows(default_limit), config),
+        *rbac.rbac(namespace, service_account),
     ]
 
 
