@@ -88,7 +88,8 @@ class InvoiceAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Invoice | None = None) -> bool:
-        return obj is not None and not obj.is_finalised
+        # Drafts only, and only for staff the admin lets delete invoices at all.
+        return obj is not None and not obj.is_finalised and super().has_delete_permission(request, obj)
 
     def delete_model(self, request: HttpRequest, obj: Invoice) -> None:
         delete_draft(obj.pk)

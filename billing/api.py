@@ -12,13 +12,13 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpResponse
+from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.routers import DefaultRouter
 from rest_framework.views import APIView
 
 from billing import exports, services
@@ -226,7 +226,10 @@ def summary(request: Request) -> Response:
     )  # fmt: skip
 
 
-router = DefaultRouter()
-router.register("invoices", InvoiceViewSet, basename="billing-invoice")
-router.register("rate-cards", RateCardViewSet, basename="billing-rate-card")
-router.register("budgets", BudgetViewSet, basename="billing-budget")
+# Mounted under /api/v1/ by grid/urls.py, like every app's ROUTES and PATHS.
+ROUTES = [
+    ("billing/invoices", InvoiceViewSet, "billing-invoice"),
+    ("billing/rate-cards", RateCardViewSet, "billing-rate-card"),
+    ("billing/budgets", BudgetViewSet, "billing-budget"),
+]
+PATHS = [path("billing/summary/", summary, name="billing_api_summary")]

@@ -9,7 +9,6 @@ from rest_framework import exceptions, permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.routers import DefaultRouter
 
 from bursting import services
 from bursting.models import BurstProposal, InstanceType
@@ -81,6 +80,8 @@ class BurstViewSet(viewsets.ReadOnlyModelViewSet[BurstProposal]):
         return self._decide(request, services.reject, RejectSerializer(data=request.data))
 
 
-router = DefaultRouter()
-router.register("bursts", BurstViewSet, basename="burst")
-router.register("instance-types", InstanceTypeViewSet, basename="instance-type")
+# Mounted under /api/v1/ by grid/urls.py, like every app's ROUTES and PATHS.
+ROUTES = [
+    ("bursting/bursts", BurstViewSet, "burst"),
+    ("bursting/instance-types", InstanceTypeViewSet, "instance-type"),
+]

@@ -67,3 +67,7 @@ class NodeViewSet(viewsets.ReadOnlyModelViewSet[Node]):
     @action(detail=True, methods=["get"])
     def events(self, request: Request, name: str | None = None) -> Response:
         return Response(NodeEventSerializer(self.get_object().events.all()[:200], many=True).data)
+
+
+# Mounted under /api/v1/ by grid/urls.py, like every app's ROUTES and PATHS.
+ROUTES = [("pools", PoolViewSet, "pool"), ("nodes", NodeViewSet, "node")]

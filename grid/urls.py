@@ -3,22 +3,25 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from cluster.api import NodeViewSet, PoolViewSet
+import billing.api
+import bursting.api
+import cluster.api
+import jobs.api
+import portal.api
+import quotas.api
 from grid import views
 from grid.metrics import metrics as portal_metrics
 from jobs import planning_views
-from jobs.api import JobTemplateViewSet, JobViewSet
-from portal import api, probes
-from quotas.api import QuotaViewSet
+from portal import probes
 
+# The REST API, one way: each app's api.py lists its viewsets in ROUTES and its function views in
+# PATHS; all of them live under /api/v1/ in one router with one browsable root.
+API_MODULES = (portal.api, cluster.api, quotas.api, jobs.api, billing.api, bursting.api)
 router = DefaultRouter()
-router.register("jobs", JobViewSet, basename="job")
-router.register("templates", JobTemplateViewSet, basename="template")
-router.register("teams", api.TeamViewSet, basename="team")
-router.register("pools", PoolViewSet, basename="pool")
-router.register("nodes", NodeViewSet, basename="node")
-router.register("tokens", api.ApiTokenViewSet, basename="token")
-router.register("quotas", QuotaViewSet, basename="quota")
+for module in API_MODULES:
+    for prefix, viewset, basename in module.ROUTES:
+        router.register(prefix, viewset, basename=basename)
+api_paths = [route for module in API_MODULES for route in getattr(module, "PATHS", [])]
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -35,11 +38,8 @@ urlpatterns = [
     path("planning/<int:run_id>/status", planning_views.planning_status, name="planning_status"),
     path("sim/", include("cluster.urls")),
     path("billing/", include("billing.urls")),
-    path("api/v1/billing/", include("billing.api_urls")),
     path("console/", include("grid.console_urls")),
-    path("api/v1/bursting/", include("bursting.api_urls")),
-    path("api/v1/me/", api.me, name="api_me"),
-    path("api/v1/", include(router.urls)),
+    path("api/v1/", include([*api_paths, *router.urls])),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
     path("accounts/", include("allauth.urls")),

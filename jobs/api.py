@@ -137,3 +137,7 @@ class JobTemplateViewSet(viewsets.ReadOnlyModelViewSet[JobTemplate]):
     queryset = JobTemplate.objects.all()
     lookup_field = "slug"
     pagination_class = None
+
+
+# Mounted under /api/v1/ by grid/urls.py, like every app's ROUTES and PATHS.
+ROUTES = [("jobs", JobViewSet, "job"), ("templates", JobTemplateViewSet, "template")]

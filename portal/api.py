@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import api_view
@@ -70,3 +71,8 @@ def me(request: Request) -> Response:
             "teams": [{"slug": m.team.slug, "role": m.role} for m in memberships],
         }
     )
+
+
+# Mounted under /api/v1/ by grid/urls.py, like every app's ROUTES and PATHS.
+ROUTES = [("teams", TeamViewSet, "team"), ("tokens", ApiTokenViewSet, "token")]
+PATHS = [path("me/", me, name="api_me")]

@@ -71,3 +71,7 @@ class QuotaViewSet(
             raise exceptions.PermissionDenied(str(exc)) from None
         except services.QuotaError as exc:
             raise exceptions.ValidationError(exc.errors) from None
+
+
+# Mounted under /api/v1/ by grid/urls.py, like every app's ROUTES and PATHS.
+ROUTES = [("quotas", QuotaViewSet, "quota")]

@@ -132,3 +132,21 @@ def test_every_task_a_service_names_is_a_registered_task() -> None:
                 unknown.append(f"{name}: {task}")
     assert unknown == []
     assert "jobs.tasks.dispatch_job" in app.tasks  # the check sees the real registry
+
+
+def test_the_rest_api_is_mounted_one_way() -> None:
+    """Only grid/urls.py builds a router; every app lists its viewsets in `api.ROUTES`, all under /api/v1/."""
+    builders = sorted(
+        name for name, path in modules().items() for _, target in imports(path) if target == "rest_framework.routers"
+    )
+    assert builders == ["grid.urls"]
+
+    from grid.urls import API_MODULES, router
+
+    registered = {prefix for prefix, _, _ in router.registry}
+    declared = {prefix for module in API_MODULES for prefix, _, _ in module.ROUTES}
+    assert registered == declared
+    apps_with_viewsets = {
+        name.split(".")[0] for name, path in modules().items() if "ViewSet)" in path.read_text() or "ViewSet[" in path.read_text()
+    }
+    assert apps_with_viewsets <= {module.__name__.split(".")[0] for module in API_MODULES}

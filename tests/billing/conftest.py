@@ -22,12 +22,6 @@ def at(text: str) -> datetime:
 
 
 @pytest.fixture
-def billing_urls(settings: Any) -> None:
-    """The portal's routes plus billing's, until billing is wired into grid/urls.py."""
-    settings.ROOT_URLCONF = "tests.billing.urls"
-
-
-@pytest.fixture
 def pools(db: Any) -> dict[str, Pool]:
     return {
         p.name: p

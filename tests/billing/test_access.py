@@ -14,8 +14,6 @@ import pytest
 from billing import services
 from tests.billing.conftest import at
 
-pytestmark = pytest.mark.usefixtures("billing_urls")
-
 
 @pytest.fixture
 def invoice(vision, alice, rates, job_with_history):

@@ -10,8 +10,6 @@ from billing import services
 from billing.models import Budget, RateCard
 from tests.billing.conftest import at
 
-pytestmark = pytest.mark.usefixtures("billing_urls")
-
 
 @pytest.fixture
 def usage(vision, alice, rates, job_with_history):

@@ -49,7 +49,6 @@ def test_the_monthly_task_leaves_it_alone(final, monkeypatch):
     assert snapshot(final) == before
 
 
-@pytest.mark.usefixtures("billing_urls")
 def test_the_api_offers_no_way_to_change_it(api, final, fiona):
     client = api(fiona)
     url = f"/api/v1/billing/invoices/{final.pk}/"

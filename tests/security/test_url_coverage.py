@@ -118,7 +118,7 @@ def normalized(route: str) -> str:
 def walk(patterns: list[URLPattern | URLResolver], prefix: str = "") -> Iterator[str]:
     for pattern in patterns:
         route = prefix + str(pattern.pattern)
-        if route.startswith(EXCLUDED_PREFIXES):
+        if normalized(route).startswith(EXCLUDED_PREFIXES):
             continue
         if isinstance(pattern, URLResolver):
             yield from walk(pattern.url_patterns, route)
@@ -201,8 +201,11 @@ def test_a_new_route_without_a_row_would_be_caught():
 
 def test_every_api_router_registration_is_in_the_access_table():
     registered = {normalized(API + str(url.pattern)) for url in router.urls}
-    assert registered - set(ROUTES) == set()
-    assert {prefix for prefix, _, _ in router.registry} == {"jobs", "templates", "teams", "pools", "nodes", "tokens", "quotas"}
+    assert {r for r in registered if not r.startswith(EXCLUDED_PREFIXES)} - set(ROUTES) == set()
+    assert {prefix for prefix, _, _ in router.registry} == {
+        "jobs", "templates", "teams", "pools", "nodes", "tokens", "quotas",
+        "billing/invoices", "billing/rate-cards", "billing/budgets", "bursting/bursts", "bursting/instance-types",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: r or "dashboard")
