@@ -12,9 +12,7 @@ import json
 import math
 import os
 import platform
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,10 +23,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import psycopg
+
+from tests import stack
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,48 +51,28 @@ def exit_cleanly_on_sigterm() -> None:
 # --- scratch database --------------------------------------------------------------------------
 
 
-def _database_url(name: str) -> str:
-    parts = urlsplit(ADMIN_URL)
-    return parts._replace(path=f"/{name}").geturl()
-
-
 @contextlib.contextmanager
 def scratch_database(prefix: str) -> Iterator[str]:
-    """Create an empty database, yield its DATABASE_URL, drop it (forcing out any session) at the end."""
-    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    log(f"created scratch database {name}")
-    try:
-        yield _database_url(name)
-    finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
+    """An empty database on ADMIN_URL's server (see tests.stack.scratch_database); this process's Django
+    connections are closed before it is dropped."""
+    with stack.scratch_database(ADMIN_URL, prefix=prefix) as url:
+        log(f"created scratch database {url.rsplit('/', 1)[-1]}")
+        try:
+            yield url
+        finally:
+            with contextlib.suppress(Exception):
+                from django.db import connections
 
-            connections.close_all()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        log(f"dropped scratch database {name}")
+                connections.close_all()
+    log("dropped the scratch database")
 
 
 # --- the portal's environment and Django in this process ---------------------------------------
 
 
 def portal_env(database_url: str, data_dir: Path) -> dict[str, str]:
-    """The environment the portal runs under in the benchmarks (production-like, no Redis)."""
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(
-        DJANGO_SETTINGS_MODULE="grid.settings",
-        DATABASE_URL=database_url,
-        SECRET_KEY="bench-" + secrets.token_hex(24),
-        DEBUG="false",
-        ALLOWED_HOSTS="127.0.0.1",
-        CELERY_TASK_ALWAYS_EAGER="false",
-        PORTAL_DATA_DIR=str(data_dir),
-        LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+    """The environment the portal runs under in the benchmarks (production settings, no Redis, quiet logs)."""
+    return stack.portal_env(database_url, None, data_dir, ALLOWED_HOSTS="127.0.0.1", LOG_LEVEL="WARNING")
 
 
 def source_tree(folder: Path, working_tree: bool) -> tuple[Path, dict[str, Any]]:
@@ -143,10 +122,7 @@ class Server:
     pid: int
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = stack.free_port
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -16,24 +16,18 @@ equals the same figure computed independently in SQL.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import secrets
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg
 
-ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+from bench._server import data_dir, log, portal_env, scratch_database, setup_django
+
 TARGET_S = 2.0
 MONTH = date(2025, 3, 1)
 POOLS = [
@@ -82,40 +76,6 @@ WITH g AS (
 SELECT SUM(CASE WHEN exact * 100 - trunc(exact * 100) = 0.5 AND trunc(exact * 100)::bigint %% 2 = 0
                 THEN trunc(exact * 100) / 100 ELSE round(exact, 2) END) FROM g
 """
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-@contextlib.contextmanager
-def scratch_database() -> Iterator[str]:
-    name = f"bench_invoices_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlsplit(ADMIN_URL)._replace(path=f"/{name}").geturl()
-    finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        log(f"dropped scratch database {name}")
-
-
-def setup_django(database_url: str, data_dir: str) -> None:
-    os.environ.pop("REDIS_URL", None)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="grid.settings", DATABASE_URL=database_url, SECRET_KEY="bench-" + secrets.token_hex(24),
-        DEBUG="false", PORTAL_DATA_DIR=data_dir, LOG_LEVEL="WARNING",
-    )  # fmt: skip
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
 
 
 def fill(records: int, n_teams: int) -> None:
@@ -187,8 +147,8 @@ def main() -> None:
     parser.add_argument("--teams", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    with scratch_database() as url, tempfile.TemporaryDirectory(prefix="portal-bench-") as data_dir:
-        setup_django(url, data_dir)
+    with scratch_database("bench_invoices") as url, data_dir() as folder:
+        setup_django(portal_env(url, folder))
         fill(args.records, args.teams)
         from billing import services
 

@@ -35,7 +35,7 @@ import websockets
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.drills.stack import OwnRedis, Stack, portal_stack, query, scratch_database  # noqa: E402
+from tests.stack import OwnRedis, Stack, portal_stack, query, scratch_database  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 USERS = {"alice": "vision", "bob": "vision", "carol": "render", "dave": "climate", "erin": "climate"}

@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SHARED_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -259,22 +259,40 @@ class Stack:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(self.logs.glob("*.log")))
 
 
-def portal_env(database_url: str, redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+# A grid that never fails jobs by chance and runs its cycle twice a second: tests see outcomes fast.
+QUICK_GRID = {"SIM_FAILURE_RATE": "0", "GRID_CYCLE_S": "0.5"}
+
+
+def portal_env(database_url: str, redis_url: str | None, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The production settings (`grid.settings`, DEBUG off) on the given database and Redis (None: no Redis)."""
     keep = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "CELERY_TASK_ALWAYS_EAGER", "REDIS_URL")}
-    return {
+    env = {
         **keep,
         "DJANGO_SETTINGS_MODULE": "grid.settings",
         "DEBUG": "false",
-        "SECRET_KEY": "drill-" + secrets.token_hex(16),
+        "SECRET_KEY": "test-" + secrets.token_hex(16),
         "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
         "CELERY_TASK_ALWAYS_EAGER": "false",
         "PORTAL_DATA_DIR": str(data_dir),
-        "SIM_FAILURE_RATE": "0",
-        "GRID_CYCLE_S": "0.5",
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    """Wait for /healthz to answer 200; fail at once, with the log's tail, if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the portal exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{url}/healthz did not answer 200 in {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 @contextlib.contextmanager
@@ -283,7 +301,7 @@ def portal_stack(
 ) -> Iterator[Stack]:
     """Migrate and seed the database (demo teams and users, no jobs), start the parts, wait for /healthz."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(portal_env(database_url, redis_url, data_dir, **extra), data_dir)
+    stack = Stack(portal_env(database_url, redis_url, data_dir, **{**QUICK_GRID, **extra}), data_dir)
     try:
         stack.manage("migrate", "--noinput")
         stack.manage("seed_demo", "--jobs", "0")

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.drills.stack import OwnRedis, Stack, copies_on_grid, job_states, portal_stack, scratch_database, wait_for
 from tests.services import postgres_reachable
+from tests.stack import OwnRedis, Stack, copies_on_grid, job_states, portal_stack, scratch_database, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 

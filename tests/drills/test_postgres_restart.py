@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.drills.stack import (
+from tests.stack import (
     PG_BIN,
     OwnPostgres,
     OwnRedis,

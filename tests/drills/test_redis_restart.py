@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.drills.stack import (
+from tests.services import postgres_reachable
+from tests.stack import (
     SHARED_ADMIN_URL,
     OwnRedis,
     Stack,
@@ -33,7 +34,6 @@ from tests.drills.stack import (
     scratch_database,
     wait_for,
 )
-from tests.services import postgres_reachable
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 DONE = {"running", "succeeded"}

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.drills.stack import SHARED_ADMIN_URL, OwnRedis, Stack, job_states, portal_stack, scratch_database, wait_for
 from tests.services import chromium_path, postgres_reachable
+from tests.stack import SHARED_ADMIN_URL, OwnRedis, Stack, job_states, portal_stack, scratch_database, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.redis]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
