@@ -11,11 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from admission_cycle import Scenario, measure
-
+from bench.admission_cycle import Scenario, measure
 from jobs.policy import PolicyConfig
 
 PENDING = (1_000, 5_000, 10_000, 20_000)

@@ -40,10 +40,9 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _server import (
+from bench._server import (
     REPO,
     exit_cleanly_on_sigterm,
     free_port,

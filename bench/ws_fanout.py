@@ -40,10 +40,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _server import (
+from bench._server import (
     REPO,
     Server,
     data_dir,
@@ -59,7 +58,7 @@ from _server import (
     wait_healthy,
     write_json,
 )
-from _server import _stop as stop_server
+from bench._server import _stop as stop_server
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TARGET_P99_MS = 250.0

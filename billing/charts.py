@@ -41,7 +41,8 @@ def monthly_trend_figure(
             title, barmode="stack", yaxis={**LAYOUT["yaxis"], "title": currency}, xaxis={**LAYOUT["xaxis"], "type": "category"}
         )
     )
-    return figure.to_plotly_json()
+    plotted: dict[str, Any] = figure.to_plotly_json()
+    return plotted
 
 
 def cost_bar_figure(title: str, currency: str, costs: Mapping[str, Decimal], *, horizontal: bool = False) -> dict[str, Any]:
@@ -56,7 +57,8 @@ def cost_bar_figure(title: str, currency: str, costs: Mapping[str, Decimal], *, 
         else _layout(title, showlegend=False, yaxis=axis, xaxis={"type": "category"})
     )
     figure.update_layout(layout)
-    return figure.to_plotly_json()
+    plotted: dict[str, Any] = figure.to_plotly_json()
+    return plotted
 
 
 def pool_kind_figure(title: str, costs: Mapping[str, Decimal]) -> dict[str, Any]:
@@ -65,7 +67,8 @@ def pool_kind_figure(title: str, costs: Mapping[str, Decimal]) -> dict[str, Any]
         go.Pie(labels=[KIND_LABELS.get(k, k) for k in costs], values=[float(v) for v in costs.values()], hole=0.55, sort=False)
     )
     figure.update_layout(_layout(title))
-    return figure.to_plotly_json()
+    plotted: dict[str, Any] = figure.to_plotly_json()
+    return plotted
 
 
 def budget_figure(
@@ -95,4 +98,5 @@ def budget_figure(
             yaxis={"visible": False},
         )
     )
-    return figure.to_plotly_json()
+    plotted: dict[str, Any] = figure.to_plotly_json()
+    return plotted

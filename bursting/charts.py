@@ -45,4 +45,5 @@ def node_map_figure(cells: Sequence[NodeCell]) -> dict[str, Any]:
         paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)",
     )
-    return figure.to_plotly_json()
+    plotted: dict[str, Any] = figure.to_plotly_json()
+    return plotted

@@ -142,7 +142,8 @@ def heatmap_figure(grid: dict[str, Any], metric: str) -> dict[str, Any]:
             "yaxis": {"type": "category", "autorange": "reversed"},
         }
     )
-    return figure.to_plotly_json()
+    plotted: dict[str, Any] = figure.to_plotly_json()
+    return plotted
 
 
 def telemetry_grid() -> dict[str, Any]:

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
 from jobs.models import Job, JobEvent, JobTemplate
 
@@ -24,8 +25,8 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     inlines = [JobEventInline]
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return False
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -38,7 +38,7 @@ class JobDetailSerializer(JobSerializer):
         read_only_fields = fields
 
 
-def _submit_field(declared: SubmitField) -> serializers.Field:
+def _submit_field(declared: SubmitField) -> serializers.Field[Any, Any, Any, Any]:
     common: dict[str, Any] = {"required": declared.required, "help_text": declared.help}
     if declared.choices:
         return serializers.ChoiceField(choices=list(declared.choices), **common)
@@ -56,7 +56,7 @@ def _submit_field(declared: SubmitField) -> serializers.Field:
 class JobSubmitSerializer(serializers.Serializer[dict[str, Any]]):
     """Documents the submission body, field for field from jobs.spec.SUBMIT_FIELDS; jobs.spec.validate checks it."""
 
-    def get_fields(self) -> dict[str, serializers.Field]:
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         return {name: _submit_field(declared) for name, declared in SUBMIT_FIELDS.items()}
 
 

@@ -376,7 +376,8 @@ def _changed(old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
     """Estimates move a little every cycle; rewrite a row only when they move by a minute or more."""
     if old[:4] != new[:4]:
         return True
-    before, after = old[4], new[4]
+    before: datetime | None = old[4]
+    after: datetime | None = new[4]
     if before is None or after is None:
         return before is not after
     return abs((after - before).total_seconds()) >= 60

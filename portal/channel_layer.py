@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 from channels.layers import get_channel_layer
-from channels_redis.core import RedisChannelLayer  # type: ignore[import-untyped]
+from channels_redis.core import RedisChannelLayer
 
 from portal.breaker import Breaker
 

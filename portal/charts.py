@@ -40,7 +40,8 @@ def line_figure(
     if y_range is not None:
         layout["yaxis"] = {**layout["yaxis"], "range": list(y_range), "rangemode": "normal"}
     figure.update_layout(layout)
-    return figure.to_plotly_json()
+    plotted: dict[str, Any] = figure.to_plotly_json()
+    return plotted
 
 
 def stacked_area_figure(title: str, y_title: str, series: Mapping[str, Sequence[Point]]) -> dict[str, Any]:
@@ -54,7 +55,8 @@ def stacked_area_figure(title: str, y_title: str, series: Mapping[str, Sequence[
     figure.update_layout(
         {**LAYOUT, "title": {"text": title, "font": {"size": 14}}, "yaxis": {**LAYOUT["yaxis"], "title": y_title}}
     )
-    return figure.to_plotly_json()
+    plotted: dict[str, Any] = figure.to_plotly_json()
+    return plotted
 
 
 def stacked_bar_figure(
@@ -68,7 +70,8 @@ def stacked_bar_figure(
     figure.update_layout(
         {**layout, "title": {"text": title, "font": {"size": 14}}, "yaxis": {**LAYOUT["yaxis"], "title": y_title}}
     )
-    return figure.to_plotly_json()
+    plotted: dict[str, Any] = figure.to_plotly_json()
+    return plotted
 
 
 def grouped_bar_figure(
@@ -82,4 +85,5 @@ def grouped_bar_figure(
     figure.update_layout(
         {**layout, "title": {"text": title, "font": {"size": 14}}, "yaxis": {**LAYOUT["yaxis"], "title": y_title}}
     )
-    return figure.to_plotly_json()
+    plotted: dict[str, Any] = figure.to_plotly_json()
+    return plotted

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from cluster.simulator.model import GpuSample
 from cluster.telemetry.convert import LABELS_ONLY, Attribution, to_samples

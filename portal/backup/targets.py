@@ -142,7 +142,7 @@ class S3Bucket(Target):
 @contextmanager
 def _s3_errors(action: str) -> Iterator[None]:
     """Turn boto3's errors into TargetError, saying whether a retry can help."""
-    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, NoCredentialsError  # type: ignore[import-untyped]
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, NoCredentialsError
 
     try:
         yield
@@ -171,8 +171,8 @@ def secret(name: str) -> str | None:
 
 def s3_client(endpoint_url: str | None, region: str | None) -> Any:
     """A boto3 S3 client; keys from BACKUP_S3_ACCESS_KEY_ID/SECRET_ACCESS_KEY (or *_FILE), else boto3's own chain."""
-    import boto3  # type: ignore[import-untyped]  # imported here: only installations that back up to S3 need it loaded
-    from botocore.config import Config  # type: ignore[import-untyped]
+    import boto3  # imported here: only installations that back up to S3 need it loaded
+    from botocore.config import Config
 
     key_id, key = secret("BACKUP_S3_ACCESS_KEY_ID"), secret("BACKUP_S3_SECRET_ACCESS_KEY")
     if bool(key_id) != bool(key):
