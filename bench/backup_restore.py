@@ -63,7 +63,7 @@ def load(jobs: int, events: int) -> dict[str, Any]:
     started = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute("SET synchronous_commit = off")
-        params = {"teams": [t.pk for t in teams], "owners": [u.pk for u in owners], "n_teams": TEAMS}
+        params: dict[str, Any] = {"teams": [t.pk for t in teams], "owners": [u.pk for u in owners], "n_teams": TEAMS}
         params |= {"states": STATES, "n_states": len(STATES), "jobs": jobs}
         cursor.execute(INSERT_JOBS.replace("{team_index}", LAYOUTS["round-robin"]), params)
         if events:

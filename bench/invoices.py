@@ -22,6 +22,7 @@ import time
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -97,7 +98,7 @@ def fill(records: int, n_teams: int) -> None:
         services.add_rate_card(gpu_model=model, pool_kind=kind, per_gpu_hour=Decimal(rate), valid_from=date(2024, 1, 1))
     services.change_rate(gpu_model="a100", pool_kind="onprem", per_gpu_hour=Decimal("2.25"), from_day=date(2025, 3, 16))
     pool_values = ", ".join(f"({i}, '{name}', '{model}')" for i, (name, _, model) in enumerate(POOLS))
-    params = {"records": records, "teams": [t.pk for t in teams], "owners": [u.pk for u in owners], "n_teams": n_teams,
+    params: dict[str, Any] = {"records": records, "teams": [t.pk for t in teams], "owners": [u.pk for u in owners], "n_teams": n_teams,
               "month_start": MONTH.isoformat(), "month": MONTH}  # fmt: skip
     with connection.cursor() as cursor:
         started = time.perf_counter()

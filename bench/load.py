@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,7 +66,7 @@ class Figures:
     samples: int = 0
 
 
-async def timed(figures: Figures, kind: str, call: Any) -> httpx.Response | None:
+async def timed(figures: Figures, kind: str, call: Awaitable[httpx.Response]) -> httpx.Response | None:
     started = time.perf_counter()
     try:
         response = await call

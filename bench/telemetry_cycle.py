@@ -109,9 +109,9 @@ def build_grid(rng: random.Random) -> dict[str, list[tuple[int, int]]]:
         for i, (node, pool, model, gpus) in enumerate(planned)
     )
     held: dict[str, list[tuple[int, int]]] = {}
-    for job, (node, _, _, gpus) in zip(jobs, planned, strict=True):
-        start = len(held.setdefault(node, []))
-        held[node].extend((start + g, job.pk) for g in range(gpus))
+    for job, (node_name, _, _, gpus) in zip(jobs, planned, strict=True):
+        start = len(held.setdefault(node_name, []))
+        held[node_name].extend((start + g, job.pk) for g in range(gpus))
     log(f"grid: {Node.objects.count()} nodes, {len(jobs)} running jobs holding {sum(p[3] for p in planned)} GPUs")
     return held
 
@@ -239,7 +239,7 @@ def listen_on_every_group(groups: list[str]) -> str:
     layer = get_channel_layer()
 
     async def join() -> str:
-        channel = await layer.new_channel("bench.")
+        channel: str = await layer.new_channel("bench.")
         for i in range(0, len(groups), 50):  # the Redis pool holds 100 connections
             await asyncio.gather(*(layer.group_add(g, channel) for g in groups[i : i + 50]))
         return channel
@@ -300,10 +300,11 @@ def query_parts(repeats: int) -> dict[str, Any]:
     """The query step taken apart: the two HTTP queries (with JSON decoding) and the conversion to samples."""
     from datetime import UTC, datetime
 
-    from cluster.telemetry.prometheus import _triples
+    from cluster.telemetry.prometheus import PrometheusTelemetry, _triples
     from grid import telemetry
 
     source = telemetry.source_for(telemetry.held_jobs())
+    assert isinstance(source, PrometheusTelemetry)  # the benchmark runs against its own Prometheus
     parts: dict[str, list[float]] = {"held_jobs_ms": [], "instant_query_ms": [], "freshness_query_ms": [], "to_samples_ms": []}
     size = 0
     for _ in range(repeats):
@@ -311,6 +312,7 @@ def query_parts(repeats: int) -> dict[str, Any]:
         jobs = telemetry.held_jobs()
         source = telemetry.source_for(jobs)
         t1 = time.perf_counter()
+        assert isinstance(source, PrometheusTelemetry)
         params = {"time": datetime.now(UTC).timestamp()}
         vector = source._call("custom_query", source.selector(None), params=params)
         t2 = time.perf_counter()

@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -71,7 +71,9 @@ def __getattr__(name: str) -> Any:
     if name != "quiet_application":
         raise AttributeError(name)
     application = importlib.import_module("grid.asgi").application  # sets Django up, so it comes first
-    importlib.import_module("grid.consumers").TICK_S = 3600.0
+    from grid import consumers
+
+    consumers.TICK_S = 3600.0
     return application
 
 
@@ -90,6 +92,7 @@ async def _client(url: str, headers: dict[str, str], opened: asyncio.Event, stop
                 except TimeoutError:
                     continue
                 received = time.time()
+                assert isinstance(raw, str)  # the portal sends text frames
                 if '"bench_seq"' not in raw:
                     out["other"] += 1
                     if raw.startswith('{"type": "history"'):
@@ -221,7 +224,8 @@ def daphne(env: dict[str, str], app: str, count: int, logs: Path) -> Iterator[li
             procs.append((proc, log_file))
         servers = []
         for proc, log_file in procs:
-            port = int(proc.args[proc.args.index("-p") + 1])  # type: ignore[union-attr]
+            args = cast(list[str], proc.args)  # `command` above
+            port = int(args[args.index("-p") + 1])
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, proc, log_file)
             servers.append(Server(url, proc.pid))

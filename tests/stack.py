@@ -319,21 +319,21 @@ def portal_stack(
 
 def query(database_url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(database_url.replace("postgres://", "postgresql://"), connect_timeout=5) as conn:
-        return list(conn.execute(sql, args).fetchall())  # type: ignore[arg-type]
+        return list(conn.execute(sql, args).fetchall())
 
 
 def job_states(database_url: str) -> dict[int, str]:
-    return dict(query(database_url, "SELECT id, state FROM jobs_job"))  # type: ignore[arg-type]
+    return dict(query(database_url, "SELECT id, state FROM jobs_job"))
 
 
 def copies_on_grid(database_url: str) -> dict[int, int]:
     """How many simulated backend jobs each portal job has (nothing done twice: at most one)."""
-    return dict(query(database_url, "SELECT portal_job_id, count(*) FROM cluster_simjob GROUP BY portal_job_id"))  # type: ignore[arg-type]
+    return dict(query(database_url, "SELECT portal_job_id, count(*) FROM cluster_simjob GROUP BY portal_job_id"))
 
 
 def admissions(database_url: str) -> dict[int, int]:
     return dict(
-        query(database_url, "SELECT job_id, count(*) FROM jobs_jobevent WHERE to_state = 'admitted' GROUP BY job_id")  # type: ignore[arg-type]
+        query(database_url, "SELECT job_id, count(*) FROM jobs_jobevent WHERE to_state = 'admitted' GROUP BY job_id")
     )
 
 
