@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import plotly
 from celery.schedules import crontab
@@ -147,7 +148,7 @@ if OIDC_CLIENT_ID:
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "portal.security.RateLimitedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

@@ -6,12 +6,13 @@ render: the outsider to vision), `olivia` (operator), `fiona` (finance), and ano
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test import Client
+from pytest_django import DjangoDbBlocker, Settings
 from rest_framework.test import APIClient
 
 from cluster import services as cluster_services
@@ -28,9 +29,10 @@ PASSWORD = "pw-for-tests"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def close_stray_connections(django_db_setup: Any, django_db_blocker: Any) -> Any:
+def close_stray_connections(django_db_setup: None, django_db_blocker: DjangoDbBlocker | None) -> Iterator[None]:
     """Websocket tests leave connections open in executor threads; close them so the test database can be dropped."""
     yield
+    assert django_db_blocker is not None  # None only where Django is not configured
     with django_db_blocker.unblock():
         if connection.vendor == "postgresql" and connection.settings_dict["NAME"].startswith("test_"):
             with connection.cursor() as cursor:
@@ -61,7 +63,7 @@ def celery_may_join_results() -> None:
 
 
 @pytest.fixture(autouse=True)
-def small_grid(settings: Any) -> None:
+def small_grid(settings: Settings) -> None:
     settings.SIM_POOLS = TEST_POOLS
     settings.SIM_SPEED = 1.0
     settings.SIM_FAILURE_RATE = 0.0
@@ -69,7 +71,7 @@ def small_grid(settings: Any) -> None:
 
 
 @pytest.fixture
-def grid(db: Any) -> SimulatorBackend:
+def grid(db: None) -> SimulatorBackend:
     """The simulated grid with its nodes synced into the portal."""
     backend = SimulatorBackend(pools=parse_pools(TEST_POOLS), speed=1.0, failure_rate=0.0)
     cluster_services.sync_nodes(backend)
@@ -82,14 +84,14 @@ def _user(username: str, **flags: Any) -> User:
 
 
 @pytest.fixture
-def vision(db: Any) -> Team:
+def vision(db: None) -> Team:
     team = Team.objects.create(slug="vision", name="Vision")
     TeamQuota.objects.create(team=team, gpu_model="a100", guarantee=4, limit=12)
     return team
 
 
 @pytest.fixture
-def render(db: Any) -> Team:
+def render(db: None) -> Team:
     return Team.objects.create(slug="render", name="Render")
 
 
@@ -115,17 +117,17 @@ def carol(render: Team) -> User:
 
 
 @pytest.fixture
-def olivia(db: Any) -> User:
+def olivia(db: None) -> User:
     return _user("olivia", is_operator=True, is_staff=True)
 
 
 @pytest.fixture
-def fiona(db: Any) -> User:
+def fiona(db: None) -> User:
     return _user("fiona", is_finance=True)
 
 
 @pytest.fixture
-def web(db: Any) -> Callable[[User | None], Client]:
+def web(db: None) -> Callable[[User | None], Client]:
     """A browser-like client signed in as the given user (None: anonymous)."""
 
     def make(user: User | None) -> Client:
@@ -138,7 +140,7 @@ def web(db: Any) -> Callable[[User | None], Client]:
 
 
 @pytest.fixture
-def api(db: Any) -> Callable[[User | None], APIClient]:
+def api(db: None) -> Callable[[User | None], APIClient]:
     """An API client using a real token of the given user (None: no credentials)."""
 
     def make(user: User | None) -> APIClient:

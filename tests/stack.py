@@ -332,9 +332,7 @@ def copies_on_grid(database_url: str) -> dict[int, int]:
 
 
 def admissions(database_url: str) -> dict[int, int]:
-    return dict(
-        query(database_url, "SELECT job_id, count(*) FROM jobs_jobevent WHERE to_state = 'admitted' GROUP BY job_id")
-    )
+    return dict(query(database_url, "SELECT job_id, count(*) FROM jobs_jobevent WHERE to_state = 'admitted' GROUP BY job_id"))
 
 
 class Watcher:

@@ -23,6 +23,7 @@ from django.db import connection
 
 from billing import services as billing_services
 from billing.services import budgets
+from cluster.simulator.backend import SimulatorBackend
 from jobs import services as job_services
 from jobs.models import Job
 from portal.backup import DatabaseConfig
@@ -46,7 +47,9 @@ def on_postgres(test: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def seeded(grid: Any, alice: User, bob: User, carol: User, olivia: User, submit: Callable[..., Job]) -> dict[str, Any]:
+def seeded(
+    grid: SimulatorBackend, alice: User, bob: User, carol: User, olivia: User, submit: Callable[..., Job]
+) -> dict[str, Any]:
     """Teams, users, quotas, jobs with their events (admitted, running, cancelled), tokens, rate cards, a budget."""
     jobs = [submit(alice, name=f"train-{i}") for i in range(4)] + [submit(bob, gpu_model="h100", gpus_per_node=2)]
     job_services.run_admission_cycle()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from pytest_django import Settings
 
 from portal import backup
 from portal.tasks import nightly_backup
@@ -11,7 +14,7 @@ from tests.backup.conftest import needs_postgres
 pytestmark = needs_postgres
 
 
-def test_it_writes_a_backup_to_the_configured_target(seeded, settings, tmp_path: Path):
+def test_it_writes_a_backup_to_the_configured_target(seeded: dict[str, Any], settings: Settings, tmp_path: Path) -> None:
     settings.BACKUP_TARGET = str(tmp_path / "nightly")
     settings.BACKUP_KEEP = 3
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection
 
 from portal import backup
-from portal.backup import database
+from portal.backup import DatabaseConfig, database
+from portal.backup.database import TableSum
 from tests.backup.conftest import needs_postgres
 
 pytestmark = needs_postgres
@@ -18,7 +22,9 @@ def source() -> backup.DatabaseConfig:
     return backup.DatabaseConfig.from_django(connection.settings_dict)
 
 
-def test_it_restores_every_table_with_equal_counts_and_checksums(seeded, fresh_database, tmp_path: Path):
+def test_it_restores_every_table_with_equal_counts_and_checksums(
+    seeded: dict[str, Any], fresh_database: DatabaseConfig, tmp_path: Path
+) -> None:
     files = tmp_path / "files"
     (files / "reports").mkdir(parents=True)
     (files / "reports" / "2026-10.csv").write_text("team,gpu_hours\nvision,12.5\n")
@@ -34,7 +40,7 @@ def test_it_restores_every_table_with_equal_counts_and_checksums(seeded, fresh_d
     assert (tmp_path / "restored-files" / "reports" / "2026-10.csv").read_text() == "team,gpu_hours\nvision,12.5\n"
 
 
-def test_the_manifest_lists_every_table_of_the_database_and_of_the_models(seeded, tmp_path: Path):
+def test_the_manifest_lists_every_table_of_the_database_and_of_the_models(seeded: dict[str, Any], tmp_path: Path) -> None:
     made = backup.create_backup(backup.LocalDirectory(tmp_path), keep=1)
 
     with connection.cursor() as cursor:
@@ -47,7 +53,7 @@ def test_the_manifest_lists_every_table_of_the_database_and_of_the_models(seeded
     assert stored.tables == made.manifest.tables and set(stored.artefacts) == {"database.dump"}
 
 
-def test_a_changed_row_is_named_by_its_table(seeded, fresh_database, tmp_path: Path):
+def test_a_changed_row_is_named_by_its_table(seeded: dict[str, Any], fresh_database: DatabaseConfig, tmp_path: Path) -> None:
     target = backup.LocalDirectory(tmp_path)
     made = backup.create_backup(target, keep=1)
     manifest_file = tmp_path / made.name / backup.MANIFEST
@@ -59,11 +65,13 @@ def test_a_changed_row_is_named_by_its_table(seeded, fresh_database, tmp_path: P
     assert failure.value.table == "jobs_job"
 
 
-def test_writes_during_the_backup_are_in_neither_the_dump_nor_the_manifest(seeded, fresh_database, tmp_path, monkeypatch):
+def test_writes_during_the_backup_are_in_neither_the_dump_nor_the_manifest(
+    seeded: dict[str, Any], fresh_database: DatabaseConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The dump and the checksums read one snapshot: a team created mid-backup is in neither, and the restore verifies."""
     summed = database.postgres_sums
 
-    def sums_after_a_concurrent_write(conn, tables):
+    def sums_after_a_concurrent_write(conn: psycopg.Connection[Any], tables: Iterable[str]) -> dict[str, TableSum]:
         with source().connect(autocommit=True) as other:
             other.execute("INSERT INTO portal_team (slug, name, created_at) VALUES ('late', 'Created during the backup', now())")
         return summed(conn, tables)

@@ -18,7 +18,7 @@ def fake_backup(root: Path, name: str, complete: bool = True) -> None:
         (root / name / backup.MANIFEST).write_text("{}")
 
 
-def test_it_keeps_the_newest_n_and_leaves_incomplete_ones_alone(tmp_path: Path):
+def test_it_keeps_the_newest_n_and_leaves_incomplete_ones_alone(tmp_path: Path) -> None:
     for day in range(1, 6):
         fake_backup(tmp_path, f"backup-2026010{day}T013000Z")
     fake_backup(tmp_path, "backup-20251231T013000Z", complete=False)
@@ -34,7 +34,7 @@ def test_it_keeps_the_newest_n_and_leaves_incomplete_ones_alone(tmp_path: Path):
     assert any("left alone: backup-20251231T013000Z has no manifest.json" in line for line in said)
 
 
-def test_a_dry_run_deletes_nothing(tmp_path: Path):
+def test_a_dry_run_deletes_nothing(tmp_path: Path) -> None:
     for day in range(1, 4):
         fake_backup(tmp_path, f"backup-2026010{day}T013000Z")
 
@@ -43,7 +43,7 @@ def test_a_dry_run_deletes_nothing(tmp_path: Path):
     assert len(result.deleted) == 2 and len(list(tmp_path.iterdir())) == 3
 
 
-def test_the_backup_just_written_is_kept_even_if_older_ones_look_newer(tmp_path: Path):
+def test_the_backup_just_written_is_kept_even_if_older_ones_look_newer(tmp_path: Path) -> None:
     fake_backup(tmp_path, "backup-20990101T000000Z")  # a clock that was once wrong
     fake_backup(tmp_path, "backup-20260101T000000Z")
 
@@ -54,7 +54,7 @@ def test_the_backup_just_written_is_kept_even_if_older_ones_look_newer(tmp_path:
 
 @pytest.mark.usefixtures("seeded")
 @on_postgres
-def test_each_backup_prunes_to_keep(tmp_path: Path):
+def test_each_backup_prunes_to_keep(tmp_path: Path) -> None:
     target = backup.LocalDirectory(tmp_path)
     start = datetime(2026, 1, 1, 1, 30, tzinfo=UTC)
     names = [backup.create_backup(target, keep=2, now=start + timedelta(days=d)).name for d in range(3)]

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from portal import backup
+from portal.backup import DatabaseConfig
 from tests.backup.conftest import needs_postgres
 
 pytestmark = needs_postgres
 
 
-def test_it_refuses_a_database_that_has_tables(seeded, tmp_path: Path):
+def test_it_refuses_a_database_that_has_tables(seeded: dict[str, Any], tmp_path: Path) -> None:
     target = backup.LocalDirectory(tmp_path)
     made = backup.create_backup(target, keep=1)
 
@@ -23,7 +25,9 @@ def test_it_refuses_a_database_that_has_tables(seeded, tmp_path: Path):
         call_command("restore", f"{tmp_path}/{made.name}", "--yes")
 
 
-def test_a_flipped_byte_fails_verification_naming_the_artefact(seeded, fresh_database, tmp_path: Path):
+def test_a_flipped_byte_fails_verification_naming_the_artefact(
+    seeded: dict[str, Any], fresh_database: DatabaseConfig, tmp_path: Path
+) -> None:
     target = backup.LocalDirectory(tmp_path)
     made = backup.create_backup(target, keep=1)
     dump = tmp_path / made.name / "database.dump"
@@ -37,7 +41,7 @@ def test_a_flipped_byte_fails_verification_naming_the_artefact(seeded, fresh_dat
     assert backup.database.table_sums(fresh_database) == {}  # nothing was loaded
 
 
-def test_a_postgresql_backup_is_not_restored_into_sqlite(seeded, tmp_path: Path):
+def test_a_postgresql_backup_is_not_restored_into_sqlite(seeded: dict[str, Any], tmp_path: Path) -> None:
     target = backup.LocalDirectory(tmp_path / "backups")
     backup.create_backup(target, keep=1)
 
@@ -53,7 +57,7 @@ def test_a_postgresql_backup_is_not_restored_into_sqlite(seeded, tmp_path: Path)
         )
 
 
-def test_a_backup_without_its_manifest_is_incomplete_and_not_restored(seeded, tmp_path: Path):
+def test_a_backup_without_its_manifest_is_incomplete_and_not_restored(seeded: dict[str, Any], tmp_path: Path) -> None:
     made = backup.create_backup(backup.LocalDirectory(tmp_path), keep=1)
     (tmp_path / made.name / backup.MANIFEST).unlink()
 

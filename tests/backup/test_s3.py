@@ -8,13 +8,16 @@ import pytest
 
 from portal import backup
 from portal.backup import DatabaseConfig, database
+from tests.backup.conftest import SqlitePortal
 
 
 def s3(bucket: str, endpoint: str, prefix: str = "portal/nightly") -> backup.Target:
     return backup.open_target(f"s3://{bucket}/{prefix}", endpoint_url=endpoint, region="us-east-1")
 
 
-def test_it_backs_up_to_a_bucket_and_restores_from_it(sqlite_portal, s3_bucket, s3_endpoint, tmp_path: Path):
+def test_it_backs_up_to_a_bucket_and_restores_from_it(
+    sqlite_portal: SqlitePortal, s3_bucket: str, s3_endpoint: str, tmp_path: Path
+) -> None:
     target = s3(s3_bucket, s3_endpoint)
     source = DatabaseConfig(vendor="sqlite", name=str(sqlite_portal.database))
     restored = DatabaseConfig(vendor="sqlite", name=str(tmp_path / "restored.sqlite3"))
@@ -26,7 +29,9 @@ def test_it_backs_up_to_a_bucket_and_restores_from_it(sqlite_portal, s3_bucket, 
     assert result.restored and database.table_sums(restored) == database.table_sums(source) == made.manifest.tables
 
 
-def test_a_damaged_object_in_the_bucket_is_detected(sqlite_portal, s3_bucket, s3_endpoint, tmp_path: Path):
+def test_a_damaged_object_in_the_bucket_is_detected(
+    sqlite_portal: SqlitePortal, s3_bucket: str, s3_endpoint: str, tmp_path: Path
+) -> None:
     target = s3(s3_bucket, s3_endpoint)
     made = backup.create_backup(target, keep=1, db=DatabaseConfig(vendor="sqlite", name=str(sqlite_portal.database)))
     damaged = tmp_path / "damaged"
@@ -40,7 +45,7 @@ def test_a_damaged_object_in_the_bucket_is_detected(sqlite_portal, s3_bucket, s3
         backup.restore_backup(target, made.name, DatabaseConfig(vendor="sqlite", name=str(tmp_path / "r.sqlite3")), dry_run=True)
 
 
-def test_pruning_in_a_bucket_removes_whole_backups(s3_bucket, s3_endpoint, tmp_path: Path):
+def test_pruning_in_a_bucket_removes_whole_backups(s3_bucket: str, s3_endpoint: str, tmp_path: Path) -> None:
     target = s3(s3_bucket, s3_endpoint, prefix="")
     (tmp_path / "f").write_bytes(b"x")
     for name in ("backup-20260101T000000Z", "backup-20260102T000000Z", "backup-20260103T000000Z"):
@@ -55,7 +60,7 @@ def test_pruning_in_a_bucket_removes_whole_backups(s3_bucket, s3_endpoint, tmp_p
     ]  # fmt: skip
 
 
-def test_missing_credentials_are_named(s3_endpoint, monkeypatch: pytest.MonkeyPatch):
+def test_missing_credentials_are_named(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKUP_S3_ACCESS_KEY_ID", "only-the-id")
     monkeypatch.delenv("BACKUP_S3_SECRET_ACCESS_KEY", raising=False)
 
@@ -63,7 +68,7 @@ def test_missing_credentials_are_named(s3_endpoint, monkeypatch: pytest.MonkeyPa
         s3("bucket", s3_endpoint)
 
 
-def test_a_secret_can_come_from_a_file(s3_bucket, s3_endpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+def test_a_secret_can_come_from_a_file(s3_bucket: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("testing\n")
     monkeypatch.delenv("BACKUP_S3_SECRET_ACCESS_KEY")
     monkeypatch.setenv("BACKUP_S3_SECRET_ACCESS_KEY_FILE", str(tmp_path / "secret"))

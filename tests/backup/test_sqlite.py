@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from portal.backup import DatabaseConfig, database
+from tests.backup.conftest import SqlitePortal
 
 
-def test_it_backs_up_and_restores_a_sqlite_portal(sqlite_portal, tmp_path):
+def test_it_backs_up_and_restores_a_sqlite_portal(sqlite_portal: SqlitePortal, tmp_path: Path) -> None:
     backups, restored = tmp_path / "backups", tmp_path / "restored" / "portal.sqlite3"
 
     written = sqlite_portal.manage("backup", "--target", str(backups))
@@ -19,7 +22,7 @@ def test_it_backs_up_and_restores_a_sqlite_portal(sqlite_portal, tmp_path):
     assert sorted(p.name for p in (backups / name).iterdir()) == ["database.sqlite3.gz", "manifest.json"]
 
 
-def test_restore_refuses_the_portal_s_own_database_and_says_why(sqlite_portal, tmp_path):
+def test_restore_refuses_the_portal_s_own_database_and_says_why(sqlite_portal: SqlitePortal, tmp_path: Path) -> None:
     sqlite_portal.manage("backup", "--target", str(tmp_path))
 
     refused = sqlite_portal.manage("restore", "latest", "--target", str(tmp_path), "--yes", check=False)
@@ -28,7 +31,7 @@ def test_restore_refuses_the_portal_s_own_database_and_says_why(sqlite_portal, t
     assert f"SQLite file {sqlite_portal.database} is not empty" in refused.stderr
 
 
-def test_a_dry_run_backup_writes_nothing(sqlite_portal, tmp_path):
+def test_a_dry_run_backup_writes_nothing(sqlite_portal: SqlitePortal, tmp_path: Path) -> None:
     said = sqlite_portal.manage("backup", "--target", str(tmp_path / "b"), "--dry-run", "--keep", "3")
 
     assert f"would back up SQLite file {sqlite_portal.database}" in said.stdout and not (tmp_path / "b").exists()

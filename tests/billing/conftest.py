@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -22,7 +21,7 @@ def at(text: str) -> datetime:
 
 
 @pytest.fixture
-def pools(db: Any) -> dict[str, Pool]:
+def pools(db: None) -> dict[str, Pool]:
     return {
         p.name: p
         for p in (
@@ -52,7 +51,7 @@ History = list[tuple[str, str]]  # (time, state entered)
 
 
 @pytest.fixture
-def job_with_history(db: Any) -> Callable[..., Job]:
+def job_with_history(db: None) -> Callable[..., Job]:
     """A job of `team` whose events are exactly the given (time, state) pairs, starting with its submission."""
 
     def make(

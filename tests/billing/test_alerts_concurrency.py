@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
@@ -11,13 +12,17 @@ from django.core import mail
 from django.db import connection
 
 from billing import services
-from billing.models import BudgetAlert, Notification, TeamRestriction
+from billing.models import BudgetAlert, Notification, RateCard, TeamRestriction
+from jobs.models import Job
+from portal.models import Team, User
 from tests.billing.conftest import at
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-def test_eight_workers_alert_once_per_threshold(vision, alice, bob, fiona, rates, job_with_history):
+def test_eight_workers_alert_once_per_threshold(
+    vision: Team, alice: User, bob: User, fiona: User, rates: dict[str, RateCard], job_with_history: Callable[..., Job]
+) -> None:
     assert connection.vendor == "postgresql"
     budget = services.set_budget(vision.pk, Decimal(10), [(Decimal(50), "notify"), (Decimal(100), "hold_new_jobs")])
     job_with_history(vision, alice, [("2025-03-02 00:00", "admitted"), ("2025-03-02 06:00", "succeeded")])  # 12.00

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 import pytest
+from rest_framework.test import APIClient
 
 from billing import services
 from billing.models import Budget, RateCard
+from jobs.models import Job
+from portal.models import Team, User
 from tests.billing.conftest import at
 
 
 @pytest.fixture
-def usage(vision, alice, rates, job_with_history):
+def usage(vision: Team, alice: User, rates: dict[str, RateCard], job_with_history: Callable[..., Job]) -> None:
     job_with_history(vision, alice, [("2025-03-03 00:00", "admitted"), ("2025-03-03 10:00", "succeeded")], gpus=2)
 
 
-def test_a_script_drafts_reads_and_exports_an_invoice(api, usage, fiona):
+def test_a_script_drafts_reads_and_exports_an_invoice(api: Callable[[User | None], APIClient], usage: None, fiona: User) -> None:
     client = api(fiona)
     drafted = client.post("/api/v1/billing/invoices/generate/", {"team": "vision", "month": "2025-03"}, format="json")
     assert drafted.status_code == 200
@@ -39,7 +43,7 @@ def test_a_script_drafts_reads_and_exports_an_invoice(api, usage, fiona):
     assert [i["id"] for i in listed] == [body["id"]]
 
 
-def test_bad_input_names_the_field(api, usage, fiona):
+def test_bad_input_names_the_field(api: Callable[[User | None], APIClient], usage: None, fiona: User) -> None:
     client = api(fiona)
     assert client.post("/api/v1/billing/invoices/generate/", {"team": "vision", "month": "March"}, format="json").json() == {
         "month": ["use YYYY-MM, e.g. 2025-03"]
@@ -49,7 +53,9 @@ def test_bad_input_names_the_field(api, usage, fiona):
     assert client.get("/api/v1/billing/summary/?month=2025-99").status_code == 400
 
 
-def test_an_overlapping_rate_card_is_refused_with_the_reason(api, rates, fiona):
+def test_an_overlapping_rate_card_is_refused_with_the_reason(
+    api: Callable[[User | None], APIClient], rates: dict[str, RateCard], fiona: User
+) -> None:
     response = api(fiona).post(
         "/api/v1/billing/rate-cards/",
         {"gpu_model": "a100", "pool_kind": "onprem", "per_gpu_hour": "1.5", "valid_from": "2025-02-01"},
@@ -60,7 +66,7 @@ def test_an_overlapping_rate_card_is_refused_with_the_reason(api, rates, fiona):
     assert RateCard.objects.count() == 3
 
 
-def test_a_rate_change_through_the_api(api, rates, fiona):
+def test_a_rate_change_through_the_api(api: Callable[[User | None], APIClient], rates: dict[str, RateCard], fiona: User) -> None:
     response = api(fiona).post(
         "/api/v1/billing/rate-cards/change/",
         {"gpu_model": "a100", "pool_kind": "onprem", "per_gpu_hour": "2.5", "from_day": "2025-06-01"},
@@ -69,7 +75,9 @@ def test_a_rate_change_through_the_api(api, rates, fiona):
     assert response.status_code == 201 and response.json()["valid_from"] == "2025-06-01"
 
 
-def test_a_budget_with_thresholds_out_of_order_is_refused(api, vision, fiona):
+def test_a_budget_with_thresholds_out_of_order_is_refused(
+    api: Callable[[User | None], APIClient], vision: Team, fiona: User
+) -> None:
     body = {
         "team": "vision",
         "amount": "1000",
@@ -81,7 +89,7 @@ def test_a_budget_with_thresholds_out_of_order_is_refused(api, vision, fiona):
     assert not Budget.objects.exists()
 
 
-def test_a_budget_through_the_api(api, vision, bob, fiona):
+def test_a_budget_through_the_api(api: Callable[[User | None], APIClient], vision: Team, bob: User, fiona: User) -> None:
     body = {
         "team": "vision",
         "amount": "1000",
@@ -98,7 +106,9 @@ def test_a_budget_through_the_api(api, vision, bob, fiona):
     ]
 
 
-def test_a_correction_through_the_api_lands_on_a_later_month(api, vision, usage, fiona):
+def test_a_correction_through_the_api_lands_on_a_later_month(
+    api: Callable[[User | None], APIClient], vision: Team, usage: None, fiona: User
+) -> None:
     services.meter_month(date(2025, 3, 1), now=at("2025-04-02 00:00"))
     march = services.finalise(services.generate_invoice(vision.pk, date(2025, 3, 1)).pk, "fiona", now=at("2025-04-02 00:00"))
     client = api(fiona)

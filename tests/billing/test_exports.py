@@ -6,20 +6,25 @@ import csv
 import io
 import shutil
 import subprocess
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from billing import exports, services
+from billing.models import Invoice, RateCard
 from billing.services.usage import record_utilisation
+from jobs.models import Job
+from portal.models import Team, User
 from tests.billing.conftest import at
 
 MARCH = date(2025, 3, 1)
 
 
 @pytest.fixture
-def invoice(vision, alice, rates, job_with_history):
+def invoice(vision: Team, alice: User, rates: dict[str, RateCard], job_with_history: Callable[..., Job]) -> Invoice:
     a = job_with_history(vision, alice, [("2025-03-03 00:00", "admitted"), ("2025-03-03 10:00", "succeeded")], gpus=2)
     job_with_history(
         vision, alice, [("2025-03-04 00:00", "admitted"), ("2025-03-04 03:00", "succeeded")], gpu_model="h100", pool="onprem-h100"
@@ -30,7 +35,7 @@ def invoice(vision, alice, rates, job_with_history):
     return services.finalise(services.generate_invoice(vision.pk, MARCH).pk, "fiona", now=at("2025-04-02 00:00"))
 
 
-def test_csv_has_a_row_per_line_and_a_total_row(invoice):
+def test_csv_has_a_row_per_line_and_a_total_row(invoice: Invoice) -> None:
     rows = list(csv.DictReader(io.StringIO(exports.csv_text([invoice]))))
     assert [(r["pool"], r["gpu_hours"], r["rate_per_gpu_hour"], r["amount"]) for r in rows] == [
         ("burst-a100", "1.0000", "3.5000", "3.50"),
@@ -43,7 +48,7 @@ def test_csv_has_a_row_per_line_and_a_total_row(invoice):
     assert sum(Decimal(r["amount"]) for r in rows[:-1]) == Decimal(rows[-1]["amount"])
 
 
-def test_the_pdf_is_a_real_one_page_invoice(invoice, tmp_path):
+def test_the_pdf_is_a_real_one_page_invoice(invoice: Invoice, tmp_path: Path) -> None:
     data = exports.pdf_bytes(invoice)
     assert data.startswith(b"%PDF-1.") and data.rstrip().endswith(b"%%EOF")
     if shutil.which("pdftotext") is None:

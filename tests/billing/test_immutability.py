@@ -2,33 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
 import pytest
 from django.db import DatabaseError, connection, transaction
+from django.test import Client
+from rest_framework.test import APIClient
 
 from billing import services, tasks
 from billing.errors import InvoiceFinalised
-from billing.models import Invoice, InvoiceLine
+from billing.models import Invoice, InvoiceLine, RateCard
+from jobs.models import Job
+from portal.models import Team, User
 from tests.billing.conftest import at
 
 MARCH = date(2025, 3, 1)
 
 
 @pytest.fixture
-def final(vision, alice, rates, job_with_history):
+def final(vision: Team, alice: User, rates: dict[str, RateCard], job_with_history: Callable[..., Job]) -> Invoice:
     job_with_history(vision, alice, [("2025-03-03 00:00", "admitted"), ("2025-03-03 10:00", "succeeded")])
     services.meter_month(MARCH, now=at("2025-04-02 00:00"))
     return services.finalise(services.generate_invoice(vision.pk, MARCH).pk, "fiona", now=at("2025-04-02 00:00"))
 
 
-def snapshot(invoice: Invoice) -> tuple:
+def snapshot(invoice: Invoice) -> tuple[object, ...]:
     invoice = Invoice.objects.get(pk=invoice.pk)
     return invoice.state, invoice.total, invoice.generated_at, list(invoice.lines.values_list("id", "amount", "gpu_seconds"))
 
 
-def test_the_service_refuses(final, vision, alice, job_with_history):
+def test_the_service_refuses(final: Invoice, vision: Team, alice: User, job_with_history: Callable[..., Job]) -> None:
     before = snapshot(final)
     job_with_history(vision, alice, [("2025-03-20 00:00", "admitted"), ("2025-03-20 10:00", "succeeded")])  # late-arriving usage
     services.meter_month(MARCH, now=at("2025-04-05 00:00"))
@@ -41,7 +46,7 @@ def test_the_service_refuses(final, vision, alice, job_with_history):
     assert snapshot(final) == before
 
 
-def test_the_monthly_task_leaves_it_alone(final, monkeypatch):
+def test_the_monthly_task_leaves_it_alone(final: Invoice, monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(final)
     monkeypatch.setattr("django.utils.timezone.now", lambda: at("2025-04-01 02:00"))  # the task's run on the 1st
     result = tasks.draft_last_month_invoices.apply().get()
@@ -49,7 +54,7 @@ def test_the_monthly_task_leaves_it_alone(final, monkeypatch):
     assert snapshot(final) == before
 
 
-def test_the_api_offers_no_way_to_change_it(api, final, fiona):
+def test_the_api_offers_no_way_to_change_it(api: Callable[[User | None], APIClient], final: Invoice, fiona: User) -> None:
     client = api(fiona)
     url = f"/api/v1/billing/invoices/{final.pk}/"
     assert client.patch(url, {"total": "0"}, format="json").status_code == 405
@@ -60,7 +65,7 @@ def test_the_api_offers_no_way_to_change_it(api, final, fiona):
     assert again.status_code == 409 and "finalised" in again.json()["invoice"][0]
 
 
-def test_the_admin_shows_it_read_only(web, final, vision):
+def test_the_admin_shows_it_read_only(web: Callable[[User | None], Client], final: Invoice, vision: Team) -> None:
     from portal.models import User
 
     admin = User.objects.create_superuser("root", "root@example.org", "pw")
@@ -74,7 +79,7 @@ def test_the_admin_shows_it_read_only(web, final, vision):
 
 
 @pytest.mark.postgres
-def test_the_database_refuses_even_raw_sql(final):
+def test_the_database_refuses_even_raw_sql(final: Invoice) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("the trigger guard is PostgreSQL's; SQLite relies on the service, admin and API checks")
     for statement in (

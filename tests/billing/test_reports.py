@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
 import pytest
 
 from billing import charts, services
+from billing.models import RateCard
 from billing.services import reports
+from jobs.models import Job
+from portal.models import Team, User
 from tests.billing.conftest import at
 
 
 @pytest.fixture
-def two_months(vision, render, alice, carol, rates, job_with_history):
+def two_months(
+    vision: Team, render: Team, alice: User, carol: User, rates: dict[str, RateCard], job_with_history: Callable[..., Job]
+) -> None:
     for month in (2, 3):
         job_with_history(vision, alice, [(f"2025-0{month}-03 00:00", "admitted"), (f"2025-0{month}-03 10:00", "succeeded")])
         job_with_history(
@@ -30,7 +36,7 @@ def two_months(vision, render, alice, carol, rates, job_with_history):
         services.draft_month(date(2025, month, 1))
 
 
-def test_month_summary(two_months, vision):
+def test_month_summary(two_months: None, vision: Team) -> None:
     report = reports.summary(date(2025, 3, 1))
     assert report["total"] == Decimal("31.00")  # vision 20 + 4, render 7
     assert report["by_gpu_model"] == {"a100": Decimal("27.00"), "h100": Decimal("4.00")}
@@ -39,7 +45,7 @@ def test_month_summary(two_months, vision):
     assert reports.summary(date(2025, 3, 1), [vision.pk])["total"] == Decimal("24.00")
 
 
-def test_trends_by_team_and_by_model(two_months, vision):
+def test_trends_by_team_and_by_model(two_months: None, vision: Team) -> None:
     months = reports.months_back(date(2025, 3, 1), 3)
     assert months == [date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1)]
     assert reports.trend(months, top=1) == {"vision": {date(2025, 2, 1): Decimal("24.00"), date(2025, 3, 1): Decimal("24.00")},
@@ -50,7 +56,7 @@ def test_trends_by_team_and_by_model(two_months, vision):
     }
 
 
-def test_chart_figures_are_data():
+def test_chart_figures_are_data() -> None:
     months = [date(2025, 2, 1), date(2025, 3, 1)]
     trend = charts.monthly_trend_figure("t", "EUR", {"vision": {date(2025, 3, 1): Decimal("24.00")}}, months)
     assert trend["data"][0]["x"] == ["2025-02", "2025-03"] and list(trend["data"][0]["y"]) == [0.0, 24.0]

@@ -15,12 +15,16 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.browser.portal_process import RunningPortal, running_portal
 from tests.browser.test_e2e import ARTIFACTS, CHROMIUM_ARGS, sign_in
 from tests.services import chromium_path, postgres_reachable, redis_reachable, redis_url
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.redis]
 POOLS = "onprem-a10g:onprem:a10g:1x4,burst-a10g:cloud:a10g:0x4"
@@ -71,7 +75,7 @@ def manage(portal: RunningPortal, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     executable = chromium_path()
     if executable is None:
         pytest.skip("Chromium is not installed (apt-get install chromium)")
@@ -84,7 +88,7 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
-def reload_until(page, check: Callable[[], bool], timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def reload_until(page: Page, check: Callable[[], bool], timeout_s: float, what: str) -> None:
     """The console pages are not live: reload until the check holds."""
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -94,12 +98,12 @@ def reload_until(page, check: Callable[[], bool], timeout_s: float, what: str) -
         page.reload()
 
 
-def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"burst-{name}.png"), full_page=True)
 
 
-def test_an_operator_approves_fewer_nodes_and_waiting_jobs_start_on_them(portal, browser):
+def test_an_operator_approves_fewer_nodes_and_waiting_jobs_start_on_them(portal: RunningPortal, browser: Browser) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -163,7 +167,7 @@ def test_an_operator_approves_fewer_nodes_and_waiting_jobs_start_on_them(portal,
     assert not errors, errors
 
 
-def test_a_researcher_has_no_approve_button_and_is_refused(portal, browser):
+def test_a_researcher_has_no_approve_button_and_is_refused(portal: RunningPortal, browser: Browser) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     sign_in(page, portal, "alice")
     page.goto(portal.url + "/console/queues/")

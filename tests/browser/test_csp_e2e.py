@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.browser.portal_process import RunningPortal, running_portal
 from tests.browser.test_e2e import CHROMIUM_ARGS, sign_in
 from tests.services import chromium_path, postgres_reachable, redis_reachable, redis_url
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.redis]
 CSP_WORDS = ("Content Security Policy", "Content-Security-Policy")
@@ -35,7 +39,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPortal]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     executable = chromium_path()
     if executable is None:
         pytest.skip("Chromium is not installed (apt-get install chromium)")
@@ -48,12 +52,12 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
-def chart_traces(page, element_id: str) -> int:  # type: ignore[no-untyped-def]
+def chart_traces(page: Page, element_id: str) -> int:
     # Functions, not expressions: Playwright evaluates a bare expression with eval(), which the policy forbids.
     return int(page.evaluate(f"() => (document.getElementById('{element_id}').data || []).length"))
 
 
-def test_the_dashboard_and_a_job_page_work_under_the_policy(portal, browser):
+def test_the_dashboard_and_a_job_page_work_under_the_policy(portal: RunningPortal, browser: Browser) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     violations: list[str] = []
     errors: list[str] = []
@@ -80,7 +84,7 @@ def test_the_dashboard_and_a_job_page_work_under_the_policy(portal, browser):
     assert not errors, errors
 
 
-def test_an_injected_inline_script_is_blocked(portal, browser):
+def test_an_injected_inline_script_is_blocked(portal: RunningPortal, browser: Browser) -> None:
     """The policy is really enforced: a script without the nonce does not run, and Chromium reports it."""
     page = browser.new_page()
     violations: list[str] = []

@@ -10,11 +10,15 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.browser.portal_process import RunningPortal, running_portal
 from tests.services import chromium_path, postgres_reachable, redis_reachable, redis_url
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.redis]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -35,7 +39,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPortal]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     executable = chromium_path()
     if executable is None:
         pytest.skip("Chromium is not installed (apt-get install chromium)")
@@ -48,7 +52,7 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
-def sign_in(page, portal: RunningPortal, username: str) -> None:  # type: ignore[no-untyped-def]
+def sign_in(page: Page, portal: RunningPortal, username: str) -> None:
     page.goto(portal.url + "/accounts/login/")
     page.fill("input[name=login]", username)
     page.fill("input[name=password]", "gridportal")
@@ -56,7 +60,7 @@ def sign_in(page, portal: RunningPortal, username: str) -> None:  # type: ignore
     page.wait_for_url(portal.url + "/")
 
 
-def test_a_researcher_submits_a_job_and_watches_it_run_with_live_charts(portal, browser):
+def test_a_researcher_submits_a_job_and_watches_it_run_with_live_charts(portal: RunningPortal, browser: Browser) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
@@ -98,7 +102,7 @@ def test_a_researcher_submits_a_job_and_watches_it_run_with_live_charts(portal, 
     assert job_url
 
 
-def test_an_outsider_cannot_open_another_teams_job_in_the_browser(portal, browser):
+def test_an_outsider_cannot_open_another_teams_job_in_the_browser(portal: RunningPortal, browser: Browser) -> None:
     page = browser.new_page()
     sign_in(page, portal, "carol")
     response = page.goto(portal.url + "/jobs/1/")

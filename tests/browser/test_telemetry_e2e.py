@@ -13,12 +13,16 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.browser.portal_process import RunningPortal, running_portal
 from tests.browser.test_e2e import CHROMIUM_ARGS, sign_in
 from tests.services import chromium_path, postgres_reachable, redis_reachable, redis_url
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.redis]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -44,7 +48,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPortal]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     executable = chromium_path()
     if executable is None:
         pytest.skip("Chromium is not installed (apt-get install chromium)")
@@ -57,7 +61,7 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
-def new_page(browser, portal: RunningPortal, username: str):  # type: ignore[no-untyped-def]
+def new_page(browser: Browser, portal: RunningPortal, username: str) -> tuple[Page, list[str]]:
     page = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -65,17 +69,17 @@ def new_page(browser, portal: RunningPortal, username: str):  # type: ignore[no-
     return page, errors
 
 
-def chart_points(page, chart_id: str) -> int:  # type: ignore[no-untyped-def]
+def chart_points(page: Page, chart_id: str) -> int:
     script = f"() => (document.getElementById('{chart_id}').data || []).reduce((n, t) => n + (t.x || []).length, 0)"
     return int(page.evaluate(script))
 
 
-def heat_cells(page) -> str:  # type: ignore[no-untyped-def]
+def heat_cells(page: Page) -> str:
     """The heat map's drawn values, as text: it changes when a pushed cycle is drawn."""
     return str(page.evaluate("() => JSON.stringify(((document.getElementById('chart-heatmap').data || [])[0] || {}).z || [])"))
 
 
-def submit_job(page, portal: RunningPortal) -> str:  # type: ignore[no-untyped-def]
+def submit_job(page: Page, portal: RunningPortal) -> str:
     page.goto(portal.url + "/jobs/new/")
     page.click("text=Blender frame range")
     page.fill("input[name=name]", "hot-render")
@@ -86,7 +90,7 @@ def submit_job(page, portal: RunningPortal) -> str:  # type: ignore[no-untyped-d
     return page.locator("#job-nodes").inner_text().split(",")[0].strip()
 
 
-def test_live_gpu_charts_and_an_overheating_node_cordoned_by_the_thermal_guard(portal, browser):
+def test_live_gpu_charts_and_an_overheating_node_cordoned_by_the_thermal_guard(portal: RunningPortal, browser: Browser) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     researcher, researcher_errors = new_page(browser, portal, "alice")
     node = submit_job(researcher, portal)
@@ -133,7 +137,7 @@ def test_live_gpu_charts_and_an_overheating_node_cordoned_by_the_thermal_guard(p
     assert not researcher_errors and not operator_errors, researcher_errors + operator_errors
 
 
-def test_sim_fault_says_what_it_would_do_and_refuses_unknown_nodes(portal):
+def test_sim_fault_says_what_it_would_do_and_refuses_unknown_nodes(portal: RunningPortal) -> None:
     said = portal.manage("sim_fault", "onprem-h100-02", "xid", "--dry-run")
     assert said.startswith("would set onprem-h100-02 fault ") and said.strip().endswith("-> xid"), said
     with pytest.raises(Exception, match="returned non-zero"):

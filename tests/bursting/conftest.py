@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from django.utils import timezone
+from pytest_django import Settings
 
 from bursting.models import BurstPolicy, InstanceType
 from bursting.provider import SimulatedCloud
@@ -52,7 +52,7 @@ class Clock:
 
 
 @pytest.fixture(autouse=True)
-def burst_settings(settings: Any) -> None:
+def burst_settings(settings: Settings) -> None:
     settings.SIM_POOLS = BURST_POOLS
     settings.BURST_MAX_ATTEMPTS = 2
     settings.BURST_PROVISION_DELAY_S = 30
@@ -66,7 +66,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def grid(db: Any) -> SimulatorBackend:
+def grid(db: None) -> SimulatorBackend:
     backend = SimulatorBackend(pools=parse_pools(BURST_POOLS), speed=1.0, failure_rate=0.0)
     cluster_services.sync_nodes(backend)
     return backend
@@ -81,7 +81,7 @@ def cloud(grid: SimulatorBackend, clock: Clock) -> Callable[..., SimulatedCloud]
 
 
 @pytest.fixture
-def catalogue(db: Any) -> dict[str, InstanceType]:
+def catalogue(db: None) -> dict[str, InstanceType]:
     return {
         name: InstanceType.objects.create(name=name, gpu_model=model, gpus=gpus, price_per_hour=Decimal(price), pool=pool)
         for name, model, gpus, price, pool in CATALOGUE

@@ -6,16 +6,25 @@ leaves these prefixes to this file).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
+from pytest_django import DjangoCaptureOnCommitCallbacks
+from rest_framework.test import APIClient
 
-from bursting.models import BurstEvent, BurstProposal, BurstState
+from bursting.models import BurstEvent, BurstPolicy, BurstProposal, BurstState, InstanceType
 from cluster import services as cluster_services
 from cluster.models import Node, NodeEvent
+from cluster.simulator.backend import SimulatorBackend
 from jobs import services as job_services
+from jobs.models import Job
+from portal.models import User
 from tests.security.test_url_coverage import normalized
 
 LOGIN = "login"
@@ -41,7 +50,7 @@ TABLE = {
 PREFIXES = ("console/", "api/v1/bursting/")
 
 
-def walk(patterns: list[URLPattern | URLResolver], prefix: str = ""):
+def walk(patterns: list[URLPattern | URLResolver], prefix: str = "") -> Iterator[str]:
     for pattern in patterns:
         route = prefix + str(pattern.pattern)
         if isinstance(pattern, URLResolver):
@@ -50,22 +59,22 @@ def walk(patterns: list[URLPattern | URLResolver], prefix: str = ""):
             yield normalized(route)
 
 
-def test_every_console_and_bursting_route_is_in_the_table():
+def test_every_console_and_bursting_route_is_in_the_table() -> None:
     assert set(walk(get_resolver().url_patterns)) == set(TABLE)
 
 
 @pytest.fixture
-def burst(grid, policy, catalogue):
+def burst(grid: SimulatorBackend, policy: BurstPolicy, catalogue: dict[str, InstanceType]) -> BurstProposal:
     now = timezone.now()
     return BurstProposal.objects.create(
         policy=policy, instance_type=catalogue["g5.12xlarge"], pool="burst-a10g", gpus_per_node=4,
         price_per_hour=Decimal("5.672"), nodes=2, duration_s=3600, projected_cost=Decimal("11.34"),
         projection={"teams": [], "idle_cost": "11.34", "excluded": [], "not_started": [], "alternatives": [], "job_ids": [], "gpus_started": 0},
-        trigger="8 GPUs waiting", created_at=now, expires_at=now + timezone.timedelta(hours=1),
+        trigger="8 GPUs waiting", created_at=now, expires_at=now + timedelta(hours=1),
     )  # fmt: skip
 
 
-def call(client, url, method, api):
+def call(client: Client | APIClient, url: str, method: str, api: bool) -> Any:
     if api:
         body = {"reason": "not now"} if url.endswith("reject/") else {}
         return getattr(client, method)(url, body, format="json")
@@ -73,9 +82,19 @@ def call(client, url, method, api):
 
 
 @pytest.mark.parametrize("route", list(TABLE))
-def test_each_caller_gets_what_the_table_says(route, web, api, burst, alice, bob, olivia, django_capture_on_commit_callbacks):
+def test_each_caller_gets_what_the_table_says(
+    route: str,
+    web: Callable[[User | None], Client],
+    api: Callable[[User | None], APIClient],
+    burst: BurstProposal,
+    alice: User,
+    bob: User,
+    olivia: User,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     template, method, *expected = TABLE[route]
     node = Node.objects.order_by("name").first()
+    assert node is not None
     url = template.format(node=node.name, burst=burst.pk)
     is_api = url.startswith("/api/")
     for user, want in zip((None, alice, bob, olivia), expected, strict=True):
@@ -91,7 +110,9 @@ def test_each_caller_gets_what_the_table_says(route, web, api, burst, alice, bob
             assert response.status_code == want, (user, response.status_code, response.content[:200])
 
 
-def test_a_non_operator_cannot_approve_on_the_web_or_the_api(web, api, burst, alice, bob):
+def test_a_non_operator_cannot_approve_on_the_web_or_the_api(
+    web: Callable[[User | None], Client], api: Callable[[User | None], APIClient], burst: BurstProposal, alice: User, bob: User
+) -> None:
     for user in (alice, bob):
         assert web(user).post(f"/console/bursts/{burst.pk}/approve/").status_code == 403
         assert api(user).post(f"/api/v1/bursting/bursts/{burst.pk}/approve/", {}, format="json").status_code == 403
@@ -99,7 +120,9 @@ def test_a_non_operator_cannot_approve_on_the_web_or_the_api(web, api, burst, al
     assert not BurstEvent.objects.exists()
 
 
-def test_queues_show_a_member_only_their_own_teams(web, alice, carol, olivia, submit):
+def test_queues_show_a_member_only_their_own_teams(
+    web: Callable[[User | None], Client], alice: User, carol: User, olivia: User, submit: Callable[..., Job]
+) -> None:
     submit(alice, name="v")
     submit(carol, name="r")
     job_services.run_admission_cycle()  # render has no quota row: it shows once it uses GPUs
@@ -108,7 +131,9 @@ def test_queues_show_a_member_only_their_own_teams(web, alice, carol, olivia, su
     assert b"render" in page and b"vision" in page
 
 
-def test_a_drain_is_previewed_with_the_jobs_it_affects_then_confirmed(web, olivia, alice, submit):
+def test_a_drain_is_previewed_with_the_jobs_it_affects_then_confirmed(
+    web: Callable[[User | None], Client], olivia: User, alice: User, submit: Callable[..., Job]
+) -> None:
     job = submit(alice, name="on-the-node")
     job_services.run_admission_cycle()
     job.refresh_from_db()
@@ -124,8 +149,11 @@ def test_a_drain_is_previewed_with_the_jobs_it_affects_then_confirmed(web, olivi
     assert NodeEvent.objects.get(node__name=node).actor == "olivia"
 
 
-def test_the_audit_log_filters_and_exports_csv(web, olivia, grid):
+def test_the_audit_log_filters_and_exports_csv(
+    web: Callable[[User | None], Client], olivia: User, grid: SimulatorBackend
+) -> None:
     node = Node.objects.order_by("name").first()
+    assert node is not None
     cluster_services.cordon(node.name, "olivia", "firmware")
     client = web(olivia)
     page = client.get("/console/audit/?kind=node&actor=olivia")
@@ -136,7 +164,12 @@ def test_the_audit_log_filters_and_exports_csv(web, olivia, grid):
     assert "firmware" in csv_text and "olivia" in csv_text
 
 
-def test_approving_on_the_web_records_who_and_starts_provisioning(web, olivia, burst, django_capture_on_commit_callbacks):
+def test_approving_on_the_web_records_who_and_starts_provisioning(
+    web: Callable[[User | None], Client],
+    olivia: User,
+    burst: BurstProposal,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     with django_capture_on_commit_callbacks(execute=True):
         response = web(olivia).post(f"/console/bursts/{burst.pk}/approve/", {"nodes": "1", "max_hours": "0.5"})
     assert response.status_code == 302

@@ -6,40 +6,57 @@ and give up), and reconciliation of a node the portal did not account for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any, TypeVar
 
 import pytest
 from django.core import mail
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
 from bursting import services
-from bursting.models import BurstEvent, BurstNode, BurstProposal, NodeStatus, SimCloudInstance
+from bursting.models import BurstEvent, BurstNode, BurstPolicy, BurstProposal, InstanceType, NodeStatus, SimCloudInstance
+from bursting.provider import CloudProvider, SimulatedCloud
 from cluster.models import Node
+from cluster.simulator.backend import SimulatorBackend
 from jobs import services as job_services
 from jobs.models import Job, JobEvent
 from jobs.states import JobState
+from portal.models import User
 from quotas import restrictions
+from tests.bursting.conftest import Clock
+
+COMMITTING: DjangoCaptureOnCommitCallbacks  # set by the autouse fixture below, for committed()
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
-def committing(django_capture_on_commit_callbacks):
+def committing(django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks) -> None:
     """Work queued on commit (e-mails, provisioning, admission) runs as it would after a real commit."""
     global COMMITTING
     COMMITTING = django_capture_on_commit_callbacks
 
 
-def committed(call, *args, **kwargs):
+def committed(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     with COMMITTING(execute=True):
         return call(*args, **kwargs)
 
 
-def run_cycle(clock, provider, seconds: float = 0) -> dict[str, int]:
+def run_cycle(clock: Clock, provider: CloudProvider, seconds: float = 0) -> dict[str, int]:
     """Admission first (the first A10G job takes the on-prem node), then the burst cycle."""
     clock.advance(seconds)
     job_services.run_admission_cycle()
     return committed(services.cycle, clock.now, provider)
 
 
-def test_it_proposes_the_cheapest_type_that_starts_the_queue(alice, olivia, policy, waiting, clock, cloud):
+def test_it_proposes_the_cheapest_type_that_starts_the_queue(
+    alice: User,
+    olivia: User,
+    policy: BurstPolicy,
+    waiting: Callable[..., list[Job]],
+    clock: Clock,
+    cloud: Callable[..., SimulatedCloud],
+) -> None:
     waiting(alice, 4, gpus=4, walltime=7200)
     run_cycle(clock, cloud())
     burst = BurstProposal.objects.get()
@@ -52,7 +69,14 @@ def test_it_proposes_the_cheapest_type_that_starts_the_queue(alice, olivia, poli
     assert BurstEvent.objects.filter(burst=burst, action="proposed").exists()
 
 
-def test_approval_provisions_nodes_jobs_start_there_and_idle_nodes_are_released(alice, olivia, policy, waiting, clock, cloud):
+def test_approval_provisions_nodes_jobs_start_there_and_idle_nodes_are_released(
+    alice: User,
+    olivia: User,
+    policy: BurstPolicy,
+    waiting: Callable[..., list[Job]],
+    clock: Clock,
+    cloud: Callable[..., SimulatedCloud],
+) -> None:
     provider = cloud()
     waiting(alice, 1, gpus=4, walltime=3600)
     jobs = waiting(alice, 2, gpus=4, walltime=3600)
@@ -89,7 +113,14 @@ def test_approval_provisions_nodes_jobs_start_there_and_idle_nodes_are_released(
     assert actions[:3] == ["proposed", "approved", "provisioning"] and actions[-1] == "ended"
 
 
-def test_a_rejection_needs_a_reason_and_is_final(alice, olivia, policy, waiting, clock, cloud):
+def test_a_rejection_needs_a_reason_and_is_final(
+    alice: User,
+    olivia: User,
+    policy: BurstPolicy,
+    waiting: Callable[..., list[Job]],
+    clock: Clock,
+    cloud: Callable[..., SimulatedCloud],
+) -> None:
     waiting(alice, 4)
     run_cycle(clock, cloud())
     burst = BurstProposal.objects.get()
@@ -102,17 +133,32 @@ def test_a_rejection_needs_a_reason_and_is_final(alice, olivia, policy, waiting,
     assert BurstEvent.objects.get(burst=burst, action="rejected").reason == "on-prem nodes come back tonight"
 
 
-def test_an_undecided_proposal_expires(alice, olivia, policy, waiting, clock, cloud):
+def test_an_undecided_proposal_expires(
+    alice: User,
+    olivia: User,
+    policy: BurstPolicy,
+    waiting: Callable[..., list[Job]],
+    clock: Clock,
+    cloud: Callable[..., SimulatedCloud],
+) -> None:
     waiting(alice, 4)
     run_cycle(clock, cloud())
     run_cycle(clock, cloud(), 3601)
     burst = BurstProposal.objects.order_by("id").first()
+    assert burst is not None
     assert burst.state == "expired"
     with pytest.raises(services.BurstActionError, match="not waiting"):
         committed(services.approve, olivia, burst.pk)
 
 
-def test_approval_bounds_are_checked_and_named(alice, olivia, policy, waiting, clock, cloud):
+def test_approval_bounds_are_checked_and_named(
+    alice: User,
+    olivia: User,
+    policy: BurstPolicy,
+    waiting: Callable[..., list[Job]],
+    clock: Clock,
+    cloud: Callable[..., SimulatedCloud],
+) -> None:
     waiting(alice, 4)
     run_cycle(clock, cloud())
     burst = BurstProposal.objects.get()
@@ -124,7 +170,14 @@ def test_approval_bounds_are_checked_and_named(alice, olivia, policy, waiting, c
         committed(services.approve, olivia, burst.pk, max_hours="soon")
 
 
-def test_a_non_operator_cannot_approve(alice, bob, policy, waiting, clock, cloud):
+def test_a_non_operator_cannot_approve(
+    alice: User,
+    bob: User,
+    policy: BurstPolicy,
+    waiting: Callable[..., list[Job]],
+    clock: Clock,
+    cloud: Callable[..., SimulatedCloud],
+) -> None:
     waiting(alice, 4)
     run_cycle(clock, cloud())
     burst = BurstProposal.objects.get()
@@ -134,7 +187,15 @@ def test_a_non_operator_cannot_approve(alice, bob, policy, waiting, clock, cloud
     assert BurstProposal.objects.get().state == "proposed"
 
 
-def test_a_team_whose_budget_forbids_bursts_is_left_out_with_the_reason(alice, carol, policy, waiting, clock, cloud, monkeypatch):
+def test_a_team_whose_budget_forbids_bursts_is_left_out_with_the_reason(
+    alice: User,
+    carol: User,
+    policy: BurstPolicy,
+    waiting: Callable[..., list[Job]],
+    clock: Clock,
+    cloud: Callable[..., SimulatedCloud],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     waiting(alice, 4)
     waiting(carol, 3)
     render_id = carol.team_ids[0]
@@ -150,7 +211,14 @@ def test_a_team_whose_budget_forbids_bursts_is_left_out_with_the_reason(alice, c
     ]
 
 
-def test_auto_approval_under_the_configured_cost(alice, olivia, policy, waiting, clock, cloud):
+def test_auto_approval_under_the_configured_cost(
+    alice: User,
+    olivia: User,
+    policy: BurstPolicy,
+    waiting: Callable[..., list[Job]],
+    clock: Clock,
+    cloud: Callable[..., SimulatedCloud],
+) -> None:
     policy.auto_approve_below = Decimal("50.00")
     policy.save()
     waiting(alice, 3, walltime=3600)
@@ -160,8 +228,14 @@ def test_auto_approval_under_the_configured_cost(alice, olivia, policy, waiting,
 
 
 def test_a_failed_node_is_asked_for_again_then_given_up_and_the_burst_fails(
-    alice, olivia, policy, waiting, clock, cloud, settings
-):
+    alice: User,
+    olivia: User,
+    policy: BurstPolicy,
+    waiting: Callable[..., list[Job]],
+    clock: Clock,
+    cloud: Callable[..., SimulatedCloud],
+    settings: Settings,
+) -> None:
     settings.BURST_FAILURE_RATE = 1.0  # the provisioning task's own provider reads it
     provider = cloud(failure_rate=1.0)
     waiting(alice, 2, walltime=3600)
@@ -182,7 +256,15 @@ def test_a_failed_node_is_asked_for_again_then_given_up_and_the_burst_fails(
     assert BurstEvent.objects.filter(burst=burst, action="node_given_up").count() == burst.nodes
 
 
-def test_a_capacity_error_counts_as_an_attempt(alice, olivia, policy, waiting, clock, cloud, settings):
+def test_a_capacity_error_counts_as_an_attempt(
+    alice: User,
+    olivia: User,
+    policy: BurstPolicy,
+    waiting: Callable[..., list[Job]],
+    clock: Clock,
+    cloud: Callable[..., SimulatedCloud],
+    settings: Settings,
+) -> None:
     settings.BURST_CAPACITY_ERROR_RATE = 1.0
     provider = cloud(capacity_error_rate=1.0)
     waiting(alice, 4)
@@ -196,7 +278,9 @@ def test_a_capacity_error_counts_as_an_attempt(alice, olivia, policy, waiting, c
     assert SimCloudInstance.objects.count() == 0
 
 
-def test_reconcile_releases_a_node_the_portal_does_not_pay_for(grid, clock, cloud, catalogue):
+def test_reconcile_releases_a_node_the_portal_does_not_pay_for(
+    grid: SimulatorBackend, clock: Clock, cloud: Callable[..., SimulatedCloud], catalogue: dict[str, InstanceType]
+) -> None:
     provider = cloud(delay_s=0)
     provider.request("burst-a10g-stray", "burst-a10g", "g5.12xlarge")
     counts = services.reconcile(provider, clock.now)
@@ -205,7 +289,14 @@ def test_reconcile_releases_a_node_the_portal_does_not_pay_for(grid, clock, clou
     assert BurstEvent.objects.get(action="orphan_released").node == "burst-a10g-stray"
 
 
-def test_a_repeated_provisioning_request_never_makes_a_second_node(alice, olivia, policy, waiting, clock, cloud):
+def test_a_repeated_provisioning_request_never_makes_a_second_node(
+    alice: User,
+    olivia: User,
+    policy: BurstPolicy,
+    waiting: Callable[..., list[Job]],
+    clock: Clock,
+    cloud: Callable[..., SimulatedCloud],
+) -> None:
     provider = cloud()
     waiting(alice, 4)
     run_cycle(clock, provider)

@@ -13,14 +13,14 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.utils import timezone
+from pytest_django import Settings
 
 from bursting import services
 from bursting.cluster_api import DELETE_MACHINE, ClusterApiCloud
-from bursting.models import BurstEvent, BurstNode, BurstProposal, BurstState, MachineClaim, NodeStatus
+from bursting.models import BurstEvent, BurstNode, BurstPolicy, BurstProposal, BurstState, InstanceType, MachineClaim, NodeStatus
 from bursting.providers import get_provider
 from cluster.backends import BackendRejected, BackendUnavailable
 from cluster.backends.kubernetes.backend import KubernetesBackend, KubeSettings
@@ -131,7 +131,7 @@ def joined(backend: KubernetesBackend, count: int) -> list[str]:
 
 
 @pytest.fixture
-def provisioning(db: Any, policy: Any, catalogue: Any) -> BurstProposal:
+def provisioning(db: None, policy: BurstPolicy, catalogue: dict[str, InstanceType]) -> BurstProposal:
     """A burst of two g5.12xlarge nodes, approved: its BurstNodes carry the portal's names."""
     now = timezone.now()
     burst = BurstProposal.objects.create(
@@ -143,7 +143,9 @@ def provisioning(db: Any, policy: Any, catalogue: Any) -> BurstProposal:
     return burst
 
 
-def test_asking_for_nodes_sets_replicas_to_the_open_claims_and_asking_again_changes_nothing(db, capi, machines):
+def test_asking_for_nodes_sets_replicas_to_the_open_claims_and_asking_again_changes_nothing(
+    db: None, capi: KubernetesBackend, machines: MachineFake
+) -> None:
     cloud = ClusterApiCloud(capi)
     cloud.request("burst-a10g-b1-01", POOL, "g5.12xlarge")
     cloud.request("burst-a10g-b1-02", POOL, "g5.12xlarge")
@@ -157,7 +159,9 @@ def test_asking_for_nodes_sets_replicas_to_the_open_claims_and_asking_again_chan
     assert sorted(i.name for i in found) == nodes
 
 
-def test_the_burst_nodes_take_the_names_of_the_nodes_that_joined(capi, machines, provisioning):
+def test_the_burst_nodes_take_the_names_of_the_nodes_that_joined(
+    capi: KubernetesBackend, machines: MachineFake, provisioning: BurstProposal
+) -> None:
     cloud = ClusterApiCloud(capi)
     assert services.provision(provisioning.pk, cloud) == 2
     nodes = joined(capi, 2)
@@ -174,7 +178,9 @@ def test_the_burst_nodes_take_the_names_of_the_nodes_that_joined(capi, machines,
     assert services.reconcile(cloud, timezone.now()) == {"ready": 0, "failed": 0, "orphans": 0, "lost": 0}
 
 
-def test_releasing_an_idle_node_marks_its_machine_so_that_one_goes_not_the_newest(capi, machines, provisioning):
+def test_releasing_an_idle_node_marks_its_machine_so_that_one_goes_not_the_newest(
+    capi: KubernetesBackend, machines: MachineFake, provisioning: BurstProposal
+) -> None:
     cloud = ClusterApiCloud(capi)
     services.provision(provisioning.pk, cloud)
     older, newer = joined(capi, 2)
@@ -190,7 +196,9 @@ def test_releasing_an_idle_node_marks_its_machine_so_that_one_goes_not_the_newes
     assert BurstNode.objects.get(name=newer).status == NodeStatus.READY
 
 
-def test_without_machines_a_release_cordons_the_node_and_lowers_the_replicas(db, capi_plain, plain, caplog):
+def test_without_machines_a_release_cordons_the_node_and_lowers_the_replicas(
+    db: None, capi_plain: KubernetesBackend, plain: FakeApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
     cloud = ClusterApiCloud(capi_plain)
     cloud.request("a", POOL, "g5.12xlarge")
     cloud.request("b", POOL, "g5.12xlarge")
@@ -206,7 +214,9 @@ def test_without_machines_a_release_cordons_the_node_and_lowers_the_replicas(db,
     assert [i.requested_as for i in cloud.instances()] == ["a"]
 
 
-def test_a_machine_whose_node_never_joins_fails_and_its_replica_is_given_back(db, capi, machines, settings):
+def test_a_machine_whose_node_never_joins_fails_and_its_replica_is_given_back(
+    db: None, capi: KubernetesBackend, machines: MachineFake, settings: Settings
+) -> None:
     settings.BURST_CAPI_JOIN_TIMEOUT_S = 60
     machines.joining = False
     clock = [timezone.now()]
@@ -219,7 +229,9 @@ def test_a_machine_whose_node_never_joins_fails_and_its_replica_is_given_back(db
     assert replicas(machines) == 0 and machines.items("cluster.x-k8s.io", "machines") == []
 
 
-def test_it_refuses_a_pool_without_a_machinedeployment_or_of_another_shape(db, capi, machines):
+def test_it_refuses_a_pool_without_a_machinedeployment_or_of_another_shape(
+    db: None, capi: KubernetesBackend, machines: MachineFake
+) -> None:
     cloud = ClusterApiCloud(capi)
     with pytest.raises(BackendRejected, match="K8S_BURST_MACHINEDEPLOYMENTS"):
         cloud.request("x", "burst-v100", "p3.8xlarge")
@@ -230,7 +242,7 @@ def test_it_refuses_a_pool_without_a_machinedeployment_or_of_another_shape(db, c
         cloud.check(POOL, "a10g", 8)
 
 
-def test_the_provider_follows_the_cluster_backend(settings):
+def test_the_provider_follows_the_cluster_backend(settings: Settings) -> None:
     settings.CLUSTER_BACKEND = "kubernetes"
     assert isinstance(get_provider(), ClusterApiCloud)
     settings.CLUSTER_BACKEND = "slurm"

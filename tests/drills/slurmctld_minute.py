@@ -13,14 +13,18 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 
 import pytest
+from django.test import Client
 
 from cluster.backends.base import BackendUnavailable
+from cluster.backends.slurm import SlurmBackend
 from grid import health
 from jobs import services as job_services
 from jobs.models import Job
 from jobs.states import JobState
+from portal.models import User
 from tests.slurm.conftest import cluster_script, portal_job, slurm, slurm_cluster, slurm_world, sync_until, wait_for
 
 __all__ = ["slurm", "slurm_cluster", "slurm_world"]  # fixtures, imported to be found here
@@ -41,10 +45,11 @@ def tolerant(call: Callable[[], object]) -> None:
         call()
 
 
-def test_a_minute_without_slurmctld(slurm_world, alice, web):
+def test_a_minute_without_slurmctld(slurm_world: SlurmBackend, alice: User, web: Callable[[User | None], Client]) -> None:
     running = portal_job(alice, command=["sleep", str(int(OUTAGE_S) + 20)])
     sync_until(running, {JobState.RUNNING})
     assert cluster_script("ctld-stop").returncode == 0
+    waiting: list[int]  # ids of the jobs submitted during the outage
     stopped, pages, unhealthy, waiting = time.monotonic(), 0, 0, []
     try:
         while time.monotonic() - stopped < OUTAGE_S:
@@ -57,7 +62,7 @@ def test_a_minute_without_slurmctld(slurm_world, alice, web):
             job_services.run_admission_cycle()
             tolerant(job_services.sync_jobs)
             for job_id in waiting:
-                tolerant(lambda j=job_id: job_services.dispatch(j))
+                tolerant(partial(job_services.dispatch, job_id))
             time.sleep(5)
         assert set(Job.objects.filter(pk__in=waiting).values_list("state", flat=True)) == {JobState.ADMITTED}
     finally:
@@ -68,7 +73,7 @@ def test_a_minute_without_slurmctld(slurm_world, alice, web):
     def caught_up() -> bool:
         tolerant(job_services.reap_stale)
         for job_id in waiting:
-            tolerant(lambda j=job_id: job_services.dispatch(j))
+            tolerant(partial(job_services.dispatch, job_id))
         tolerant(job_services.sync_jobs)
         return not Job.objects.filter(pk__in=[*waiting, running.pk]).exclude(state=JobState.SUCCEEDED).exists()
 

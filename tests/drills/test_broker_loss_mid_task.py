@@ -39,7 +39,7 @@ def world(tmp_path: Path) -> Iterator[tuple[Stack, OwnRedis, str]]:
         yield stack, own, db
 
 
-def test_a_worker_that_loses_redis_mid_task_stays_up_and_carries_on(world):
+def test_a_worker_that_loses_redis_mid_task_stays_up_and_carries_on(world: tuple[Stack, OwnRedis, str]) -> None:
     stack, own, db = world
     token = stack.credentials(["alice"])["alice"]["token"]
     client = httpx.Client(base_url=stack.url, headers={"Authorization": f"Token {token}"}, timeout=20)

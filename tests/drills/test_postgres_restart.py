@@ -82,7 +82,7 @@ def submit_until_saved(client: httpx.Client, db: str, name: str, failures: list[
     return None
 
 
-def test_a_postgres_restart_is_survived_without_restarting_the_portal(world):
+def test_a_postgres_restart_is_survived_without_restarting_the_portal(world: tuple[Stack, OwnPostgres, str]) -> None:
     stack, pg, db = world
     token = stack.credentials(["alice"])["alice"]["token"]
     client = httpx.Client(base_url=stack.url, headers={"Authorization": f"Token {token}"}, timeout=20)

@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -71,7 +72,7 @@ def submit(client: httpx.Client, name: str, statuses: list[int]) -> int | None:
     return int(response.json()["id"]) if response.status_code == 201 else None
 
 
-def test_a_redis_outage_degrades_the_portal_and_loses_no_job_and_runs_none_twice(world):
+def test_a_redis_outage_degrades_the_portal_and_loses_no_job_and_runs_none_twice(world: tuple[Stack, OwnRedis, str]) -> None:
     stack, own, db = world
     creds = stack.credentials(["alice", "dave"])
     clients = {
@@ -82,7 +83,7 @@ def test_a_redis_outage_degrades_the_portal_and_loses_no_job_and_runs_none_twice
     acknowledged: dict[str, int] = {}
     statuses: dict[str, list[int]] = {"before": [], "during": [], "after": []}
     page_statuses: list[int] = []
-    health_during: list[dict] = []
+    health_during: list[dict[str, Any]] = []
 
     def wave(tag: str, count: int) -> None:
         for i in range(count):

@@ -14,12 +14,16 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from tests.services import chromium_path, postgres_reachable
 from tests.stack import SHARED_ADMIN_URL, OwnRedis, Stack, job_states, portal_stack, scratch_database, wait_for
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.redis]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -38,7 +42,7 @@ def world(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def page(world: Stack) -> Iterator[object]:
+def page(world: Stack) -> Iterator[BrowserContext]:
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     from playwright.sync_api import sync_playwright
 
@@ -50,7 +54,7 @@ def page(world: Stack) -> Iterator[object]:
             browser.close()
 
 
-def test_the_job_page_reconnects_and_backfills_after_the_web_server_restarts(world, page):
+def test_the_job_page_reconnects_and_backfills_after_the_web_server_restarts(world: Stack, page: BrowserContext) -> None:
     stack = world
     creds = stack.credentials(["alice"])["alice"]
     api = httpx.Client(base_url=stack.url, headers={"Authorization": f"Token {creds['token']}"}, timeout=20)
@@ -60,8 +64,8 @@ def test_the_job_page_reconnects_and_backfills_after_the_web_server_restarts(wor
     db = stack.env["DATABASE_URL"]
     wait_for(lambda: job_states(db).get(job_id) == "running", 60, "the job to run")
 
-    page.add_cookies([{"name": "sessionid", "value": creds["session"], "url": stack.url}])  # type: ignore[attr-defined]
-    tab = page.new_page()  # type: ignore[attr-defined]
+    page.add_cookies([{"name": "sessionid", "value": creds["session"], "url": stack.url}])
+    tab = page.new_page()
     tab.goto(f"{stack.url}/jobs/{job_id}/")
     tab.wait_for_function("() => document.getElementById('live-status').textContent === 'connected'", timeout=20_000)
     tab.wait_for_function(f"() => {POINTS} > 0", timeout=20_000)

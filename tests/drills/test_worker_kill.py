@@ -15,13 +15,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from django.db import connection
+from pytest_django import Settings
 
 from cluster.models import SimJob
+from cluster.simulator.backend import SimulatorBackend
 from jobs import services, tasks
 from jobs.models import Job, JobEvent
 from jobs.states import JobState
@@ -36,7 +39,7 @@ JOBS, ROUNDS = 20, 8
 
 
 @pytest.fixture
-def broker(settings):  # type: ignore[no-untyped-def]
+def broker(settings: Settings) -> Iterator[str]:
     url = redis_url()
     if not redis_reachable(url):
         pytest.skip(f"Redis is not reachable at {url}")
@@ -79,7 +82,9 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def test_sigkill_during_dispatch_loses_nothing_and_duplicates_nothing(broker, grid, tmp_path):
+def test_sigkill_during_dispatch_loses_nothing_and_duplicates_nothing(
+    broker: str, grid: SimulatorBackend, tmp_path: Path
+) -> None:
     team = Team.objects.create(slug="drill", name="Drill")
     user = User.objects.create_user("driller")
     Membership.objects.create(user=user, team=team)

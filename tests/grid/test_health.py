@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
+from django.test import Client
 from django.utils import timezone
+from pytest_django import Settings
 
-from portal.models import Heartbeat
+from cluster.simulator.backend import SimulatorBackend
+from portal.models import Heartbeat, User
 
 
-def test_healthy_when_everything_answers_and_the_worker_is_recent(web, olivia, grid):
+def test_healthy_when_everything_answers_and_the_worker_is_recent(
+    web: Callable[[User | None], Client], olivia: User, grid: SimulatorBackend
+) -> None:
     Heartbeat.beat("worker")
     response = web(olivia).get("/healthz")
     assert response.status_code == 200
@@ -18,7 +24,7 @@ def test_healthy_when_everything_answers_and_the_worker_is_recent(web, olivia, g
     assert body["checks"]["backend"]["backend"] == "simulator"
 
 
-def test_a_silent_worker_makes_it_degraded(web, olivia, grid):
+def test_a_silent_worker_makes_it_degraded(web: Callable[[User | None], Client], olivia: User, grid: SimulatorBackend) -> None:
     Heartbeat.objects.create(name="worker", at=timezone.now() - timedelta(hours=1))
     response = web(olivia).get("/healthz")
     assert response.status_code == 200  # the pages and API still serve; the load balancer keeps this process
@@ -27,7 +33,9 @@ def test_a_silent_worker_makes_it_degraded(web, olivia, grid):
     assert body["checks"]["worker"]["error"] == "worker is silent"
 
 
-def test_an_unreachable_broker_is_reported_not_raised(web, olivia, grid, settings):
+def test_an_unreachable_broker_is_reported_not_raised(
+    web: Callable[[User | None], Client], olivia: User, grid: SimulatorBackend, settings: Settings
+) -> None:
     Heartbeat.beat("worker")
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     body = web(olivia).get("/healthz").json()
@@ -35,7 +43,7 @@ def test_an_unreachable_broker_is_reported_not_raised(web, olivia, grid, setting
     assert "ConnectionError" in body["checks"]["broker"]["error"]
 
 
-def test_anonymous_callers_see_only_which_checks_pass(client, grid, settings):
+def test_anonymous_callers_see_only_which_checks_pass(client: Client, grid: SimulatorBackend, settings: Settings) -> None:
     Heartbeat.beat("worker")
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     response = client.get("/healthz")

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
+from cluster.simulator.backend import SimulatorBackend
 from grid.routing import websocket_urlpatterns
 from jobs import live, services
+from jobs.models import Job
 from portal import charts
+from portal.models import User
 
 
-def as_user(user):  # type: ignore[no-untyped-def]
+def as_user(user: User) -> Callable[[dict[str, Any], Any, Any], Awaitable[Any]]:
     router = URLRouter(websocket_urlpatterns)
 
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> Any:
         return await router({**scope, "user": user}, receive, send)
 
     return app
 
 
-def start_running(alice, submit):  # type: ignore[no-untyped-def]
+def start_running(alice: User, submit: Callable[..., Job]) -> Job:
     job = submit(alice, name="live", gpus_per_node=2)
     services.run_admission_cycle()
     services.dispatch(job.pk)
@@ -33,7 +38,7 @@ def start_running(alice, submit):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_running_job_streams_its_state_gpus_and_log(alice, submit):
+async def test_a_running_job_streams_its_state_gpus_and_log(alice: User, submit: Callable[..., Job]) -> None:
     job = await database_sync_to_async(start_running)(alice, submit)
     socket = WebsocketCommunicator(as_user(alice), f"/ws/jobs/{job.pk}/")
     connected, _ = await socket.connect()
@@ -50,7 +55,7 @@ async def test_a_running_job_streams_its_state_gpus_and_log(alice, submit):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_cancel_reaches_the_page_with_its_event(alice, submit):
+async def test_a_cancel_reaches_the_page_with_its_event(alice: User, submit: Callable[..., Job]) -> None:
     job = await database_sync_to_async(start_running)(alice, submit)
     socket = WebsocketCommunicator(as_user(alice), f"/ws/jobs/{job.pk}/")
     await socket.connect()
@@ -65,7 +70,7 @@ async def test_a_cancel_reaches_the_page_with_its_event(alice, submit):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_the_grid_socket_sends_pools_queue_and_nodes(alice, grid):
+async def test_the_grid_socket_sends_pools_queue_and_nodes(alice: User, grid: SimulatorBackend) -> None:
     socket = WebsocketCommunicator(as_user(alice), "/ws/grid/")
     connected, _ = await socket.connect()
     assert connected
@@ -76,8 +81,9 @@ async def test_the_grid_socket_sends_pools_queue_and_nodes(alice, grid):
     await socket.disconnect()
 
 
-def test_job_history_is_per_gpu_and_only_the_jobs_own_gpus(alice, submit):
+def test_job_history_is_per_gpu_and_only_the_jobs_own_gpus(alice: User, submit: Callable[..., Job]) -> None:
     job = start_running(alice, submit)
+    assert job.started_at is not None
     later = job.started_at + timedelta(seconds=30)
     history = live.gpu_history(job, now=later)
     assert set(history) == {"utilization", "temperature_c", "fb_used_mib"}
@@ -86,7 +92,7 @@ def test_job_history_is_per_gpu_and_only_the_jobs_own_gpus(alice, submit):
     assert [t["name"] for t in figures["utilization"]["data"]] == sorted(history["utilization"])
 
 
-def test_line_figures_are_plain_data_with_one_trace_per_series():
+def test_line_figures_are_plain_data_with_one_trace_per_series() -> None:
     figure = charts.line_figure("T", "%", {"a": [("2026-01-01T00:00:00", 1.0)], "b": []}, (0, 100))
     assert [t["name"] for t in figure["data"]] == ["a", "b"]
     assert figure["data"][0]["y"] == (1.0,) or list(figure["data"][0]["y"]) == [1.0]

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
 
+import pytest
+from rest_framework.test import APIClient
+
+from cluster.simulator.backend import SimulatorBackend
 from jobs import services
 from jobs.models import Job
 from jobs.states import JobState
+from portal.models import User
 
 
 @pytest.fixture
-def client(api, alice, grid):
+def client(api: Callable[[User | None], APIClient], alice: User, grid: SimulatorBackend) -> APIClient:
     return api(alice)
 
 
-def test_a_script_submits_a_job_and_reads_why_it_waits_where_it_stands_and_when_it_starts(client):
+def test_a_script_submits_a_job_and_reads_why_it_waits_where_it_stands_and_when_it_starts(client: APIClient) -> None:
     job = {"command": ["python", "train.py"], "gpu_model": "a100", "gpus_per_node": 8, "walltime": "01:00:00"}
     first = client.post("/api/v1/jobs/", {**job, "name": "first"}, format="json")
     assert first.status_code == 201, first.json()
@@ -29,7 +34,7 @@ def test_a_script_submits_a_job_and_reads_why_it_waits_where_it_stands_and_when_
     assert detail["estimated_start"] is not None
 
 
-def test_an_array_is_one_request_and_many_jobs(client):
+def test_an_array_is_one_request_and_many_jobs(client: APIClient) -> None:
     response = client.post(
         "/api/v1/jobs/",
         {"template": "blender-render", "name": "shot", "array": "0-9", "params": {"frame_start": "1"}},
@@ -45,7 +50,7 @@ def test_an_array_is_one_request_and_many_jobs(client):
     assert len(listed) == 10
 
 
-def test_bad_input_names_every_field_and_creates_nothing(client):
+def test_bad_input_names_every_field_and_creates_nothing(client: APIClient) -> None:
     response = client.post(
         "/api/v1/jobs/",
         {"name": "x", "command": ["x"], "gpu_model": "a100", "gpus_per_node": 64, "walltime": "30-00:00:00", "array": "0-5000"},
@@ -59,18 +64,20 @@ def test_bad_input_names_every_field_and_creates_nothing(client):
     assert Job.objects.count() == 0
 
 
-def test_a_non_object_body_is_a_clear_error(client):
+def test_a_non_object_body_is_a_clear_error(client: APIClient) -> None:
     response = client.post("/api/v1/jobs/", [1, 2], format="json")
     assert response.status_code == 400
     assert Job.objects.count() == 0
 
 
-def test_an_unknown_template_is_named(client):
+def test_an_unknown_template_is_named(client: APIClient) -> None:
     response = client.post("/api/v1/jobs/", {"template": "nope", "name": "x"}, format="json")
     assert response.status_code == 400 and "nope" in response.json()["template"][0]
 
 
-def test_the_list_filters_by_state_and_name_and_pages_by_cursor(client, alice, submit):
+def test_the_list_filters_by_state_and_name_and_pages_by_cursor(
+    client: APIClient, alice: User, submit: Callable[..., Job]
+) -> None:
     for n in range(7):
         submit(alice, name=f"run-{n}")
     submit(alice, name="other")
@@ -82,7 +89,7 @@ def test_the_list_filters_by_state_and_name_and_pages_by_cursor(client, alice, s
     assert client.get("/api/v1/jobs/?state=bogus").status_code == 400
 
 
-def test_cancel_logs_and_events_through_the_api(client, alice, submit):
+def test_cancel_logs_and_events_through_the_api(client: APIClient, alice: User, submit: Callable[..., Job]) -> None:
     job = submit(alice, name="to-cancel")
     services.run_admission_cycle()
     services.dispatch(job.pk)
@@ -97,7 +104,7 @@ def test_cancel_logs_and_events_through_the_api(client, alice, submit):
     assert again.status_code == 400 and "already ended" in again.json()["state"][0]
 
 
-def test_the_openapi_schema_describes_the_job_endpoints(client):
+def test_the_openapi_schema_describes_the_job_endpoints(client: APIClient) -> None:
     response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     schema = response.json()
@@ -105,7 +112,7 @@ def test_the_openapi_schema_describes_the_job_endpoints(client):
     assert "/api/v1/jobs/{id}/cancel/" in schema["paths"]
 
 
-def test_templates_are_listed_with_their_limits(client):
+def test_templates_are_listed_with_their_limits(client: APIClient) -> None:
     templates = {t["slug"]: t for t in client.get("/api/v1/templates/").json()}
     assert {"pytorch-ddp", "blender-render", "gromacs-md", "custom"} <= set(templates)
     assert templates["pytorch-ddp"]["max_nodes"] == 4

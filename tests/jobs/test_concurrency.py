@@ -7,16 +7,18 @@ import random
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.db import connection
 from django.db.models import Sum
+from pytest_django import Settings
 
 from cluster import services as cluster_services
 from cluster.models import Node, SimJob
 from cluster.simulator.backend import SimulatorBackend
 from cluster.simulator.model import parse_pools
-from jobs import services
+from jobs import policy, services
 from jobs.models import Job, JobEvent
 from jobs.states import HOLDS_GPUS, JobState
 from portal.models import Membership, Team, User
@@ -48,7 +50,7 @@ def in_threads(workers: list[Callable[[], None]]) -> list[BaseException]:
     return errors
 
 
-def test_hammering_submission_and_admission_never_breaks_limits_or_capacity(settings):
+def test_hammering_submission_and_admission_never_breaks_limits_or_capacity(settings: Settings) -> None:
     assert connection.vendor == "postgresql"
     settings.CELERY_TASK_ALWAYS_EAGER = False  # the threads below do the worker's job
     cluster_services.sync_nodes(SimulatorBackend(pools=parse_pools(TEST_POOLS)))
@@ -129,7 +131,9 @@ def check_invariants(teams: list[Team]) -> None:
     assert all(per_node[n] <= capacity[n] for n in per_node), per_node
 
 
-def test_two_admission_cycles_that_overlap_cannot_both_spend_the_same_quota(settings, monkeypatch):
+def test_two_admission_cycles_that_overlap_cannot_both_spend_the_same_quota(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Cycle A decides, then stalls; cycle B sees a different queue. Only the lock keeps B from over-admitting."""
     settings.CELERY_TASK_ALWAYS_EAGER = False
     monkeypatch.setattr(services, "after_commit", lambda *args: None)  # only the two cycles below may admit
@@ -142,16 +146,16 @@ def test_two_admission_cycles_that_overlap_cannot_both_spend_the_same_quota(sett
     first = services.submit(user, {**raw, "name": "first"})[0]
 
     decided, go = threading.Event(), threading.Event()
-    real_cycle = services.policy.run_cycle
+    real_cycle = policy.run_cycle
 
-    def stalling_cycle(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def stalling_cycle(*args: Any, **kwargs: Any) -> Any:
         result = real_cycle(*args, **kwargs)
         if threading.current_thread().name == "cycle-a":
             decided.set()
             go.wait(timeout=10)
         return result
 
-    monkeypatch.setattr(services.policy, "run_cycle", stalling_cycle)
+    monkeypatch.setattr(policy, "run_cycle", stalling_cycle)
 
     def cycle() -> None:
         try:

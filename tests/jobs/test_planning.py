@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
+from cluster.simulator.backend import SimulatorBackend
 from jobs import planning
 from jobs.models import Job, WhatIfRun
+from portal.models import User
 
 
 @pytest.fixture
-def history(alice, carol, grid):
+def history(alice: User, carol: User, grid: SimulatorBackend) -> None:
     """A busy day: 40 one-node jobs of 8 A100s, an hour each, all submitted within two hours."""
     now = timezone.now()
     for i in range(40):
@@ -25,12 +30,15 @@ def history(alice, carol, grid):
         )  # fmt: skip
 
 
-def test_more_nodes_and_limits_shorten_the_waits_of_the_same_submissions(olivia, history, django_capture_on_commit_callbacks):
+def test_more_nodes_and_limits_shorten_the_waits_of_the_same_submissions(
+    olivia: User, history: None, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     overrides = {"vision": {"guarantee": 8, "limit": 48}, "render": {"guarantee": 8, "limit": 48}}
     with django_capture_on_commit_callbacks(execute=True):
         run = planning.start(olivia, "a100", days=2, add_nodes=4, quota_overrides=overrides)
     run.refresh_from_db()
     assert run.state == "done" and run.progress == 1.0 and run.jobs_replayed == 40
+    assert run.result is not None
     now, scenario = run.result["now"], run.result["scenario"]
     assert run.result["nodes"] == {"now": 2, "scenario": 6}
     assert now["completed"] == scenario["completed"] == 40
@@ -41,20 +49,21 @@ def test_more_nodes_and_limits_shorten_the_waits_of_the_same_submissions(olivia,
     assert [t["name"] for t in figures["waits"]["data"]] == ["now", "scenario"]
 
 
-def test_nodes_alone_do_not_help_teams_held_back_by_their_limits(olivia, history):
+def test_nodes_alone_do_not_help_teams_held_back_by_their_limits(olivia: User, history: None) -> None:
     run = WhatIfRun.objects.create(requested_by=olivia, gpu_model="a100", days=2, add_nodes=4)
     planning.execute(run.pk)
     run.refresh_from_db()
+    assert run.result is not None
     vision_now = run.result["now"]["per_team"]["vision"]["mean_wait_s"]
     vision_more_nodes = run.result["scenario"]["per_team"]["vision"]["mean_wait_s"]
     assert vision_more_nodes > 0.5 * vision_now  # vision's 12-GPU limit still runs one 8-GPU job at a time
 
 
-def test_progress_is_reported_while_it_runs(olivia, history, monkeypatch):
+def test_progress_is_reported_while_it_runs(olivia: User, history: None, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[float] = []
     real = planning._progress_reporter
 
-    def spy(run_id, offset):  # type: ignore[no-untyped-def]
+    def spy(run_id: int, offset: float) -> Callable[[float], None]:
         report = real(run_id, offset)
 
         def wrapped(fraction: float) -> None:
@@ -69,14 +78,14 @@ def test_progress_is_reported_while_it_runs(olivia, history, monkeypatch):
     assert seen == sorted(seen) and 0.4 < max(seen) <= 1.0 and len(set(seen)) > 5
 
 
-def test_bad_requests_name_the_field(olivia, grid):
+def test_bad_requests_name_the_field(olivia: User, grid: SimulatorBackend) -> None:
     with pytest.raises(planning.PlanningError) as caught:
         planning.start(olivia, "b200", days=400, add_nodes=-50, quota_overrides={"vision": {"guarantee": 9, "limit": 2}})
     assert {"gpu_model", "days", "add_nodes", "quota_overrides"} <= set(caught.value.errors)
     assert not WhatIfRun.objects.exists()
 
 
-def test_a_run_is_executed_once_even_if_delivered_twice(olivia, history):
+def test_a_run_is_executed_once_even_if_delivered_twice(olivia: User, history: None) -> None:
     run = WhatIfRun.objects.create(requested_by=olivia, gpu_model="a100", days=2, add_nodes=1)
     planning.execute(run.pk)
     first = WhatIfRun.objects.get(pk=run.pk).result
@@ -84,7 +93,9 @@ def test_a_run_is_executed_once_even_if_delivered_twice(olivia, history):
     assert WhatIfRun.objects.get(pk=run.pk).result == first
 
 
-def test_only_operators_reach_planning(web, alice, bob, olivia, grid):
+def test_only_operators_reach_planning(
+    web: Callable[[User | None], Client], alice: User, bob: User, olivia: User, grid: SimulatorBackend
+) -> None:
     run = WhatIfRun.objects.create(requested_by=olivia, gpu_model="a100", days=1)
     for url in ("/planning/", f"/planning/{run.pk}/", f"/planning/{run.pk}/status"):
         assert web(alice).get(url).status_code == 404

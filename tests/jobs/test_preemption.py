@@ -3,14 +3,17 @@ who is requeued and resumes later; nothing is preempted twice for the same deman
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.utils import timezone
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from cluster.models import SimJob
 from jobs import services
 from jobs.models import Job, JobEvent
 from jobs.states import JobState
+from portal.models import Team, User
 from quotas.models import TeamQuota
 
 
@@ -21,8 +24,12 @@ def run(job_ids: list[int]) -> None:
 
 
 def test_a_team_reclaims_its_guarantee_from_a_preemptible_borrower(
-    alice, carol, render, submit, django_capture_on_commit_callbacks
-):
+    alice: User,
+    carol: User,
+    render: Team,
+    submit: Callable[..., Job],
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     TeamQuota.objects.create(team=render, gpu_model="a100", guarantee=0, limit=16)
     TeamQuota.objects.filter(team__slug="vision", gpu_model="a100").update(guarantee=8, limit=12)
     borrowers = [
@@ -55,7 +62,7 @@ def test_a_team_reclaims_its_guarantee_from_a_preemptible_borrower(
     assert Job.objects.get(pk=other.pk).state == JobState.RUNNING
 
 
-def test_critical_jobs_are_never_preempted(alice, carol, render, submit):
+def test_critical_jobs_are_never_preempted(alice: User, carol: User, render: Team, submit: Callable[..., Job]) -> None:
     TeamQuota.objects.create(team=render, gpu_model="a100", guarantee=16, limit=16)
     TeamQuota.objects.filter(team__slug="vision", gpu_model="a100").update(guarantee=8, limit=12)
     for i in range(2):
@@ -69,7 +76,7 @@ def test_critical_jobs_are_never_preempted(alice, carol, render, submit):
     assert not Job.objects.filter(state=JobState.PREEMPTING).exists()
 
 
-def test_a_waiting_job_carries_its_reason_positions_and_estimated_start(alice, submit):
+def test_a_waiting_job_carries_its_reason_positions_and_estimated_start(alice: User, submit: Callable[..., Job]) -> None:
     first = submit(alice, name="first", gpus_per_node=8)
     second = submit(alice, name="second", gpus_per_node=8)
     third = submit(alice, name="third", gpus_per_node=6)
@@ -80,4 +87,5 @@ def test_a_waiting_job_carries_its_reason_positions_and_estimated_start(alice, s
     assert first.state == JobState.RUNNING
     assert second.state == JobState.PENDING and second.reason == "quota" and second.team_position == 1
     assert third.team_position == 2
+    assert first.started_at is not None
     assert second.estimated_start is not None and second.estimated_start >= first.started_at

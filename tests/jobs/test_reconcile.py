@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
-from cluster.backends.base import BackendUnavailable
+from cluster.backends.base import BackendUnavailable, JobRequest, RemoteJob
 from cluster.models import SimJob
 from cluster.simulator.backend import SimulatorBackend
 from jobs import services
 from jobs.models import Job, JobEvent
 from jobs.states import JobState
+from portal.models import User
 from portal.queue import after_commit
 
 
@@ -23,7 +27,9 @@ def admit(job: Job) -> Job:
     return job
 
 
-def test_a_crash_after_the_backend_submit_leaves_no_duplicate(alice, submit, grid):
+def test_a_crash_after_the_backend_submit_leaves_no_duplicate(
+    alice: User, submit: Callable[..., Job], grid: SimulatorBackend
+) -> None:
     job = admit(submit(alice))
     grid.submit(services.job_request(job))  # the worker died right after this call
     services.dispatch(job.pk)  # the task is delivered again
@@ -32,7 +38,9 @@ def test_a_crash_after_the_backend_submit_leaves_no_duplicate(alice, submit, gri
     assert job.state == JobState.DISPATCHED
 
 
-def test_sync_adopts_a_job_the_backend_has_but_the_portal_never_recorded(alice, submit, grid):
+def test_sync_adopts_a_job_the_backend_has_but_the_portal_never_recorded(
+    alice: User, submit: Callable[..., Job], grid: SimulatorBackend
+) -> None:
     job = admit(submit(alice))
     grid.submit(services.job_request(job))
     report = services.sync_jobs()
@@ -42,7 +50,7 @@ def test_sync_adopts_a_job_the_backend_has_but_the_portal_never_recorded(alice, 
     assert JobEvent.objects.filter(job=job, to_state=JobState.DISPATCHED, reason__contains="portal id").exists()
 
 
-def test_dispatching_twice_submits_once(alice, submit):
+def test_dispatching_twice_submits_once(alice: User, submit: Callable[..., Job]) -> None:
     job = admit(submit(alice))
     assert services.dispatch(job.pk)
     assert not services.dispatch(job.pk)
@@ -50,11 +58,11 @@ def test_dispatching_twice_submits_once(alice, submit):
 
 
 class DownBackend(SimulatorBackend):
-    def list_jobs(self, portal_job_ids=None):  # type: ignore[no-untyped-def]
+    def list_jobs(self, portal_job_ids: list[int] | None = None) -> list[RemoteJob]:
         raise BackendUnavailable("controller not responding")
 
 
-def test_an_unreachable_backend_leaves_the_job_admitted_for_a_retry(alice, submit):
+def test_an_unreachable_backend_leaves_the_job_admitted_for_a_retry(alice: User, submit: Callable[..., Job]) -> None:
     job = admit(submit(alice))
     with pytest.raises(BackendUnavailable) as caught:
         services.dispatch(job.pk, backend=DownBackend())
@@ -63,7 +71,12 @@ def test_an_unreachable_backend_leaves_the_job_admitted_for_a_retry(alice, submi
     assert job.state == JobState.ADMITTED
 
 
-def test_the_reaper_redispatches_jobs_stuck_in_admitted(alice, submit, settings, django_capture_on_commit_callbacks):
+def test_the_reaper_redispatches_jobs_stuck_in_admitted(
+    alice: User,
+    submit: Callable[..., Job],
+    settings: Settings,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     settings.DISPATCH_STALE_S = 5
     job = admit(submit(alice))
     Job.objects.filter(pk=job.pk).update(admitted_at=timezone.now() - timedelta(seconds=60))
@@ -73,7 +86,7 @@ def test_the_reaper_redispatches_jobs_stuck_in_admitted(alice, submit, settings,
     assert job.state == JobState.DISPATCHED
 
 
-def test_a_job_the_backend_lost_is_requeued_not_forgotten(alice, submit, settings):
+def test_a_job_the_backend_lost_is_requeued_not_forgotten(alice: User, submit: Callable[..., Job], settings: Settings) -> None:
     settings.DISPATCH_STALE_S = 5
     job = admit(submit(alice))
     services.dispatch(job.pk)
@@ -87,11 +100,11 @@ def test_a_job_the_backend_lost_is_requeued_not_forgotten(alice, submit, setting
     assert job.state == JobState.ADMITTED
 
 
-def test_a_job_cancelled_while_being_dispatched_is_stopped_on_the_backend(alice, submit):
+def test_a_job_cancelled_while_being_dispatched_is_stopped_on_the_backend(alice: User, submit: Callable[..., Job]) -> None:
     job = admit(submit(alice))
 
     class CancelDuringSubmit(SimulatorBackend):
-        def submit(self, request):  # type: ignore[no-untyped-def]
+        def submit(self, request: JobRequest) -> str:
             backend_id = super().submit(request)
             services.cancel(alice, Job.objects.get(pk=request.portal_job_id))
             return backend_id
@@ -102,7 +115,7 @@ def test_a_job_cancelled_while_being_dispatched_is_stopped_on_the_backend(alice,
     assert job.state == JobState.CANCELLED
 
 
-def test_a_repeated_sync_changes_nothing(alice, submit):
+def test_a_repeated_sync_changes_nothing(alice: User, submit: Callable[..., Job]) -> None:
     admit(submit(alice))
     services.dispatch(Job.objects.get().pk)
     services.sync_jobs()
@@ -112,11 +125,16 @@ def test_a_repeated_sync_changes_nothing(alice, submit):
     assert JobEvent.objects.count() == events
 
 
-def test_a_broker_outage_after_commit_is_logged_not_raised(alice, submit, django_capture_on_commit_callbacks, caplog):
+def test_a_broker_outage_after_commit_is_logged_not_raised(
+    alice: User,
+    submit: Callable[..., Job],
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class DownTask:
         name = "jobs.tasks.admission_cycle"
 
-        def delay(self, *args):  # type: ignore[no-untyped-def]
+        def delay(self, *args: Any) -> None:
             raise ConnectionError("broker unreachable")
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -5,12 +5,16 @@ Both come from jobs.spec.SUBMIT_FIELDS; these tests fail if either is changed on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from drf_spectacular.generators import SchemaGenerator
+from rest_framework.test import APIClient
 
+from cluster.simulator.backend import SimulatorBackend
 from jobs.spec import KNOWN_FIELDS, SUBMIT_FIELDS, SpecError
+from portal.models import User
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +50,16 @@ def test_the_schema_bounds_and_choices_are_the_declared_ones(submit_schema: dict
             assert prop["type"] == expected_type, name
 
 
-def test_a_field_the_schema_does_not_name_is_refused_by_validation(api, alice, grid) -> None:
+def test_a_field_the_schema_does_not_name_is_refused_by_validation(
+    api: Callable[[User | None], APIClient], alice: User, grid: SimulatorBackend
+) -> None:
     body = {"name": "x", "command": ["train"], "gpu_model": "a100", "gpus_per_node": 1, "walltime": 600, "gpu_count": 2}
     response = api(alice).post("/api/v1/jobs/", body, format="json")
     assert response.status_code == 400 and response.json()["gpu_count"] == ["is not a job field"]
 
 
 @pytest.mark.parametrize("name", [n for n, f in SUBMIT_FIELDS.items() if f.minimum is not None or f.maximum is not None])
-def test_validation_enforces_each_declared_bound(name: str, alice, grid) -> None:
+def test_validation_enforces_each_declared_bound(name: str, alice: User, grid: SimulatorBackend) -> None:
     from jobs import services
 
     declared = SUBMIT_FIELDS[name]
@@ -97,7 +103,7 @@ def test_the_web_form_shows_declared_fields_with_the_declared_bounds() -> None:
 
 
 @pytest.mark.django_db
-def test_what_the_web_form_sends_is_what_validation_accepts(alice, grid) -> None:
+def test_what_the_web_form_sends_is_what_validation_accepts(alice: User, grid: SimulatorBackend) -> None:
     from jobs import services
 
     data = {

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pytest_django import Settings
 
 from cluster.backends import get_backend
 from cluster.backends.base import BackendRejected, BackendUnavailable
@@ -17,6 +20,7 @@ from cluster.states import NodeState, PoolKind
 from jobs import services
 from jobs.models import Job
 from jobs.states import JobState
+from portal.models import User
 from quotas import volcano
 from quotas.models import TeamQuota
 from tests.k8s.fake_apiserver import FakeApiServer
@@ -50,7 +54,9 @@ def posts(fake: FakeApiServer, plural: str) -> int:
 # --- jobs ---------------------------------------------------------------------------------------
 
 
-def test_it_submits_a_pytorchjob_and_its_status_flows_into_the_portal(alice, submit, fake, k8s):
+def test_it_submits_a_pytorchjob_and_its_status_flows_into_the_portal(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
     job = admit(submit(alice, image=IMAGE, kind="training", nodes=2, gpus_per_node=8))
     assert services.dispatch(job.pk, backend=k8s)
     job.refresh_from_db()
@@ -68,7 +74,9 @@ def test_it_submits_a_pytorchjob_and_its_status_flows_into_the_portal(alice, sub
     assert job.state == JobState.SUCCEEDED and job.finished_at is not None
 
 
-def test_it_submits_a_volcano_job_and_a_failure_carries_its_reason(alice, submit, fake, k8s):
+def test_it_submits_a_volcano_job_and_a_failure_carries_its_reason(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
     job = admit(submit(alice, image=IMAGE, kind="simulation", gpus_per_node=2))
     assert services.dispatch(job.pk, backend=k8s)
     name = f"gp-{job.pk}"
@@ -85,7 +93,9 @@ def test_it_submits_a_volcano_job_and_a_failure_carries_its_reason(alice, submit
     assert "PodFailed" in job.reason_detail and "exited with code 3" in job.reason_detail
 
 
-def test_a_repeated_submit_finds_the_first_object_and_creates_nothing_new(alice, submit, fake, k8s):
+def test_a_repeated_submit_finds_the_first_object_and_creates_nothing_new(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
     job = admit(submit(alice, image=IMAGE))
     first = k8s.submit(services.job_request(job))  # the worker died right after this call
     assert services.dispatch(job.pk, backend=k8s)  # the task is delivered again: find_job sees it
@@ -95,7 +105,9 @@ def test_a_repeated_submit_finds_the_first_object_and_creates_nothing_new(alice,
     assert len(fake.items("batch.volcano.sh", "jobs")) == 1
 
 
-def test_a_name_taken_by_another_object_is_refused_not_adopted(alice, submit, fake, k8s):
+def test_a_name_taken_by_another_object_is_refused_not_adopted(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
     job = admit(submit(alice, image=IMAGE))
     squatter: dict[str, Any] = {
         "apiVersion": "batch.volcano.sh/v1alpha1",
@@ -110,11 +122,20 @@ def test_a_name_taken_by_another_object_is_refused_not_adopted(alice, submit, fa
         k8s.submit(services.job_request(job))
 
 
-def test_cancel_deletes_the_job_and_its_pods_and_is_safe_to_repeat(alice, submit, fake, k8s):
+def test_cancel_deletes_the_job_and_its_pods_and_is_safe_to_repeat(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
     fake.add_node("gpu-a100-1")
     job = admit(submit(alice, image=IMAGE, kind="simulation"))
     backend_id = k8s.submit(services.job_request(job))
     fake.run_pods("batch.volcano.sh", "jobs", NS, f"gp-{job.pk}", ["gpu-a100-1"])
+
+    def volcano_job_uid() -> str:
+        volcano_job = fake.get("batch.volcano.sh", "jobs", NS, f"gp-{job.pk}")
+        assert volcano_job is not None
+        uid: str = volcano_job["metadata"]["uid"]
+        return uid
+
     for pod in fake.items("", "pods"):  # the Volcano controller owns the pods it makes
         fake.modify(
             "",
@@ -124,7 +145,7 @@ def test_cancel_deletes_the_job_and_its_pods_and_is_safe_to_repeat(alice, submit
             lambda p: p["metadata"].update(
                 ownerReferences=[
                     {
-                        "uid": fake.get("batch.volcano.sh", "jobs", NS, f"gp-{job.pk}")["metadata"]["uid"],
+                        "uid": volcano_job_uid(),
                         "kind": "Job",
                         "name": "x",
                         "apiVersion": "batch.volcano.sh/v1alpha1",
@@ -138,7 +159,9 @@ def test_cancel_deletes_the_job_and_its_pods_and_is_safe_to_repeat(alice, submit
     assert k8s.find_job(job.pk) is None
 
 
-def test_it_reads_the_log_of_the_master_pod(alice, submit, fake, k8s):
+def test_it_reads_the_log_of_the_master_pod(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
     fake.add_node("gpu-a100-1")
     fake.add_node("gpu-a100-2")
     job = admit(submit(alice, image=IMAGE, kind="training", nodes=2, gpus_per_node=8))
@@ -153,7 +176,7 @@ def test_it_reads_the_log_of_the_master_pod(alice, submit, fake, k8s):
 # --- nodes --------------------------------------------------------------------------------------
 
 
-def test_cordon_and_resume_set_spec_unschedulable_with_the_reason(fake, k8s):
+def test_cordon_and_resume_set_spec_unschedulable_with_the_reason(fake: FakeApiServer, k8s: KubernetesBackend) -> None:
     fake.add_node("gpu-a100-1")
     k8s.cordon("gpu-a100-1", "fan failure")
     node = fake.get("", "nodes", "", "gpu-a100-1")
@@ -167,7 +190,7 @@ def test_cordon_and_resume_set_spec_unschedulable_with_the_reason(fake, k8s):
         k8s.cordon("nope", "x")
 
 
-def test_drain_evicts_what_it_may_and_reports_the_pod_a_budget_protects(fake, k8s):
+def test_drain_evicts_what_it_may_and_reports_the_pod_a_budget_protects(fake: FakeApiServer, k8s: KubernetesBackend) -> None:
     fake.add_namespace("gpu-operator")
     fake.add_node("gpu-a100-1")
     fake.add_pod(NS, "gp-7-main-0", "gpu-a100-1", labels={JOB_ID_LABEL: "7"}, gpus=4)
@@ -190,7 +213,7 @@ def test_drain_evicts_what_it_may_and_reports_the_pod_a_budget_protects(fake, k8
     assert k8s.list_nodes()[0].reason == "replace GPU 3"
 
 
-def test_a_node_that_is_not_ready_is_down(fake, k8s):
+def test_a_node_that_is_not_ready_is_down(fake: FakeApiServer, k8s: KubernetesBackend) -> None:
     fake.add_node("gpu-h100-1", product="NVIDIA-H100-80GB-HBM3", ready=False)
     fake.add_node("cpu-1", gpus=0, product="")
     [node] = k8s.list_nodes()
@@ -201,7 +224,7 @@ def test_a_node_that_is_not_ready_is_down(fake, k8s):
 # --- bursting and conflicts --------------------------------------------------------------------
 
 
-def test_scaling_a_machinedeployment_brings_nodes_the_watch_sees_arrive(fake, k8s):
+def test_scaling_a_machinedeployment_brings_nodes_the_watch_sees_arrive(fake: FakeApiServer, k8s: KubernetesBackend) -> None:
     fake.add_machinedeployment("capi", "burst-a10g", pool="burst-a10g", replicas=0)
     k8s.scale_pool("burst-a10g", 2)
     md = fake.get("cluster.x-k8s.io", "machinedeployments", "capi", "burst-a10g")
@@ -217,7 +240,7 @@ def test_scaling_a_machinedeployment_brings_nodes_the_watch_sees_arrive(fake, k8
         k8s.scale_pool("onprem-a100", 1)
 
 
-def test_a_stale_update_gets_409_and_is_retried_on_a_fresh_read(fake, k8s):
+def test_a_stale_update_gets_409_and_is_retried_on_a_fresh_read(fake: FakeApiServer, k8s: KubernetesBackend) -> None:
     fake.add_machinedeployment("capi", "burst-a10g", pool="burst-a10g", replicas=1)
     fake.interfere("machinedeployments", "capi", "burst-a10g", times=1)  # another writer, once
     k8s.scale_pool("burst-a10g", 3)
@@ -227,7 +250,9 @@ def test_a_stale_update_gets_409_and_is_retried_on_a_fresh_read(fake, k8s):
     assert md is not None and md["spec"]["replicas"] == 3 and "fake/other-writer" in md["metadata"]["annotations"]
 
 
-def test_conflicts_that_keep_coming_give_up_retryably_after_a_bounded_number_of_tries(fake, k8s):
+def test_conflicts_that_keep_coming_give_up_retryably_after_a_bounded_number_of_tries(
+    fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
     fake.add_machinedeployment("capi", "burst-a10g", pool="burst-a10g", replicas=1)
     fake.interfere("machinedeployments", "capi", "burst-a10g", times=100)
     with pytest.raises(ConflictError, match=r"conflict \(409\)") as caught:
@@ -241,7 +266,9 @@ def test_conflicts_that_keep_coming_give_up_retryably_after_a_bounded_number_of_
 # --- errors -------------------------------------------------------------------------------------
 
 
-def test_the_api_going_away_and_coming_back(alice, submit, fake, k8s):
+def test_the_api_going_away_and_coming_back(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
     job = admit(submit(alice, image=IMAGE))
     fake.go_away()
     started = time.monotonic()
@@ -259,7 +286,9 @@ def test_the_api_going_away_and_coming_back(alice, submit, fake, k8s):
     assert k8s.health()["ok"] is True
 
 
-def test_a_403_is_a_refusal_with_an_rbac_hint(alice, submit, fake, k8s):
+def test_a_403_is_a_refusal_with_an_rbac_hint(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
     job = admit(submit(alice, image=IMAGE))
     fake.forbid("jobs")
     with pytest.raises(BackendRejected, match=r"forbidden \(403\)") as caught:
@@ -270,7 +299,7 @@ def test_a_403_is_a_refusal_with_an_rbac_hint(alice, submit, fake, k8s):
         k8s.list_nodes()
 
 
-def test_a_422_names_the_invalid_field(fake, k8s):
+def test_a_422_names_the_invalid_field(fake: FakeApiServer, k8s: KubernetesBackend) -> None:
     from cluster.backends.kubernetes.manifests import MACHINE_DEPLOYMENT_API
 
     fake.add_machinedeployment("capi", "burst-a10g", pool="burst-a10g")
@@ -284,7 +313,7 @@ def test_a_422_names_the_invalid_field(fake, k8s):
     assert not caught.value.retryable
 
 
-def test_the_seeds_queue_is_refused_and_the_compiled_one_accepted(fake, k8s):
+def test_the_seeds_queue_is_refused_and_the_compiled_one_accepted(fake: FakeApiServer, k8s: KubernetesBackend) -> None:
     custom = k8s.api.custom
     with pytest.raises(BackendRejected, match="dispatchPolicy"):
         k8s.api.call(
@@ -312,7 +341,7 @@ def test_the_seeds_queue_is_refused_and_the_compiled_one_accepted(fake, k8s):
 # --- configuration ------------------------------------------------------------------------------
 
 
-def test_it_connects_through_a_kubeconfig_named_in_settings(fake, settings, tmp_path):
+def test_it_connects_through_a_kubeconfig_named_in_settings(fake: FakeApiServer, settings: Settings, tmp_path: Path) -> None:
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",

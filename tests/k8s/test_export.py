@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from io import StringIO
+from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import yaml
 from django.core.management import call_command
+from pytest_django import Settings
 
+from portal.models import Team
 from quotas.models import PriorityClass, TeamQuota
 from tests.k8s.crd_schemas import crd_for
 
 
-def export(*args: str) -> list[dict]:
+def export(*args: str) -> list[dict[str, Any]]:
     out = StringIO()
     call_command("export_cluster_config", "--format", "k8s", *args, stdout=out)
     return list(yaml.safe_load_all(out.getvalue()))
 
 
-def test_it_exports_valid_queues_priority_classes_namespaces_and_rbac(vision, render, settings):
+def test_it_exports_valid_queues_priority_classes_namespaces_and_rbac(vision: Team, render: Team, settings: Settings) -> None:
     settings.DEFAULT_TEAM_GPU_LIMIT = 6
     TeamQuota.objects.filter(team=vision, gpu_model="a100").update(weight=3, lendable=False)
     PriorityClass.objects.update_or_create(name="preemptible", defaults={"rank": 10, "preemptible": True})
@@ -39,7 +43,7 @@ def test_it_exports_valid_queues_priority_classes_namespaces_and_rbac(vision, re
     assert ("Namespace", "team-render") in by_name and ("ClusterRole", "gpu-grid-portal") in by_name
 
 
-def test_the_export_is_stable_for_gitops_diffs(vision, render, tmp_path):
+def test_the_export_is_stable_for_gitops_diffs(vision: Team, render: Team, tmp_path: Path) -> None:
     path = tmp_path / "cluster.yaml"
     call_command("export_cluster_config", "--format", "k8s", "--output", str(path), stderr=StringIO())
     first = path.read_text()

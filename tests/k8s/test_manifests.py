@@ -94,7 +94,7 @@ def kubelet_expand(text: str, env: dict[str, str]) -> str:
         {"node_names": ("gpu-a100-1",), "priority_class": "critical"},
     ],
 )
-def test_it_builds_volcano_jobs_the_crd_accepts(changes):
+def test_it_builds_volcano_jobs_the_crd_accepts(changes: dict[str, Any]) -> None:
     job = manifests.job_manifest(request(**changes), CONFIG)
     assert job["apiVersion"] == "batch.volcano.sh/v1alpha1" and job["kind"] == "Job"
     assert_valid_custom_resource(job)
@@ -102,7 +102,7 @@ def test_it_builds_volcano_jobs_the_crd_accepts(changes):
         assert_valid_core(pod)
 
 
-def test_a_volcano_job_is_a_gang_in_the_teams_queue_and_namespace():
+def test_a_volcano_job_is_a_gang_in_the_teams_queue_and_namespace() -> None:
     job = manifests.job_manifest(request(kind="simulation", nodes=3, gpus_per_node=8), CONFIG)
     spec = job["spec"]
     assert job["metadata"]["name"] == "gp-42" and job["metadata"]["namespace"] == "team-vision"
@@ -114,7 +114,7 @@ def test_a_volcano_job_is_a_gang_in_the_teams_queue_and_namespace():
     assert pod["priorityClassName"] == "standard" and pod["activeDeadlineSeconds"] == 7200
 
 
-def test_multi_node_training_is_a_pytorchjob_gang_scheduled_by_volcano():
+def test_multi_node_training_is_a_pytorchjob_gang_scheduled_by_volcano() -> None:
     job = manifests.job_manifest(request(nodes=4), CONFIG)
     assert job["apiVersion"] == "kubeflow.org/v1" and job["kind"] == "PyTorchJob"
     assert_valid_custom_resource(job)
@@ -129,18 +129,18 @@ def test_multi_node_training_is_a_pytorchjob_gang_scheduled_by_volcano():
     assert pod["schedulerName"] == "volcano" and pod["containers"][0]["name"] == "pytorch"
 
 
-def test_single_node_training_is_a_volcano_job():
+def test_single_node_training_is_a_volcano_job() -> None:
     assert manifests.job_manifest(request(nodes=1), CONFIG)["kind"] == "Job"
 
 
-def test_every_object_and_pod_carries_the_portal_job_id():
+def test_every_object_and_pod_carries_the_portal_job_id() -> None:
     for job in (manifests.job_manifest(request(), CONFIG), manifests.job_manifest(request(nodes=2), CONFIG)):
         assert job["metadata"]["labels"][manifests.JOB_ID_LABEL] == "42"
         for pod in pods_of(job):
             assert pod["metadata"]["labels"][manifests.JOB_ID_LABEL] == "42"
 
 
-def test_user_text_is_only_a_sanitised_label_or_a_verbatim_annotation():
+def test_user_text_is_only_a_sanitised_label_or_a_verbatim_annotation() -> None:
     job = manifests.job_manifest(request(), CONFIG)
     labels, annotations = job["metadata"]["labels"], job["metadata"]["annotations"]
     assert labels[manifests.USER_LABEL] == "alice.o-neil-example.org"
@@ -150,12 +150,12 @@ def test_user_text_is_only_a_sanitised_label_or_a_verbatim_annotation():
 
 
 @pytest.mark.parametrize("text", ["", "---", "a" * 100, "ünïcødé user", "-x-", "a..b__c", "name with spaces."])
-def test_label_values_always_have_the_label_syntax(text):
+def test_label_values_always_have_the_label_syntax(text: str) -> None:
     value = manifests.label_value(text)
     assert len(value) <= 63 and re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", value)
 
 
-def test_commands_are_argument_lists_that_survive_the_kubelets_expansion():
+def test_commands_are_argument_lists_that_survive_the_kubelets_expansion() -> None:
     req = request()
     container = manifests.job_manifest(req, CONFIG)["spec"]["tasks"][0]["template"]["spec"]["containers"][0]
     env = {e["name"]: kubelet_expand(e["value"], {}) for e in container["env"]}
@@ -164,7 +164,7 @@ def test_commands_are_argument_lists_that_survive_the_kubelets_expansion():
     assert "args" not in container and not any(a in ("sh", "-c", "bash") for a in container["command"][:1])
 
 
-def test_the_checkpoint_directory_is_a_pvc_or_an_empty_dir():
+def test_the_checkpoint_directory_is_a_pvc_or_an_empty_dir() -> None:
     pvc = manifests.job_manifest(request(), CONFIG)["spec"]["tasks"][0]["template"]["spec"]
     assert pvc["volumes"] == [{"name": "checkpoint", "persistentVolumeClaim": {"claimName": "checkpoints"}}]
     assert pvc["containers"][0]["volumeMounts"] == [{"name": "checkpoint", "mountPath": "/checkpoints/resnet"}]
@@ -174,7 +174,7 @@ def test_the_checkpoint_directory_is_a_pvc_or_an_empty_dir():
     assert scratch["volumes"] == [{"name": "checkpoint", "emptyDir": {}}]
 
 
-def test_placement_from_the_portal_pins_the_pods_to_its_nodes():
+def test_placement_from_the_portal_pins_the_pods_to_its_nodes() -> None:
     pod = manifests.job_manifest(request(node_names=("n2", "n1")), CONFIG)["spec"]["tasks"][0]["template"]["spec"]
     term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
     assert term["matchExpressions"] == [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1", "n2"]}]
@@ -192,12 +192,12 @@ def test_placement_from_the_portal_pins_the_pods_to_its_nodes():
         {"portal_job_id": 0},
     ],
 )
-def test_requests_kubernetes_cannot_express_are_refused(changes):
+def test_requests_kubernetes_cannot_express_are_refused(changes: dict[str, Any]) -> None:
     with pytest.raises(ManifestError):
         manifests.job_manifest(request(**changes), CONFIG)
 
 
-def test_every_gpu_model_has_a_gpu_feature_discovery_product_label():
+def test_every_gpu_model_has_a_gpu_feature_discovery_product_label() -> None:
     for key in GPU_MODELS:
         value = manifests.product_label(key)
         assert " " not in value and manifests.model_for_product(value) == key
@@ -218,7 +218,7 @@ spec:
 """
 
 
-def test_the_seeds_sample_queue_is_not_valid_for_the_real_crd():
+def test_the_seeds_sample_queue_is_not_valid_for_the_real_crd() -> None:
     seed = yaml.safe_load(SEED_QUEUE)
     crd = crd_for(seed["apiVersion"], seed["kind"])
     assert any(path.startswith("spec.capability.resources") for path, _ in crd.errors(seed))
@@ -226,7 +226,7 @@ def test_the_seeds_sample_queue_is_not_valid_for_the_real_crd():
 
 
 @pytest.mark.parametrize("lendable", [True, False])
-def test_quotas_compile_to_valid_queues(lendable):
+def test_quotas_compile_to_valid_queues(lendable: bool) -> None:
     quota = volcano.QueueQuota("vision", "a100", guarantee=4, limit=12, weight=3, lendable=lendable)
     q = volcano.queue(quota, CONFIG)
     assert_valid_custom_resource(q)
@@ -236,12 +236,12 @@ def test_quotas_compile_to_valid_queues(lendable):
     assert ("guarantee" in q["spec"]) is not lendable
 
 
-def test_a_queue_below_its_guarantee_is_refused():
+def test_a_queue_below_its_guarantee_is_refused() -> None:
     with pytest.raises(ManifestError):
         volcano.queue(volcano.QueueQuota("vision", "a100", guarantee=8, limit=4), CONFIG)
 
 
-def test_priority_classes_namespaces_and_rbac_are_valid_kubernetes_objects():
+def test_priority_classes_namespaces_and_rbac_are_valid_kubernetes_objects() -> None:
     objects = [
         volcano.priority_class(volcano.Priority("critical", 1000, description="never preempted")),
         volcano.priority_class(volcano.Priority("preemptible", 10, preemptible=True)),
@@ -253,7 +253,7 @@ def test_priority_classes_namespaces_and_rbac_are_valid_kubernetes_objects():
     assert objects[1]["preemptionPolicy"] == "Never" and objects[0]["preemptionPolicy"] == "PreemptLowerPriority"
 
 
-def test_the_rbac_covers_every_resource_the_backend_touches():
+def test_the_rbac_covers_every_resource_the_backend_touches() -> None:
     granted = {(g, r) for rule in rbac.portal_rules() for g in rule["apiGroups"] for r in rule["resources"]}
     needed = {
         ("", "nodes"),
@@ -269,7 +269,7 @@ def test_the_rbac_covers_every_resource_the_backend_touches():
     assert needed <= granted
 
 
-def test_kubernetes_validate_works_offline_from_its_bundled_schemas(monkeypatch):
+def test_kubernetes_validate_works_offline_from_its_bundled_schemas(monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
     def no_network(*args: Any, **kwargs: Any) -> None:

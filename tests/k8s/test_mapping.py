@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -31,12 +32,12 @@ def status_body(code: int, reason: str, message: str, causes: list[dict[str, str
     [(401, BackendRejected, False), (403, BackendRejected, False), (404, errors.NotFoundError, False), (409, errors.ConflictError, True),
      (422, BackendRejected, False), (429, errors.TooManyRequests, True), (500, BackendUnavailable, True), (503, BackendUnavailable, True)],
 )  # fmt: skip
-def test_each_error_answer_has_its_retry_behaviour(code, kind, retryable):
+def test_each_error_answer_has_its_retry_behaviour(code: int, kind: type[Exception], retryable: bool) -> None:
     error = errors.from_status("create Job a/b", errors.parse_status(code, status_body(code, "X", "m")))
     assert isinstance(error, kind) and error.retryable is retryable and str(error).startswith("create Job a/b")
 
 
-def test_a_422_names_each_field_and_a_403_gives_the_rbac_hint():
+def test_a_422_names_each_field_and_a_403_gives_the_rbac_hint() -> None:
     body = status_body(422, "Invalid", "Job is invalid", [{"field": "spec.minAvailable", "message": "must be >= 0"}])
     assert "spec.minAvailable: must be >= 0" in str(errors.from_status("create", errors.parse_status(422, body)))
     assert "export_cluster_config" in str(
@@ -44,13 +45,13 @@ def test_a_422_names_each_field_and_a_403_gives_the_rbac_hint():
     )
 
 
-def test_a_body_that_is_not_a_status_keeps_the_code():
+def test_a_body_that_is_not_a_status_keeps_the_code() -> None:
     parsed = errors.parse_status(502, "<html>bad gateway</html>")
     assert parsed.code == 502 and isinstance(errors.from_status("x", parsed), BackendUnavailable)
 
 
-def job(phase: str | None = None, labels: dict[str, str] | None = None) -> dict:
-    obj: dict = {
+def job(phase: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {
         "metadata": {
             "name": "gp-5",
             "namespace": "team-a",
@@ -63,17 +64,17 @@ def job(phase: str | None = None, labels: dict[str, str] | None = None) -> dict:
 
 
 @pytest.mark.parametrize(("phase", "state"), [*status.VOLCANO_PHASES.items(), (None, RemoteJobState.PENDING)])
-def test_every_volcano_phase_maps_to_a_portal_state(phase, state):
+def test_every_volcano_phase_maps_to_a_portal_state(phase: str | None, state: RemoteJobState) -> None:
     remote = status.volcano_remote(job(phase))
     assert remote is not None and remote.state == state and remote.backend_job_id == "jobs/team-a/gp-5"
     assert (remote.ended_at is not None) == (state in status.TERMINAL)
 
 
-def test_objects_without_a_portal_id_are_not_the_portals():
+def test_objects_without_a_portal_id_are_not_the_portals() -> None:
     assert status.volcano_remote(job("Running", labels={})) is None
 
 
-def test_the_decisive_pytorchjob_condition_wins():
+def test_the_decisive_pytorchjob_condition_wins() -> None:
     obj = job()
     obj["status"] = {"conditions": [
         {"type": "Created", "status": "True"}, {"type": "Running", "status": "False"},
@@ -83,7 +84,7 @@ def test_the_decisive_pytorchjob_condition_wins():
     assert remote is not None and remote.state == RemoteJobState.FAILED and "exited 137" in remote.reason and remote.ended_at
 
 
-def test_backend_job_ids_round_trip_and_foreign_ones_are_refused():
+def test_backend_job_ids_round_trip_and_foreign_ones_are_refused() -> None:
     assert status.split_backend_job_id(status.backend_job_id("pytorchjobs", "team-a", "gp-1")) == (
         "pytorchjobs",
         "team-a",
@@ -93,7 +94,7 @@ def test_backend_job_ids_round_trip_and_foreign_ones_are_refused():
         status.split_backend_job_id("deployments/team-a/web")
 
 
-def node(**spec: object) -> dict:
+def node(**spec: object) -> dict[str, Any]:
     return {
         "metadata": {"name": "n1", "labels": {"nvidia.com/gpu.product": "NVIDIA-L4"}, "annotations": {}},
         "spec": spec,
@@ -101,7 +102,7 @@ def node(**spec: object) -> dict:
     }
 
 
-def test_node_states_down_beats_draining_beats_cordoned():
+def test_node_states_down_beats_draining_beats_cordoned() -> None:
     assert status.node_state(node()) == (NodeState.READY, "")
     assert status.node_state(node(unschedulable=True))[0] == NodeState.CORDONED
     draining = node(unschedulable=True)
@@ -113,7 +114,7 @@ def test_node_states_down_beats_draining_beats_cordoned():
     assert remote is not None and (remote.gpu_model, remote.gpus, remote.gpus_used, remote.pool) == ("l4", 8, 3, "k8s-l4")
 
 
-def test_burst_pools_parse_from_the_environment_form():
+def test_burst_pools_parse_from_the_environment_form() -> None:
     assert parse_burst_machinedeployments("burst-a10g=capi/md-a10g, burst-l4=capi/md-l4") == {
         "burst-a10g": ("capi", "md-a10g"),
         "burst-l4": ("capi", "md-l4"),

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from jobs.policy import (
     Cluster,
     CycleResult,
+    JobId,
     NodeState,
     PendingJob,
     PolicyConfig,
@@ -77,5 +78,5 @@ def cycle(
     return result
 
 
-def admitted_ids(result: CycleResult) -> list[object]:
+def admitted_ids(result: CycleResult) -> list[JobId]:
     return [a.job_id for a in result.admitted]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from jobs.policy import NodeState
+from jobs.policy import NodeState, RunningJob
 from tests.policy.builders import NOW, cycle, job, quota, running
 
 QUOTAS = [quota("vision", 0, 64), quota("render", 0, 64)]
 
 
-def _half_busy() -> tuple[list[NodeState], list[object]]:
+def _half_busy() -> tuple[list[NodeState], list[RunningJob]]:
     grid = [NodeState("a", "p1", "a100", 8, 4), NodeState("b", "p1", "a100", 8, 4)]
     busy = [running("ra", "render", {"a": 4}, end=NOW + 1000), running("rb", "render", {"b": 4}, end=NOW + 5000)]
     return grid, busy
@@ -16,7 +16,7 @@ def _half_busy() -> tuple[list[NodeState], list[object]]:
 
 def test_the_blocked_large_job_gets_a_reservation_with_its_start() -> None:
     grid, busy = _half_busy()
-    result = cycle(grid, QUOTAS, [job("big", gpus=8, walltime=7200)], busy)  # type: ignore[arg-type]
+    result = cycle(grid, QUOTAS, [job("big", gpus=8, walltime=7200)], busy)
     assert [(r.job_id, r.nodes, r.start) for r in result.reservations] == [("big", ("a",), NOW + 1000)]
     assert result.waiting["big"].estimated_start == NOW + 1000
 
@@ -24,14 +24,14 @@ def test_the_blocked_large_job_gets_a_reservation_with_its_start() -> None:
 def test_a_short_job_backfills_onto_the_reserved_node() -> None:
     grid, busy = _half_busy()
     pending = [job("big", gpus=8, submit=0), job("short", team="render", gpus=4, submit=10, walltime=600)]
-    result = cycle(grid, QUOTAS, pending, busy)  # type: ignore[arg-type]
+    result = cycle(grid, QUOTAS, pending, busy)
     assert [a.job_id for a in result.admitted] == ["short"]
 
 
 def test_a_long_job_may_not_delay_the_reserved_job() -> None:
     grid, busy = _half_busy()
     pending = [job("big", gpus=8, submit=0), job("long", team="render", gpus=4, submit=10, walltime=90_000)]
-    result = cycle(grid, QUOTAS, pending, busy)  # type: ignore[arg-type]
+    result = cycle(grid, QUOTAS, pending, busy)
     # The long job may use node b (not reserved) but never node a.
     assert [(a.job_id, a.placement) for a in result.admitted] == [("long", {"b": 4})]
 

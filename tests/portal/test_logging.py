@@ -7,17 +7,20 @@ import json
 import logging
 import logging.config
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from celery import shared_task
 from django.conf import settings
 from django.http import HttpResponse
-from django.test import RequestFactory, override_settings
+from django.test import Client, RequestFactory, override_settings
 
+from cluster.simulator.backend import SimulatorBackend
 from portal import logging as portal_logging
 from portal.logging import HEADER, JsonFormatter, RequestIdMiddleware, job_context
+from portal.models import User
 
 MIDDLEWARE = list(settings.MIDDLEWARE)  # RequestIdMiddleware comes first there
 
@@ -42,13 +45,17 @@ def json_lines(logger: str = "") -> Iterator[list[dict[str, Any]]]:
 
 
 @override_settings(MIDDLEWARE=MIDDLEWARE)
-def test_it_gives_each_request_an_id_and_echoes_it(web, alice, grid):
+def test_it_gives_each_request_an_id_and_echoes_it(
+    web: Callable[[User | None], Client], alice: User, grid: SimulatorBackend
+) -> None:
     first, second = web(alice).get("/jobs/"), web(alice).get("/jobs/")
     assert len(first[HEADER]) == 32 and first[HEADER] != second[HEADER]
 
 
 @override_settings(MIDDLEWARE=MIDDLEWARE)
-def test_the_access_line_has_path_status_user_duration_and_the_callers_id(web, alice, grid):
+def test_the_access_line_has_path_status_user_duration_and_the_callers_id(
+    web: Callable[[User | None], Client], alice: User, grid: SimulatorBackend
+) -> None:
     with json_lines("portal.request") as lines:
         response = web(alice).get("/jobs/", HTTP_X_REQUEST_ID="trace-42")
     assert response[HEADER] == "trace-42"
@@ -59,7 +66,7 @@ def test_the_access_line_has_path_status_user_duration_and_the_callers_id(web, a
 
 
 @override_settings(MIDDLEWARE=MIDDLEWARE)
-def test_an_anonymous_request_is_logged_without_a_user(client, grid):
+def test_an_anonymous_request_is_logged_without_a_user(client: Client, grid: SimulatorBackend) -> None:
     with json_lines("portal.request") as lines:
         client.get("/jobs/")
     (line,) = lines
@@ -67,13 +74,15 @@ def test_an_anonymous_request_is_logged_without_a_user(client, grid):
 
 
 @override_settings(MIDDLEWARE=MIDDLEWARE)
-def test_an_unsafe_request_id_is_replaced(web, alice, grid):
+def test_an_unsafe_request_id_is_replaced(web: Callable[[User | None], Client], alice: User, grid: SimulatorBackend) -> None:
     response = web(alice).get("/jobs/", HTTP_X_REQUEST_ID="bad id\nwith newline")
     assert len(response[HEADER]) == 32 and "bad" not in response[HEADER]
 
 
 @override_settings(MIDDLEWARE=MIDDLEWARE)
-def test_lines_written_while_a_request_runs_carry_its_id(client, grid, monkeypatch):
+def test_lines_written_while_a_request_runs_carry_its_id(
+    client: Client, grid: SimulatorBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from grid import views
 
     def noisy_checks() -> dict[str, Any]:
@@ -89,7 +98,7 @@ def test_lines_written_while_a_request_runs_carry_its_id(client, grid, monkeypat
     assert by_logger["portal.request"]["request_id"] == "inside-1"
 
 
-async def test_under_asgi_the_view_sees_the_id_and_the_response_carries_it():
+async def test_under_asgi_the_view_sees_the_id_and_the_response_carries_it() -> None:
     async def view(request: Any) -> HttpResponse:
         return HttpResponse(portal_logging.request_id.get())
 
@@ -100,7 +109,7 @@ async def test_under_asgi_the_view_sees_the_id_and_the_response_carries_it():
     assert lines[0]["request_id"] == "async-7" and portal_logging.request_id.get() == ""
 
 
-def test_a_record_inside_a_request_context_carries_its_id():
+def test_a_record_inside_a_request_context_carries_its_id() -> None:
     formatter = JsonFormatter()
     token = portal_logging.request_id.set("req-9")
     try:
@@ -112,7 +121,7 @@ def test_a_record_inside_a_request_context_carries_its_id():
     assert "job_id" not in line
 
 
-def test_a_job_id_comes_from_the_context_or_from_extra():
+def test_a_job_id_comes_from_the_context_or_from_extra() -> None:
     formatter = JsonFormatter()
     with job_context(17):
         record = logging.LogRecord("jobs", logging.INFO, __file__, 1, "dispatched", (), None)
@@ -122,7 +131,7 @@ def test_a_job_id_comes_from_the_context_or_from_extra():
     assert json.loads(formatter.format(record))["job_id"] == 23
 
 
-def test_an_exception_is_one_line_with_its_traceback():
+def test_an_exception_is_one_line_with_its_traceback() -> None:
     formatter = JsonFormatter()
     try:
         raise ValueError("boom")
@@ -142,7 +151,7 @@ def _other_task(count: int) -> int | None:
     return portal_logging.job_id.get()
 
 
-def test_a_celery_task_that_takes_a_job_id_logs_with_it():
+def test_a_celery_task_that_takes_a_job_id_logs_with_it() -> None:
     portal_logging.connect_task_context()
     seen = _job_task.apply(args=(41,), task_id="task-abc").result
     assert seen == {"job_id": 41, "request_id": "task-abc"}
@@ -151,11 +160,11 @@ def test_a_celery_task_that_takes_a_job_id_logs_with_it():
     assert portal_logging.job_id.get() is None and portal_logging.request_id.get() == ""
 
 
-def test_the_settings_switch_selects_json_lines():
+def test_the_settings_switch_selects_json_lines() -> None:
     """LOGGING's `json` formatter entry (`{"()": "portal.logging.JsonFormatter"}`) builds the formatter."""
     formatter = logging.config.DictConfigurator({"version": 1}).configure_formatter({"()": "portal.logging.JsonFormatter"})
     assert isinstance(formatter, JsonFormatter)
 
 
-def test_the_middleware_is_sync_and_async_capable():
+def test_the_middleware_is_sync_and_async_capable() -> None:
     assert RequestIdMiddleware.sync_capable and RequestIdMiddleware.async_capable

@@ -3,10 +3,12 @@ reach a websocket group through the Redis channel layer in another process."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,14 @@ import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection
+from pytest_django import Settings
 
+from cluster.simulator.backend import SimulatorBackend
 from jobs import services, tasks
 from jobs.models import Job
 from jobs.states import JobState
 from portal.celery import app as celery_app
+from portal.models import User
 from tests.conftest import TEST_POOLS
 from tests.services import redis_reachable, redis_url
 
@@ -34,7 +39,7 @@ def forget_connections() -> None:
 
 
 @pytest.fixture
-def redis_broker(settings):  # type: ignore[no-untyped-def]
+def redis_broker(settings: Settings) -> Iterator[str]:
     url = redis_url()
     if not redis_reachable(url):
         pytest.skip(f"Redis is not reachable at {url} (start redis-server, or run scripts/test)")
@@ -51,7 +56,7 @@ def redis_broker(settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def worker(redis_broker, grid, tmp_path):  # type: ignore[no-untyped-def]
+def worker(redis_broker: str, grid: SimulatorBackend, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     db = connection.settings_dict
     env = {
         **os.environ,
@@ -80,7 +85,7 @@ def worker(redis_broker, grid, tmp_path):  # type: ignore[no-untyped-def]
         process.kill()
 
 
-def wait_for(predicate, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -89,7 +94,7 @@ def wait_for(predicate, timeout: float = 60.0) -> bool:  # type: ignore[no-untyp
     return False
 
 
-def test_a_worker_on_redis_admits_and_dispatches_and_broadcasts(worker, alice):
+def test_a_worker_on_redis_admits_and_dispatches_and_broadcasts(worker: subprocess.Popen[bytes], alice: User) -> None:
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
     job = services.submit(
@@ -98,6 +103,7 @@ def test_a_worker_on_redis_admits_and_dispatches_and_broadcasts(worker, alice):
     async_to_sync(layer.group_add)(f"job.{job.pk}", channel)
 
     dispatched = wait_for(lambda: Job.objects.get(pk=job.pk).state == JobState.DISPATCHED)
+    assert isinstance(worker.stdout, io.BufferedReader)  # stdout=PIPE
     assert dispatched, f"job stayed {Job.objects.get(pk=job.pk).state}; worker said: {worker.stdout.read1(4000)!r}"
     message = async_to_sync(layer.receive)(channel)
     assert message == {"type": "job.changed", "job": job.pk}

@@ -14,24 +14,28 @@ from portal.env import ConfigError, env_bool, env_choice, env_float, parse_datab
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_database_urls_become_django_settings(tmp_path):
+def test_database_urls_become_django_settings(tmp_path: Path) -> None:
     pg = parse_database_url("postgres://grid:s%40cret@db.internal:6543/portal?sslmode=require", tmp_path).as_django()
     assert (pg["ENGINE"], pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
         "django.db.backends.postgresql", "portal", "grid", "s@cret", "db.internal", "6543",
     )  # fmt: skip
-    assert pg["OPTIONS"]["sslmode"] == "require" and pg["OPTIONS"]["pool"]["max_size"] == 8
-    assert pg["OPTIONS"]["options"] == "-c random_page_cost=1.1"
+    pg_options = pg["OPTIONS"]
+    assert isinstance(pg_options, dict)
+    assert pg_options["sslmode"] == "require" and pg_options["pool"]["max_size"] == 8
+    assert pg_options["options"] == "-c random_page_cost=1.1"
     lite = parse_database_url("sqlite:///var/x.sqlite3", tmp_path).as_django()
-    assert lite["NAME"] == str(tmp_path / "var/x.sqlite3") and "journal_mode=WAL" in lite["OPTIONS"]["init_command"]
+    lite_options = lite["OPTIONS"]
+    assert isinstance(lite_options, dict)
+    assert lite["NAME"] == str(tmp_path / "var/x.sqlite3") and "journal_mode=WAL" in lite_options["init_command"]
 
 
 @pytest.mark.parametrize("url", ["mysql://x/y", "postgres://host/", "sqlite://", "nonsense"])
-def test_unusable_database_urls_are_refused_by_name(url, tmp_path):
+def test_unusable_database_urls_are_refused_by_name(url: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         parse_database_url(url, tmp_path)
 
 
-def test_booleans_numbers_and_choices_are_strict(monkeypatch):
+def test_booleans_numbers_and_choices_are_strict(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("X_FLAG", "maybe")
     with pytest.raises(ConfigError, match="X_FLAG='maybe'"):
         env_bool("X_FLAG", False)
@@ -55,16 +59,16 @@ def run_check(**env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_production_mode_refuses_to_start_without_a_secret_key(tmp_path):
+def test_production_mode_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
     result = run_check(DEBUG="false", PORTAL_DATA_DIR=str(tmp_path))
     assert result.returncode != 0 and "SECRET_KEY is required" in result.stderr
 
 
-def test_a_bad_setting_stops_start_up_with_its_name(tmp_path):
+def test_a_bad_setting_stops_start_up_with_its_name(tmp_path: Path) -> None:
     result = run_check(DEBUG="true", SIM_SPEED="fast", PORTAL_DATA_DIR=str(tmp_path))
     assert result.returncode != 0 and "SIM_SPEED='fast'" in result.stderr
 
 
-def test_the_embedded_default_needs_no_servers(tmp_path):
+def test_the_embedded_default_needs_no_servers(tmp_path: Path) -> None:
     result = run_check(DEBUG="true", PORTAL_DATA_DIR=str(tmp_path), DATABASE_URL="", REDIS_URL="")
     assert result.returncode == 0, result.stderr

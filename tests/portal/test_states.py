@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from billing.choices import INVOICE_TRANSITIONS
 from cluster import services as cluster_services
 from cluster.models import Node, NodeEvent
+from cluster.simulator.backend import SimulatorBackend
 from cluster.states import NodeState
 from jobs.models import Job
 from jobs.states import TRANSITIONS, JobState
+from portal.models import User
 from portal.states import Transitions, move
 
 
@@ -20,7 +24,7 @@ def test_a_table_answers_which_states_lead_where() -> None:
     assert INVOICE_TRANSITIONS.allows("draft", "finalised") and not INVOICE_TRANSITIONS.allows("finalised", "draft")
 
 
-def test_a_move_happens_only_from_an_allowed_state_and_reports_the_state_left(alice, submit) -> None:
+def test_a_move_happens_only_from_an_allowed_state_and_reports_the_state_left(alice: User, submit: Callable[..., Job]) -> None:
     job = submit(alice)
     assert move(Job, job.pk, JobState.RUNNING, TRANSITIONS) is None  # pending may not jump to running
     assert move(Job, job.pk, JobState.ADMITTED, TRANSITIONS, pool="onprem-a100") == JobState.PENDING
@@ -30,7 +34,7 @@ def test_a_move_happens_only_from_an_allowed_state_and_reports_the_state_left(al
     assert move(Job, 10**9, JobState.ADMITTED, TRANSITIONS) is None  # no such row
 
 
-def test_a_node_event_records_the_state_the_node_really_left(grid, olivia) -> None:
+def test_a_node_event_records_the_state_the_node_really_left(grid: SimulatorBackend, olivia: User) -> None:
     node = Node.objects.order_by("name").first()
     assert node is not None
     stale = Node.objects.get(pk=node.pk)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Callable
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.test import Client
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from billing import services as billing
-from billing.models import Budget, RateCard
-from bursting.models import BurstProposal
+from billing.models import Budget, Invoice, RateCard
+from bursting.models import BurstPolicy, BurstProposal, InstanceType
 from cluster.models import Node
-from jobs.models import WhatIfRun
-from portal.models import ApiToken
+from cluster.simulator.backend import SimulatorBackend
+from jobs.models import Job, WhatIfRun
+from portal.models import ApiToken, Team, User
 from quotas.models import TeamQuota
 from tests.billing.conftest import at, job_with_history  # noqa: F401 - fixture used by `world`
 from tests.bursting.conftest import catalogue, policy  # noqa: F401 - fixtures used by `world`
@@ -23,7 +27,9 @@ ROLES = ("anonymous", "alice", "carol", "bob", "olivia", "fiona")
 
 
 @pytest.fixture
-def callers(request: Any, web: Any, api: Any) -> dict[str, tuple[Any, Any]]:
+def callers(
+    request: pytest.FixtureRequest, web: Callable[[User | None], Client], api: Callable[[User | None], APIClient]
+) -> dict[str, tuple[Client, APIClient]]:
     """Per role: a signed-in browser and an API client with the role's own token."""
     out = {}
     for role in ROLES:
@@ -33,7 +39,7 @@ def callers(request: Any, web: Any, api: Any) -> dict[str, tuple[Any, Any]]:
 
 
 @pytest.fixture
-def invoice(grid: Any, vision: Any, alice: Any, job_with_history: Any) -> Any:  # noqa: F811
+def invoice(grid: SimulatorBackend, vision: Team, alice: User, job_with_history: Callable[..., Job]) -> Invoice:  # noqa: F811
     """Vision's invoice for March 2025: ten A100 GPU-hours on-prem."""
     billing.add_rate_card(gpu_model="a100", pool_kind="onprem", per_gpu_hour=Decimal("2.00"), valid_from=date(2024, 1, 1))
     job_with_history(vision, alice, [("2025-03-03 00:00", "admitted"), ("2025-03-03 10:00", "succeeded")])
@@ -43,22 +49,33 @@ def invoice(grid: Any, vision: Any, alice: Any, job_with_history: Any) -> Any:  
 
 
 @pytest.fixture
-def burst(grid: Any, policy: Any, catalogue: Any) -> BurstProposal:  # noqa: F811
+def burst(grid: SimulatorBackend, policy: BurstPolicy, catalogue: dict[str, InstanceType]) -> BurstProposal:  # noqa: F811
     now = timezone.now()
     return BurstProposal.objects.create(
         policy=policy, instance_type=catalogue["g5.12xlarge"], pool="burst-a10g", gpus_per_node=4,
         price_per_hour=Decimal("5.672"), nodes=2, duration_s=3600, projected_cost=Decimal("11.34"),
         projection={"teams": [], "idle_cost": "11.34", "excluded": [], "not_started": [], "alternatives": [], "job_ids": [], "gpus_started": 0},
-        trigger="8 GPUs waiting", created_at=now, expires_at=now + timezone.timedelta(hours=1),
+        trigger="8 GPUs waiting", created_at=now, expires_at=now + timedelta(hours=1),
     )  # fmt: skip
 
 
 @pytest.fixture
-def world(alice: Any, bob: Any, carol: Any, olivia: Any, fiona: Any, submit: Any, invoice: Any, burst: Any) -> dict[str, Any]:
+def world(
+    alice: User,
+    bob: User,
+    carol: User,
+    olivia: User,
+    fiona: User,
+    submit: Callable[..., Job],
+    invoice: Invoice,
+    burst: BurstProposal,
+) -> dict[str, Any]:
     """The values sample URLs are filled with; every object belongs to team vision (alice's and bob's)."""
     node = Node.objects.select_related("pool").order_by("name").first()
     assert node is not None
     token, _ = ApiToken.issue(alice, "alice-laptop")
+    rate_card = RateCard.objects.order_by("pk").first()
+    assert rate_card is not None
     return {
         "job": submit(alice, name="vision-alice-resnet").pk,
         "token": token.pk,
@@ -71,5 +88,5 @@ def world(alice: Any, bob: Any, carol: Any, olivia: Any, fiona: Any, submit: Any
         "user": alice.pk,
         "team": alice.teams.get().pk,
         "budget": Budget.objects.get(team__slug="vision").pk,
-        "rate_card": RateCard.objects.order_by("pk").first().pk,  # type: ignore[union-attr]
+        "rate_card": rate_card.pk,
     }

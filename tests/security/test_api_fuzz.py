@@ -9,6 +9,7 @@ MAX_EXAMPLES per operation; docs/security.md records how many cases that is.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,11 +18,13 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, Phase, given, settings
+from rest_framework.test import APIClient
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 import portal.security  # noqa: F401 - registers the token scheme with the schema generator
 from grid.wsgi import application
-from portal.models import ApiToken
+from jobs.models import Job
+from portal.models import ApiToken, User
 
 MAX_EXAMPLES = 12
 FUZZ = settings(
@@ -31,7 +34,7 @@ FUZZ = settings(
 
 
 @pytest.fixture
-def api_schema(db: Any, alice: Any, submit: Any) -> Any:
+def api_schema(db: None, alice: User, submit: Callable[..., Job]) -> Any:
     submit(alice, name="fuzz-target")
     document = json.loads(json.dumps(SchemaGenerator().get_schema(request=None, public=True), default=str))
     return schemathesis.openapi.from_dict(document)
@@ -48,7 +51,7 @@ def keep_the_test_transaction() -> Any:
 
 
 @pytest.fixture
-def token(alice: Any) -> str:
+def token(alice: User) -> str:
     return ApiToken.issue(alice, "fuzz")[1]
 
 
@@ -91,11 +94,13 @@ def test_every_response_matches_the_schema(api_schema: Any, token: str) -> None:
     assert failures == []
 
 
-def test_a_malformed_array_id_filter_is_a_400(api: Any, alice: Any) -> None:
+def test_a_malformed_array_id_filter_is_a_400(api: Callable[[User | None], APIClient], alice: User) -> None:
     assert api(alice).get("/api/v1/jobs/?array_id=x").status_code == 400
 
 
-def test_a_job_without_a_template_matches_the_schema(api_schema: Any, api: Any, alice: Any) -> None:
+def test_a_job_without_a_template_matches_the_schema(
+    api_schema: Any, api: Callable[[User | None], APIClient], alice: User
+) -> None:
     template = api_schema.raw_schema["components"]["schemas"]["Job"]["properties"]["template"]
     assert api(alice).get("/api/v1/jobs/").json()["results"][0]["template"] is None
     assert template.get("nullable") is True

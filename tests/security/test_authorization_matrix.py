@@ -29,6 +29,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connections, transaction
 from django.test import Client
 from django.urls import URLResolver, get_resolver, resolve
+from rest_framework.test import APIClient
 
 from billing.models import Budget, Invoice, RateCard
 from bursting.models import BurstProposal
@@ -332,28 +333,28 @@ def tabled_routes() -> set[str]:
     return set(TABLE) | set(ACCOUNTS) | set(admin_routes())
 
 
-def test_every_route_has_a_row():
+def test_every_route_has_a_row() -> None:
     assert all_routes() - tabled_routes() == set()
     assert set(SAMPLES) == set(TABLE)
     assert websocket_routes() == set(WEBSOCKETS)
 
 
-def test_no_row_is_left_for_a_route_that_is_gone():
+def test_no_row_is_left_for_a_route_that_is_gone() -> None:
     assert (set(TABLE) | set(ACCOUNTS)) - all_routes() == set()
 
 
-def test_the_discovery_reaches_every_mounted_app():
+def test_the_discovery_reaches_every_mounted_app() -> None:
     prefixes = {route.split("/")[0] + "/" for route in all_routes() if "/" in route}
     assert {"billing/", "console/", "admin/", "accounts/", "api/", "jobs/", "tokens/", "planning/"} <= prefixes
     assert {"api/v1/billing/invoices/<pk>/finalise/", "api/v1/bursting/bursts/<pk>/approve/"} <= all_routes()
 
 
-def test_every_admin_route_has_a_kind(db):
+def test_every_admin_route_has_a_kind(db: None) -> None:
     assert {admin_kind(route) for route in admin_routes()} <= set(ADMIN_KINDS)
 
 
 @pytest.mark.parametrize("route", sorted(TABLE), ids=lambda r: r or "dashboard")
-def test_each_sample_url_resolves_to_its_route(world, route):
+def test_each_sample_url_resolves_to_its_route(world: dict[str, Any], route: str) -> None:
     url = SAMPLES[route].format(**world).split("?")[0]
     assert normalized(resolve(url).route) == route
 
@@ -393,7 +394,9 @@ def fingerprint() -> str:
 TEAMS = {"alice": "vision", "bob": "vision", "carol": "render"}
 
 
-def send(callers: dict[str, Any], role: str, method: str, url: str, body: dict[str, Any] | None) -> str | int:
+def send(
+    callers: dict[str, tuple[Client, APIClient]], role: str, method: str, url: str, body: dict[str, Any] | None
+) -> str | int:
     browser, client = callers[role]
     data = {k: v.format(team=TEAMS.get(role, "")) if isinstance(v, str) else v for k, v in (body or {}).items()}
     if url.startswith("/api/v1/"):
@@ -401,7 +404,9 @@ def send(callers: dict[str, Any], role: str, method: str, url: str, body: dict[s
     return outcome(getattr(browser, method)(url, data))
 
 
-def call(callers: dict[str, Any], role: str, method: str, url: str, body: dict[str, Any] | None) -> tuple[str | int, bool]:
+def call(
+    callers: dict[str, tuple[Client, APIClient]], role: str, method: str, url: str, body: dict[str, Any] | None
+) -> tuple[str | int, bool]:
     """The answer to one call, and whether it changed any data; the call's effects are rolled back."""
     with transaction.atomic():
         before = fingerprint()
@@ -411,7 +416,9 @@ def call(callers: dict[str, Any], role: str, method: str, url: str, body: dict[s
     return got, changed
 
 
-def refused_by_all(callers: dict[str, Any], method: str, url: str, row: Row, expected: Answers | None) -> list[str]:
+def refused_by_all(
+    callers: dict[str, tuple[Client, APIClient]], method: str, url: str, row: Row, expected: Answers | None
+) -> list[str]:
     """Calls every role expects to be refused run together in one savepoint: one fingerprint before, one after."""
     failures = []
     with transaction.atomic():
@@ -429,7 +436,9 @@ def refused_by_all(callers: dict[str, Any], method: str, url: str, row: Row, exp
     return failures
 
 
-def check_row(callers: dict[str, Any], url: str, row: Row, methods: tuple[str, ...] = ("get", *WRITES)) -> None:
+def check_row(
+    callers: dict[str, tuple[Client, APIClient]], url: str, row: Row, methods: tuple[str, ...] = ("get", *WRITES)
+) -> None:
     served = {"get": row.read, **row.writes}
     failures = []
     for method in methods:
@@ -454,17 +463,23 @@ def check_row(callers: dict[str, Any], url: str, row: Row, methods: tuple[str, .
 
 
 @pytest.mark.parametrize("route", sorted(TABLE), ids=lambda r: r or "dashboard")
-def test_each_role_gets_what_the_table_says(callers, world, route):
+def test_each_role_gets_what_the_table_says(
+    callers: dict[str, tuple[Client, APIClient]], world: dict[str, Any], route: str
+) -> None:
     check_row(callers, SAMPLES[route].format(**world), TABLE[route])
 
 
 @pytest.mark.parametrize("route", sorted(ACCOUNTS))
-def test_each_role_gets_what_the_table_says_on_allauth(callers, world, route):
+def test_each_role_gets_what_the_table_says_on_allauth(
+    callers: dict[str, tuple[Client, APIClient]], world: dict[str, Any], route: str
+) -> None:
     url, row = ACCOUNTS[route]
     check_row(callers, url, row)
 
 
-def test_each_role_gets_what_its_kind_says_on_every_admin_route(callers, world):
+def test_each_role_gets_what_its_kind_says_on_every_admin_route(
+    callers: dict[str, tuple[Client, APIClient]], world: dict[str, Any]
+) -> None:
     failures = []
     for route in sorted(admin_routes(), key=lambda r: r == "admin/logout/"):  # signing out last; GET and POST only
         try:
@@ -474,7 +489,9 @@ def test_each_role_gets_what_its_kind_says_on_every_admin_route(callers, world):
     assert not failures, "\n".join(failures)
 
 
-def test_revoking_someone_elses_token_leaves_it_working(callers, world):
+def test_revoking_someone_elses_token_leaves_it_working(
+    callers: dict[str, tuple[Client, APIClient]], world: dict[str, Any]
+) -> None:
     for role in ("carol", "bob", "olivia", "fiona"):
         callers[role][0].post(f"/tokens/{world['token']}/revoke/")
     assert ApiToken.objects.get(pk=world["token"]).revoked_at is None
@@ -482,7 +499,9 @@ def test_revoking_someone_elses_token_leaves_it_working(callers, world):
     assert ApiToken.objects.get(pk=world["token"]).revoked_at is not None
 
 
-def test_a_refused_write_is_seen_to_change_nothing_and_an_allowed_one_to_change_something(callers, world):
+def test_a_refused_write_is_seen_to_change_nothing_and_an_allowed_one_to_change_something(
+    callers: dict[str, tuple[Client, APIClient]], world: dict[str, Any]
+) -> None:
     """The fingerprint notices writes, so 'changed nothing' above means something."""
     assert call(callers, "olivia", "post", f"/api/v1/nodes/{world['node']}/cordon/", {"reason": "fan"}) == (200, True)
     assert call(callers, "carol", "post", f"/api/v1/nodes/{world['node']}/cordon/", {"reason": "fan"}) == (403, False)
@@ -515,7 +534,7 @@ def _cookies(request: Any, world_job: int) -> dict[str, bytes]:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("route", sorted(WEBSOCKETS))
-async def test_each_role_gets_what_the_table_says_on_the_websockets(request, route):
+async def test_each_role_gets_what_the_table_says_on_the_websockets(request: pytest.FixtureRequest, route: str) -> None:
     world = await sync_to_async(request.getfixturevalue)("world")
     cookies = await _cookies(request, world["job"])
     template, expected = WEBSOCKETS[route]

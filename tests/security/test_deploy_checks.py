@@ -9,10 +9,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from django.test import Client
+from pytest_django import Settings
 
+from jobs.models import Job
+from portal.env import ConfigError, env_secret
+from portal.models import User
 from portal.security import content_security_policy
 from tests.security import production_settings
 
@@ -44,53 +50,53 @@ def warnings_of(done: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("?: (") or ": (" in line[:60]]
 
 
-def test_the_deployment_settings_raise_no_security_warning(tmp_path):
+def test_the_deployment_settings_raise_no_security_warning(tmp_path: Path) -> None:
     done = deploy_check(tmp_path)
     security = [w for w in warnings_of(done) if SPECTACULAR_KNOWN not in w]
     assert security == [], done.stdout + done.stderr
 
 
-def test_the_deployment_settings_pass_check_deploy_with_no_warning_at_all(tmp_path):
+def test_the_deployment_settings_pass_check_deploy_with_no_warning_at_all(tmp_path: Path) -> None:
     done = deploy_check(tmp_path)
     assert done.returncode == 0 and warnings_of(done) == [], done.stdout + done.stderr
 
 
-def test_without_the_deployment_variables_check_deploy_fails(tmp_path):
+def test_without_the_deployment_variables_check_deploy_fails(tmp_path: Path) -> None:
     done = deploy_check(tmp_path, SECURE_SSL_REDIRECT="false", SESSION_COOKIE_SECURE="false")
     text = done.stdout + done.stderr
     assert done.returncode != 0 and "security.W008" in text and "security.W012" in text
 
 
-def test_the_secret_key_can_come_from_a_file(tmp_path):
+def test_the_secret_key_can_come_from_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "secret_key"
     secret.write_text(SECRET + "\n")
     done = deploy_check(tmp_path, SECRET_KEY_FILE=str(secret))
     assert [w for w in warnings_of(done) if SPECTACULAR_KNOWN not in w] == [], done.stdout + done.stderr
 
 
-def test_a_secret_set_twice_or_in_an_empty_file_stops_start_up(tmp_path, monkeypatch):
+def test_a_secret_set_twice_or_in_an_empty_file_stops_start_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
     monkeypatch.setenv("DATABASE_PASSWORD", "x")
     monkeypatch.setenv("DATABASE_PASSWORD_FILE", str(empty))
-    with pytest.raises(production_settings.ConfigError, match="both set"):
-        production_settings.env_secret("DATABASE_PASSWORD")
+    with pytest.raises(ConfigError, match="both set"):
+        env_secret("DATABASE_PASSWORD")
     monkeypatch.delenv("DATABASE_PASSWORD")
-    with pytest.raises(production_settings.ConfigError, match="empty"):
-        production_settings.env_secret("DATABASE_PASSWORD")
+    with pytest.raises(ConfigError, match="empty"):
+        env_secret("DATABASE_PASSWORD")
     monkeypatch.setenv("DATABASE_PASSWORD_FILE", str(tmp_path / "missing"))
-    with pytest.raises(production_settings.ConfigError, match="cannot read"):
-        production_settings.env_secret("DATABASE_PASSWORD")
+    with pytest.raises(ConfigError, match="cannot read"):
+        env_secret("DATABASE_PASSWORD")
     (tmp_path / "pw").write_text("s3cret\n")
     monkeypatch.setenv("DATABASE_PASSWORD_FILE", str(tmp_path / "pw"))
-    assert production_settings.env_secret("DATABASE_PASSWORD") == "s3cret"
+    assert env_secret("DATABASE_PASSWORD") == "s3cret"
 
 
 # The headers of a response under the deployment settings
 
 
 @pytest.fixture
-def deployed(settings):
+def deployed(settings: Settings) -> Settings:
     for name in (
         "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "SESSION_COOKIE_SECURE",
         "CSRF_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY", "SECURE_CONTENT_TYPE_NOSNIFF", "SECURE_REFERRER_POLICY",
@@ -101,7 +107,9 @@ def deployed(settings):
     return settings
 
 
-def test_a_page_carries_hsts_nosniff_referrer_policy_frame_denial_and_the_csp(deployed, web, alice):
+def test_a_page_carries_hsts_nosniff_referrer_policy_frame_denial_and_the_csp(
+    deployed: Settings, web: Callable[[User | None], Client], alice: User
+) -> None:
     response = web(alice).get("/", secure=True)
     assert response.status_code == 200
     assert response["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
@@ -116,7 +124,9 @@ def test_a_page_carries_hsts_nosniff_referrer_policy_frame_denial_and_the_csp(de
     assert "unsafe-eval" not in policy and "script-src 'self' 'unsafe-inline'" not in policy
 
 
-def test_every_inline_script_of_a_page_carries_that_responses_nonce(deployed, web, alice, submit):
+def test_every_inline_script_of_a_page_carries_that_responses_nonce(
+    deployed: Settings, web: Callable[[User | None], Client], alice: User, submit: Callable[..., Job]
+) -> None:
     job = submit(alice, name="nonce")
     client = web(alice)
     for url in ("/", f"/jobs/{job.pk}/", "/teams/", "/teams/vision/"):
@@ -128,7 +138,9 @@ def test_every_inline_script_of_a_page_carries_that_responses_nonce(deployed, we
     assert client.get("/", secure=True)["Content-Security-Policy"] != client.get("/", secure=True)["Content-Security-Policy"]
 
 
-def test_the_session_and_csrf_cookies_are_secure_and_the_session_cookie_httponly(deployed, client, alice):
+def test_the_session_and_csrf_cookies_are_secure_and_the_session_cookie_httponly(
+    deployed: Settings, client: Client, alice: User
+) -> None:
     page = client.get("/accounts/login/", secure=True)
     assert page.cookies["csrftoken"]["secure"]
     signed_in = client.post("/accounts/login/", {"login": "alice", "password": "pw-for-tests"}, secure=True)
@@ -137,7 +149,9 @@ def test_the_session_and_csrf_cookies_are_secure_and_the_session_cookie_httponly
     assert session["secure"] and session["httponly"] and session["samesite"] == "Lax"
 
 
-def test_every_form_posts_with_a_csrf_token(web, alice, bob, olivia, submit):
+def test_every_form_posts_with_a_csrf_token(
+    web: Callable[[User | None], Client], alice: User, bob: User, olivia: User, submit: Callable[..., Job]
+) -> None:
     """Every <form method="post"> the portal renders carries the token; a post without it is refused."""
     job = submit(alice, name="csrf")
     pages = {
@@ -157,6 +171,6 @@ def test_every_form_posts_with_a_csrf_token(web, alice, bob, olivia, submit):
     assert strict.post("/tokens/", {"name": "no-token"}).status_code == 403
 
 
-def test_the_api_docs_page_alone_may_load_swagger_from_its_cdn():
+def test_the_api_docs_page_alone_may_load_swagger_from_its_cdn() -> None:
     assert "cdn.jsdelivr.net" not in content_security_policy("n")
     assert "cdn.jsdelivr.net" in content_security_policy("n", swagger=True)

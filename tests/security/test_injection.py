@@ -12,18 +12,22 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rest_framework.test import APIClient
 
 from cluster.backends.base import JobRequest
 from cluster.backends.kubernetes.manifests import ManifestConfig, container
 from cluster.backends.slurm.config import SlurmConfig
 from cluster.backends.slurm.script import build_script, job_environment, job_submission
+from cluster.simulator.backend import SimulatorBackend
 from jobs.models import Job
 from jobs.services import job_request
+from portal.models import User
 
 PRINTF = shutil.which("printf") or "/usr/bin/printf"
 HOSTILE = [
@@ -53,7 +57,9 @@ def canary(tmp_path: Path) -> Path:
 
 
 @NEEDS_BASH
-def test_hostile_arguments_submitted_through_the_api_reach_the_program_verbatim(api, alice, grid, tmp_path, canary):
+def test_hostile_arguments_submitted_through_the_api_reach_the_program_verbatim(
+    api: Callable[[User | None], APIClient], alice: User, grid: SimulatorBackend, tmp_path: Path, canary: Path
+) -> None:
     args = [arg.format(canary=canary) for arg in HOSTILE]
     body = {"name": "inject", "command": [PRINTF, "%s\\0", *args], "gpu_model": "a100", "walltime": 600}
     response = api(alice).post("/api/v1/jobs/", body, format="json")
@@ -65,7 +71,9 @@ def test_hostile_arguments_submitted_through_the_api_reach_the_program_verbatim(
 
 
 @NEEDS_BASH
-def test_the_whole_slurm_submission_keeps_user_text_out_of_the_script(api, alice, grid, tmp_path, canary):
+def test_the_whole_slurm_submission_keeps_user_text_out_of_the_script(
+    api: Callable[[User | None], APIClient], alice: User, grid: SimulatorBackend, tmp_path: Path, canary: Path
+) -> None:
     env = {"EVIL": f"$(touch {canary})\n`touch {canary}`", "QUOTE": "'\"; touch x"}
     body = {"name": "inject-env", "command": [PRINTF, "%s\\0", "ok"], "gpu_model": "a100", "walltime": 600, "env": env}
     response = api(alice).post("/api/v1/jobs/", body, format="json")
@@ -79,7 +87,9 @@ def test_the_whole_slurm_submission_keeps_user_text_out_of_the_script(api, alice
     assert not canary.exists()
 
 
-def test_a_job_cannot_submit_a_command_as_one_shell_string_or_with_nul(api, alice, grid):
+def test_a_job_cannot_submit_a_command_as_one_shell_string_or_with_nul(
+    api: Callable[[User | None], APIClient], alice: User, grid: SimulatorBackend
+) -> None:
     client = api(alice)
     one_string = client.post("/api/v1/jobs/", {"name": "s", "command": "rm -rf / ; echo", "gpu_model": "a100"}, format="json")
     assert one_string.status_code == 400 and "nothing is run through a shell" in str(one_string.json()["command"])
@@ -104,7 +114,7 @@ def request_with(command: tuple[str, ...], env: dict[str, str] | None = None) ->
     )  # fmt: skip
 
 
-def test_the_kubernetes_container_keeps_arguments_as_a_list_with_expansion_escaped():
+def test_the_kubernetes_container_keeps_arguments_as_a_list_with_expansion_escaped() -> None:
     env = {"HOME": "/root", "SECRET": "s3cret"}
     args = (*HOSTILE, "$(SECRET)", "$$(SECRET)", "$(HOME)/x", "$")
     body = container(request_with(args, env), ManifestConfig(), "main")
@@ -122,7 +132,7 @@ text_without_nul = st.text(st.characters(exclude_characters="\x00", exclude_cate
 @NEEDS_BASH
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(text_without_nul, min_size=1, max_size=6))
-def test_any_arguments_reach_the_program_verbatim_from_the_slurm_script(tmp_path, args):
+def test_any_arguments_reach_the_program_verbatim_from_the_slurm_script(tmp_path: Path, args: list[str]) -> None:
     script = build_script(request_with((PRINTF, "%s\\0", *args)), 64 * 1024)
     assert run_script(script, tmp_path) == args
 
@@ -132,7 +142,7 @@ def test_any_arguments_reach_the_program_verbatim_from_the_slurm_script(tmp_path
     st.lists(text_without_nul, min_size=1, max_size=6),
     st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True), text_without_nul, max_size=3),
 )
-def test_any_arguments_survive_the_kubelet_expansion(args, env):
+def test_any_arguments_survive_the_kubelet_expansion(args: list[str], env: dict[str, str]) -> None:
     body = container(request_with(tuple(args), env), ManifestConfig(), "main")
     variables = {e["name"]: kubelet_expand(e["value"], {}) for e in body["env"]}
     assert [kubelet_expand(arg, variables) for arg in body["command"]] == args

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from django.apps import apps
 from django.core.management import call_command
 from django.db import models
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from billing.models import Budget, Invoice, InvoiceLine, Notification
 from jobs import services as job_services
@@ -43,6 +43,13 @@ def project_models() -> list[type[models.Model]]:
     return [m for m in apps.get_models() if m._meta.app_label in PROJECT_APPS and m is not User]
 
 
+def restricted(model: type[models.Model]) -> RestrictedQuerySet[models.Model]:
+    """All of the model's rows, as the RestrictedQuerySet its manager gives (checked for every model below)."""
+    rows = model._default_manager.all()
+    assert isinstance(rows, RestrictedQuerySet)
+    return rows
+
+
 def team_path(model: type[models.Model]) -> str | None:
     forward = {f.name for f in model._meta.get_fields() if f.concrete and f.is_relation}  # not reverse relations
     for path in TEAM_PATHS:
@@ -52,7 +59,7 @@ def team_path(model: type[models.Model]) -> str | None:
 
 
 @pytest.fixture
-def world(db: Any, django_capture_on_commit_callbacks: Any) -> dict[str, User]:
+def world(db: None, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks) -> dict[str, User]:
     call_command("seed_demo", "--jobs", "12", stdout=open("/dev/null", "w"))  # noqa: SIM115
     with django_capture_on_commit_callbacks(execute=True):
         job_services.admit_and_dispatch()
@@ -83,8 +90,8 @@ def test_anonymous_and_inactive_users_get_nothing_anywhere(world: dict[str, User
     gone.is_active = False
     for model in project_models():
         for action in ACTIONS:
-            assert not model._default_manager.restrict(AnonymousUser(), action).exists(), model  # type: ignore[attr-defined]
-            assert not model._default_manager.restrict(gone, action).exists(), model  # type: ignore[attr-defined]
+            assert not restricted(model).restrict(AnonymousUser(), action).exists(), model
+            assert not restricted(model).restrict(gone, action).exists(), model
 
 
 @pytest.mark.parametrize("persona", MEMBERS)
@@ -95,7 +102,7 @@ def test_nobody_sees_or_changes_another_teams_rows(world: dict[str, User], perso
     for model in project_models():
         label = model._meta.label_lower
         for action in ACTIONS:
-            rows = model._default_manager.restrict(user, action)  # type: ignore[attr-defined]
+            rows = restricted(model).restrict(user, action)
             if label in OWN_ROWS:
                 assert set(rows.values_list(OWN_ROWS[label], flat=True)) <= {user.pk}, (label, action)
                 continue
@@ -114,10 +121,10 @@ def test_a_researcher_sees_the_team_rows_a_lead_does_but_no_costs(world: dict[st
         if team_path(model) is None:
             continue
         if label in COSTS:
-            assert not model._default_manager.restrict(alice).exists(), label  # type: ignore[attr-defined]
+            assert not restricted(model).restrict(alice).exists(), label
         else:
-            seen_by_alice = model._default_manager.restrict(alice).count()  # type: ignore[attr-defined]
-            assert seen_by_alice == model._default_manager.restrict(bob).count(), label  # type: ignore[attr-defined]
+            seen_by_alice = restricted(model).restrict(alice).count()
+            assert seen_by_alice == restricted(model).restrict(bob).count(), label
     assert Invoice.objects.restrict(bob).exists() and not Invoice.objects.restrict(bob, CHANGE).exists()
     assert Job.objects.restrict(alice).exists()
 
@@ -131,7 +138,7 @@ def test_operators_see_every_operational_row_and_finance_every_cost(world: dict[
         if label in OWN_ROWS:
             continue
         who = fiona if label in COSTS else olivia
-        assert model._default_manager.restrict(who, VIEW).count() == everything, (label, who.username)
+        assert restricted(model).restrict(who, VIEW).count() == everything, (label, who.username)
     assert Invoice.objects.restrict(fiona, CHANGE).count() == Invoice.objects.count()
     assert not Invoice.objects.restrict(olivia).exists() or olivia.is_finance  # costs are finance's, not operators'
 

@@ -97,19 +97,19 @@ def assert_within_limits(spec: JobSpec) -> None:
 
 @PROPERTY
 @given(near_valid)
-def test_a_near_valid_request_is_accepted_within_every_limit_or_refused_by_field(raw):
+def test_a_near_valid_request_is_accepted_within_every_limit_or_refused_by_field(raw: dict[str, Any]) -> None:
     check(raw)
 
 
 @PROPERTY
 @given(arbitrary)
-def test_any_json_object_is_accepted_within_every_limit_or_refused_by_field(raw):
+def test_any_json_object_is_accepted_within_every_limit_or_refused_by_field(raw: dict[str, Any]) -> None:
     check(raw)
 
 
 @PROPERTY
 @given(json_like)
-def test_a_request_that_is_not_an_object_is_refused(raw):
+def test_a_request_that_is_not_an_object_is_refused(raw: Any) -> None:
     if not isinstance(raw, dict):
         with pytest.raises(SpecError) as refused:
             validate(raw, CTX)
@@ -118,7 +118,7 @@ def test_a_request_that_is_not_an_object_is_refused(raw):
 
 @PROPERTY
 @given(st.from_regex(NAME_RE, fullmatch=True).map(str.strip).filter(bool), st.integers(1, 10**12))
-def test_a_name_that_passes_becomes_valid_slurm_and_kubernetes_identifiers(name, portal_id):
+def test_a_name_that_passes_becomes_valid_slurm_and_kubernetes_identifiers(name: str, portal_id: int) -> None:
     spec = check({"name": name, "team": "vision", "command": ["true"], "gpu_model": "a100", "walltime": 600})
     assert spec is not None and spec.name == name
     slurm = job_name("portal", portal_id)  # the backends name jobs by portal id; the user's name is a label or annotation
@@ -128,17 +128,17 @@ def test_a_name_that_passes_becomes_valid_slurm_and_kubernetes_identifiers(name,
     assert LABEL_VALUE_RE.match(label_value(spec.name)) and len(label_value(spec.name)) <= 63
 
 
-def test_an_environment_variable_name_with_a_trailing_newline_is_refused():
+def test_an_environment_variable_name_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(SpecError):
         validate({"name": "x", "team": "vision", "command": ["true"], "gpu_model": "a100", "env": {"FOO\n": "1"}}, CTX)
 
 
-def test_a_script_with_a_lone_surrogate_is_refused_not_crashed_on():
+def test_a_script_with_a_lone_surrogate_is_refused_not_crashed_on() -> None:
     with pytest.raises(SpecError):
         validate({"name": "x", "team": "vision", "script": "echo \ud800", "gpu_model": "a100"}, CTX)
 
 
-def test_a_superscript_walltime_gets_the_fields_own_message():
+def test_a_superscript_walltime_gets_the_fields_own_message() -> None:
     with pytest.raises(SpecError) as refused:
         validate({"name": "x", "team": "vision", "command": ["true"], "gpu_model": "a100", "walltime": "²"}, CTX)
     assert "invalid literal" not in str(refused.value)

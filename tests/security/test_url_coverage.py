@@ -8,21 +8,24 @@ visitor, the outsider carol (team render) on vision's objects, and the rightful 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connections
+from django.http import HttpRequest, HttpResponse
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, include, path, re_path, resolve
 
 from cluster.models import Node
 from grid.asgi import application
 from grid.routing import websocket_urlpatterns
 from grid.urls import router
-from jobs.models import WhatIfRun
-from portal.models import ApiToken
+from jobs.models import Job, WhatIfRun
+from portal.models import ApiToken, User
 from quotas.models import TeamQuota
 
 # Billing's routes have their own table of who gets what (finance, the team's lead, researchers,
@@ -42,7 +45,7 @@ class Route:
     url: str  # placeholders: {job} alice's job, {token} alice's token, {node}, {pool}, {quota} vision's a100 quota, {run} a what-if run
     anonymous: str | int
     outsider: str | int  # carol, on vision's objects
-    rightful: tuple[str, int]  # persona, status
+    rightful: tuple[str, str | int]  # persona, status
     methods: tuple[str, ...] = ("get",)
     body: dict[str, str] | None = None
     known_bug: str = ""
@@ -144,14 +147,14 @@ def param(route: str, *extra: object) -> object:
     return pytest.param(route, *extra, marks=marks, id=route or "dashboard")
 
 
-def call(client, route: Route, method: str, values: dict[str, object]):
+def call(client: Client, route: Route, method: str, values: Mapping[str, object]) -> Any:
     url = route.url.format(**values)
     if url.startswith("/api/v1/"):
         return getattr(client, method)(url, route.body or {}, content_type="application/json")
     return getattr(client, method)(url, route.body or {})
 
 
-def assert_outcome(response, expected: str | int) -> None:
+def assert_outcome(response: HttpResponse, expected: str | int) -> None:
     if expected == LOGIN:
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/?next=")
     elif expected == PUBLIC:
@@ -161,8 +164,9 @@ def assert_outcome(response, expected: str | int) -> None:
 
 
 @pytest.fixture
-def values(alice, bob, carol, olivia, submit):
+def values(alice: User, bob: User, carol: User, olivia: User, submit: Callable[..., Job]) -> dict[str, int | str]:
     node = Node.objects.select_related("pool").order_by("name").first()
+    assert node is not None
     token, _ = ApiToken.issue(alice, "alice-laptop")
     quota = TeamQuota.objects.get(team__slug="vision", gpu_model="a100")
     return {
@@ -178,28 +182,28 @@ def values(alice, bob, carol, olivia, submit):
 # The table is complete and every row points at the route it names
 
 
-def test_every_route_is_in_the_access_table():
+def test_every_route_is_in_the_access_table() -> None:
     assert project_routes() - set(ROUTES) == set()
     assert websocket_routes() - set(WEBSOCKETS) == set()
 
 
-def test_the_access_table_has_no_rows_for_routes_that_are_gone():
+def test_the_access_table_has_no_rows_for_routes_that_are_gone() -> None:
     assert set(ROUTES) - project_routes() == set()
     assert set(WEBSOCKETS) - websocket_routes() == set()
 
 
-def test_a_new_route_without_a_row_would_be_caught():
-    def view(request):
+def test_a_new_route_without_a_row_would_be_caught() -> None:
+    def view(request: HttpRequest) -> HttpResponse:
         raise AssertionError("never called")
 
-    added = [
+    added: list[URLPattern | URLResolver] = [
         path("jobs/<int:job_id>/retry/", view),
         path("api/v1/", include([re_path(r"^invoices\.(?P<format>[a-z0-9]+)/?$", view)])),
     ]
     assert {normalized(route) for route in walk(added)} - set(ROUTES) == {"jobs/<int:job_id>/retry/", "api/v1/invoices/"}
 
 
-def test_every_api_router_registration_is_in_the_access_table():
+def test_every_api_router_registration_is_in_the_access_table() -> None:
     registered = {normalized(API + str(url.pattern)) for url in router.urls}
     assert {r for r in registered if not r.startswith(EXCLUDED_PREFIXES)} - set(ROUTES) == set()
     assert {prefix for prefix, _, _ in router.registry} == {
@@ -209,12 +213,12 @@ def test_every_api_router_registration_is_in_the_access_table():
 
 
 @pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: r or "dashboard")
-def test_each_sample_url_resolves_to_the_route_of_its_row(route):
+def test_each_sample_url_resolves_to_the_route_of_its_row(route: str) -> None:
     sample = ROUTES[route].url.format(job=1, token=1, node="node-1", pool="pool-1", quota=1, run=1)
     assert normalized(resolve(sample).route) == route
 
 
-def test_the_normalised_route_of_a_format_suffix_is_that_of_its_plain_route():
+def test_the_normalised_route_of_a_format_suffix_is_that_of_its_plain_route() -> None:
     assert normalized(resolve("/api/v1/jobs/7/events.json").route) == "api/v1/jobs/<pk>/events/"
     assert normalized(resolve("/api/v1/.json").route) == "api/v1/"
 
@@ -223,12 +227,14 @@ def test_the_normalised_route_of_a_format_suffix_is_that_of_its_plain_route():
 
 
 @pytest.mark.parametrize(("route", "method"), [param(r, m) for r, row in ROUTES.items() for m in row.methods])
-def test_an_anonymous_caller_gets_what_the_table_says(client, values, route, method):
+def test_an_anonymous_caller_gets_what_the_table_says(
+    client: Client, values: dict[str, int | str], route: str, method: str
+) -> None:
     assert_outcome(call(client, ROUTES[route], method, values), ROUTES[route].anonymous)
 
 
 @pytest.mark.parametrize("route", [param(r) for r in ROUTES if r in routes_with_a_format_suffix()])
-def test_an_anonymous_caller_gets_the_same_on_the_json_suffix(client, values, route):
+def test_an_anonymous_caller_gets_the_same_on_the_json_suffix(client: Client, values: dict[str, int | str], route: str) -> None:
     row = ROUTES[route]
     url = row.url.format(**values)
     url = url + ".json" if url.endswith("v1/") else url.rstrip("/") + ".json"
@@ -236,13 +242,17 @@ def test_an_anonymous_caller_gets_the_same_on_the_json_suffix(client, values, ro
 
 
 @pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: r or "dashboard")
-def test_the_outsider_gets_what_the_table_says_on_another_teams_objects(web, carol, values, route):
+def test_the_outsider_gets_what_the_table_says_on_another_teams_objects(
+    web: Callable[[User | None], Client], carol: User, values: dict[str, int | str], route: str
+) -> None:
     row = ROUTES[route]
     assert_outcome(call(web(carol), row, row.methods[0], values), row.outsider)
 
 
 @pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: r or "dashboard")
-def test_the_rightful_user_gets_what_the_table_says(request, web, values, route):
+def test_the_rightful_user_gets_what_the_table_says(
+    request: pytest.FixtureRequest, web: Callable[[User | None], Client], values: dict[str, int | str], route: str
+) -> None:
     row = ROUTES[route]
     persona, expected = row.rightful
     assert_outcome(call(web(request.getfixturevalue(persona)), row, row.methods[0], values), expected)
@@ -250,7 +260,7 @@ def test_the_rightful_user_gets_what_the_table_says(request, web, values, route)
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("route", list(WEBSOCKETS))
-async def test_an_anonymous_websocket_is_closed_with_4401(route):
+async def test_an_anonymous_websocket_is_closed_with_4401(route: str) -> None:
     communicator = WebsocketCommunicator(application, WEBSOCKETS[route], headers=[(b"origin", b"http://testserver")])
     try:
         assert await communicator.connect(timeout=5) == (False, CLOSE_UNAUTHENTICATED)

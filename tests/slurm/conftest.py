@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
+from pytest_django import Settings
 
 from cluster import services as cluster_services
 from cluster.backends.slurm import SlurmBackend
@@ -52,7 +53,7 @@ def slurm_cluster() -> Iterator[None]:
 
 
 @pytest.fixture
-def slurm(slurm_cluster: None, settings: Any, db: Any) -> Iterator[SlurmBackend]:
+def slurm(slurm_cluster: None, settings: Settings, db: None) -> Iterator[SlurmBackend]:
     """The Slurm backend as the portal's backend; job names get a prefix unique to this test.
 
     Whatever the test leaves queued or running on Slurm is cancelled afterwards.

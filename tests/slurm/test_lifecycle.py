@@ -7,16 +7,18 @@ import re
 import pytest
 
 from cluster import services as cluster_services
+from cluster.backends.slurm import SlurmBackend
 from cluster.models import Node
 from cluster.states import NodeState
 from jobs import services as job_services
 from jobs.states import JobState
+from portal.models import User
 from tests.slurm.conftest import portal_job, sync_until, wait_for
 
 pytestmark = pytest.mark.slurm
 
 
-def test_it_runs_a_job_to_completion_on_the_gpus_slurm_assigned(slurm_world, alice):
+def test_it_runs_a_job_to_completion_on_the_gpus_slurm_assigned(slurm_world: SlurmBackend, alice: User) -> None:
     job = portal_job(
         alice, gpus_per_node=2, command=["bash", "-c", 'echo "gpus=$SLURM_JOB_GPUS cuda=$CUDA_VISIBLE_DEVICES"; sleep 2']
     )
@@ -29,27 +31,27 @@ def test_it_runs_a_job_to_completion_on_the_gpus_slurm_assigned(slurm_world, ali
     assert len(found.group(1).split(",")) == 2 and found.group(1) == found.group(2)
 
 
-def test_it_keeps_a_failing_jobs_exit_code(slurm_world, alice):
+def test_it_keeps_a_failing_jobs_exit_code(slurm_world: SlurmBackend, alice: User) -> None:
     job = portal_job(alice, command=["bash", "-c", "echo bad input >&2; exit 7"])
     sync_until(job, {JobState.FAILED})
     assert job.exit_code == 7
     assert "NonZeroExitCode" in job.reason_detail
 
 
-def test_arguments_reach_the_job_unchanged_and_unexpanded(slurm_world, alice):
+def test_arguments_reach_the_job_unchanged_and_unexpanded(slurm_world: SlurmBackend, alice: User) -> None:
     tricky = 'it\'s $HOME; `id` && rm -rf / "quoted"\nsecond line'
     job = portal_job(alice, command=["printf", "%s", tricky])
     sync_until(job, {JobState.SUCCEEDED})
     assert "\n".join(job_services.read_log(job)) == tricky
 
 
-def test_slurm_kills_a_job_at_its_time_limit(slurm_world, alice):
+def test_slurm_kills_a_job_at_its_time_limit(slurm_world: SlurmBackend, alice: User) -> None:
     job = portal_job(alice, walltime=60, command=["sleep", "600"])
     sync_until(job, {JobState.FAILED}, timeout=150)  # Slurm enforces limits up to ~30 s late
     assert "TimeLimit" in job.reason_detail
 
 
-def test_cancel_stops_the_slurm_job(slurm_world, alice):
+def test_cancel_stops_the_slurm_job(slurm_world: SlurmBackend, alice: User) -> None:
     job = portal_job(alice, command=["sleep", "300"])
     sync_until(job, {JobState.RUNNING})
     job_services.cancel(alice, job, "changed my mind")
@@ -60,7 +62,7 @@ def test_cancel_stops_the_slurm_job(slurm_world, alice):
     slurm_world.cancel("99999999")  # an unknown id is not an error
 
 
-def test_a_drained_node_keeps_its_job_and_comes_back_on_resume(slurm_world, alice, olivia):
+def test_a_drained_node_keeps_its_job_and_comes_back_on_resume(slurm_world: SlurmBackend, alice: User, olivia: User) -> None:
     job = portal_job(alice, command=["sleep", "4"])
     sync_until(job, {JobState.RUNNING})
     remote = slurm_world.find_job(job.pk)
@@ -77,7 +79,7 @@ def test_a_drained_node_keeps_its_job_and_comes_back_on_resume(slurm_world, alic
     )
 
 
-def test_node_sync_reports_pools_models_and_gpus_in_use(slurm_world, alice):
+def test_node_sync_reports_pools_models_and_gpus_in_use(slurm_world: SlurmBackend, alice: User) -> None:
     job = portal_job(alice, gpus_per_node=3, command=["sleep", "3"])
     sync_until(job, {JobState.RUNNING})
     nodes = {n.name: n for n in slurm_world.list_nodes()}

@@ -9,9 +9,12 @@ from dataclasses import replace
 import pytest
 from django.core.management import call_command
 
-from cluster.backends.base import RemoteJobState
+from cluster.backends.base import JobRequest, RemoteJobState
+from cluster.backends.slurm import SlurmBackend
 from jobs import services as job_services
+from jobs.models import Job
 from jobs.states import JobState
+from portal.models import Team, User
 from quotas.models import TeamQuota
 from tests.slurm.conftest import portal_job, sync_until, wait_for
 
@@ -21,7 +24,9 @@ pytestmark = pytest.mark.slurm
 CHECKPOINTING = ["bash", "-c", "trap 'echo checkpoint saved; exit 0' TERM; echo started; while true; do sleep 0.2; done"]
 
 
-def test_a_critical_job_preempts_a_preemptible_one_which_is_requeued(slurm_world, alice, carol, render):
+def test_a_critical_job_preempts_a_preemptible_one_which_is_requeued(
+    slurm_world: SlurmBackend, alice: User, carol: User, render: Team
+) -> None:
     TeamQuota.objects.create(team=render, gpu_model="h100", guarantee=8, limit=8)
     call_command("sync_slurm", "--apply", stdout=io.StringIO())
     victims = [
@@ -41,19 +46,21 @@ def test_a_critical_job_preempts_a_preemptible_one_which_is_requeued(slurm_world
     wait_for(lambda: _requeued(victims), 40, "a preemptible job to be requeued")
     requeued = next(v for v in victims if v.state == JobState.REQUEUED)
     assert "preempted" in requeued.reason_detail
-    old_id = requeued.events.filter(to_state=JobState.DISPATCHED).first().reason.split()[-1]
+    dispatched = requeued.events.filter(to_state=JobState.DISPATCHED).first()
+    assert dispatched is not None
+    old_id = dispatched.reason.split()[-1]
     assert "checkpoint saved" in slurm_world.read_log(old_id, 0)
     wait_for(lambda: slurm_world.job_state(critical_id)[0] == "RUNNING", 20, "the critical job to run")
 
 
-def _requeued(victims: list) -> bool:
+def _requeued(victims: list[Job]) -> bool:
     job_services.sync_jobs()
     for victim in victims:
         victim.refresh_from_db()
     return any(v.state == JobState.REQUEUED for v in victims)
 
 
-def test_the_portal_preempts_with_a_grace_signal_and_runs_the_job_again(slurm_world, alice):
+def test_the_portal_preempts_with_a_grace_signal_and_runs_the_job_again(slurm_world: SlurmBackend, alice: User) -> None:
     job = portal_job(alice, priority="preemptible", command=CHECKPOINTING)
     sync_until(job, {JobState.RUNNING})
     first_id = job.backend_job_id
@@ -73,7 +80,9 @@ def test_the_portal_preempts_with_a_grace_signal_and_runs_the_job_again(slurm_wo
     slurm_world.cancel(job.backend_job_id)
 
 
-def test_sync_slurm_shows_a_dry_run_then_applies_and_slurm_enforces_the_limit(slurm_world, alice, vision):
+def test_sync_slurm_shows_a_dry_run_then_applies_and_slurm_enforces_the_limit(
+    slurm_world: SlurmBackend, alice: User, vision: Team
+) -> None:
     TeamQuota.objects.filter(team=vision, gpu_model="a100").update(guarantee=0, limit=2, weight=3)
     out = io.StringIO()
     call_command("sync_slurm", stdout=out)
@@ -94,7 +103,7 @@ def test_sync_slurm_shows_a_dry_run_then_applies_and_slurm_enforces_the_limit(sl
         slurm_world.cancel(job_id)
 
 
-def _request(job, portal_id: int, gpus: int):  # type: ignore[no-untyped-def]
+def _request(job: Job, portal_id: int, gpus: int) -> JobRequest:
     return replace(job_services.job_request(job), portal_job_id=portal_id, gpus_per_node=gpus)
 
 

@@ -10,7 +10,7 @@ CLASSES = [ClassInput("critical", 100, False), ClassInput("standard", 50, False)
 TEAMS = [TeamInput("vision", ("alice", "bob"), (("a100", 12, 2), ("h100", 4, 1)))]
 
 
-def test_teams_become_accounts_with_fairshare_and_gpu_limits_per_model():
+def test_teams_become_accounts_with_fairshare_and_gpu_limits_per_model() -> None:
     (account,) = compile_plan(TEAMS, CLASSES, 30).accounts
     assert account.name == "vision" and account.fairshare == 3
     assert account.grp_tres == (("gres/gpu:a100", 12), ("gres/gpu:h100", 4))
@@ -18,20 +18,20 @@ def test_teams_become_accounts_with_fairshare_and_gpu_limits_per_model():
     assert account.qos == ("critical", "preemptible", "standard")
 
 
-def test_priority_classes_become_qos_that_preempt_lower_preemptible_ones_with_grace():
+def test_priority_classes_become_qos_that_preempt_lower_preemptible_ones_with_grace() -> None:
     qos = {q.name: q for q in compile_plan([], CLASSES, 30).qos}
     assert qos["critical"].priority == 100 and qos["critical"].preempt == ("preemptible",)
     assert qos["preemptible"].preempt_mode == "cancel" and qos["preemptible"].grace_s == 30
     assert qos["standard"].preempt == ("preemptible",) and qos["standard"].grace_s == 0
 
 
-def test_an_empty_slurm_gets_qos_first_then_accounts_then_users():
+def test_an_empty_slurm_gets_qos_first_then_accounts_then_users() -> None:
     summaries = [c.summary for c in diff(compile_plan(TEAMS, CLASSES, 30), _state("", ""))]
     assert summaries[0].startswith("add QOS") and summaries.index("add account vision") > 2
     assert summaries[-2:] == ["add user alice to account vision", "add user bob to account vision"]
 
 
-def test_a_matching_slurm_needs_no_change_and_a_drifted_one_is_corrected():
+def test_a_matching_slurm_needs_no_change_and_a_drifted_one_is_corrected() -> None:
     plan = compile_plan(TEAMS, CLASSES, 30)
     qos = "critical|100|preemptible|cluster|00:00:00\nstandard|50|preemptible|cluster|00:00:00\npreemptible|10||cancel|00:00:30\n"
     assoc = "vision||3|gres/gpu:a100=12,gres/gpu:h100=4|critical,preemptible,standard|standard\nvision|alice|1||x|\nvision|bob|1||x|\n"
@@ -45,19 +45,19 @@ def test_a_matching_slurm_needs_no_change_and_a_drifted_one_is_corrected():
     assert "GrpTRES=gres/gpu:a100=12,gres/gpu:h100=4" in changes[0].sacctmgr
 
 
-def test_a_limit_the_portal_dropped_is_cleared_in_slurm():
+def test_a_limit_the_portal_dropped_is_cleared_in_slurm() -> None:
     plan = compile_plan([TeamInput("vision", (), (("a100", 12, 1),))], CLASSES, 30)
     assoc = "vision||1|gres/gpu:a100=12,gres/gpu:h100=4|critical,preemptible,standard|standard\n"
     (change,) = [c for c in diff(plan, _state("", assoc)) if c.sacctmgr[0] == "modify" and c.sacctmgr[1] == "account"]
     assert "GrpTRES=gres/gpu:a100=12,gres/gpu:h100=-1" in change.sacctmgr
 
 
-def test_members_without_a_valid_unix_name_are_named_in_the_error():
+def test_members_without_a_valid_unix_name_are_named_in_the_error() -> None:
     with pytest.raises(ValueError, match="team vision: member 'Bob Smith' has no valid Unix account name"):
         compile_plan([TeamInput("vision", ("Bob Smith",), ())], CLASSES, 30)
 
 
-def test_durations_parse():
+def test_durations_parse() -> None:
     assert [duration_s(t) for t in ("", "00:00:30", "05:00", "1-00:00:01")] == [0, 30, 300, 86401]
 
 

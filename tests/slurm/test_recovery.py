@@ -7,9 +7,11 @@ import subprocess
 import pytest
 
 from cluster.backends.base import BackendUnavailable
+from cluster.backends.slurm import SlurmBackend
 from grid import health
 from jobs import services as job_services
 from jobs.states import JobState
+from portal.models import User
 from tests.slurm.conftest import cluster_script, portal_job, sync_until, wait_for
 
 pytestmark = pytest.mark.slurm
@@ -20,7 +22,7 @@ def slurm_jobs_named(name: str) -> list[str]:
     return out.stdout.split()
 
 
-def test_a_restart_between_submit_and_record_leaves_one_slurm_job(slurm_world, alice):
+def test_a_restart_between_submit_and_record_leaves_one_slurm_job(slurm_world: SlurmBackend, alice: User) -> None:
     job = job_services.submit(
         alice, {"name": "x", "gpu_model": "a100", "gpus_per_node": 1, "walltime": 300, "command": ["sleep", "2"]}
     )[0]
@@ -34,7 +36,7 @@ def test_a_restart_between_submit_and_record_leaves_one_slurm_job(slurm_world, a
     sync_until(job, {JobState.SUCCEEDED})
 
 
-def test_the_portal_catches_up_after_slurmctld_comes_back(slurm_world, alice):
+def test_the_portal_catches_up_after_slurmctld_comes_back(slurm_world: SlurmBackend, alice: User) -> None:
     running = portal_job(alice, command=["sleep", "6"])
     sync_until(running, {JobState.RUNNING})
     assert cluster_script("ctld-stop").returncode == 0

@@ -21,24 +21,24 @@ S = RemoteJobState
         ("CANCELLED by 0", S.CANCELLED),
     ],
 )  # fmt: skip
-def test_slurm_states_map_onto_portal_states(slurm, portal):
+def test_slurm_states_map_onto_portal_states(slurm: str, portal: RemoteJobState) -> None:
     assert map_state(slurm, "portal-1") == portal
 
 
-def test_any_end_of_a_job_marked_preempted_is_a_preemption():
+def test_any_end_of_a_job_marked_preempted_is_a_preemption() -> None:
     for end in ("COMPLETED", "CANCELLED", "FAILED"):
         assert map_state(end, "portal-1:preempted") == S.PREEMPTED
     assert map_state("RUNNING", "portal-1:preempted") == S.RUNNING
 
 
-def test_wait_statuses_become_exit_codes():
+def test_wait_statuses_become_exit_codes() -> None:
     assert exit_code_of(0) == 0
     assert exit_code_of(7 << 8) == 7
     assert exit_code_of(9) == 137  # killed by SIGKILL
     assert exit_code_of(None) is None
 
 
-def test_a_timed_out_job_keeps_its_reason_and_nodes():
+def test_a_timed_out_job_keeps_its_reason_and_nodes() -> None:
     job = remote_job(
         {"job_id": 5, "name": "portal-3", "job_state": "TIMEOUT", "state_reason": "None", "exit_code": 15,
          "start_time": 100, "end_time": 200, "nodes": "gpu-a100-[1-2]", "comment": "portal-3"},
@@ -49,11 +49,11 @@ def test_a_timed_out_job_keeps_its_reason_and_nodes():
     assert job.exit_code == 143 and job.node_names == ("gpu-a100-1", "gpu-a100-2")
 
 
-def test_other_jobs_on_the_cluster_are_ignored():
+def test_other_jobs_on_the_cluster_are_ignored() -> None:
     assert remote_job({"job_id": 1, "name": "interactive", "job_state": "RUNNING"}, "portal") is None
 
 
-def test_accounting_records_take_the_exit_code_of_the_batch_step():
+def test_accounting_records_take_the_exit_code_of_the_batch_step() -> None:
     record = {
         "job_id": 8, "name": "portal-4", "state": {"current": "FAILED", "reason": "None"},
         "exit_code": {"status": "SUCCESS", "return_code": 0}, "comment": {"job": "portal-4"},
@@ -63,7 +63,7 @@ def test_accounting_records_take_the_exit_code_of_the_batch_step():
     assert job is not None and job.state == S.FAILED and job.exit_code == 3 and job.reason == "NonZeroExitCode"
 
 
-def test_host_lists_expand():
+def test_host_lists_expand() -> None:
     assert expand_hostlist("gpu-a100-[1-2],gpu-h100-1") == ("gpu-a100-1", "gpu-a100-2", "gpu-h100-1")
     assert expand_hostlist("n[08-10]") == ("n08", "n09", "n10")
     assert expand_hostlist("") == ()
@@ -79,7 +79,7 @@ def test_host_lists_expand():
         ("IDLE", ["NOT_RESPONDING"], "", NodeState.DOWN),
     ],
 )
-def test_node_states(state, flags, reason, expected):
+def test_node_states(state: str, flags: list[str], reason: str, expected: NodeState) -> None:
     node = remote_node(
         {"name": "gpu-a100-1", "state": state, "state_flags": flags, "reason": reason, "partitions": ["a100"],
          "gres": "gpu:a100:8(S:0)", "gres_used": "gpu:a100:3(IDX:0-2)"},
@@ -89,7 +89,7 @@ def test_node_states(state, flags, reason, expected):
     assert not node.reason.startswith("cordoned:")
 
 
-def test_errors_say_whether_a_retry_can_help():
+def test_errors_say_whether_a_retry_can_help() -> None:
     with pytest.raises(BackendUnavailable):
         raise_for_errors(500, {"errors": [{"error_number": 1001, "description": "Unable to contact slurm controller"}]}, "x")
     with pytest.raises(BackendUnavailable):

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import pytest
 from django.core import mail
+from django.test import Client
 from django.utils import timezone
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
 from cluster import guard
 from cluster.models import GuardState, JobEfficiency, Node, NodeEvent, SafeguardEvent, SimJob
+from cluster.simulator.backend import SimulatorBackend
+from cluster.simulator.model import GpuSample
 from cluster.states import NodeState
 from cluster.telemetry import TelemetryUnavailable
 from grid import telemetry
@@ -18,10 +23,11 @@ from grid.live import heatmap_figure, telemetry_grid
 from jobs import services
 from jobs.models import Job
 from jobs.states import JobState
+from portal.models import User
 
 
 @pytest.fixture(autouse=True)
-def guard_settings(settings):
+def guard_settings(settings: Settings) -> None:
     settings.GUARD_HOT_WINDOW_S = 0
     settings.GUARD_COOL_WINDOW_S = 60
     settings.GUARD_DRAIN = False
@@ -45,20 +51,25 @@ def running(job: Job, load: float = 0.9) -> Job:
 
 
 def node_of(job: Job) -> str:
-    return next(iter(job.placement))
+    node: str = next(iter(job.placement))
+    return node
 
 
 class Down:
-    def samples(self, hosts=None, at=None):
+    def samples(self, hosts: list[str] | None = None, at: datetime | None = None) -> list[GpuSample]:
         raise TelemetryUnavailable("Prometheus did not answer in 2 s")
 
-    def history(self, hosts, start, end, step_s):
+    def history(self, hosts: list[str], start: datetime, end: datetime, step_s: float) -> list[tuple[datetime, list[GpuSample]]]:
         raise TelemetryUnavailable("Prometheus did not answer in 2 s")
 
 
 def test_an_overheating_node_is_cordoned_with_its_reason_and_operators_and_owners_are_told(
-    grid, alice, olivia, submit, django_capture_on_commit_callbacks
-):
+    grid: SimulatorBackend,
+    alice: User,
+    olivia: User,
+    submit: Callable[..., Job],
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     job = running(submit(alice))
     node = node_of(job)
     grid.inject_fault(node, "overheat")
@@ -73,13 +84,13 @@ def test_an_overheating_node_is_cordoned_with_its_reason_and_operators_and_owner
     assert {"olivia@example.org", "alice@example.org"} <= recipients
 
 
-def test_a_cool_node_stays_ready(grid, alice, submit):
+def test_a_cool_node_stays_ready(grid: SimulatorBackend, alice: User, submit: Callable[..., Job]) -> None:
     running(submit(alice))
     report = telemetry.run_cycle()
     assert report.guarded == [] and not Node.objects.exclude(state=NodeState.READY).exists()
 
 
-def test_an_xid_cordons_and_the_guard_never_lets_go_but_an_operator_can(grid, olivia):
+def test_an_xid_cordons_and_the_guard_never_lets_go_but_an_operator_can(grid: SimulatorBackend, olivia: User) -> None:
     grid.inject_fault("onprem-h100-01", "xid")
     telemetry.run_cycle()
     assert Node.objects.get(name="onprem-h100-01").reason == "health: XID 79 on GPU 0"
@@ -92,7 +103,7 @@ def test_an_xid_cordons_and_the_guard_never_lets_go_but_an_operator_can(grid, ol
     assert event.actor == "olivia" and event.reason.startswith("GPU reset done")
 
 
-def test_an_override_keeps_the_guard_off_the_node_while_it_lasts(grid, olivia):
+def test_an_override_keeps_the_guard_off_the_node_while_it_lasts(grid: SimulatorBackend, olivia: User) -> None:
     grid.inject_fault("onprem-h100-01", "xid")
     telemetry.run_cycle()
     guard.override("onprem-h100-01", olivia, "known flaky counter", hold_s=600)
@@ -102,14 +113,16 @@ def test_an_override_keeps_the_guard_off_the_node_while_it_lasts(grid, olivia):
     assert Node.objects.get(name="onprem-h100-01").state == NodeState.CORDONED
 
 
-def test_only_operators_may_override_and_only_with_a_reason(grid, alice, olivia):
+def test_only_operators_may_override_and_only_with_a_reason(grid: SimulatorBackend, alice: User, olivia: User) -> None:
     with pytest.raises(guard.GuardError):
         guard.override("onprem-h100-01", alice, "mine now")
     with pytest.raises(guard.GuardError):
         guard.override("onprem-h100-01", olivia, "  ")
 
 
-def test_hysteresis_on_the_real_path_uncordons_after_the_cool_window(grid, alice, submit):
+def test_hysteresis_on_the_real_path_uncordons_after_the_cool_window(
+    grid: SimulatorBackend, alice: User, submit: Callable[..., Job]
+) -> None:
     job = running(submit(alice), load=0.95)
     node = node_of(job)
     grid.inject_fault(node, "overheat")
@@ -124,7 +137,9 @@ def test_hysteresis_on_the_real_path_uncordons_after_the_cool_window(grid, alice
     assert SafeguardEvent.objects.filter(node=node, kind="uncordon").exists()
 
 
-def test_prometheus_down_makes_the_cycle_stale_and_decides_nothing(grid, alice, submit):
+def test_prometheus_down_makes_the_cycle_stale_and_decides_nothing(
+    grid: SimulatorBackend, alice: User, submit: Callable[..., Job]
+) -> None:
     job = running(submit(alice))
     GuardState.objects.create(node=node_of(job), trip="thermal", reason="thermal: hot")
     Node.objects.filter(name=node_of(job)).update(state=NodeState.CORDONED)
@@ -133,7 +148,9 @@ def test_prometheus_down_makes_the_cycle_stale_and_decides_nothing(grid, alice, 
     assert Node.objects.get(name=node_of(job)).state == NodeState.CORDONED
 
 
-def test_the_pages_survive_prometheus_being_down(grid, alice, submit, settings, web):
+def test_the_pages_survive_prometheus_being_down(
+    grid: SimulatorBackend, alice: User, submit: Callable[..., Job], settings: Settings, web: Callable[[User | None], Client]
+) -> None:
     job = running(submit(alice))
     settings.PROMETHEUS_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
     settings.PROMETHEUS_TIMEOUT_S = 0.5
@@ -143,8 +160,12 @@ def test_the_pages_survive_prometheus_being_down(grid, alice, submit, settings, 
 
 
 def test_an_idle_job_is_warned_then_stopped_by_its_teams_policy(
-    grid, alice, submit, settings, django_capture_on_commit_callbacks
-):
+    grid: SimulatorBackend,
+    alice: User,
+    submit: Callable[..., Job],
+    settings: Settings,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     settings.IDLE_WARN_AFTER_S = 0
     settings.IDLE_ACT_AFTER_S = 10
     settings.IDLE_TEAM_ACTIONS = "vision=stop"
@@ -161,7 +182,9 @@ def test_an_idle_job_is_warned_then_stopped_by_its_teams_policy(
     assert JobEfficiency.objects.get(portal_job_id=job.pk).idle_decision == "stopped"
 
 
-def test_the_default_policy_only_warns(grid, alice, submit, settings):
+def test_the_default_policy_only_warns(
+    grid: SimulatorBackend, alice: User, submit: Callable[..., Job], settings: Settings
+) -> None:
     settings.IDLE_WARN_AFTER_S = 0
     settings.IDLE_ACT_AFTER_S = 0
     job = running(submit(alice), load=0.0)
@@ -171,7 +194,9 @@ def test_the_default_policy_only_warns(grid, alice, submit, settings):
     assert job.state == JobState.RUNNING
 
 
-def test_efficiency_is_summed_while_running_and_fixed_when_the_job_ends(grid, alice, submit):
+def test_efficiency_is_summed_while_running_and_fixed_when_the_job_ends(
+    grid: SimulatorBackend, alice: User, submit: Callable[..., Job]
+) -> None:
     job = running(submit(alice))
     for _ in range(3):
         telemetry.run_cycle()
@@ -183,7 +208,7 @@ def test_efficiency_is_summed_while_running_and_fixed_when_the_job_ends(grid, al
     assert row.final and row.mean_utilization is not None and row.memory_peak_mib > 0 and 0 <= row.idle_fraction <= 1
 
 
-def test_the_heat_map_is_a_figure_of_nodes_by_gpu(grid):
+def test_the_heat_map_is_a_figure_of_nodes_by_gpu(grid: SimulatorBackend) -> None:
     grid_data = telemetry_grid()
     figure = heatmap_figure(grid_data["heat"], "util")
     trace = figure["data"][0]
@@ -191,7 +216,9 @@ def test_the_heat_map_is_a_figure_of_nodes_by_gpu(grid):
     assert len(trace["x"]) == 8 and trace["zmax"] == 100
 
 
-def test_live_messages_go_to_node_pool_job_and_grid_groups(grid, alice, submit):
+def test_live_messages_go_to_node_pool_job_and_grid_groups(
+    grid: SimulatorBackend, alice: User, submit: Callable[..., Job]
+) -> None:
     job = running(submit(alice))
     samples = telemetry.source_for(telemetry.held_jobs()).samples()
     by_job = telemetry.samples_by_job(samples, {job.pk})

@@ -18,7 +18,7 @@ PORTAL_METRICS = {"gridportal_queue_gpus", "gridportal_admission_wait_seconds_bu
 
 
 @pytest.mark.prometheus
-def test_the_alert_rules_pass_promtool():
+def test_the_alert_rules_pass_promtool() -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (apt-get install prometheus)")
@@ -27,13 +27,13 @@ def test_the_alert_rules_pass_promtool():
     assert "SUCCESS: 6 rules found" in done.stdout
 
 
-def test_the_rules_cover_thermal_exporter_down_and_queue_wait():
+def test_the_rules_cover_thermal_exporter_down_and_queue_wait() -> None:
     text = (MONITORING / "prometheus-rules.yml").read_text()
     for alert in ("GpuTemperatureHigh", "GpuXidError", "DcgmExporterDown", "AdmissionWaitTooLong"):
         assert f"alert: {alert}" in text
 
 
-def test_the_grafana_dashboard_is_well_formed():
+def test_the_grafana_dashboard_is_well_formed() -> None:
     dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
     assert dashboard["uid"] and dashboard["title"] and isinstance(dashboard["schemaVersion"], int)
     ids = [p["id"] for p in dashboard["panels"]]
@@ -45,7 +45,7 @@ def test_the_grafana_dashboard_is_well_formed():
         assert p["datasource"]["uid"] == "${datasource}"
 
 
-def test_every_metric_the_dashboard_asks_for_is_exported():
+def test_every_metric_the_dashboard_asks_for_is_exported() -> None:
     known = set(MetricNames().all_metrics()) | PORTAL_METRICS
     dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
     asked = {

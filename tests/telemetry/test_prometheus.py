@@ -6,22 +6,27 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import requests
+from pytest_django import Settings
+from pytest_django.live_server_helper import LiveServer
 
 from cluster.models import Node
+from cluster.simulator.backend import SimulatorBackend
 from cluster.states import NodeState
 from cluster.telemetry import TelemetryUnavailable, get_telemetry
 from cluster.telemetry.names import MetricNames
 from cluster.telemetry.prometheus import PrometheusTelemetry
 from grid import telemetry
-from tests.browser.portal_process import free_port
+from tests.stack import free_port
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.django_db(transaction=True)]
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "prometheus-dev"
 TOKEN = "prometheus-test-token"
@@ -29,7 +34,7 @@ NODES = "onprem-a100-01,onprem-a100-02,onprem-h100-01"
 
 
 @pytest.fixture(scope="session")
-def prometheus(live_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prometheus(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Prometheus scraping the live test server every second; stopped after the session."""
     if shutil.which("prometheus") is None and os.geteuid() != 0:
         pytest.skip("prometheus is not installed and cannot be installed without root")
@@ -51,7 +56,7 @@ def prometheus(live_server, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture
-def scraped(prometheus, grid, settings):
+def scraped(prometheus: str, grid: SimulatorBackend, settings: Settings) -> str:
     settings.METRICS_TOKEN = TOKEN
     settings.PROMETHEUS_URL = prometheus
     settings.PROMETHEUS_TIMEOUT_S = 2.0
@@ -59,7 +64,7 @@ def scraped(prometheus, grid, settings):
     return prometheus
 
 
-def wait_for(predicate, timeout=30.0):  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -69,10 +74,11 @@ def wait_for(predicate, timeout=30.0):  # type: ignore[no-untyped-def]
     raise AssertionError("timed out waiting for Prometheus")
 
 
-def test_prometheus_scrapes_every_simulated_node_and_the_portal_reads_it_back(scraped):
+def test_prometheus_scrapes_every_simulated_node_and_the_portal_reads_it_back(scraped: str) -> None:
     source = get_telemetry()
     assert isinstance(source, PrometheusTelemetry)
     samples = wait_for(lambda: (s := source.samples()) and len(s) == 24 and s)
+    assert samples  # wait_for returns only a truthy answer
     assert {s.hostname for s in samples} == set(NODES.split(","))
     assert all(20 < s.temperature_c < 100 and s.model for s in samples)
     targets = requests.get(f"{scraped}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
@@ -80,7 +86,7 @@ def test_prometheus_scrapes_every_simulated_node_and_the_portal_reads_it_back(sc
     assert len(dcgm) == 3 and all(t["health"] == "up" for t in dcgm), [t.get("lastError") for t in dcgm]
 
 
-def test_a_range_query_backfills_history(scraped):
+def test_a_range_query_backfills_history(scraped: str) -> None:
     source = get_telemetry()
     wait_for(lambda: len(source.samples()) == 24)
     time.sleep(2)
@@ -89,7 +95,7 @@ def test_a_range_query_backfills_history(scraped):
     assert len(points) >= 2 and all({s.hostname for s in samples} == {"onprem-h100-01"} for _, samples in points)
 
 
-def test_an_xid_seen_through_prometheus_cordons_the_node(scraped, grid):
+def test_an_xid_seen_through_prometheus_cordons_the_node(scraped: str, grid: SimulatorBackend) -> None:
     grid.inject_fault("onprem-h100-01", "xid")
     source = telemetry.source_for(telemetry.held_jobs())
     wait_for(lambda: any(s.xid_errors for s in source.samples(["onprem-h100-01"])))
@@ -105,17 +111,17 @@ def test_an_xid_seen_through_prometheus_cordons_the_node(scraped, grid):
     assert node.state == NodeState.CORDONED and node.reason == "health: XID 79 on GPU 0"
 
 
-def test_the_portals_own_metrics_are_scraped(scraped):
-    def portal_up():
+def test_the_portals_own_metrics_are_scraped(scraped: str) -> None:
+    def portal_up() -> bool:
         rows = requests.get(f"{scraped}/api/v1/query", params={"query": 'up{job="gridportal"}'}, timeout=5).json()["data"][
             "result"
         ]
-        return rows and rows[0]["value"][1] == "1"
+        return bool(rows and rows[0]["value"][1] == "1")
 
     wait_for(portal_up)
 
 
-def test_a_slow_or_absent_prometheus_is_unavailable_not_a_crash():
+def test_a_slow_or_absent_prometheus_is_unavailable_not_a_crash() -> None:
     source = PrometheusTelemetry(f"http://127.0.0.1:{free_port()}", MetricNames(), timeout_s=0.5)
     with pytest.raises(TelemetryUnavailable):
         source.samples()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from channels.layers import get_channel_layer
 
+from jobs.models import Job
+from portal.models import User
 from tests.security import test_access_websockets as access
 from tests.security.test_access_websockets import CLOSE_FORBIDDEN, TIMEOUT_S, websocket
 
@@ -18,14 +20,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SAMPLE = {"type": "telemetry.job", "t": "2026-01-01T00:00:00+00:00", "stale": False, "values": {"utilization": {"n/gpu0": 97.0}}}
 
 
-async def test_an_outsider_receives_no_telemetry_of_another_teams_job(carol, alice_job):
+async def test_an_outsider_receives_no_telemetry_of_another_teams_job(carol: User, alice_job: Job) -> None:
     async with websocket(f"/ws/jobs/{alice_job.pk}/", carol) as ws:
         assert await ws.connect(timeout=TIMEOUT_S) == (False, CLOSE_FORBIDDEN)
         await get_channel_layer().group_send(f"job.{alice_job.pk}", SAMPLE)
         assert await ws.receive_nothing(timeout=0.3)
 
 
-async def test_the_owner_receives_the_pushed_gpu_samples(alice, alice_job):
+async def test_the_owner_receives_the_pushed_gpu_samples(alice: User, alice_job: Job) -> None:
     async with websocket(f"/ws/jobs/{alice_job.pk}/", alice) as ws:
         assert await ws.connect(timeout=TIMEOUT_S) == (True, None)
         snapshot = await ws.receive_json_from(timeout=TIMEOUT_S)
@@ -38,7 +40,7 @@ async def test_the_owner_receives_the_pushed_gpu_samples(alice, alice_job):
     assert message == {"type": "gpus", "t": SAMPLE["t"], "stale": False, "values": SAMPLE["values"]}
 
 
-async def test_the_dashboard_gets_history_after_connecting_and_the_pushed_heat_map(carol, full_grid):
+async def test_the_dashboard_gets_history_after_connecting_and_the_pushed_heat_map(carol: User, full_grid: None) -> None:
     async with websocket("/ws/grid/", carol) as ws:
         assert await ws.connect(timeout=TIMEOUT_S) == (True, None)
         assert (await ws.receive_json_from(timeout=TIMEOUT_S))["type"] == "grid"
@@ -53,7 +55,7 @@ async def test_the_dashboard_gets_history_after_connecting_and_the_pushed_heat_m
     assert message == heat
 
 
-async def test_only_an_operator_may_override_over_the_dashboard_socket(carol, full_grid):
+async def test_only_an_operator_may_override_over_the_dashboard_socket(carol: User, full_grid: None) -> None:
     async with websocket("/ws/grid/", carol) as ws:
         assert await ws.connect(timeout=TIMEOUT_S) == (True, None)
         await ws.send_json_to({"type": "override", "node": "onprem-a100-01", "reason": "mine"})

@@ -8,26 +8,31 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.core.cache import cache
 from django.db import OperationalError
+from django.test import Client
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
+from rest_framework.test import APIClient
 
+from cluster.simulator.backend import SimulatorBackend
 from jobs import services as job_services
 from jobs.models import Job
 from jobs.states import JobState
 from portal import broadcast, queue
 from portal.breaker import Breaker
 from portal.cache import ResilientRedisCache
-from portal.models import Heartbeat
+from portal.models import Heartbeat, User
 
 DOWN = "redis://127.0.0.1:1/0"
 JOB = {"name": "x", "command": ["train"], "gpu_model": "a100", "gpus_per_node": 1, "walltime": 600}
 
 
 @pytest.fixture
-def broker_down(settings: Any) -> Any:
+def broker_down(settings: Settings) -> Any:
     """A non-eager Celery app whose broker refuses connections; the breaker starts closed."""
     from portal.celery import app
 
@@ -72,7 +77,9 @@ def test_the_cache_uses_redis_when_it_answers(redis_url_or_skip: str) -> None:
     shared.delete("outage-test")
 
 
-def test_failed_token_logins_are_still_limited_per_process_while_redis_is_down(api, alice, settings) -> None:
+def test_failed_token_logins_are_still_limited_per_process_while_redis_is_down(
+    api: Callable[[User | None], APIClient], alice: User, settings: Settings
+) -> None:
     settings.CACHES = {"default": {"BACKEND": "portal.cache.ResilientRedisCache", "LOCATION": DOWN}}
     settings.TOKEN_AUTH_FAILURE_LIMIT = 3
     client = api(None)
@@ -83,7 +90,12 @@ def test_failed_token_logins_are_still_limited_per_process_while_redis_is_down(a
 
 
 def test_a_submit_while_the_broker_is_down_is_saved_and_answers_201(
-    api, alice, grid, broker_down, caplog, django_capture_on_commit_callbacks
+    api: Callable[[User | None], APIClient],
+    alice: User,
+    grid: SimulatorBackend,
+    broker_down: Any,
+    caplog: pytest.LogCaptureFixture,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     caplog.set_level(logging.INFO, logger="portal.queue")
     client = api(alice)
@@ -98,7 +110,7 @@ def test_a_submit_while_the_broker_is_down_is_saved_and_answers_201(
     assert queue.broker.is_down
 
 
-def test_an_enqueue_skipped_while_the_breaker_is_open_does_not_touch_the_broker(broker_down) -> None:
+def test_an_enqueue_skipped_while_the_breaker_is_open_does_not_touch_the_broker(broker_down: Any) -> None:
     class Counting:
         name = "counting"
         calls = 0
@@ -112,7 +124,9 @@ def test_an_enqueue_skipped_while_the_breaker_is_open_does_not_touch_the_broker(
     assert Counting.calls == 1
 
 
-def test_a_push_that_cannot_be_delivered_is_dropped_and_logged(monkeypatch, caplog) -> None:
+def test_a_push_that_cannot_be_delivered_is_dropped_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     class Broken:
         async def group_send(self, group: str, message: dict[str, Any]) -> None:
             raise ConnectionError("Connection closed by server.")
@@ -122,7 +136,9 @@ def test_a_push_that_cannot_be_delivered_is_dropped_and_logged(monkeypatch, capl
     assert "push to grid dropped: ConnectionError" in caplog.text
 
 
-def test_healthz_says_degraded_with_200_when_only_the_broker_is_down(web, olivia, grid, settings) -> None:
+def test_healthz_says_degraded_with_200_when_only_the_broker_is_down(
+    web: Callable[[User | None], Client], olivia: User, grid: SimulatorBackend, settings: Settings
+) -> None:
     Heartbeat.beat("worker")
     settings.REDIS_URL = DOWN
     response = web(olivia).get("/healthz")
@@ -131,7 +147,9 @@ def test_healthz_says_degraded_with_200_when_only_the_broker_is_down(web, olivia
     assert body["status"] == "degraded" and body["failing"] == ["broker"] and not body["ok"]
 
 
-def test_healthz_answers_503_when_the_database_is_down(web, grid, monkeypatch) -> None:
+def test_healthz_answers_503_when_the_database_is_down(
+    web: Callable[[User | None], Client], grid: SimulatorBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from grid import health
 
     def unreachable() -> dict[str, Any]:
@@ -142,7 +160,9 @@ def test_healthz_answers_503_when_the_database_is_down(web, grid, monkeypatch) -
     assert response.status_code == 503 and response.json()["status"] == "down"
 
 
-def test_an_api_call_that_meets_a_database_outage_answers_503_with_retry_after(api, alice, grid, monkeypatch) -> None:
+def test_an_api_call_that_meets_a_database_outage_answers_503_with_retry_after(
+    api: Callable[[User | None], APIClient], alice: User, grid: SimulatorBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def down(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("the connection is closed")
 
@@ -155,13 +175,15 @@ def test_an_api_call_that_meets_a_database_outage_answers_503_with_retry_after(a
     assert not Job.objects.exists()
 
 
-def test_a_page_that_meets_a_database_outage_answers_503_not_500(web, alice, grid, monkeypatch) -> None:
-    from grid import views
+def test_a_page_that_meets_a_database_outage_answers_503_not_500(
+    web: Callable[[User | None], Client], alice: User, grid: SimulatorBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grid import live
 
     def down(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(views.live, "grid_snapshot", down)
+    monkeypatch.setattr(live, "grid_snapshot", down)
     client = web(alice)
     client.raise_request_exception = False
     response = client.get("/")
@@ -169,30 +191,41 @@ def test_a_page_that_meets_a_database_outage_answers_503_not_500(web, alice, gri
     assert b"Temporarily unavailable" in response.content
 
 
-def test_any_other_error_is_still_a_500(web, alice, grid, monkeypatch) -> None:
-    from grid import views
+def test_any_other_error_is_still_a_500(
+    web: Callable[[User | None], Client], alice: User, grid: SimulatorBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grid import live
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("a real bug")
 
-    monkeypatch.setattr(views.live, "grid_snapshot", broken)
+    monkeypatch.setattr(live, "grid_snapshot", broken)
     client = web(alice)
     client.raise_request_exception = False
     assert client.get("/").status_code == 500
 
 
-def test_the_admission_cycle_dispatches_what_it_admits_without_a_broker(alice, submit, broker_down) -> None:
+def test_the_admission_cycle_dispatches_what_it_admits_without_a_broker(
+    alice: User, submit: Callable[..., Job], broker_down: Any
+) -> None:
     job = submit(alice)
     assert job_services.admit_and_dispatch() == [job.pk]
     job.refresh_from_db()
     assert job.state == JobState.DISPATCHED and job.backend_job_id
 
 
-def test_a_backend_away_at_dispatch_leaves_the_job_admitted_for_the_retrying_task(alice, submit, grid, monkeypatch) -> None:
+def test_a_backend_away_at_dispatch_leaves_the_job_admitted_for_the_retrying_task(
+    alice: User, submit: Callable[..., Job], grid: SimulatorBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cluster.backends.base import BackendUnavailable
 
     queued: list[tuple[Any, tuple[Any, ...]]] = []
-    monkeypatch.setattr(job_services, "enqueue_now", lambda task, *args: queued.append((task, args)) or True)
+
+    def enqueue_now(task: Any, *args: Any) -> bool:
+        queued.append((task, args))
+        return True
+
+    monkeypatch.setattr(job_services, "enqueue_now", enqueue_now)
 
     class Away(type(grid)):  # type: ignore[misc]
         def submit(self, request: Any) -> str:
