@@ -7,7 +7,6 @@ never updated or deleted through the API: no PUT, PATCH or DELETE routes exist.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from django.db.models import QuerySet
@@ -35,6 +34,7 @@ from billing.serializers import (
     RateChangeSerializer,
 )  # fmt: skip
 from billing.services.reports import summary as month_summary
+from portal import inputs
 from portal.access import is_finance, signed_in
 from portal.models import Team
 
@@ -55,10 +55,6 @@ def refused(exc: BillingError) -> Response:
     return Response({exc.field: [exc.message]}, status=code)
 
 
-def parse_month(text: str) -> date:
-    return date(int(text[:4]), int(text[5:7]), 1)
-
-
 def team_for(user: Any, slug: str) -> Team:
     team = billing_teams(user).filter(slug=slug).first()
     if team is None:
@@ -77,15 +73,7 @@ class InvoiceViewSet(viewsets.ReadOnlyModelViewSet[Invoice]):
         invoices = Invoice.objects.visible_to(self.request.user).select_related("team").prefetch_related("lines__corrects")
         month, team = self.request.query_params.get("month"), self.request.query_params.get("team")
         if month:
-            if (
-                len(month) != 7
-                or not month[:4].isdigit()
-                or month[4] != "-"
-                or not month[5:].isdigit()
-                or not 1 <= int(month[5:]) <= 12
-            ):
-                raise ValidationError({"month": ["use YYYY-MM, e.g. 2025-03"]})
-            invoices = invoices.filter(month=parse_month(month))
+            invoices = invoices.filter(month=inputs.month(month))
         return invoices.filter(team__slug=team) if team else invoices
 
     @action(detail=True, methods=["get"])
@@ -121,9 +109,7 @@ class InvoiceViewSet(viewsets.ReadOnlyModelViewSet[Invoice]):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         try:
-            services.add_adjustment(
-                invoice.pk, parse_month(data["month"]), data["amount"], data["reason"], signed_in(request).username
-            )
+            services.add_adjustment(invoice.pk, data["month"], data["amount"], data["reason"], signed_in(request).username)
         except BillingError as exc:
             return refused(exc)
         return Response(status=status.HTTP_201_CREATED)
@@ -134,7 +120,7 @@ class InvoiceViewSet(viewsets.ReadOnlyModelViewSet[Invoice]):
         """Meter the month and draft (or redraft) one team's invoice; 409 if it is finalised."""
         body = GenerateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        team, month = team_for(request.user, body.validated_data["team"]), parse_month(body.validated_data["month"])
+        team, month = team_for(request.user, body.validated_data["team"]), body.validated_data["month"]
         try:
             services.meter_month(month)
             invoice = services.generate_invoice(team.pk, month)
@@ -207,13 +193,7 @@ def summary(request: Request) -> Response:
     """A month's totals, cost by GPU model and by pool kind, and top spenders (your teams only, unless finance)."""
     if not may_see_billing(request.user):
         return Response({"detail": BillingReader.message}, status=status.HTTP_403_FORBIDDEN)
-    month_text = request.query_params.get("month", "")
-    if len(month_text) != 7:
-        raise ValidationError({"month": ["use YYYY-MM, e.g. 2025-03"]})
-    try:
-        month = parse_month(month_text)
-    except ValueError:
-        raise ValidationError({"month": ["use YYYY-MM, e.g. 2025-03"]}) from None
+    month = inputs.month(request.query_params.get("month"))
     team_ids = None if is_finance(request.user) else list(billing_teams(request.user).values_list("id", flat=True))
     report = month_summary(month, team_ids)
     return Response(

@@ -10,6 +10,7 @@ from billing.choices import BudgetAction, BudgetPeriod
 from billing.models import Budget, Invoice, InvoiceLine, RateCard
 from cluster.states import PoolKind
 from portal.models import Team
+from portal.serializers import MonthField
 
 
 class RateCardSerializer(serializers.ModelSerializer[RateCard]):
@@ -79,11 +80,11 @@ class InvoiceSerializer(serializers.ModelSerializer[Invoice]):
 
 class GenerateSerializer(serializers.Serializer[Any]):
     team = serializers.SlugField(max_length=40)
-    month = serializers.RegexField(r"^\d{4}-(0[1-9]|1[0-2])$", error_messages={"invalid": "use YYYY-MM, e.g. 2025-03"})
+    month = MonthField()
 
 
 class AdjustmentSerializer(serializers.Serializer[Any]):
-    month = serializers.RegexField(r"^\d{4}-(0[1-9]|1[0-2])$", error_messages={"invalid": "use YYYY-MM, e.g. 2025-04"})
+    month = MonthField()
     amount = serializers.DecimalField(max_digits=14, decimal_places=2)
     reason = serializers.CharField(max_length=200)
 

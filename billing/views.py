@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -24,17 +23,10 @@ from billing.services import notify
 from billing.services.budgets import restrictions_of
 from billing.services.invoices import currency, invoice_rows
 from billing.services.reports import monthly_cost_by, months_back, summary, trend
+from portal import inputs
 from portal.access import is_finance, signed_in
 
 TREND_MONTHS = 12
-
-
-def parse_month(text: str | None, default: date) -> date:
-    if not text:
-        return default
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
-        raise Http404("month: use YYYY-MM, e.g. 2025-03")
-    return date(int(text[:4]), int(text[5:]), 1)
 
 
 def last_month() -> date:
@@ -53,7 +45,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     require_billing(request.user)
     if not is_finance(request.user):
         return redirect("billing_team", slug=billing_teams(request.user).order_by("slug").first().slug)  # type: ignore[union-attr]
-    month = parse_month(request.GET.get("month"), last_month())
+    month = inputs.month(request.GET.get("month"), default=last_month())
     report = summary(month)
     code = currency()
     months = months_back(month, TREND_MONTHS)
@@ -137,7 +129,7 @@ def invoice_pdf(request: HttpRequest, invoice_id: int) -> HttpResponse:
 @require_GET
 def month_csv(request: HttpRequest, month: str) -> HttpResponse:
     require_finance(request.user)
-    first = parse_month(month, last_month())
+    first = inputs.month(month)
     invoices = list(Invoice.objects.filter(month=first).select_related("team").order_by("team__slug"))
     response = HttpResponse(exports.csv_text(invoices), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="invoices-{first:%Y-%m}.csv"'
@@ -161,7 +153,7 @@ def finalise_invoice(request: HttpRequest, invoice_id: int) -> HttpResponse:
 @require_POST
 def draft_month(request: HttpRequest) -> HttpResponse:
     require_finance(request.user)
-    month = parse_month(request.POST.get("month"), last_month())
+    month = inputs.month(request.POST.get("month"), default=last_month())
     services.meter_month(month)
     report = services.draft_month(month)
     messages.success(

@@ -16,11 +16,14 @@ from jobs import admission, policy
 from jobs.models import Job, WhatIfRun, WhatIfState
 from jobs.policy.replay import MODEL as REPLAY_MODEL
 from jobs.policy.replay import ReplaySpec, TraceJob, replay
+from portal import inputs
 from portal.charts import grouped_bar_figure
 from portal.queue import after_commit
 
 MAX_DAYS = 90
 MAX_JOBS = 50_000
+MAX_ADDED_NODES = 10_000
+MAX_GPUS = 1_000_000  # a quota override beyond this is a typo, not a scenario
 PROGRESS_STEP = 0.02
 HOUR = 3600.0
 
@@ -52,12 +55,19 @@ def _check(gpu_model: str, days: int, add_nodes: int, overrides: Mapping[str, An
         errors["gpu_model"] = [f"the grid has no {gpu_model!r} nodes"]
     if not 1 <= days <= MAX_DAYS:
         errors["days"] = [f"{days} is outside 1-{MAX_DAYS}"]
-    if nodes + add_nodes < 1 or add_nodes > 10_000:
-        errors["add_nodes"] = [f"the scenario needs 1-{nodes + 10_000} nodes; {nodes} + {add_nodes} is outside that"]
+    if nodes + add_nodes < 1 or add_nodes > MAX_ADDED_NODES:
+        errors["add_nodes"] = [f"the scenario needs 1-{nodes + MAX_ADDED_NODES} nodes; {nodes} + {add_nodes} is outside that"]
     for team, values in overrides.items():
         if not isinstance(values, Mapping) or not {"guarantee", "limit"} <= set(values):
             errors.setdefault("quota_overrides", []).append(f"{team}: give guarantee and limit")
-        elif not 0 <= int(values["guarantee"]) <= int(values["limit"]):
+            continue
+        try:
+            guarantee = inputs.integer(values["guarantee"], f"{team}.guarantee", 0, MAX_GPUS)
+            limit = inputs.integer(values["limit"], f"{team}.limit", 0, MAX_GPUS)
+        except inputs.BadInput as exc:
+            errors.setdefault("quota_overrides", []).append(str(exc))
+            continue
+        if guarantee > limit:
             errors.setdefault("quota_overrides", []).append(f"{team}: need 0 <= guarantee <= limit")
     return errors
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -11,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from cluster import services as cluster_services
 from jobs import planning
 from jobs.models import WhatIfRun
+from portal import inputs
 from portal.access import is_operator, signed_in
 
 
@@ -25,18 +24,18 @@ def planning_list(request: HttpRequest) -> HttpResponse:
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
         try:
-            overrides = json.loads(request.POST.get("quota_overrides") or "{}")
+            overrides = inputs.parse_json(request.POST.get("quota_overrides") or "{}", "quota_overrides")
             if not isinstance(overrides, dict):
-                raise ValueError
+                raise inputs.BadInput("quota_overrides", "must be a JSON object: {team: {guarantee, limit}}")
             run = planning.start(
                 signed_in(request),
                 request.POST.get("gpu_model", ""),
-                int(request.POST.get("days") or 0),
-                int(request.POST.get("add_nodes") or 0),
+                inputs.integer(request.POST.get("days"), "days", 1, planning.MAX_DAYS),
+                inputs.integer(request.POST.get("add_nodes"), "add_nodes", 0, planning.MAX_ADDED_NODES, default=0),
                 overrides,
             )
-        except ValueError:
-            errors = {"form": ["days and added nodes are whole numbers; quota overrides are a JSON object"]}
+        except inputs.BadInput as exc:
+            errors = {exc.field: [exc.message]}
         except planning.PlanningError as exc:
             errors = exc.errors
         else:

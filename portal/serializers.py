@@ -1,10 +1,25 @@
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from rest_framework import serializers
 
+from portal import inputs
 from portal.models import ApiToken, Team
+
+
+class MonthField(serializers.Field[date, str, str, Any]):
+    """A month written YYYY-MM in and out; the value is the month's first day (see portal.inputs.month)."""
+
+    def to_internal_value(self, data: Any) -> date:
+        try:
+            return inputs.month(str(data), self.field_name or "month")
+        except inputs.BadInput as error:
+            raise serializers.ValidationError(error.message) from None
+
+    def to_representation(self, value: date) -> str:
+        return f"{value:%Y-%m}"
 
 
 class TeamSerializer(serializers.ModelSerializer[Team]):
