@@ -94,7 +94,7 @@ def check_json(value: Any, path: str = "") -> None:
             continue
         elif isinstance(item, int):
             if not -INT64 <= item <= INT64:
-                raise BadInput(where or "body", f"{item} is beyond the largest whole number stored ({INT64})")
+                raise _json_error(where or "body", f"{item} is beyond the largest whole number stored ({INT64})")
         elif isinstance(item, dict):
             for key, child in item.items():
                 name = f"{where}.{key}" if where else str(key)
@@ -104,11 +104,17 @@ def check_json(value: Any, path: str = "") -> None:
             stack.extend((f"{where}[{i}]", child) for i, child in enumerate(item))
 
 
-def _check_json_string(field: str, value: str) -> None:
+def _check_json_string(where: str, value: str) -> None:
     if "\x00" in value:
-        raise BadInput(field, "contains a NUL character, which no field accepts")
+        raise _json_error(where, "contains a NUL character, which no field accepts")
     if SURROGATE.search(value):
-        raise BadInput(field, "is not valid Unicode text (a lone surrogate)")
+        raise _json_error(where, "is not valid Unicode text (a lone surrogate)")
+
+
+def _json_error(where: str, message: str) -> BadInput:
+    """Errors are keyed by the top-level field, as the API's own validation is; the message says where inside."""
+    field = re.split(r"[.\[ ]", where, maxsplit=1)[0] or "body"
+    return BadInput(field, message if where == field else f"{where} {message}")
 
 
 def parse_json(body: str, field: str = "body") -> Any:

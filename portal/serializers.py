@@ -3,12 +3,14 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from portal import inputs
 from portal.models import ApiToken, Team
 
 
+@extend_schema_field({"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$", "example": "2025-03"})
 class MonthField(serializers.Field[date, str, str, Any]):
     """A month written YYYY-MM in and out; the value is the month's first day (see portal.inputs.month)."""
 

@@ -46,7 +46,7 @@ def test_a_script_drafts_reads_and_exports_an_invoice(api: Callable[[User | None
 def test_bad_input_names_the_field(api: Callable[[User | None], APIClient], usage: None, fiona: User) -> None:
     client = api(fiona)
     assert client.post("/api/v1/billing/invoices/generate/", {"team": "vision", "month": "March"}, format="json").json() == {
-        "month": ["use YYYY-MM, e.g. 2025-03"]
+        "month": ["'March' is not a month; use YYYY-MM, e.g. 2025-03"]
     }
     assert "team" in client.post("/api/v1/billing/invoices/generate/", {"team": "nope", "month": "2025-03"}, format="json").json()
     assert client.get("/api/v1/billing/invoices/?month=2025-3").status_code == 400
