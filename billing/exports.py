@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from datetime import timedelta
 from decimal import Decimal
@@ -16,6 +15,7 @@ from billing import pricing
 from billing.metering import month_bounds
 from billing.models import Invoice
 from billing.services.invoices import invoice_rows
+from portal.csv_export import safe_writer
 
 CSV_COLUMNS = ["invoice", "team", "month", "state", "currency", "line", "kind", "description", "gpu_model", "pool",
                "pool_kind", "gpu_hours", "used_gpu_hours", "rate_per_gpu_hour", "amount"]  # fmt: skip
@@ -25,7 +25,7 @@ ROUNDING_NOTE = "Amounts: GPU-hours x rate, rounded once per line to the cent (h
 def csv_text(invoices: list[Invoice]) -> str:
     """One row per invoice line, then a total row per invoice; money as plain decimals, no symbols."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = safe_writer(out)
     writer.writerow(CSV_COLUMNS)
     for invoice in invoices:
         head = [invoice.number, invoice.team.slug, f"{invoice.month:%Y-%m}", invoice.state, invoice.currency]

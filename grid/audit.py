@@ -10,7 +10,6 @@ changes have no record yet: roles are edited in Django's admin, whose own LogEnt
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from django.utils import timezone
 from billing.models import RateCard, TeamRestriction
 from bursting.models import BurstEvent
 from cluster.models import NodeEvent, SafeguardEvent, SafeguardKind
+from portal.csv_export import safe_writer
 from quotas.models import QuotaChange
 
 KINDS = ("node", "quota", "burst", "rate", "budget", "safeguard")
@@ -164,7 +164,7 @@ def _day(text: str) -> date | None:
 
 def as_csv(found: Iterable[AuditRow]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = safe_writer(out)
     writer.writerow(["at", "kind", "actor", "subject", "action", "before", "after", "reason"])
     for r in found:
         writer.writerow([r.at.isoformat(), r.kind, r.actor, r.subject, r.action, r.before, r.after, r.reason])

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from cluster import guard
 from grid import live
+from portal.access import websocket_user
 from portal.channel_layer import ReportsLiveStatus
 from portal.models import User
 
@@ -57,7 +58,7 @@ class GridConsumer(ReportsLiveStatus, AsyncJsonWebsocketConsumer):
 
     def _current_user(self) -> User | None:
         # Reload the user each time: team membership (what the queue breakdown shows) can change mid-session.
-        return User.objects.filter(pk=self.user.pk, is_active=True).first()
+        return websocket_user(self.scope)
 
     def _snapshot(self) -> dict[str, Any] | None:
         user = self._current_user()

@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "portal.inputs.StrictInputMiddleware",
+    "portal.security.NoStoreForSignedInMiddleware",
 ]
 
 ROOT_URLCONF = "grid.urls"

@@ -8,12 +8,11 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.contrib.auth.models import AnonymousUser
 
 from jobs import live
 from jobs.models import Job
+from portal.access import websocket_user
 from portal.channel_layer import ReportsLiveStatus
-from portal.models import User
 
 TICK_S = 1.0
 CLOSE_UNAUTHENTICATED = 4401
@@ -21,7 +20,11 @@ CLOSE_FORBIDDEN = 4403
 
 
 class AccessLost(Exception):
-    """The user may no longer see the job (left the team, deactivated)."""
+    """The user may no longer see the job (left the team, deactivated) or the session ended (signed out)."""
+
+    def __init__(self, code: int = CLOSE_FORBIDDEN) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class JobConsumer(ReportsLiveStatus, AsyncJsonWebsocketConsumer):
@@ -60,13 +63,13 @@ class JobConsumer(ReportsLiveStatus, AsyncJsonWebsocketConsumer):
 
     def _job(self) -> Job:
         """The job, re-checked against the user's current visibility (membership can change mid-session)."""
-        job = Job.objects.visible_to(self._current_user()).filter(pk=self.job_id).first()
+        user = websocket_user(self.scope)
+        if user is None:
+            raise AccessLost(CLOSE_UNAUTHENTICATED)
+        job = Job.objects.visible_to(user).filter(pk=self.job_id).first()
         if job is None:
             raise AccessLost
         return job
-
-    def _current_user(self) -> Any:
-        return User.objects.filter(pk=self.scope["user"].pk, is_active=True).first() or AnonymousUser()
 
     def _snapshot(self) -> dict[str, Any]:
         snapshot = live.snapshot(self._job())
@@ -84,8 +87,8 @@ class JobConsumer(ReportsLiveStatus, AsyncJsonWebsocketConsumer):
         async with self.lock:
             try:
                 message = await database_sync_to_async(self._tick)()
-            except AccessLost:
-                await self.close(code=CLOSE_FORBIDDEN)
+            except AccessLost as lost:
+                await self.close(code=lost.code)
                 return
             await self.send_json(message)
 
@@ -110,5 +113,5 @@ class JobConsumer(ReportsLiveStatus, AsyncJsonWebsocketConsumer):
             async with self.lock:
                 try:
                     await self.send_json(await database_sync_to_async(self._snapshot)())
-                except AccessLost:
-                    await self.close(code=CLOSE_FORBIDDEN)
+                except AccessLost as lost:
+                    await self.close(code=lost.code)

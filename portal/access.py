@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpRequest
@@ -52,3 +54,26 @@ class IsOperator(permissions.BasePermission):
 
     def has_permission(self, request: Any, view: Any) -> bool:
         return is_operator(request.user)
+
+
+def websocket_user(scope: dict[str, Any]) -> User | None:
+    """The user a websocket speaks for *now*: None once the session behind it has ended (signed out,
+    expired, password changed) or the user was deactivated. Sockets call this on every tick.
+
+    A scope without a session (in-process tests that set the user directly) is checked by user only.
+    """
+    from django.contrib.auth import get_user
+    from django.utils.module_loading import import_string
+
+    user = scope.get("user")
+    if user is None or not user.is_authenticated:
+        return None
+    session = scope.get("session")
+    if session is not None:
+        if not session.session_key:
+            return None
+        store = import_string(f"{settings.SESSION_ENGINE}.SessionStore")(session.session_key)
+        current = get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]
+        if not current.is_authenticated or current.pk != user.pk:
+            return None
+    return User.objects.filter(pk=user.pk, is_active=True).first()

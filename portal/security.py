@@ -11,10 +11,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
+from django.utils.cache import add_never_cache_headers
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 
@@ -61,6 +63,60 @@ class ContentSecurityPolicyMiddleware:
         if CSP_HEADER not in response:
             response[CSP_HEADER] = content_security_policy(nonce, swagger=request.path.startswith(SWAGGER_PATH))
         return response
+
+
+class NoStoreForSignedInMiddleware:
+    """Nothing a signed-in user is shown (a new token, a job's logs, an invoice) is kept by a browser or
+    proxy cache: such responses get `Cache-Control: no-store` unless the view chose its own policy."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and "Cache-Control" not in response:
+            add_never_cache_headers(response)
+        return response
+
+
+# --- websocket origins -----------------------------------------------------------------------
+
+
+def same_origin(origin: str, host: str, trusted: list[str]) -> bool:
+    """Whether a websocket handshake's Origin is this site: scheme-less host *and port* equal to the Host
+    header, or an origin listed in CSRF_TRUSTED_ORIGINS (a proxy on another port or name)."""
+    if not origin or origin == "null":
+        return False
+    if origin.rstrip("/") in (t.rstrip("/") for t in trusted):
+        return True
+    parsed = urlsplit(origin)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        return False
+    default = {"http": 80, "https": 443}[parsed.scheme]
+    return _netloc(parsed.netloc, default) == _netloc(host, default)
+
+
+def _netloc(netloc: str, default_port: int) -> tuple[str, int]:
+    host, _, port = netloc.lower().rpartition(":") if netloc.rsplit(":", 1)[-1].isdigit() else (netloc.lower(), "", "")
+    return host, int(port) if port else default_port
+
+
+class SameOriginWebsocket:
+    """ASGI wrapper that refuses a websocket whose Origin is not the page's own scheme, host and port."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] == "websocket":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            trusted = list(getattr(settings, "CSRF_TRUSTED_ORIGINS", []))
+            if not same_origin(headers.get("origin", ""), headers.get("host", ""), trusted):
+                await receive()  # the connect message
+                await send({"type": "websocket.close", "code": 4403})
+                return None
+        return await self.app(scope, receive, send)
 
 
 # --- failed token logins ---------------------------------------------------------------------

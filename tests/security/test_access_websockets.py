@@ -19,6 +19,7 @@ from cluster.states import NodeState
 from grid.asgi import application
 from jobs.models import Job
 from portal.models import Membership, Team, User
+from portal.security import same_origin
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,7 +61,7 @@ def session_cookie(user: User) -> bytes:
 @asynccontextmanager
 async def websocket(path: str, user: User | None = None) -> AsyncIterator[WebsocketCommunicator]:
     """A websocket to the portal as a browser signed in as `user` (None: anonymous) would open it."""
-    headers = [(b"origin", b"http://testserver")]
+    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
     if user is not None:
         headers.append((b"cookie", await session_cookie(user)))
     communicator = WebsocketCommunicator(application, path, headers=headers)
@@ -146,3 +147,61 @@ async def test_the_operator_sees_every_team_in_the_grid_feed(olivia: User, alice
         assert await ws.connect(timeout=TIMEOUT_S) == (True, None)
         message = await ws.receive_json_from(timeout=TIMEOUT_S)
     assert [row["team"] for row in message["queue"]["by_team"]] == ["render", "vision"]
+
+
+# The origin check compares scheme, host and port with the page's own
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "allowed"),
+    [
+        ("http://testserver", "testserver", True),
+        ("http://testserver:80", "testserver", True),
+        ("https://portal.example:8443", "portal.example:8443", True),
+        ("http://testserver:8001", "testserver", False),
+        ("https://portal.example:9443", "portal.example:8443", False),
+        ("http://evil.example", "testserver", False),
+        ("null", "testserver", False),
+        ("", "testserver", False),
+    ],
+)
+def test_the_websocket_origin_must_match_scheme_host_and_port(origin: str, host: str, allowed: bool) -> None:
+    assert same_origin(origin, host, []) is allowed
+
+
+async def test_a_websocket_from_another_port_of_the_same_host_is_refused(alice: User, alice_job: Job) -> None:
+    headers = [(b"origin", b"http://testserver:8666"), (b"host", b"testserver"), (b"cookie", await session_cookie(alice))]
+    communicator = WebsocketCommunicator(application, f"/ws/jobs/{alice_job.pk}/", headers=headers)
+    connected, code = await communicator.connect(timeout=TIMEOUT_S)
+    assert (connected, code) == (False, 4403)
+
+
+# Signing out ends the sockets the session opened
+
+
+@sync_to_async
+def end_sessions() -> None:
+    from django.contrib.sessions.models import Session
+
+    Session.objects.all().delete()  # what signing out does to the session row
+
+
+async def closed_with(ws: WebsocketCommunicator, messages: int) -> int | None:
+    """Read what the socket sends (it ticks every second or two) until it closes: its close code, or
+    None if it still streams after `messages` messages."""
+    for _ in range(messages):
+        message = await ws.receive_output(timeout=3 * TIMEOUT_S)
+        if message["type"] == "websocket.close":
+            return int(message["code"])
+    return None
+
+
+@pytest.mark.parametrize("path", ["job", "grid"])
+async def test_a_socket_is_closed_once_its_session_is_signed_out(alice: User, alice_job: Job, path: str) -> None:
+    url = f"/ws/jobs/{alice_job.pk}/" if path == "job" else "/ws/grid/"
+    async with websocket(url, alice) as ws:
+        connected, _ = await ws.connect(timeout=TIMEOUT_S)
+        assert connected
+        await ws.receive_json_from(timeout=TIMEOUT_S)  # the snapshot
+        await end_sessions()
+        assert await closed_with(ws, 5) == CLOSE_UNAUTHENTICATED

@@ -541,7 +541,7 @@ async def test_each_role_gets_what_the_table_says_on_the_websockets(request: pyt
     got = []
     try:
         for role in ROLES:
-            headers = [(b"origin", b"http://testserver")]
+            headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
             if role in cookies:
                 headers.append((b"cookie", cookies[role]))
             communicator = WebsocketCommunicator(application, template.format(**world), headers=headers)

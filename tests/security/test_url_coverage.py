@@ -261,7 +261,9 @@ def test_the_rightful_user_gets_what_the_table_says(
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("route", list(WEBSOCKETS))
 async def test_an_anonymous_websocket_is_closed_with_4401(route: str) -> None:
-    communicator = WebsocketCommunicator(application, WEBSOCKETS[route], headers=[(b"origin", b"http://testserver")])
+    communicator = WebsocketCommunicator(
+        application, WEBSOCKETS[route], headers=[(b"origin", b"http://testserver"), (b"host", b"testserver")]
+    )
     try:
         assert await communicator.connect(timeout=5) == (False, CLOSE_UNAUTHENTICATED)
     finally:
