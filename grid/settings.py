@@ -74,6 +74,7 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "portal.inputs.StrictInputMiddleware",
     "portal.security.NoStoreForSignedInMiddleware",
+    "portal.security.AdminLoginLimitMiddleware",
 ]
 
 ROOT_URLCONF = "grid.urls"
@@ -323,6 +324,12 @@ ACCOUNT_RATE_LIMITS = {"login": "30/m/ip", "login_failed": "10/m/ip,5/5m/key", "
 # Failed `Authorization: Token` attempts per client address before 429.
 TOKEN_AUTH_FAILURE_LIMIT = env_int("TOKEN_AUTH_FAILURE_LIMIT", 20, minimum=1, maximum=10_000)
 TOKEN_AUTH_FAILURE_WINDOW_S = env_int("TOKEN_AUTH_FAILURE_WINDOW_S", 300, minimum=1, maximum=86_400)
+# Wrong passwords on /admin/login/ before that account (from anywhere) or that address waits the window out.
+ADMIN_LOGIN_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1_000)
+ADMIN_LOGIN_FAILURE_WINDOW_S = env_int("ADMIN_LOGIN_FAILURE_WINDOW_S", 300, minimum=1, maximum=86_400)
+# How many reverse proxies append to X-Forwarded-For in front of the portal; 0 (default): the header is ignored.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
 if REDIS_URL:  # rate-limit counters shared by every process; each process counts alone while Redis is down
     CACHES = {"default": {"BACKEND": "portal.cache.ResilientRedisCache", "LOCATION": REDIS_URL}}
 

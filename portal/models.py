@@ -107,6 +107,7 @@ class ApiToken(RestrictedModel):
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=80)
+    PREFIX_LENGTH = 8
     prefix = models.CharField(max_length=8, help_text="First characters of the key, to tell tokens apart.")
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -119,7 +120,7 @@ class ApiToken(RestrictedModel):
     @classmethod
     def issue(cls, user: User, name: str) -> tuple[ApiToken, str]:
         key = "gp_" + secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, name=name, prefix=key[:8], key_hash=hash_token(key))
+        token = cls.objects.create(user=user, name=name, prefix=key[: cls.PREFIX_LENGTH], key_hash=hash_token(key))
         return token, key
 
 

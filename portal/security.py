@@ -16,10 +16,12 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 
+from portal.models import ApiToken
 from portal.tokens import ApiTokenAuthentication
 
 CSP_HEADER = "Content-Security-Policy"
@@ -123,12 +125,20 @@ class SameOriginWebsocket:
 
 
 def client_ip(request: Any) -> str:
-    """The peer address; behind a proxy that is the proxy, so limits then apply per proxy unless it passes REMOTE_ADDR on."""
+    """The client's address. With TRUSTED_PROXY_COUNT = n > 0 (the portal sits behind n proxies that each
+    append to X-Forwarded-For) it is the n-th address from the right of that header, the one the
+    outermost trusted proxy saw; otherwise REMOTE_ADDR. The header is never read when nothing is
+    configured, so a client cannot pick its own address."""
+    proxies = int(getattr(settings, "TRUSTED_PROXY_COUNT", 0))
+    if proxies > 0:
+        hops = [h.strip() for h in str(request.META.get("HTTP_X_FORWARDED_FOR", "")).split(",") if h.strip()]
+        if len(hops) >= proxies:
+            return hops[-proxies]
     return str(request.META.get("REMOTE_ADDR") or "unknown")
 
 
-def _failure_key(ip: str) -> str:
-    return f"token-auth-failures:{ip}"
+def _failure_key(ip: str, prefix: str) -> str:
+    return f"token-auth-failures:{ip}:{prefix}"
 
 
 def token_failure_limit() -> tuple[int, int]:
@@ -136,8 +146,8 @@ def token_failure_limit() -> tuple[int, int]:
     return int(getattr(settings, "TOKEN_AUTH_FAILURE_LIMIT", 20)), int(getattr(settings, "TOKEN_AUTH_FAILURE_WINDOW_S", 300))
 
 
-def record_token_failure(ip: str, window_s: int) -> int:
-    key = _failure_key(ip)
+def record_token_failure(ip: str, prefix: str, window_s: int) -> int:
+    key = _failure_key(ip, prefix)
     cache.add(key, 0, timeout=window_s)  # the window starts at the first failure
     try:
         return int(cache.incr(key))
@@ -146,24 +156,70 @@ def record_token_failure(ip: str, window_s: int) -> int:
         return 1
 
 
-class RateLimitedTokenAuthentication(ApiTokenAuthentication):
-    """`Authorization: Token` that answers 429 (with Retry-After) once an address has failed too often.
+def presented_prefix(request: Any, keyword: str) -> str | None:
+    """The first characters of the token in `Authorization: Token <key>` (what ApiToken.prefix stores); None
+    when no token is presented."""
+    parts = (request.META.get("HTTP_AUTHORIZATION") or "").split()
+    if len(parts) != 2 or parts[0].lower() != keyword.lower():
+        return None
+    return parts[1][: ApiToken.PREFIX_LENGTH]
 
-    Only failures count; a client with a good token is never slowed. While an address is blocked
-    even a good token is refused, so guessing cannot continue by mixing in a known key.
+
+class RateLimitedTokenAuthentication(ApiTokenAuthentication):
+    """`Authorization: Token` that answers 429 (with Retry-After) once a client has failed too often with
+    tokens of one prefix.
+
+    Failures count per client address *and* token prefix: whoever hammers one token (or sprays
+    keys that look like it) is stopped, while a good token with another prefix from the same address,
+    say a colleague behind the same proxy or NAT, still works. Only failures count; a client with a
+    good token is never slowed. Guessing a whole key is hopeless anyway (256 random bits).
     """
 
     def authenticate(self, request: Any) -> Any:
         limit, window_s = token_failure_limit()
+        prefix = presented_prefix(request, self.keyword)
         ip = client_ip(request)
-        presented = (request.META.get("HTTP_AUTHORIZATION") or "").split(" ", 1)[0].lower() == self.keyword.lower()
-        if presented and int(cache.get(_failure_key(ip), 0)) >= limit:
-            raise exceptions.Throttled(wait=window_s, detail="Too many failed token attempts from this address.")
+        if prefix is not None and int(cache.get(_failure_key(ip, prefix), 0)) >= limit:
+            raise exceptions.Throttled(wait=window_s, detail="Too many failed attempts with this token from this address.")
         try:
             return super().authenticate(request)
         except exceptions.AuthenticationFailed:
-            record_token_failure(ip, window_s)
+            record_token_failure(ip, prefix or "", window_s)
             raise
+
+
+# --- the admin's sign-in page -----------------------------------------------------------------
+
+
+class AdminLoginLimitMiddleware:
+    """/admin/login/ has no limit of its own: count wrong passwords per account (from any address) and per
+    address, and answer 429 with Retry-After, without checking the password, once either reaches
+    ADMIN_LOGIN_FAILURE_LIMIT within the window. A successful sign-in clears the account's count."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method != "POST" or request.path_info != reverse("admin:login"):
+            return self.get_response(request)
+        limit = int(getattr(settings, "ADMIN_LOGIN_FAILURE_LIMIT", 5))
+        window_s = int(getattr(settings, "ADMIN_LOGIN_FAILURE_WINDOW_S", 300))
+        keys = [f"admin-login:user:{request.POST.get('username', '')[:150].lower()}", f"admin-login:ip:{client_ip(request)}"]
+        if any(int(cache.get(key, 0)) >= limit for key in keys):
+            response = HttpResponse("Too many failed sign-in attempts; try again later.", status=429, content_type="text/plain")
+            response["Retry-After"] = str(window_s)
+            return response
+        response = self.get_response(request)
+        if response.status_code == 200:  # the form came back: a wrong password
+            for key in keys:
+                cache.add(key, 0, timeout=window_s)
+                try:
+                    cache.incr(key)
+                except ValueError:
+                    cache.set(key, 1, timeout=window_s)
+        elif response.status_code == 302:
+            cache.delete(keys[0])
+        return response
 
 
 class TokenScheme(OpenApiAuthenticationExtension):

@@ -52,12 +52,33 @@ def test_an_address_that_keeps_failing_gets_429_with_retry_after(db: None, alice
     assert blocked.status_code == 429 and blocked["Retry-After"] == "60"
 
 
-def test_while_blocked_even_a_good_token_from_that_address_is_refused_but_other_addresses_are_not(db: None, alice: User) -> None:
+def test_a_blocked_prefix_does_not_lock_out_good_tokens_from_the_same_address(db: None, alice: User) -> None:
     _, key = ApiToken.issue(alice, "laptop")
     for i in range(LIMIT):
         with_token(f"gp_wrong{i}").get(ME)
-    assert with_token(key).get(ME).status_code == 429
+    assert with_token("gp_wrong-again").get(ME).status_code == 429
+    assert with_token(key).get(ME).status_code == 200  # behind one proxy or NAT, a colleague's token still works
+    assert with_token("gp_wrong-again", ip="203.0.113.9").get(ME).status_code == 401
+
+
+def test_hammering_a_known_tokens_prefix_blocks_that_prefix_even_for_the_real_key(db: None, alice: User) -> None:
+    _, key = ApiToken.issue(alice, "laptop")
+    for i in range(LIMIT):
+        with_token(key[:8] + f"guess{i}").get(ME)
+    assert with_token(key).get(ME).status_code == 429  # from that address, until the window ends
     assert with_token(key, ip="203.0.113.9").get(ME).status_code == 200
+
+
+def test_the_forwarded_address_is_read_only_behind_a_configured_proxy(db: None, settings: Settings) -> None:
+    spoofed = [APIClient(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=f"192.0.2.{i}") for i in range(LIMIT)]
+    for client in spoofed:  # no proxy configured: a client cannot pick its own address
+        client.credentials(HTTP_AUTHORIZATION="Token gp_wrongXYZ")
+        client.get(ME)
+    assert with_token("gp_wrongXYZ", ip="10.0.0.1").get(ME).status_code == 429
+    cache.clear()
+    settings.TRUSTED_PROXY_COUNT = 1
+    for client in spoofed:  # behind one proxy: each forwarded client is counted on its own
+        assert client.get(ME).status_code == 401
 
 
 def test_good_tokens_never_count_against_an_address(db: None, alice: User) -> None:
@@ -94,3 +115,23 @@ def test_sign_in_attempts_are_limited_per_address(client: Client, alice: User, b
         for i in range(31)
     ]
     assert codes[:10] == [200] * 10 and codes[-1] == 429
+
+
+def test_the_admin_sign_in_is_limited_per_account_even_across_addresses(client: Client, olivia: User) -> None:
+    olivia.is_staff = True
+    olivia.save()
+    for i in range(5):
+        wrong = client.post("/admin/login/", {"username": "olivia", "password": f"wrong-{i}"}, REMOTE_ADDR=f"192.0.2.{i}")
+        assert wrong.status_code == 200
+    right = client.post("/admin/login/", {"username": "olivia", "password": "pw-for-tests"}, REMOTE_ADDR="192.0.2.99")
+    assert right.status_code == 429 and right["Retry-After"]
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_right_admin_password_before_the_limit_signs_in_and_clears_the_count(client: Client, olivia: User) -> None:
+    olivia.is_staff = True
+    olivia.save()
+    for i in range(4):
+        client.post("/admin/login/", {"username": "olivia", "password": f"wrong-{i}"}, REMOTE_ADDR="192.0.2.7")
+    right = client.post("/admin/login/", {"username": "olivia", "password": "pw-for-tests"}, REMOTE_ADDR="192.0.2.8")
+    assert right.status_code == 302 and client.session["_auth_user_id"] == str(olivia.pk)
