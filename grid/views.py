@@ -14,7 +14,9 @@ from grid.health import run_checks
 from jobs.models import Job
 from portal.access import is_operator, leads_team, signed_in
 from portal.models import ApiToken, Team
+from portal.tokens import OFFER_REVOKE_ALL
 from portal.tokens import revoke as revoke_api_token
+from portal.tokens import revoke_all as revoke_all_tokens
 from quotas import services as quota_services
 from quotas.models import QuotaChange
 
@@ -42,6 +44,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @login_required
 def tokens(request: HttpRequest) -> HttpResponse:
     new_key = None
+    if request.method == "POST" and request.POST.get("action") == "revoke_all":
+        revoked = revoke_all_tokens(signed_in(request))
+        request.session.pop(OFFER_REVOKE_ALL, None)
+        messages.success(request, f"{revoked} token(s) revoked.")
+        return redirect("tokens")
     if request.method == "POST":
         name = request.POST.get("name", "").strip()[:80]
         if not name:
@@ -49,7 +56,8 @@ def tokens(request: HttpRequest) -> HttpResponse:
         else:
             _, new_key = ApiToken.issue(signed_in(request), name)
     listed = ApiToken.objects.filter(user=signed_in(request), revoked_at__isnull=True).order_by("-created_at")
-    return render(request, "portal/tokens.html", {"tokens": listed, "new_key": new_key})
+    offer = bool(request.session.get(OFFER_REVOKE_ALL)) and listed.exists()
+    return render(request, "portal/tokens.html", {"tokens": listed, "new_key": new_key, "offer_revoke_all": offer})
 
 
 @login_required

@@ -9,6 +9,7 @@ from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import api_view
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -49,6 +50,11 @@ class ApiTokenViewSet(
 
     @extend_schema(responses={201: NewTokenSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if isinstance(request.auth, ApiToken):
+            raise PermissionDenied(
+                "A token cannot create tokens: sign in (the Tokens page, or a session) to create one, "
+                "so that revoking a leaked token ends its access."
+            )
         body = ApiTokenSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         token, key = ApiToken.issue(signed_in(request), body.validated_data["name"])

@@ -7,4 +7,11 @@ class PortalConfig(AppConfig):
 
     def ready(self) -> None:
         # Register this app's Celery tasks in every process, so a service can enqueue one by name.
+        # A password change or reset offers to revoke the user's API tokens (they survive it otherwise).
+        from allauth.account import signals
+
         from portal import tasks  # noqa: F401
+        from portal.tokens import offer_revocation_after_password_change
+
+        for signal in (signals.password_changed, signals.password_set, signals.password_reset):
+            signal.connect(offer_revocation_after_password_change, dispatch_uid=f"tokens-{id(signal)}")

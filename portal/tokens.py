@@ -38,3 +38,28 @@ def revoke(user: Any, token_id: int) -> bool:
     """Revoke one of the user's own tokens; False if it is not theirs or already revoked."""
     mine = ApiToken.objects.restrict(user, CHANGE).filter(pk=token_id, revoked_at__isnull=True)
     return bool(mine.update(revoked_at=timezone.now()))
+
+
+def revoke_all(user: Any) -> int:
+    """Revoke every live token of the user (after a password change, or a suspected leak); how many."""
+    return ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def live_count(user: Any) -> int:
+    return ApiToken.objects.filter(user=user, revoked_at__isnull=True).count()
+
+
+def offer_revocation_after_password_change(request: Any, user: Any, **kwargs: Any) -> None:
+    """A new password does not end a token's access: say so on the next page, and let the tokens page
+    offer to revoke them all at once."""
+    from django.contrib import messages
+
+    count = live_count(user)
+    if count and request is not None and hasattr(request, "session"):
+        request.session[OFFER_REVOKE_ALL] = True
+        messages.warning(
+            request, f"Your password changed, but your {count} API token(s) still work. Revoke them on the Tokens page if needed."
+        )
+
+
+OFFER_REVOKE_ALL = "offer-token-revocation"

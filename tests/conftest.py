@@ -49,6 +49,14 @@ def fresh_dashboard_figures() -> None:
 
 
 @pytest.fixture(autouse=True)
+def fresh_rate_limits() -> None:
+    """Rate-limit counters live in the cache: one test's failed sign-ins must not block the next test's."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def celery_may_join_results() -> None:
     """Clear Celery's process-wide "inside a task" flag before each test.
 

@@ -402,10 +402,10 @@ def test_you_can_revoke_your_own_token_and_it_stops_working(api: Callable[[User 
     assert client.get(f"{V1}/me/").status_code == 401
 
 
-def test_a_token_is_issued_to_the_caller_and_never_to_someone_else(
-    api: Callable[[User | None], APIClient], alice: User, carol: User
-) -> None:
-    response = api(alice).post(f"{V1}/tokens/", {"name": "ci", "user": carol.pk}, format="json")
+def test_a_token_is_issued_to_the_caller_and_never_to_someone_else(alice: User, carol: User) -> None:
+    session = APIClient()
+    session.force_login(alice)
+    response = session.post(f"{V1}/tokens/", {"name": "ci", "user": carol.pk}, format="json")
     assert response.status_code == 201
     assert ApiToken.objects.get(pk=response.json()["id"]).user == alice
     assert not ApiToken.objects.filter(user=carol).exists()
@@ -419,3 +419,35 @@ def test_the_operator_cannot_list_or_revoke_other_peoples_tokens(
     assert api(olivia).delete(f"{V1}/tokens/{token.pk}/").status_code == 404
     token.refresh_from_db()
     assert token.revoked_at is None
+
+
+def test_a_token_cannot_create_tokens_so_revoking_a_leaked_one_ends_its_access(
+    api: Callable[[User | None], APIClient], alice: User
+) -> None:
+    leaked = api(alice)
+    response = leaked.post(f"{V1}/tokens/", {"name": "persist"}, format="json")
+    assert response.status_code == 403 and "sign in" in response.json()["detail"]
+    assert ApiToken.objects.filter(user=alice).count() == 1  # only the one the fixture issued
+    ApiToken.objects.filter(user=alice).update(revoked_at=timezone.now())
+    assert leaked.get(f"{V1}/me/").status_code == 401
+
+
+def test_a_password_change_offers_to_revoke_every_token_and_does_it(alice: User) -> None:
+    from django.test import Client
+
+    ApiToken.issue(alice, "laptop")
+    ApiToken.issue(alice, "ci")
+    browser = Client()
+    browser.force_login(alice)
+    changed = browser.post(
+        "/accounts/password/change/",
+        {"oldpassword": "pw-for-tests", "password1": "a-new-long-passphrase-7", "password2": "a-new-long-passphrase-7"},
+        follow=True,
+    )
+    assert changed.status_code == 200
+    page = browser.get("/tokens/")
+    assert b"offer-revoke-all" in page.content and b"still work" in page.content
+    done = browser.post("/tokens/", {"action": "revoke_all"}, follow=True)
+    assert done.status_code == 200 and b"2 token(s) revoked" in done.content
+    assert not ApiToken.objects.filter(user=alice, revoked_at__isnull=True).exists()
+    assert b"offer-revoke-all" not in browser.get("/tokens/").content
