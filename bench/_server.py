@@ -72,7 +72,11 @@ def scratch_database(prefix: str) -> Iterator[str]:
 
 def portal_env(database_url: str, data_dir: Path) -> dict[str, str]:
     """The environment the portal runs under in the benchmarks (production settings, no Redis, quiet logs)."""
-    return stack.portal_env(database_url, None, data_dir, ALLOWED_HOSTS="127.0.0.1", LOG_LEVEL="WARNING")
+    return stack.portal_env(database_url, None, data_dir, ALLOWED_HOSTS="127.0.0.1", LOG_LEVEL="WARNING", **UNCAPPED)
+
+
+# Benchmarks measure throughput: the pending-job limits (a product safeguard) would turn a long run into 400s.
+UNCAPPED = {"MAX_PENDING_JOBS_PER_TEAM": "10000000", "MAX_PENDING_JOBS_PER_USER": "10000000"}
 
 
 def source_tree(folder: Path, working_tree: bool) -> tuple[Path, dict[str, Any]]:

@@ -299,7 +299,16 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="portal-load-") as folder,
         OwnRedis(6393) as own,
         scratch_database(prefix="gridportal_load") as db,
-        portal_stack(db, own.url, Path(folder), SIM_SPEED="120", DISPATCH_STALE_S="10", LOG_LEVEL="WARNING") as stack,
+        portal_stack(
+            db,
+            own.url,
+            Path(folder),
+            SIM_SPEED="120",
+            DISPATCH_STALE_S="10",
+            LOG_LEVEL="WARNING",
+            MAX_PENDING_JOBS_PER_TEAM="10000000",
+            MAX_PENDING_JOBS_PER_USER="10000000",
+        ) as stack,
     ):
         stack.manage("shell", "-c", RATES)
         creds = stack.credentials(list(USERS))

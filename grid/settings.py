@@ -272,6 +272,9 @@ JOB_MAX_WALLTIME_S = env_int("JOB_MAX_WALLTIME_S", 7 * 24 * 3600, minimum=60, ma
 JOB_MAX_SCRIPT_BYTES = env_int("JOB_MAX_SCRIPT_BYTES", 64 * 1024, minimum=1024, maximum=10 * 1024 * 1024)
 JOB_MAX_ARRAY_SIZE = env_int("JOB_MAX_ARRAY_SIZE", 1000, minimum=1, maximum=100_000)
 DEFAULT_TEAM_GPU_LIMIT = env_int("DEFAULT_TEAM_GPU_LIMIT", 16, minimum=0, maximum=1_000_000)
+# Jobs that may wait at once, per team and per user; a submit past either answers 400 naming pending_jobs.
+MAX_PENDING_JOBS_PER_TEAM = env_int("MAX_PENDING_JOBS_PER_TEAM", 5_000, minimum=1, maximum=10_000_000)
+MAX_PENDING_JOBS_PER_USER = env_int("MAX_PENDING_JOBS_PER_USER", 2_000, minimum=1, maximum=10_000_000)
 # Fair share: usage history loses half its weight every this many seconds (Slurm's PriorityDecayHalfLife).
 FAIRSHARE_HALF_LIFE_S = env_float("FAIRSHARE_HALF_LIFE_S", 7 * 24 * 3600.0, minimum=60, maximum=365 * 24 * 3600)
 # Seconds a preempted job gets to checkpoint before it is stopped (on backends that can signal).

@@ -119,6 +119,8 @@ class Job(RestrictedModel):
             models.Index(fields=["team", "-id"], name="job_team_recent"),
             models.Index(fields=["state", "submitted_at", "id"], name="job_state_age"),
             models.Index(fields=["owner", "-id"], name="job_owner_recent"),
+            # the pending-job limits count these on every submit
+            models.Index(fields=["team", "owner"], condition=models.Q(state="pending"), name="job_pending_by_team"),
         ]
 
     def __str__(self) -> str:

@@ -126,6 +126,25 @@ def submit(user: Any, raw: dict[str, Any]) -> list[Job]:
     return create_jobs(user, spec, template)
 
 
+def check_pending_limits(user: Any, team_id: int, adding: int) -> None:
+    """SpecError when `adding` more pending jobs would take the team past MAX_PENDING_JOBS_PER_TEAM or the
+    user past MAX_PENDING_JOBS_PER_USER. Call inside the transaction that creates them: the team's
+    lock makes concurrent submits count each other's jobs, so two requests cannot both squeeze in."""
+    transaction_lock(f"pending-jobs-team-{team_id}")
+    team_limit, user_limit = settings.MAX_PENDING_JOBS_PER_TEAM, settings.MAX_PENDING_JOBS_PER_USER
+    pending = Job.objects.filter(state=JobState.PENDING)
+    team_now = pending.filter(team_id=team_id).count()
+    if team_now + adding > team_limit:
+        raise SpecError(
+            {"pending_jobs": [f"your team has {team_now} jobs waiting; {adding} more would pass its limit of {team_limit}"]}
+        )
+    user_now = pending.filter(owner_id=user.pk).count()
+    if user_now + adding > user_limit:
+        raise SpecError(
+            {"pending_jobs": [f"you have {user_now} jobs waiting; {adding} more would pass your limit of {user_limit}"]}
+        )
+
+
 def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None) -> list[Job]:
     now = timezone.now()
     indices: tuple[int | None, ...] = spec.array_indices or (None,)
@@ -157,6 +176,7 @@ def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None) -> list[
         for index in indices
     ]
     with transaction.atomic():
+        check_pending_limits(user, spec.team_id, len(jobs))
         created = Job.objects.bulk_create(jobs, batch_size=500)
         if any(job.pk is None for job in created):  # backends without RETURNING (none we support)
             created = list(Job.objects.filter(array_id=array_id)) if array_id else created
