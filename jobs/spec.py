@@ -274,8 +274,11 @@ def validate(raw: Mapping[str, Any], ctx: SpecContext) -> JobSpec:
         script = ""
     elif "\x00" in script:
         err.add("script", "must not contain NUL characters")
-    elif len(script.encode()) > ctx.max_script_bytes:
-        err.add("script", f"{len(script.encode())} bytes is more than the limit of {ctx.max_script_bytes} bytes")
+    else:
+        # Browsers send textarea text with CRLF line ends; bash would read each CR as part of a command.
+        script = script.replace("\r\n", "\n").replace("\r", "\n")
+        if len(script.encode()) > ctx.max_script_bytes:
+            err.add("script", f"{len(script.encode())} bytes is more than the limit of {ctx.max_script_bytes} bytes")
 
     params = _params(raw, t, err)
 

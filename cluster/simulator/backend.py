@@ -6,6 +6,7 @@ is up finish, waiting jobs are placed), so web, worker and beat processes all se
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from cluster.backends.base import (
 )
 from cluster.gpus import GPU_MODELS
 from cluster.models import SimJob, SimNode
-from cluster.simulator.model import PoolSpec, decide_outcome, log_lines, parse_pools
+from cluster.simulator.model import PoolSpec, decide_outcome, log_lines, parse_pools, script_syntax_error
 from cluster.states import NodeState, PoolKind
 from portal.locks import transaction_lock
 
@@ -119,6 +120,9 @@ class SimulatorBackend(ClusterBackend):
         if existing is not None:
             return str(existing.pk)  # a repeated submit of the same portal job is the same job
         outcome = decide_outcome(request.portal_job_id, request.walltime_s, self.failure_rate)
+        if request.script and (problem := script_syntax_error(request.script)):
+            # Fail as Slurm's bash would, early, instead of pretending the job ran.
+            outcome = dataclasses.replace(outcome, runtime_s=1.0, state="failed", exit_code=2, reason=f"script: {problem}"[:120])
         with transaction.atomic():
             transaction_lock(LOCK)
             job, _ = SimJob.objects.get_or_create(

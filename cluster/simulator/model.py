@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import shutil
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -94,6 +97,22 @@ def decide_outcome(portal_job_id: int, walltime_s: int, failure_rate: float) -> 
         code, reason = (137, "OutOfMemory") if roll < failure_rate * 0.5 else (1, "NonZeroExitCode")
         return Outcome(runtime * 0.6, "failed", code, reason, load, memory_fraction)
     return Outcome(runtime, "succeeded", 0, "", load, memory_fraction)
+
+
+def script_syntax_error(script: str) -> str | None:
+    """What `bash -n` says is wrong with a batch script (its first complaint), or None when bash would run it.
+    Without bash on the machine nothing can be said, and the script is taken as it is."""
+    bash = shutil.which("bash")
+    if bash is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", encoding="utf-8") as file:
+        file.write(script)
+        file.flush()
+        done = subprocess.run([bash, "-n", file.name], capture_output=True, text=True, timeout=10, check=False)
+    if done.returncode == 0:
+        return None
+    first = (done.stderr.strip().splitlines() or ["syntax error"])[0]
+    return "bash -n: " + first.replace(file.name, "script")
 
 
 def log_lines(kind: str, name: str, portal_job_id: int, progress: float, final: str | None) -> list[str]:

@@ -164,3 +164,19 @@ def test_a_node_going_down_fails_its_jobs(grid: SimulatorBackend) -> None:
     assert remote.state == RemoteJobState.FAILED and remote.reason == "NodeFail"
     grid.clear_fault("onprem-a100-01")
     assert {n.name: n.state for n in grid.list_nodes()}["onprem-a100-01"] == "ready"
+
+
+@pytest.mark.parametrize(
+    ("script", "fails"),
+    [
+        ("#!/bin/bash\necho hello\n", False),
+        ("#!/bin/bash\nif true; then\n  echo unclosed\n", True),
+        ("#!/bin/bash\r\nfor i in 1 2; do\r\n  echo $i\r\ndone\r\n", True),  # CRLF: bash reads 'do\r'
+    ],
+)
+def test_a_script_bash_would_refuse_fails_in_the_simulator_too(grid: SimulatorBackend, script: str, fails: bool) -> None:
+    from dataclasses import replace
+
+    grid.submit(replace(request(7, gpus=1), script=script))
+    job = SimJob.objects.get(portal_job_id=7)
+    assert (job.outcome_state == "failed" and job.outcome_reason.startswith("script: bash -n:")) is fails

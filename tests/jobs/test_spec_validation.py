@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from jobs.spec import ModelShape, SpecContext, SpecError, TemplateInfo, parse_array, parse_walltime, validate
@@ -138,3 +140,12 @@ def test_arrays_parse_counts_ranges_and_steps() -> None:
         parse_array("0-10", 10)
     with pytest.raises(ValueError):
         parse_array("9-1", 10)
+
+
+def test_a_script_from_a_browser_is_stored_with_unix_line_ends(grid: Any, alice: Any) -> None:
+    from jobs import services as job_services
+
+    job = job_services.submit(
+        alice, {"name": "crlf", "script": "#!/bin/bash\r\necho one\r\necho two\r\n", "gpu_model": "a100", "walltime": 600}
+    )[0]
+    assert job.script == "#!/bin/bash\necho one\necho two\n"
