@@ -1,6 +1,7 @@
 from django.contrib import admin
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
 import billing.api
@@ -41,7 +42,8 @@ urlpatterns = [
     path("console/", include("grid.console_urls")),
     path("api/v1/", include([*api_paths, *router.urls])),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
+    # A page for people: a signed-out visitor is sent to sign in (the schema itself is API: 401).
+    path("api/docs/", login_required(SpectacularSwaggerSplitView.as_view(url_name="schema")), name="swagger"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 ]

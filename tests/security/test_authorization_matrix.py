@@ -139,7 +139,7 @@ TABLE: dict[str, Row] = {
     "console/audit.csv": R(OPERATOR),
     # API documentation
     "api/schema/": R(API_ALL),
-    "api/docs/": R(API_ALL),
+    "api/docs/": R(ALL_SIGNED_IN),
     # API
     "api/v1/": R(API_ALL),
     "api/v1/me/": R(API_ALL),

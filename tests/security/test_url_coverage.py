@@ -73,7 +73,7 @@ ROUTES: dict[str, Route] = {
     "sim/nodes/<str:node>/metrics": Route("/sim/nodes/{node}/metrics", 403, 403, ("olivia", 200)),
     # API documentation
     "api/schema/": Route("/api/schema/", 401, 200, ("alice", 200)),
-    "api/docs/": Route("/api/docs/", 401, 200, ("alice", 200)),
+    "api/docs/": Route("/api/docs/", LOGIN, 200, ("alice", 200)),
     # API
     "api/v1/": Route("/api/v1/", 401, 200, ("alice", 200)),
     "api/v1/me/": Route("/api/v1/me/", 401, 200, ("alice", 200)),
