@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from grid import live, teams
 from grid.health import run_checks
 from jobs.models import Job
+from portal import inputs
 from portal.access import is_operator, leads_team, signed_in
 from portal.models import ApiToken, Team
 from portal.tokens import OFFER_REVOKE_ALL
@@ -96,6 +97,9 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "portal/team.html", {**context, "can_edit": can_edit, "operator": is_operator(user)})
 
 
+QUOTA_FIELD_MAX = 1_000_000  # GPUs or weight; anything larger is a typo
+
+
 def _change_quota(request: HttpRequest, team: Team) -> HttpResponse:
     user = signed_in(request)
     model = request.POST.get("gpu_model", "")
@@ -103,7 +107,11 @@ def _change_quota(request: HttpRequest, team: Team) -> HttpResponse:
     for name in ("guarantee", "limit", "weight", "lead_max_limit"):
         raw = request.POST.get(name, "").strip()
         if raw != "":
-            changes[name] = int(raw) if raw.isdigit() else -1
+            try:
+                changes[name] = inputs.integer(raw, name, 0, QUOTA_FIELD_MAX)
+            except inputs.BadInput as exc:  # nothing is changed: one field is unreadable
+                messages.error(request, str(exc))
+                return redirect("team_detail", slug=team.slug)
     if not is_operator(user):  # a lead's form shows only these; what a lead may change is the service's call
         changes = {k: v for k, v in changes.items() if k in ("limit", "lendable")}
     try:

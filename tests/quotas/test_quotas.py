@@ -131,6 +131,20 @@ def test_the_team_page_shows_lending_and_lets_the_lead_change_the_limit(
     assert TeamQuota.objects.get(team=vision, gpu_model="a100").limit == 10
 
 
+@pytest.mark.parametrize(
+    ("typed", "says"), [("-3", "-3 is outside 0-"), ("abc", "'abc' is not a whole number"), ("²", "not a whole number")]
+)
+def test_an_unreadable_limit_is_named_and_changes_nothing(
+    web: Callable[[User | None], Client], bob: User, vision: Team, grid: SimulatorBackend, typed: str, says: str
+) -> None:
+    before = TeamQuota.objects.get(team=vision, gpu_model="a100").limit
+    page = web(bob).post("/teams/vision/", {"gpu_model": "a100", "limit": typed}, follow=True)
+    text = page.content.decode()
+    assert page.status_code == 200 and "limit: " in text and says in text.replace("&#x27;", "'")
+    assert "below the guarantee" not in text
+    assert TeamQuota.objects.get(team=vision, gpu_model="a100").limit == before
+
+
 def test_the_service_decides_what_each_role_may_change(
     alice: User, bob: User, carol: User, olivia: User, vision: Team, grid: SimulatorBackend
 ) -> None:
