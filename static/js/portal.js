@@ -133,6 +133,7 @@
     const list = document.getElementById("safeguard-log");
     if (!list || !events) return;
     list.innerHTML = "";
+    if (!events.length) { const li = document.createElement("li"); li.className = "muted"; li.textContent = "Nothing yet."; list.appendChild(li); }
     events.forEach(function (e) {
       const li = document.createElement("li");
       li.innerHTML = "<time></time> <span></span> <span class=\"muted\"></span>";
@@ -227,11 +228,18 @@
         timeline.appendChild(li);
       });
     }
+    // The log follows new lines while "follow" is ticked; scrolling up unticks it, scrolling to the end ticks it again.
+    const follow = document.getElementById("log-follow");
+    function keepAtEnd() { if (!follow || follow.checked) log.scrollTop = log.scrollHeight; }
+    log.addEventListener("scroll", function () {
+      if (follow) follow.checked = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    });
+    if (follow) follow.addEventListener("change", keepAtEnd);
+    keepAtEnd();
     function appendLog(lines) {
       if (!lines.length) return;
-      const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
       log.textContent += lines.join("\n") + "\n";
-      if (atBottom) log.scrollTop = log.scrollHeight;
+      keepAtEnd();
     }
     const stale = staleWatch("gpu-stale");
     let lastGpuT = "";
@@ -256,6 +264,7 @@
       const list = document.getElementById("safeguards");
       if (!list || !events) return;
       list.innerHTML = "";
+      if (!events.length) { const li = document.createElement("li"); li.className = "muted"; li.textContent = "Nothing yet."; list.appendChild(li); }
       events.forEach(function (e) {
         const li = document.createElement("li");
         li.textContent = e.at.slice(0, 19) + " " + e.kind + ": " + e.reason + " (" + e.actor + ")";
@@ -272,6 +281,7 @@
         timeline.innerHTML = "";
         addEvents(msg.events);
         log.textContent = msg.log.lines.length ? msg.log.lines.join("\n") + "\n" : "";
+        keepAtEnd();
         Object.keys(msg.charts).forEach(function (metric) { draw("chart-" + metric, msg.charts[metric]); });
       } else if (msg.type === "tick") {
         showState(msg.job);
@@ -303,6 +313,11 @@
   document.addEventListener("change", function (event) {
     const target = event.target;
     if (target && target.matches && target.matches("[data-submit-on-change]") && target.form) target.form.submit();
+  });
+  // A form with data-confirm asks first (cancelling a job, revoking every token).
+  document.addEventListener("submit", function (event) {
+    const form = event.target;
+    if (form && form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) event.preventDefault();
   });
 
   window.GridPortal = { dashboard: dashboard, job: job, charts: charts, progress: progress };

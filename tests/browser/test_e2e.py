@@ -18,7 +18,7 @@ from tests.browser.portal_process import RunningPortal, running_portal
 from tests.services import chromium_path, postgres_reachable, redis_reachable, redis_url
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Dialog, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.redis]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -89,7 +89,24 @@ def test_a_researcher_submits_a_job_and_watches_it_run_with_live_charts(portal: 
     after = points()
     assert after > before, f"the utilisation chart did not grow ({before} -> {after})"
     assert "[portal] job" in page.locator("#log").inner_text()
+    # The log follows new lines: once it overflows, its end stays in view.
+    page.wait_for_function(
+        "() => { const l = document.getElementById('log'); return l.scrollHeight > l.clientHeight"
+        " && l.scrollTop + l.clientHeight >= l.scrollHeight - 4; }",
+        timeout=30_000,
+    )
     page.screenshot(path=str(ARTIFACTS / "job-running.png"), full_page=True)
+    # Cancel asks first; dismissing the question leaves the job running.
+    questions: list[str] = []
+
+    def answer_no(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", answer_no)
+    page.click("#cancel-form button")
+    assert questions and questions[0].startswith("Cancel job #")
+    assert page.locator("#job-state").inner_text().strip() == "Running"
 
     page.wait_for_function("() => document.getElementById('job-state').textContent.trim() === 'Succeeded'", timeout=60_000)
     timeline = page.locator("#timeline").inner_text()
@@ -98,6 +115,9 @@ def test_a_researcher_submits_a_job_and_watches_it_run_with_live_charts(portal: 
     assert not errors, errors
     page.goto(portal.url + "/")
     page.wait_for_function("() => document.getElementById('live-status').textContent === 'connected'", timeout=10_000)
+    time.sleep(2.5)  # a live update has replaced the server-rendered lists
+    safeguards = page.locator("#safeguard-log").inner_text()
+    assert safeguards.strip(), "the safeguards list was emptied by a live update"
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert job_url
 

@@ -1,0 +1,25 @@
+"""The navigation offers what the user can do: no "New job" for someone in no team."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.test import Client
+
+from jobs.models import Job
+from portal.models import Membership, User
+
+
+def test_new_job_is_offered_only_to_members_of_a_team(
+    web: Callable[[User | None], Client], alice: User, olivia: User, fiona: User
+) -> None:
+    assert b'href="/jobs/new/"' in web(alice).get("/").content
+    for outsider in (olivia, fiona):
+        assert not Membership.objects.filter(user=outsider).exists()
+        assert b'href="/jobs/new/"' not in web(outsider).get("/").content
+
+
+def test_the_cancel_button_asks_first(web: Callable[[User | None], Client], alice: User, submit: Callable[..., Job]) -> None:
+    job = submit(alice, name="asks")
+    page = web(alice).get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="cancel-form" data-confirm="Cancel job #' in page and 'id="log-follow" checked' in page
