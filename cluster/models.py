@@ -118,6 +118,7 @@ class SimJob(RestrictedModel):
     portal_job_id = models.BigIntegerField(unique=True)
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=20)
+    command = models.JSONField(default=list, blank=True, help_text="The job's arguments; its simulated log follows them.")
     gpu_model = models.CharField(max_length=20)
     gpus_per_node = models.PositiveIntegerField()
     nodes_wanted = models.PositiveIntegerField()

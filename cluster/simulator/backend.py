@@ -130,6 +130,7 @@ class SimulatorBackend(ClusterBackend):
                 defaults=dict(
                     name=request.name,
                     kind=request.kind,
+                    command=list(request.command),
                     gpu_model=request.gpu_model,
                     gpus_per_node=request.gpus_per_node,
                     nodes_wanted=request.nodes,
@@ -188,7 +189,7 @@ class SimulatorBackend(ClusterBackend):
             final = "cancelled"
         elif job.state in (RemoteJobState.SUCCEEDED, RemoteJobState.FAILED):
             final = f"finished: exit code {job.exit_code}" + (f" ({job.reason})" if job.reason else "")
-        lines = log_lines(job.kind, job.name, job.portal_job_id, progress, final)
+        lines = log_lines(job.kind, job.name, job.portal_job_id, progress, final, job.command)
         return lines[offset : offset + limit]
 
     # --- nodes ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cluster.gpus import GPU_MODELS, GpuModel
@@ -115,27 +115,73 @@ def script_syntax_error(script: str) -> str | None:
     return "bash -n: " + first.replace(file.name, "script")
 
 
-def log_lines(kind: str, name: str, portal_job_id: int, progress: float, final: str | None) -> list[str]:
-    """Every log line a job has written once it is `progress` (0-1) of the way through."""
+def log_lines(
+    kind: str, name: str, portal_job_id: int, progress: float, final: str | None, command: Sequence[str] = ()
+) -> list[str]:
+    """Every log line a job has written once it is `progress` (0-1) of the way through; the lines follow the
+    job's own arguments (`--epochs=3` trains 3 epochs, `-s 10 -e 20` renders frames 10-20)."""
     progress = max(0.0, min(1.0, progress))
+    plan = LogPlan.from_command(command)
     steps = int(progress * 50)
     lines = [f"[portal] job {portal_job_id} ({name}) started"]
     for step in range(1, steps + 1):
-        lines.append(_progress_line(kind, portal_job_id, step))
+        lines.append(_progress_line(kind, portal_job_id, step, plan))
     if final is not None:
         lines.append(f"[portal] job {portal_job_id} {final}")
     return lines
 
 
-def _progress_line(kind: str, job: int, step: int) -> str:
+@dataclass(frozen=True)
+class LogPlan:
+    """What a job's command says about its work, for the simulated log."""
+
+    epochs: int = 10
+    frame_start: int = 1
+    frame_end: int = 50
+    nsteps: int = 500_000
+
+    @classmethod
+    def from_command(cls, command: Sequence[str]) -> LogPlan:
+        args = list(command)
+
+        def value(*flags: str) -> int | None:
+            for i, arg in enumerate(args):
+                for flag in flags:
+                    if arg.startswith(flag + "=") and arg[len(flag) + 1 :].isascii() and arg[len(flag) + 1 :].isdigit():
+                        return int(arg[len(flag) + 1 :])
+                    if arg == flag and i + 1 < len(args) and args[i + 1].isascii() and args[i + 1].isdigit():
+                        return int(args[i + 1])
+            return None
+
+        start = value("-s", "--frame-start")
+        end = value("-e", "--frame-end")
+        epochs = value("--epochs", "--num-epochs", "--num_epochs")
+        nsteps = value("-nsteps", "--nsteps")
+        first = start if start is not None else cls.frame_start
+        last = end if end is not None and end >= first else first + cls.frame_end - cls.frame_start
+        return cls(
+            epochs=max(1, min(epochs or cls.epochs, 100_000)),
+            frame_start=first,
+            frame_end=last,
+            nsteps=max(1, nsteps or cls.nsteps),
+        )
+
+
+def _progress_line(kind: str, job: int, step: int, plan: LogPlan = LogPlan()) -> str:
     jitter = _unit("log", job, step)
     if kind == "training":
         loss = 2.4 * math.exp(-step / 18) + 0.15 + 0.05 * jitter
-        return f"[rank0] epoch {1 + step // 5}/10 step {step * 200} loss {loss:.4f} throughput {780 + int(90 * jitter)} samples/s"
+        epoch = min(plan.epochs, 1 + (step - 1) * plan.epochs // 50)
+        return (
+            f"[rank0] epoch {epoch}/{plan.epochs} step {step * 200} loss {loss:.4f} throughput {780 + int(90 * jitter)} samples/s"
+        )
     if kind == "rendering":
-        return f"Fra:{step} Mem:{1.8 + jitter:.2f}G | Time:00:{10 + int(20 * jitter):02d}.{int(jitter * 100):02d} | Finished"
+        frames = plan.frame_end - plan.frame_start + 1
+        frame = plan.frame_start + min(frames - 1, (step - 1) * frames // 50)
+        return f"Fra:{frame} Mem:{1.8 + jitter:.2f}G | Time:00:{10 + int(20 * jitter):02d}.{int(jitter * 100):02d} | Finished"
     if kind == "simulation":
-        return f"step {step * 10000:>8}, {step * 20} ps done; performance {92 + 12 * jitter:.1f} ns/day"
+        done = plan.nsteps * step // 50
+        return f"step {done:>8} of {plan.nsteps}, {done * 2 // 1000} ps done; performance {92 + 12 * jitter:.1f} ns/day"
     return f"progress {step * 2}%"
 
 

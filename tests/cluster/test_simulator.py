@@ -180,3 +180,12 @@ def test_a_script_bash_would_refuse_fails_in_the_simulator_too(grid: SimulatorBa
     grid.submit(replace(request(7, gpus=1), script=script))
     job = SimJob.objects.get(portal_job_id=7)
     assert (job.outcome_state == "failed" and job.outcome_reason.startswith("script: bash -n:")) is fails
+
+
+def test_the_log_follows_the_jobs_own_arguments() -> None:
+    training = log_lines("training", "j", 1, 1.0, None, ["torchrun", "train.py", "--epochs=3"])
+    assert "epoch 3/3" in training[-1] and not any("/10 " in line for line in training)
+    frames = log_lines("rendering", "j", 1, 1.0, None, ["blender", "-b", "s.blend", "-s", "101", "-e", "110", "-a"])
+    numbers = [int(line.split()[0][4:]) for line in frames[1:]]
+    assert min(numbers) == 101 and max(numbers) == 110
+    assert "of 2000" in log_lines("simulation", "j", 1, 0.5, None, ["gmx", "mdrun", "-nsteps", "2000"])[-1]
