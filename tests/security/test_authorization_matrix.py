@@ -117,6 +117,11 @@ TABLE: dict[str, Row] = {
     # Billing pages
     "billing/": R((LOGIN, 403, 403, 302, 403, 200)),  # the lead is sent to their team's page
     "billing/draft/": R(POST_ONLY, post=(LOGIN, 403, 403, 403, 403, 302), body={"month": "2025-03"}),
+    "billing/rate-cards/": R(
+        POST_ONLY,
+        post=(LOGIN, 403, 403, 403, 403, 302),
+        body={"gpu_model": "v100", "pool_kind": "onprem", "per_gpu_hour": "1.50", "valid_from": "2025-01-01"},
+    ),
     "billing/months/<str:month>.csv": R((LOGIN, 403, 403, 403, 403, 200)),
     "billing/teams/<slug:slug>/": R(BILLING),
     "billing/invoices/<int:invoice_id>/": R(BILLING),
