@@ -96,7 +96,7 @@ def template_info(template: JobTemplate) -> TemplateInfo:
 
 def spec_context(user: Any, template: JobTemplate | None = None) -> SpecContext:
     teams = dict(Team.objects.filter(memberships__user=user).values_list("slug", "id"))
-    capacity = cluster_services.capacity_by_model()
+    capacity = cluster_services.capacity_with_bursts()
     return SpecContext(
         teams=teams,
         priorities=frozenset(PriorityClass.objects.values_list("name", flat=True)) or frozenset({"standard"}),

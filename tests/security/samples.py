@@ -36,6 +36,8 @@ SAMPLES: dict[str, str] = {
     "console/nodes/<str:name>/": "/console/nodes/{node}/",
     "console/queues/": "/console/queues/",
     "console/bursts/": "/console/bursts/",
+    "console/policies/": "/console/policies/",
+    "console/policies/<int:policy_id>/": "/console/policies/{policy}/",
     "console/bursts/<int:burst_id>/": "/console/bursts/{burst}/",
     "console/bursts/<int:burst_id>/approve/": "/console/bursts/{burst}/approve/",
     "console/bursts/<int:burst_id>/reject/": "/console/bursts/{burst}/reject/",

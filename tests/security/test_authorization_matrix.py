@@ -140,6 +140,12 @@ TABLE: dict[str, Row] = {
     "console/bursts/<int:burst_id>/": R(OPERATOR),
     "console/bursts/<int:burst_id>/approve/": R(POST_ONLY, post=(LOGIN, 403, 403, 403, 302, 403)),
     "console/bursts/<int:burst_id>/reject/": R(POST_ONLY, post=(LOGIN, 403, 403, 403, 302, 403), body={"reason": "not now"}),
+    "console/policies/": R(OPERATOR),
+    "console/policies/<int:policy_id>/": R(
+        OPERATOR,
+        post=(LOGIN, 404, 404, 404, 302, 404),
+        body={"name": "a10g-queue", "gpu_model": "a10g", "enabled": "on", "max_nodes": "2", "instance_types": "g5.12xlarge"},
+    ),
     "console/audit/": R(OPERATOR),
     "console/audit.csv": R(OPERATOR),
     # API documentation
