@@ -17,8 +17,9 @@ from django.views.decorators.http import require_GET, require_POST
 from billing import charts, exports, services
 from billing.access import billing_teams, require_billing, require_finance
 from billing.errors import BillingError
+from billing.forms import RateCardForm
 from billing.metering import month_of
-from billing.models import Budget, BudgetAlert, Invoice, Notification
+from billing.models import Budget, BudgetAlert, Invoice, Notification, RateCard, UsageRecord
 from billing.services import notify
 from billing.services.budgets import restrictions_of
 from billing.services.invoices import currency, invoice_rows
@@ -31,6 +32,13 @@ TREND_MONTHS = 12
 
 def last_month() -> date:
     return services.previous_month(timezone.now())
+
+
+def picker_months(now_month: date) -> list[date]:
+    """Newest first: the current month and the 23 before it, and any other month that has usage."""
+    recent = set(months_back(now_month, 24))
+    used = set(UsageRecord.objects.order_by().values_list("month", flat=True).distinct())
+    return sorted(recent | used, reverse=True)
 
 
 def visible_invoice(request: HttpRequest, invoice_id: int) -> Invoice:
@@ -60,7 +68,9 @@ def overview(request: HttpRequest) -> HttpResponse:
         "month": month,
         "currency": code,
         "charts": figures,
-        "months": months_back(last_month(), 24)[::-1],
+        "months": picker_months(month_of(timezone.now())),
+        "rate_cards": RateCard.objects.order_by("gpu_model", "pool_kind", "pool", "-valid_from")[:50],
+        "rate_form": RateCardForm(initial={"valid_from": month}),
     }
     return render(request, "billing/overview.html", {**context, "notifications": _unread(request)})
 
@@ -162,6 +172,36 @@ def draft_month(request: HttpRequest) -> HttpResponse:
     for team, why in report.failed.items():
         messages.error(request, f"{team}: {why}")
     return redirect(f"{reverse('billing_overview')}?month={month:%Y-%m}")
+
+
+@login_required
+@require_POST
+def add_rate_card(request: HttpRequest) -> HttpResponse:
+    """Finance adds a rate card through the billing service; each error names its field."""
+    require_finance(request.user)
+    form = RateCardForm(request.POST)
+    back = reverse("billing_overview") + (
+        f"?month={request.POST['month']}" if inputs.MONTH.fullmatch(request.POST.get("month", "")) else ""
+    )
+    if not form.is_valid():
+        for field, problems in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(str(p) for p in problems)}")
+        return redirect(back)
+    data = form.cleaned_data
+    try:
+        card = services.add_rate_card(
+            gpu_model=data["gpu_model"], pool_kind=data["pool_kind"], pool=data["pool"].strip(),
+            per_gpu_hour=data["per_gpu_hour"], valid_from=data["valid_from"], valid_until=data["valid_until"],
+            note=data["note"],
+        )  # fmt: skip
+    except BillingError as exc:
+        messages.error(request, str(exc))
+    else:
+        where = card.pool or card.get_pool_kind_display().lower()
+        messages.success(
+            request, f"Rate card added: {card.gpu_model.upper()} on {where}, {card.per_gpu_hour}/GPU-hour from {card.valid_from}."
+        )
+    return redirect(back)
 
 
 @login_required

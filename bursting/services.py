@@ -38,10 +38,12 @@ from bursting.provider import CapacityError, CloudProvider, Instance
 from bursting.providers import get_provider
 from cluster import services as cluster_services
 from cluster.backends import BackendError
+from cluster.gpus import GPU_MODELS
 from jobs.models import Job
 from jobs.states import HOLDS_GPUS, WAITING, PendingReason
 from portal.access import is_operator, operators
 from portal.locks import transaction_lock
+from portal.models import Team
 from portal.queue import after_commit
 from portal.states import move
 from quotas import restrictions
@@ -59,6 +61,146 @@ class BurstActionError(Exception):
 
 class BurstForbidden(BurstActionError):
     """Only operators decide bursts."""
+
+
+class PolicyError(BurstActionError):
+    """A burst policy change was refused; `errors` maps each field to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{field}: {' '.join(problems)}" for field, problems in errors.items()))
+        self.errors = errors
+
+
+# --- policies: what may burst where -----------------------------------------------------------
+
+
+def pool_problem(instance_type: InstanceType, provider: CloudProvider | None = None) -> str:
+    """Why the instance type's pool cannot take burst nodes ('' when it can): not elastic, or another shape."""
+    try:
+        (provider or get_provider()).check(instance_type.pool, instance_type.gpu_model, instance_type.gpus)
+    except BackendError as exc:
+        return f"{instance_type.name}: pool {instance_type.pool!r} cannot burst: {exc}"
+    return ""
+
+
+POLICY_FIELDS: dict[str, tuple[int, int]] = {  # whole-number fields an operator edits, with their limits
+    "trigger_pending_gpus": (0, 100_000),
+    "trigger_wait_s": (0, 30 * 86400),
+    "trigger_window_s": (0, 86400),
+    "min_nodes": (0, 1000),
+    "max_nodes": (1, 1000),
+    "max_duration_s": (60, 30 * 86400),
+    "idle_release_s": (0, 86400),
+    "proposal_ttl_s": (60, 7 * 86400),
+}
+
+
+def update_policy(user: Any, policy_id: int | None, data: dict[str, Any], provider: CloudProvider | None = None) -> BurstPolicy:
+    """Create (policy_id None) or change a burst policy; operators only. Every error names its field; nothing is half-saved.
+
+    `data`: name, gpu_model, enabled, the whole numbers of POLICY_FIELDS, auto_approve_below ('' for none),
+    instance_types (names) and allowed_teams (slugs). Each instance type must be of the policy's GPU
+    model and its pool must be an elastic cloud pool of that shape (else the error names `pool`).
+    """
+    if not is_operator(user):
+        raise BurstForbidden("only operators change burst policies")
+    errors: dict[str, list[str]] = {}
+
+    def add(field: str, message: str) -> None:
+        errors.setdefault(field, []).append(message)
+
+    policy = BurstPolicy() if policy_id is None else BurstPolicy.objects.filter(pk=policy_id).first()
+    if policy is None:
+        raise BurstActionError(f"no burst policy #{policy_id}")
+    name = str(data.get("name", policy.name)).strip()
+    if not name or len(name) > 60:
+        add("name", "1-60 characters")
+    elif BurstPolicy.objects.filter(name=name).exclude(pk=policy.pk).exists():
+        add("name", f"another policy is called {name!r}")
+    gpu_model = str(data.get("gpu_model", policy.gpu_model)).strip().lower()
+    if gpu_model not in GPU_MODELS:
+        add("gpu_model", f"unknown GPU model {gpu_model!r}; known: {', '.join(sorted(GPU_MODELS))}")
+    numbers: dict[str, int] = {}
+    for field, (low, high) in POLICY_FIELDS.items():
+        raw = data.get(field, getattr(policy, field))
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            add(field, f"a whole number {low}-{high}")
+            continue
+        if not low <= value <= high:
+            add(field, f"{value} is outside {low}-{high}")
+        numbers[field] = value
+    if "min_nodes" in numbers and "max_nodes" in numbers and numbers["min_nodes"] > numbers["max_nodes"]:
+        add("min_nodes", f"{numbers['min_nodes']} is more than max_nodes ({numbers['max_nodes']})")
+    given = data.get("auto_approve_below", policy.auto_approve_below)
+    raw_limit = "" if given is None else str(given).strip()
+    auto_approve: Decimal | None = None
+    if raw_limit:
+        try:
+            auto_approve = Decimal(raw_limit)
+        except InvalidOperation:
+            add("auto_approve_below", "a cost, or empty for never")
+        else:
+            if not auto_approve.is_finite() or not Decimal(0) < auto_approve < Decimal("1e10"):
+                add("auto_approve_below", "more than 0 and less than 10,000,000,000, or empty for never")
+    names = [str(n) for n in data.get("instance_types", [])]
+    types = list(InstanceType.objects.filter(name__in=names))
+    for missing in sorted(set(names) - {t.name for t in types}):
+        add("instance_types", f"no instance type called {missing!r}")
+    if not types and not errors.get("instance_types"):
+        add("instance_types", "choose at least one")
+    for t in types:
+        if t.gpu_model != gpu_model:
+            add("instance_types", f"{t.name} has {t.gpu_model} GPUs, not {gpu_model}")
+        elif problem := pool_problem(t, provider):
+            add("pool", problem)  # e.g. an on-premises pool: approving would fail at every attempt
+    slugs = [str(s) for s in data.get("allowed_teams", [])]
+    teams = list(Team.objects.filter(slug__in=slugs))
+    for missing in sorted(set(slugs) - {t.slug for t in teams}):
+        add("allowed_teams", f"no team called {missing!r}")
+    if errors:
+        raise PolicyError(errors)
+    with transaction.atomic():
+        policy.name, policy.gpu_model, policy.enabled = name, gpu_model, bool(data.get("enabled", policy.enabled))
+        for field, value in numbers.items():
+            setattr(policy, field, value)
+        policy.auto_approve_below = auto_approve
+        policy.save()
+        policy.instance_types.set(types)
+        policy.allowed_teams.set(teams)
+        record(None, str(user.username), "policy_changed", f"policy {policy.name}", after=policy_json(policy))
+    return policy
+
+
+def policy_json(policy: BurstPolicy) -> dict[str, Any]:
+    fields = {f: getattr(policy, f) for f in POLICY_FIELDS}
+    return {
+        "name": policy.name, "gpu_model": policy.gpu_model, "enabled": policy.enabled, **fields,
+        "auto_approve_below": str(policy.auto_approve_below) if policy.auto_approve_below is not None else None,
+        "instance_types": sorted(policy.instance_types.values_list("name", flat=True)),
+        "allowed_teams": sorted(policy.allowed_teams.values_list("slug", flat=True)),
+    }  # fmt: skip
+
+
+def burstable_capacity() -> dict[str, cluster_services.ModelCapacity]:
+    """GPUs enabled policies can add per model (registered with cluster, so jobs of a model only bursts offer are valid)."""
+    found: dict[str, cluster_services.ModelCapacity] = {}
+    policies = BurstPolicy.objects.filter(enabled=True).prefetch_related("instance_types")
+    for policy in policies:
+        for t in policy.instance_types.all():
+            if not t.active or t.gpu_model != policy.gpu_model:
+                continue
+            extra = cluster_services.ModelCapacity(t.gpus, t.gpus * policy.max_nodes, 0)
+            was = found.get(t.gpu_model)
+            found[t.gpu_model] = (
+                extra
+                if was is None
+                else cluster_services.ModelCapacity(
+                    max(was.max_gpus_per_node, extra.max_gpus_per_node), max(was.total_gpus, extra.total_gpus), 0
+                )
+            )
+    return found
 
 
 # --- transitions -----------------------------------------------------------------------------
@@ -172,7 +314,7 @@ def evaluate_policy(policy: BurstPolicy, now: datetime | None = None) -> BurstPr
     if not _trigger_held(policy, reason, now) or policy.proposals.filter(state__in=OPEN_STATES).exists():
         return None
     proposal = plan_policy(policy, jobs, teams)
-    if proposal is None:
+    if proposal is None or recently_rejected(policy, proposal.instance_type, now):
         return None
     with transaction.atomic():
         transaction_lock(LOCK)
@@ -183,6 +325,16 @@ def evaluate_policy(policy: BurstPolicy, now: datetime | None = None) -> BurstPr
     if policy.auto_approve_below is not None and burst.projected_cost < policy.auto_approve_below:
         return approve(None, burst.pk, reason=f"projected cost under the auto-approval limit {policy.auto_approve_below}")
     return burst
+
+
+def recently_rejected(policy: BurstPolicy, instance_type: str, now: datetime) -> bool:
+    """Did an operator reject this policy's burst into the same pool within BURST_REJECT_COOLDOWN_S?
+
+    Without this the next cycle (seconds later) proposes the very burst just rejected.
+    """
+    pool = InstanceType.objects.filter(name=instance_type).values_list("pool", flat=True).first()
+    since = now - timedelta(seconds=settings.BURST_REJECT_COOLDOWN_S)
+    return policy.proposals.filter(state=BurstState.REJECTED, pool=pool, decided_at__gt=since).exists()
 
 
 def _create(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -104,6 +105,40 @@ def capacity_by_model() -> dict[str, ModelCapacity]:
         largest=Max("gpus"), total=Sum("gpus"), healthy=Sum("gpus", filter=Q(state=NodeState.READY))
     )
     return {r["gpu_model"]: ModelCapacity(r["largest"], r["total"], r["healthy"] or 0) for r in rows}
+
+
+# Higher apps (bursting) say which GPUs elastic cloud pools can add; cluster cannot import them.
+BurstableSource = Callable[[], dict[str, ModelCapacity]]
+_burstable_sources: list[BurstableSource] = []
+
+
+def register_burstable(source: BurstableSource) -> None:
+    if source not in _burstable_sources:
+        _burstable_sources.append(source)
+
+
+def burstable_capacity() -> dict[str, ModelCapacity]:
+    """GPUs per model that registered sources can add on demand (burst policies into elastic pools)."""
+    found: dict[str, ModelCapacity] = {}
+    for source in _burstable_sources:
+        for model, extra in source().items():
+            found[model] = _combine(found[model], extra) if model in found else extra
+    return found
+
+
+def _combine(a: ModelCapacity, b: ModelCapacity) -> ModelCapacity:
+    return ModelCapacity(
+        max(a.max_gpus_per_node, b.max_gpus_per_node), a.total_gpus + b.total_gpus, a.healthy_gpus + b.healthy_gpus
+    )
+
+
+def capacity_with_bursts() -> dict[str, ModelCapacity]:
+    """What a job may ask for: the grid's nodes plus what elastic pools can add, so a model only a burst
+    offers (an empty cloud pool with a policy) is valid; its jobs wait and the burst policy sees them."""
+    merged = dict(capacity_by_model())
+    for model, extra in burstable_capacity().items():
+        merged[model] = _combine(merged[model], extra) if model in merged else extra
+    return merged
 
 
 def known_gpu_models() -> frozenset[str]:

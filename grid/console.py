@@ -17,7 +17,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from bursting import charts, services
-from bursting.models import BurstEvent, BurstProposal, BurstState
+from bursting.models import BurstEvent, BurstPolicy, BurstProposal, BurstState, InstanceType
 from cluster import services as cluster_services
 from cluster.models import Node
 from grid import audit, teams
@@ -147,6 +147,43 @@ def reject(request: HttpRequest, burst_id: int) -> HttpResponse:
     else:
         messages.success(request, f"Burst #{burst_id} rejected")
     return redirect("console_burst", burst_id=burst_id)
+
+
+@login_required
+def policies(request: HttpRequest) -> HttpResponse:
+    _operator_page(request)
+    found = BurstPolicy.objects.prefetch_related("instance_types", "allowed_teams")
+    return render(request, "bursting/policies.html", {"policies": found})
+
+
+@login_required
+def policy_edit(request: HttpRequest, policy_id: int) -> HttpResponse:
+    """GET: the policy's form. POST: save it through bursting.services.update_policy; errors come back by field."""
+    _operator_page(request)
+    policy = BurstPolicy.objects.filter(pk=policy_id).first()
+    if policy is None:
+        raise Http404("No such policy")
+    errors: dict[str, list[str]] = {}
+    values = services.policy_json(policy)
+    if request.method == "POST":
+        values = {
+            **{k: request.POST.get(k, values[k]) for k in ("name", "gpu_model", "auto_approve_below", *services.POLICY_FIELDS)},
+            "enabled": request.POST.get("enabled") == "on",
+            "instance_types": request.POST.getlist("instance_types"),
+            "allowed_teams": request.POST.getlist("allowed_teams"),
+        }
+        try:
+            services.update_policy(request.user, policy.pk, values)
+        except services.PolicyError as exc:
+            errors = exc.errors
+        else:
+            messages.success(request, f"Burst policy {values['name']} saved")
+            return redirect("console_policies")
+    context = {
+        "policy": policy, "values": values, "errors": errors, "numbers": [(f, values.get(f, "")) for f in services.POLICY_FIELDS],
+        "instance_types": InstanceType.objects.all(), "teams": Team.objects.order_by("slug"),
+    }  # fmt: skip
+    return render(request, "bursting/policy.html", context)
 
 
 @login_required

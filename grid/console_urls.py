@@ -14,6 +14,8 @@ urlpatterns = [
     path("bursts/<int:burst_id>/", console.burst_detail, name="console_burst"),
     path("bursts/<int:burst_id>/approve/", console.approve, name="console_burst_approve"),
     path("bursts/<int:burst_id>/reject/", console.reject, name="console_burst_reject"),
+    path("policies/", console.policies, name="console_policies"),
+    path("policies/<int:policy_id>/", console.policy_edit, name="console_policy"),
     path("audit/", console.audit_log, name="console_audit"),
     path("audit.csv", console.audit_csv, name="console_audit_csv"),
 ]

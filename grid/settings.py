@@ -396,6 +396,8 @@ CELERY_BEAT_SCHEDULE["telemetry-cycle"] = {"task": "grid.tasks.telemetry_cycle",
 BURST_CYCLE_S = env_float("BURST_CYCLE_S", 10.0, minimum=1, maximum=3600)
 # A node that fails to provision is asked for again up to this many times in all, then given up.
 BURST_MAX_ATTEMPTS = env_int("BURST_MAX_ATTEMPTS", 3, minimum=1, maximum=10)
+# After an operator rejects a proposal, the same policy does not propose the same pool again for this long.
+BURST_REJECT_COOLDOWN_S = env_int("BURST_REJECT_COOLDOWN_S", 3600, minimum=0, maximum=7 * 86400)
 # The simulator's cloud provider: boot delay, boot failures and capacity errors, drawn from the seed.
 BURST_PROVISION_DELAY_S = env_float("BURST_PROVISION_DELAY_S", 45.0, minimum=0, maximum=3600)
 BURST_FAILURE_RATE = env_float("BURST_FAILURE_RATE", 0.05, minimum=0, maximum=1)

@@ -96,7 +96,7 @@ def template_info(template: JobTemplate) -> TemplateInfo:
 
 def spec_context(user: Any, template: JobTemplate | None = None) -> SpecContext:
     teams = dict(Team.objects.filter(memberships__user=user).values_list("slug", "id"))
-    capacity = cluster_services.capacity_by_model()
+    capacity = cluster_services.capacity_with_bursts()
     return SpecContext(
         teams=teams,
         priorities=frozenset(PriorityClass.objects.values_list("name", flat=True)) or frozenset({"standard"}),
@@ -187,6 +187,47 @@ def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None) -> list[
         send_on_commit("grid", {"type": "grid.changed"})
         after_commit("jobs.tasks.admission_cycle")
     return created
+
+
+def record_past_job(
+    user: Any, raw: dict[str, Any], *, pool: str, submitted_at: datetime, started_at: datetime, finished_at: datetime,
+    state: JobState = JobState.SUCCEEDED, exit_code: int = 0,
+) -> Job:  # fmt: skip
+    """A job that already ran (demo data, imports of earlier history): validated as a submission, stored
+    finished with the events a real run leaves (submitted, admitted to `pool`, dispatched, running, the end),
+    so metering and invoices treat it as any other. Nothing goes to the backend."""
+    if state not in TERMINAL:
+        raise JobActionError(f"state: a past job has ended ({', '.join(sorted(TERMINAL))}), not {state}")
+    if not submitted_at <= started_at < finished_at <= timezone.now():
+        raise JobActionError("finished_at: need submitted_at <= started_at < finished_at <= now")
+    template = resolve_template(raw)
+    spec = validate(raw, spec_context(user, template))
+    if spec.array_indices:
+        raise JobActionError("array: a past job is one job")
+    with transaction.atomic():
+        job = Job.objects.create(
+            team_id=spec.team_id, owner=user, name=spec.name, kind=spec.kind, template=template, image=spec.image,
+            command=list(spec.command), script=spec.script, env=spec.env, gpu_model=spec.gpu_model,
+            gpus_per_node=spec.gpus_per_node, nodes=spec.nodes, gpus=spec.gpus, priority=spec.priority,
+            walltime_s=spec.walltime_s, checkpoint_dir=spec.checkpoint_dir, checkpoint_interval_s=spec.checkpoint_interval_s,
+            state=state, reason=PendingReason.NONE, submitted_at=submitted_at, state_changed_at=finished_at,
+            admitted_at=started_at, dispatched_at=started_at, started_at=started_at, finished_at=finished_at,
+            exit_code=exit_code, pool=pool, backend=get_backend().name,
+        )  # fmt: skip
+        steps = [
+            (submitted_at, "", JobState.PENDING, "submitted", ""),
+            (started_at, JobState.PENDING, JobState.ADMITTED, f"admitted to {pool}", pool),
+            (started_at, JobState.ADMITTED, JobState.DISPATCHED, "", ""),
+            (started_at, JobState.DISPATCHED, JobState.RUNNING, "", ""),
+            (finished_at, JobState.RUNNING, state, f"exit code {exit_code}", ""),
+        ]
+        JobEvent.objects.bulk_create(
+            [
+                JobEvent(job=job, at=at, from_state=left, to_state=to, actor=user.username, reason=why, pool=where)
+                for at, left, to, why, where in steps
+            ]
+        )
+    return job
 
 
 # --- cancel ----------------------------------------------------------------------------------

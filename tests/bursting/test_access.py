@@ -38,6 +38,8 @@ TABLE = {
     "console/bursts/<int:burst_id>/": ("/console/bursts/{burst}/", "get", LOGIN, 404, 404, 200),
     "console/bursts/<int:burst_id>/approve/": ("/console/bursts/{burst}/approve/", "post", LOGIN, 403, 403, 302),
     "console/bursts/<int:burst_id>/reject/": ("/console/bursts/{burst}/reject/", "post", LOGIN, 403, 403, 302),
+    "console/policies/": ("/console/policies/", "get", LOGIN, 404, 404, 200),
+    "console/policies/<int:policy_id>/": ("/console/policies/{policy}/", "get", LOGIN, 404, 404, 200),
     "console/audit/": ("/console/audit/", "get", LOGIN, 404, 404, 200),
     "console/audit.csv": ("/console/audit.csv", "get", LOGIN, 404, 404, 200),
     "api/v1/bursting/bursts/": ("/api/v1/bursting/bursts/", "get", 401, 403, 403, 200),
@@ -95,7 +97,7 @@ def test_each_caller_gets_what_the_table_says(
     template, method, *expected = TABLE[route]
     node = Node.objects.order_by("name").first()
     assert node is not None
-    url = template.format(node=node.name, burst=burst.pk)
+    url = template.format(node=node.name, burst=burst.pk, policy=burst.policy_id)
     is_api = url.startswith("/api/")
     for user, want in zip((None, alice, bob, olivia), expected, strict=True):
         BurstProposal.objects.filter(pk=burst.pk).update(state=BurstState.PROPOSED)  # each caller decides afresh

@@ -85,6 +85,7 @@ def world(
         "run": WhatIfRun.objects.create(requested_by=olivia, gpu_model="a100", days=1).pk,
         "invoice": invoice.pk,
         "burst": burst.pk,
+        "policy": burst.policy_id,
         "user": alice.pk,
         "team": alice.teams.get().pk,
         "budget": Budget.objects.get(team__slug="vision").pk,

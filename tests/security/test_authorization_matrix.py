@@ -117,6 +117,11 @@ TABLE: dict[str, Row] = {
     # Billing pages
     "billing/": R((LOGIN, 403, 403, 302, 403, 200)),  # the lead is sent to their team's page
     "billing/draft/": R(POST_ONLY, post=(LOGIN, 403, 403, 403, 403, 302), body={"month": "2025-03"}),
+    "billing/rate-cards/": R(
+        POST_ONLY,
+        post=(LOGIN, 403, 403, 403, 403, 302),
+        body={"gpu_model": "v100", "pool_kind": "onprem", "per_gpu_hour": "1.50", "valid_from": "2025-01-01"},
+    ),
     "billing/months/<str:month>.csv": R((LOGIN, 403, 403, 403, 403, 200)),
     "billing/teams/<slug:slug>/": R(BILLING),
     "billing/invoices/<int:invoice_id>/": R(BILLING),
@@ -135,6 +140,12 @@ TABLE: dict[str, Row] = {
     "console/bursts/<int:burst_id>/": R(OPERATOR),
     "console/bursts/<int:burst_id>/approve/": R(POST_ONLY, post=(LOGIN, 403, 403, 403, 302, 403)),
     "console/bursts/<int:burst_id>/reject/": R(POST_ONLY, post=(LOGIN, 403, 403, 403, 302, 403), body={"reason": "not now"}),
+    "console/policies/": R(OPERATOR),
+    "console/policies/<int:policy_id>/": R(
+        OPERATOR,
+        post=(LOGIN, 404, 404, 404, 302, 404),
+        body={"name": "a10g-queue", "gpu_model": "a10g", "enabled": "on", "max_nodes": "2", "instance_types": "g5.12xlarge"},
+    ),
     "console/audit/": R(OPERATOR),
     "console/audit.csv": R(OPERATOR),
     # API documentation

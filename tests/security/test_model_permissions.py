@@ -65,9 +65,13 @@ def world(db: None, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCal
         job_services.admit_and_dispatch()
     job_services.sync_jobs()
     users = {u.username: u for u in User.objects.all()}
+    # The demo's budget alert also told vision's lead; leave finance's notifications only, so team members compare equal.
+    Notification.objects.exclude(recipient=users["fiona"]).delete()
     for team in Team.objects.all():
-        budget = Budget.objects.create(team=team, amount=Decimal("1000"))
-        invoice = Invoice.objects.create(team=team, month=date(2026, 1, 1), currency="EUR")
+        budget, _ = Budget.objects.get_or_create(
+            team=team, period="month", defaults={"amount": Decimal("1000")}
+        )  # the demo has one
+        invoice = Invoice.objects.create(team=team, month=date(2020, 1, 1), currency="EUR")  # before the demo's months
         InvoiceLine.objects.create(invoice=invoice, position=1, description="GPU hours", amount=Decimal("1"))
         Notification.objects.create(recipient=users["fiona"], team=team, subject="budget", body=str(budget.pk))
     ApiToken.issue(users["alice"], "ci")

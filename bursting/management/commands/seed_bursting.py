@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
 from bursting.models import BurstPolicy, InstanceType
+from bursting.services import pool_problem
 
 # name, GPU model, GPUs per node, price per node-hour (on-demand list prices), cloud pool
 CATALOGUE: list[tuple[str, str, int, str, str]] = [
@@ -34,6 +35,10 @@ class Command(BaseCommand):
         pools = {p.strip() for p in options["pools"].split(",") if p.strip()}
         with transaction.atomic():
             types = [self._instance_type(*row) for row in CATALOGUE if row[4] in pools]
+            for t in list(types):  # a policy must not offer a pool that cannot burst: every approval would fail
+                if problem := pool_problem(t):
+                    self.stdout.write(self.style.WARNING(f"left out of every policy: {problem}"))
+                    types.remove(t)
             for model in sorted({t.gpu_model for t in types}):
                 policy = self._policy(model, options)
                 policy.instance_types.set([t for t in types if t.gpu_model == model])

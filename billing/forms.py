@@ -1,0 +1,20 @@
+"""Finance's rate card form on the billing page; the service (billing.services.add_rate_card) decides the rest."""
+
+from __future__ import annotations
+
+from django import forms
+
+from cluster.gpus import GPU_MODELS
+from cluster.states import PoolKind
+
+
+class RateCardForm(forms.Form):
+    """The fields of a rate card, with the limits the model has; overlaps and finalised months are the service's call."""
+
+    gpu_model = forms.ChoiceField(choices=[(key, key.upper()) for key in GPU_MODELS])
+    pool_kind = forms.ChoiceField(choices=PoolKind.choices)
+    pool = forms.CharField(max_length=60, required=False, help_text="Empty: every pool of the kind.")
+    per_gpu_hour = forms.DecimalField(max_digits=12, decimal_places=4, min_value=0)
+    valid_from = forms.DateField(help_text="YYYY-MM-DD")
+    valid_until = forms.DateField(required=False, help_text="Exclusive; empty: until further notice.")
+    note = forms.CharField(max_length=200, required=False)
