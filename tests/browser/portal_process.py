@@ -28,13 +28,27 @@ class RunningPortal:
 
 @contextmanager
 def running_portal(tmp: Path, redis_url: str, **extra_env: str) -> Iterator[RunningPortal]:
+    """The portal on a scratch database with the demo logins only."""
+    with _running(tmp, redis_url, ("--jobs", "0"), extra_env) as portal:
+        yield portal
+
+
+@contextmanager
+def running_demo_portal(tmp: Path, redis_url: str, **extra_env: str) -> Iterator[RunningPortal]:
+    """The portal seeded as a first start seeds it: jobs, history, invoices, a budget, a burst proposal."""
+    with _running(tmp, redis_url, (), extra_env) as portal:
+        yield portal
+
+
+@contextmanager
+def _running(tmp: Path, redis_url: str, seed_args: tuple[str, ...], extra_env: dict[str, str]) -> Iterator[RunningPortal]:
     with scratch_database(prefix="gridportal_e2e") as database_url:
         env = portal_env(database_url, redis_url, tmp, **{**QUICK_GRID, **extra_env})
         port = free_port()
         portal = RunningPortal(f"http://127.0.0.1:{port}", env, tmp / "portal.log")
         portal.manage("migrate", "--noinput")
         portal.manage("collectstatic", "--noinput")
-        portal.manage("seed_demo", "--jobs", "0")
+        portal.manage("seed_demo", *seed_args)
         process = None
         try:
             with portal.log.open("wb") as out:
