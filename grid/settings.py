@@ -278,6 +278,11 @@ JOB_MAX_WALLTIME_S = env_int("JOB_MAX_WALLTIME_S", 7 * 24 * 3600, minimum=60, ma
 JOB_MAX_SCRIPT_BYTES = env_int("JOB_MAX_SCRIPT_BYTES", 64 * 1024, minimum=1024, maximum=10 * 1024 * 1024)
 JOB_MAX_ARRAY_SIZE = env_int("JOB_MAX_ARRAY_SIZE", 1000, minimum=1, maximum=100_000)
 DEFAULT_TEAM_GPU_LIMIT = env_int("DEFAULT_TEAM_GPU_LIMIT", 16, minimum=0, maximum=1_000_000)
+# A start estimate is shown as a range: its wait scaled by these (10th/90th percentile of actual over
+# estimated wait in the trace replay, `replay_trace --estimates`; docs/scheduler.md).
+# Measured on tests/fixtures/traces/itp-dev.csv, 96 x 8 GPUs, fair policy: p10 1.0, p50 9.8, p90 51.7.
+START_ESTIMATE_RATIO_LOW = env_float("START_ESTIMATE_RATIO_LOW", 1.0, minimum=0.0, maximum=1.0)
+START_ESTIMATE_RATIO_HIGH = env_float("START_ESTIMATE_RATIO_HIGH", 51.7, minimum=1.0, maximum=1000.0)
 # Jobs that may wait at once, per team and per user; a submit past either answers 400 naming pending_jobs.
 MAX_PENDING_JOBS_PER_TEAM = env_int("MAX_PENDING_JOBS_PER_TEAM", 5_000, minimum=1, maximum=10_000_000)
 MAX_PENDING_JOBS_PER_USER = env_int("MAX_PENDING_JOBS_PER_USER", 2_000, minimum=1, maximum=10_000_000)

@@ -36,6 +36,8 @@ def job_list(request: HttpRequest) -> HttpResponse:
         jobs = jobs.none()
         messages.error(request, "Unknown state filter.")
     page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
+    for listed in page:
+        listed.start_range = live.start_range(listed.estimated_start) if listed.estimated_start else None  # type: ignore[attr-defined]
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -97,7 +99,12 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     return render(
         request,
         "jobs/detail.html",
-        {"job": job, "snapshot": snapshot, "can_cancel": services.can_cancel(request.user, job)},
+        {
+            "job": job,
+            "snapshot": snapshot,
+            "can_cancel": services.can_cancel(request.user, job),
+            "start_range": live.start_range(job.estimated_start) if job.estimated_start else None,
+        },
     )
 
 

@@ -120,6 +120,10 @@ class _Simulation:
         self.ends: list[tuple[float, str, float]] = []  # (end, job, start) of running jobs
         self.pending_since: dict[str, float] = {}
         self.wait: dict[str, float] = defaultdict(float)
+        # With explanations on: each job's first estimate (when it was made, the start it said) and how it came out.
+        self.first_estimate: dict[str, tuple[float, float]] = {}
+        self.estimated_done: set[str] = set()
+        self.estimate_outcomes: list[tuple[float, float]] = []  # (estimated wait, actual wait) from the estimate
         self.done: dict[str, float] = {}
         self.held_gpus: dict[str, int] = defaultdict(int)
         self.usage: dict[str, float] = {}
@@ -203,6 +207,9 @@ class _Simulation:
         nodes = [self._node_state(name, free) for name, free in self.free.items()]
         pending, running = list(self.pending.values()), list(self.running.values())
         result = self._decide(Cluster(nodes), pending, running)
+        for job_id, explanation in result.waiting.items():
+            if explanation.estimated_start is not None and str(job_id) not in self.first_estimate:
+                self.first_estimate[str(job_id)] = (self.clock, explanation.estimated_start)
         for preemption in result.preempted:
             self._preempt(self.running[str(preemption.job_id)])
         for admission in result.admitted:
@@ -248,6 +255,10 @@ class _Simulation:
             self.violations += 1  # admitted twice, or never asked for
             return
         self.wait[job_id] += self.clock - self.pending_since.pop(job_id)
+        if job_id in self.first_estimate and job_id not in self.estimated_done:
+            made, said = self.first_estimate[job_id]
+            self.estimate_outcomes.append((said - made, self.clock - made))
+            self.estimated_done.add(job_id)
         for node, gpus in placement.items():
             self.free[node] -= gpus
             if self.free[node] < 0:
@@ -285,6 +296,7 @@ class _Simulation:
             "lost_gpu_s": round(self.lost_gpu_s, 1),
             "per_team": per_team,
             "fairness": _fairness(per_team, self.wait, self.trace, self.done),
+            **({"estimates": estimate_accuracy(self.estimate_outcomes)} if self.spec.config.explain else {}),
             "wall_s": round(wall_s, 2),
         }
 
@@ -353,6 +365,21 @@ def replay(trace: Sequence[TraceJob], spec: ReplaySpec, progress: Callable[[floa
 # -- command line (shared by `python -m jobs.policy.replay` and `manage.py replay_trace`) ----
 
 
+def estimate_accuracy(outcomes: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """How the first start estimate of each waiting job came out: the error (actual minus estimated wait,
+    seconds; positive = later than said) and, for estimates of a wait of at least ten minutes, the ratio
+    of actual to estimated wait, at the 10th, 50th and 90th percentiles."""
+    errors = sorted(actual - said for said, actual in outcomes)
+    ratios = sorted(actual / said for said, actual in outcomes if said >= 600)
+    return {
+        "jobs": len(outcomes),
+        "error_s": {f"p{q}": round(_percentile(errors, q), 1) for q in (10, 50, 90)},
+        "late_fraction": round(sum(e > 60 for e in errors) / len(errors), 3) if errors else 0.0,
+        "ratio": {f"p{q}": round(_percentile(ratios, q), 3) for q in (10, 50, 90)},
+        "ratio_jobs": len(ratios),
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser | Any) -> None:
     parser.add_argument("trace", help="CSV with job_id, submit_time_s, duration_s, num_gpus, team")
     parser.add_argument("--nodes", type=int, default=96)
@@ -365,6 +392,9 @@ def add_arguments(parser: argparse.ArgumentParser | Any) -> None:
     parser.add_argument("--checkpoint-interval", type=float, default=1800.0, help="seconds of run time between checkpoints")
     parser.add_argument("--half-life", type=float, default=PolicyConfig().half_life_s, help="usage decay half-life, seconds")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--estimates", action="store_true", help="explain every cycle and measure how each job's first start estimate came out"
+    )
 
 
 def run_from_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -372,7 +402,7 @@ def run_from_options(options: dict[str, Any]) -> dict[str, Any]:
     trace = load_trace(options["trace"])
     quotas = load_quotas(options["quotas"]) if options.get("quotas") else None
     policies = [options["policy"]] + ([options["baseline"]] if options.get("baseline") not in (None, options["policy"]) else [])
-    config = PolicyConfig(explain=False, half_life_s=options["half_life"])
+    config = PolicyConfig(explain=bool(options.get("estimates")), half_life_s=options["half_life"])
     report: dict[str, Any] = {
         "trace": str(options["trace"]),
         "nodes": options["nodes"],

@@ -209,7 +209,10 @@
       el.className = "state state-" + job.state;
       let why = job.reason_detail ? job.reason_label + ": " + job.reason_detail : "";
       if (job.position) why += (why ? " · " : "") + "#" + job.position + " in the team's line, #" + job.pool_position + " among waiting jobs of its GPU model";
-      if (job.estimated_start) why += " · estimated start " + job.estimated_start.slice(0, 16).replace("T", " ") + " UTC";
+      if (job.estimated_start_range) {
+        const hm = function (iso) { return iso.slice(0, 16).replace("T", " "); };
+        why += " · likely to start between " + hm(job.estimated_start_range[0]) + " and " + hm(job.estimated_start_range[1]) + " UTC";
+      }
       text("job-reason", why);
       text("job-nodes", job.nodes.length ? job.nodes.join(", ") : "—");
       if (job.exit_code !== null) text("job-exit", "Exit code " + job.exit_code);

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.test import Client
+from pytest_django import Settings
 
 from jobs.models import Job
 from portal.models import Membership, User
@@ -23,3 +24,19 @@ def test_the_cancel_button_asks_first(web: Callable[[User | None], Client], alic
     job = submit(alice, name="asks")
     page = web(alice).get(f"/jobs/{job.pk}/").content.decode()
     assert 'id="cancel-form" data-confirm="Cancel job #' in page and 'id="log-follow" checked' in page
+
+
+def test_a_waiting_job_shows_a_start_range_not_a_minute(
+    web: Callable[[User | None], Client], alice: User, submit: Callable[..., Job], settings: Settings
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.START_ESTIMATE_RATIO_LOW, settings.START_ESTIMATE_RATIO_HIGH = 1.0, 4.0
+    job = submit(alice, name="waits")
+    Job.objects.filter(pk=job.pk).update(state="pending", estimated_start=timezone.now() + timedelta(hours=1))
+    page = web(alice).get(f"/jobs/{job.pk}/").content.decode()
+    assert "likely to start between" in page and "estimated start" not in page
+    listing = web(alice).get("/jobs/").content.decode()
+    assert "likely " in listing

@@ -68,3 +68,27 @@ def test_the_fixture_trace_loads() -> None:
     jobs = load_trace(TRACE)
     assert len(jobs) == 4000
     assert max(j.gpus for j in jobs) == 64
+
+
+def test_the_replay_measures_how_start_estimates_come_out() -> None:
+    # Two nodes busy for 1,000 s, then a queue: the first waiting job is told 1,000 s, and gets it.
+    trace = [TraceJob(f"busy{i}", 0.0, 1000.0, 8, "a") for i in range(2)]
+    trace += [TraceJob(f"next{i}", 10.0, 500.0, 8, "b") for i in range(3)]
+    report = replay(trace, ReplaySpec(2, 8, config=PolicyConfig(explain=True)))
+    estimates = report["estimates"]
+    assert estimates["jobs"] >= 1
+    assert estimates["error_s"]["p10"] == 0.0  # the first in line starts when it was told
+    assert "estimates" not in replay(trace, ReplaySpec(2, 8))
+
+
+def test_a_start_estimate_is_shown_as_the_measured_range() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from django.test import override_settings
+
+    from jobs.live import start_range
+
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    with override_settings(START_ESTIMATE_RATIO_LOW=1.0, START_ESTIMATE_RATIO_HIGH=3.0):
+        assert start_range(now + timedelta(hours=1), now) == (now + timedelta(hours=1), now + timedelta(hours=3))
+        assert start_range(now - timedelta(minutes=5), now) == (now, now)  # overdue: "now", never the past
