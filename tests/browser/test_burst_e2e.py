@@ -121,7 +121,7 @@ def test_an_operator_approves_fewer_nodes_and_waiting_jobs_start_on_them(portal:
     heading = page.locator("h1").inner_text()
     assert "3× g5.12xlarge" in heading, heading
     projection = page.locator("#projection").inner_text()
-    assert "3 nodes" in projection and "5.6720/h" in projection and "12 GPUs" in projection, projection
+    assert "3 nodes" in projection and "5.6720 EUR/h" in projection and "12 GPUs" in projection, projection
     teams = page.locator("#team-costs").inner_text()
     assert "vision" in teams and "render" in teams
     shot(page, "2-proposal")
