@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import plotly.graph_objects as go
@@ -23,6 +24,7 @@ from jobs.models import Job
 from jobs.states import HOLDS_GPUS, WAITING
 from portal.access import is_operator
 from portal.charts import LAYOUT, Point, line_figure
+from portal.permissions import VIEW, allows
 
 HISTORY = timedelta(hours=1)
 
@@ -73,6 +75,23 @@ def queue_by_team(user: Any) -> list[dict[str, Any]]:
     mine = Job.objects.restrict(user).filter(state__in=WAITING)
     rows = mine.values("team__slug").annotate(jobs=Count("id"), gpus=Sum("gpus")).order_by("team__slug")
     return [{"team": r["team__slug"], "jobs": r["jobs"], "gpus": r["gpus"] or 0} for r in rows]
+
+
+def queue_rows() -> list[dict[str, Any]]:
+    """Every team's waiting jobs, for the live dashboards to break down per viewer (`rows_visible_to`)."""
+    waiting = Job.objects.filter(state__in=WAITING)
+    rows = waiting.values("team_id", "team__slug").annotate(jobs=Count("id"), gpus=Sum("gpus")).order_by("team__slug")
+    return [{"team_id": r["team_id"], "team": r["team__slug"], "jobs": r["jobs"], "gpus": r["gpus"] or 0} for r in rows]
+
+
+def rows_visible_to(viewer: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`queue_rows()` cut to what `queue_by_team(viewer)` gives, decided in memory by the jobs' own rule."""
+    rule = Job.access_rule(viewer, VIEW)
+    return [
+        {"team": r["team"], "jobs": r["jobs"], "gpus": r["gpus"]}
+        for r in rows
+        if allows(rule, SimpleNamespace(team_id=r["team_id"]))
+    ]
 
 
 def queue_now(user: Any) -> dict[str, Any]:
@@ -210,13 +229,17 @@ shared_telemetry = SharedFigures(lambda: telemetry_grid(), ttl_s=1.0)
 
 
 def grid_snapshot(user: Any) -> dict[str, Any]:
-    figures = shared_grid.get()
+    return grid_message(shared_grid.get(), timezone.now().isoformat(), queue_by_team(user), is_operator(user))
+
+
+def grid_message(figures: dict[str, Any], at: str, by_team: list[dict[str, Any]], can_override: bool) -> dict[str, Any]:
+    """What a dashboard is sent: the shared figures and the queue of the teams its viewer may see."""
     return {
         "type": "grid",
-        "at": timezone.now().isoformat(),
+        "at": at,
         "pools": figures["pools"],
-        "queue": {**figures["queue"], "by_team": queue_by_team(user)},
+        "queue": {**figures["queue"], "by_team": by_team},
         "nodes": figures["nodes"],
         "safeguards": figures["safeguards"],
-        "can_override": is_operator(user),
+        "can_override": can_override,
     }

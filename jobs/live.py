@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,10 +69,11 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def events(job: Job, after_id: int = 0) -> list[dict[str, Any]]:
-    return [
-        {"id": e.pk, "at": e.at.isoformat(), "from": e.from_state, "to": e.to_state, "actor": e.actor, "reason": e.reason}
-        for e in JobEvent.objects.filter(job=job, pk__gt=after_id).order_by("id")
-    ]
+    return [event_data(e) for e in JobEvent.objects.filter(job=job, pk__gt=after_id).order_by("id")]
+
+
+def event_data(e: JobEvent) -> dict[str, Any]:
+    return {"id": e.pk, "at": e.at.isoformat(), "from": e.from_state, "to": e.to_state, "actor": e.actor, "reason": e.reason}
 
 
 def _label(sample: GpuSample) -> str:
@@ -120,7 +122,10 @@ def gpu_now(job: Job) -> dict[str, Any] | None:
 
 def efficiency(job: Job) -> dict[str, Any] | None:
     """The job's GPU efficiency (final once it ended) and the idle policy's decision, if any."""
-    row = JobEfficiency.objects.filter(portal_job_id=job.pk).first()
+    return efficiency_data(JobEfficiency.objects.filter(portal_job_id=job.pk).first())
+
+
+def efficiency_data(row: JobEfficiency | None) -> dict[str, Any] | None:
     if row is None:
         return None
     mean = row.mean_utilization if row.final else (round(row.utilization_sum / row.samples, 1) if row.samples else None)
@@ -136,10 +141,11 @@ def efficiency(job: Job) -> dict[str, Any] | None:
 
 
 def safeguard_events(job: Job) -> list[dict[str, Any]]:
-    return [
-        {"at": e.at.isoformat(), "kind": e.get_kind_display(), "reason": e.reason, "actor": e.actor}
-        for e in SafeguardEvent.objects.filter(portal_job_id=job.pk).order_by("at", "id")
-    ]
+    return [safeguard_data(e) for e in SafeguardEvent.objects.filter(portal_job_id=job.pk).order_by("at", "id")]
+
+
+def safeguard_data(e: SafeguardEvent) -> dict[str, Any]:
+    return {"at": e.at.isoformat(), "kind": e.get_kind_display(), "reason": e.reason, "actor": e.actor}
 
 
 def charts(history: dict[str, dict[str, list[Point]]]) -> dict[str, dict[str, Any]]:
@@ -169,14 +175,55 @@ def snapshot(job: Job) -> dict[str, Any]:
     }
 
 
-def tick(job: Job, log_offset: int, last_event_id: int) -> dict[str, Any]:
-    lines = services.read_log(job, log_offset)
+@dataclass
+class JobNews:
+    """What changed on a job since a page's log offset and last event: one read for all its pages."""
+
+    job: Job
+    log_from: int  # the offset `lines` start at
+    lines: list[str]
+    events: list[dict[str, Any]]  # every event after the oldest page's last one
+    gpus: dict[str, Any] | None
+    efficiency: dict[str, Any] | None
+    safeguards: list[dict[str, Any]]
+
+    def tick(self, log_offset: int, last_event_id: int) -> dict[str, Any]:
+        """The tick of a page that has the log up to `log_offset` and the events up to `last_event_id`."""
+        lines = self.lines[max(0, log_offset - self.log_from) :]
+        return {
+            "type": "tick",
+            "job": job_state(self.job),
+            "events": [e for e in self.events if e["id"] > last_event_id],
+            "gpus": self.gpus,
+            "efficiency": self.efficiency,
+            "safeguards": self.safeguards,
+            "log": {"offset": max(log_offset, self.log_from) + len(lines), "lines": lines},
+        }
+
+
+def news(since: dict[int, tuple[int, int]]) -> dict[int, JobNews]:
+    """Per job id, what changed since (log offset, last event id): a handful of queries for every job
+    watched, however many pages watch them. A job that no longer exists is left out."""
+    jobs = Job.objects.in_bulk(list(since))
+    after = min((event_id for _, event_id in since.values()), default=0)
+    new_events: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for e in JobEvent.objects.filter(job_id__in=list(jobs), pk__gt=after).order_by("id"):
+        if e.pk > since[e.job_id][1]:
+            new_events[e.job_id].append(event_data(e))
+    efficiencies = {row.portal_job_id: row for row in JobEfficiency.objects.filter(portal_job_id__in=list(jobs))}
+    safeguards: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for event in SafeguardEvent.objects.filter(portal_job_id__in=list(jobs)).order_by("at", "id"):
+        if event.portal_job_id is not None:
+            safeguards[event.portal_job_id].append(safeguard_data(event))
     return {
-        "type": "tick",
-        "job": job_state(job),
-        "events": events(job, last_event_id),
-        "gpus": gpu_now(job),
-        "efficiency": efficiency(job),
-        "safeguards": safeguard_events(job),
-        "log": {"offset": log_offset + len(lines), "lines": lines},
+        pk: JobNews(
+            job=job,
+            log_from=since[pk][0],
+            lines=services.read_log(job, since[pk][0]),
+            events=new_events[pk],
+            gpus=gpu_now(job),
+            efficiency=efficiency_data(efficiencies.get(pk)),
+            safeguards=safeguards[pk],
+        )
+        for pk, job in jobs.items()
     }

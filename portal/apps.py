@@ -11,7 +11,10 @@ class PortalConfig(AppConfig):
         from allauth.account import signals
 
         from portal import tasks  # noqa: F401
+        from portal.fanout import connect_announcements
         from portal.tokens import offer_revocation_after_password_change
 
         for signal in (signals.password_changed, signals.password_set, signals.password_reset):
             signal.connect(offer_revocation_after_password_change, dispatch_uid=f"tokens-{id(signal)}")
+        # Live pages check every message against cached access facts: a change of access must reach them.
+        connect_announcements()

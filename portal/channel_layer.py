@@ -1,9 +1,10 @@
 """The Redis channel layer, made to ride out a Redis outage instead of closing every websocket.
 
 While Redis is unreachable, pushes (`group_send`, `send`) are dropped, joins are remembered and
-`receive` waits and retries; the consumers keep serving their pages from their own database ticks
-and tell them "live updates paused". When Redis answers again every remembered group membership
-is re-joined (a restarted Redis has forgotten them), so pushes resume on the open sockets.
+`receive` waits and retries; the live pages keep being served from their feeds' database ticks.
+When Redis answers again every remembered group membership
+is re-joined (a restarted Redis has forgotten them), so pushes resume on the open sockets. The
+live pages' fan-out (portal.fanout) tells them "live updates paused" and "resumed".
 """
 
 from __future__ import annotations
@@ -22,12 +23,17 @@ from portal.breaker import Breaker
 log = logging.getLogger(__name__)
 REDIS_ERRORS = (redis.RedisError, OSError)
 RETRY_S = 1.0
+# A process's fan-out channels (portal.fanout) carry every group message for all of its pages; a
+# burst (a telemetry cycle pushes to every watched job at once) must not overflow them. channels_redis
+# keeps one Redis list per process, sized by the first channel it serves.
+FANOUT_CAPACITY = 5000
 
 
 class ResilientRedisChannelLayer(RedisChannelLayer):
     """channels_redis with an outage mode: drop pushes, keep sockets open, re-join groups on recovery."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["channel_capacity"] = {"fanout.*": FANOUT_CAPACITY, **(kwargs.get("channel_capacity") or {})}
         super().__init__(*args, **kwargs)
         self.breaker = Breaker("redis channel layer", cooldown_s=RETRY_S)
         self.memberships: dict[str, set[str]] = defaultdict(set)  # channel -> groups it joined
@@ -82,8 +88,9 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
     async def recover(self) -> bool:
         """If an outage is believed, and its cool-down has passed, try Redis again (re-joining the groups).
 
-        The consumers call it on every tick: a socket whose receive never failed (its connection
-        survived, or no message was due) would otherwise never notice that Redis is back. True
+        The process's fan-out (portal.fanout) calls it every second: a subscription whose receive
+        never failed (its connection survived, or no message was due) would otherwise never notice
+        that Redis is back. True
         if the layer is up.
         """
         if self.breaker.is_down and not self.breaker.is_open:
@@ -114,22 +121,3 @@ def live_updates_paused() -> bool:
     """True while pushes to the pages are being dropped (the channel layer cannot reach Redis)."""
     breaker = getattr(get_channel_layer(), "breaker", None)
     return bool(breaker is not None and breaker.is_down)
-
-
-class ReportsLiveStatus:
-    """A consumer mixin: tells its page when pushes pause (Redis down) and when they resume.
-
-    Call `report_live_status()` at every tick; it sends `{"type": "live", "paused": …}` only on a change.
-    """
-
-    live_paused = False
-
-    async def report_live_status(self) -> bool:
-        recover = getattr(getattr(self, "channel_layer", None), "recover", None)
-        if recover is not None:
-            await recover()
-        paused = live_updates_paused()
-        if paused != self.live_paused:
-            self.live_paused = paused
-            await self.send_json({"type": "live", "paused": paused})  # type: ignore[attr-defined]
-        return paused

@@ -8,7 +8,7 @@ below; a model that states none is for operators only. Anonymous users get nothi
 
 from __future__ import annotations
 
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from django.db import models
 from django.db.models import Q
@@ -39,6 +39,37 @@ def of_member_teams(user: Any, field: str = "team_id") -> Q:
 def of_led_teams(user: Any, field: str = "team_id") -> Q:
     """Rows of the teams the user leads."""
     return Q(**{f"{field}__in": list(user.lead_team_ids)})
+
+
+def allows(rule: Rule, row: Any) -> bool:
+    """Whether `row` (a model instance, or any object with the rule's fields as attributes) is among
+    the rows `rule` selects, decided in memory.
+
+    The live pages check every pushed message against the model's own rule this way, with facts
+    cached per process, instead of asking the database per socket per message. Only the lookups the
+    rules use are understood (`field`, `field__exact`, `field__in`); any other raises, so a rule that
+    grows past them fails loudly in tests rather than deciding wrongly.
+    """
+    if isinstance(rule, bool):
+        return rule
+    results = []
+    for child in cast(list[Q | tuple[str, Any]], rule.children):
+        if isinstance(child, Q):
+            results.append(allows(child, row))
+            continue
+        lookup, expected = child
+        field, _, op = lookup.partition("__")
+        value = getattr(row, field)
+        if op in ("", "exact"):
+            results.append(value == expected)
+        elif op == "in":
+            results.append(value in expected)
+        else:
+            raise ValueError(f"allows() does not evaluate the lookup {lookup!r}")
+    if rule.connector not in (Q.AND, Q.OR):
+        raise ValueError(f"allows() does not evaluate the connector {rule.connector!r}")
+    matched = all(results) if rule.connector == Q.AND else any(results)
+    return matched != rule.negated
 
 
 class RestrictedQuerySet(models.QuerySet[M]):
