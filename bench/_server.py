@@ -143,8 +143,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def portal_servers(env: dict[str, str], count: int, logs: Path, source: Path = REPO) -> Iterator[list[Server]]:
-    """Start `count` daphne processes (grid.asgi:application) on free loopback ports; yield base URLs."""
+def portal_servers(
+    env: dict[str, str], count: int, logs: Path, source: Path = REPO, app: str = "grid.asgi:application"
+) -> Iterator[list[Server]]:
+    """Start `count` daphne processes (`app`, the portal by default) on free loopback ports; yield base URLs."""
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     urls: list[str] = []
     try:
@@ -154,7 +156,7 @@ def portal_servers(env: dict[str, str], count: int, logs: Path, source: Path = R
             log_file = logs / f"daphne-{i}.log"
             with log_file.open("wb") as out:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "grid.asgi:application"],
+                    [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
                     cwd=source,
                     env=env,
                     stdout=out,
