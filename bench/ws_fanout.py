@@ -1,26 +1,36 @@
-"""Dashboard websockets at scale: 1,000 signed-in clients, one telemetry push a second through Redis.
+"""Live pages at scale: signed-in dashboards and job pages, one telemetry push a second through Redis.
 
-Run by hand: `.venv/bin/python bench/ws_fanout.py [--clients 1000] [--duration 30] [--servers 2] [--scenarios as-is,no-ticks]`.
+Run by hand (take the machine's benchmark lock; others benchmark on the same cores):
+
+    flock /tmp/bench.lock .venv/bin/python bench/ws_fanout.py --clients 2000 --json
 
 What it does, on loopback only, cleaning up on exit (also on Ctrl-C and SIGTERM):
-- a scratch PostgreSQL database with the simulated grid synced in, one user and one session for it
-  (the clients send its cookie, as a browser would);
-- `--servers` daphne processes (`grid.asgi:application`) with the Redis channel layer (REDIS_URL,
-  database 14), as `manage.py runportal` serves websockets;
-- `--clients` websocket clients on /ws/grid/ in two client processes (websockets library, asyncio),
-  spread over the servers; each GridConsumer joins the `grid` group. A client counts as connected
-  once its page would be loaded (the snapshot and the history charts arrived): a consumer handles
-  group messages only after its connect handler has finished;
-- once every client is connected, this process sends one `telemetry.grid` message a second to the
-  `grid` group with channels_redis `group_send` (the telemetry cycle's call), stamped with a
-  sequence number and the wall-clock time of sending; clients record the delivery lag of each.
+- a scratch PostgreSQL database with the simulated grid synced in; TEAMS teams of USERS_PER_TEAM
+  researchers and one operator; JOBS jobs submitted through the service layer, admitted,
+  dispatched and synced (most run, the rest wait, so the queue has rows per team); one signed-in
+  session per client (each client sends its own cookie, as a browser would);
+- `--servers` server processes (`--server`: uvicorn or daphne, one port each) with the Redis
+  channel layer (REDIS_URL, database 14), serving each scenario's application;
+- `--clients` websocket clients in two client processes: `--job-pages` of them on job pages
+  (`/ws/jobs/<id>/` of a job of the client's team, the operator's clients on any job), the rest on
+  the dashboard (`/ws/grid/`); a page counts as loaded once its first frames arrived (dashboard:
+  snapshot and history charts; job page: snapshot). OUTSIDERS more clients each try a job of
+  another team and must be refused (4403);
+- once every page is loaded, this process does what the telemetry cycle does, once a second:
+  `group_send` of the heat map to `grid` and of each watched job's GPU samples to `job.<id>`,
+  stamped with a sequence number and the wall-clock time of sending; clients record the lag of
+  each. Loss: pushes sent to a loaded page and not received within GRACE_S of the last one.
+  Every frame a page receives is also checked: a job page only ever hears of its own job, a
+  dashboard's queue breakdown names only its viewer's teams (`leaks` counts the others).
 
-Scenarios: `as-is` is the portal unchanged: each GridConsumer also sends its own grid snapshot every
-2 s (database queries per client). `no-ticks` serves the same application with the consumers' tick
-set to an hour, so only the pushed messages flow: the channel layer's fan-out alone.
+Scenarios, in one run, on the same machine, server, process count, clients and publisher:
+- `portal`: the portal as deployed (`grid.asgi:application`): sign-in, per-message visibility
+  checks, the dashboards' and job pages' own ticks (every 2 s and 1 s), all of it;
+- `channels`: the bare reference (bench.ws_reference): a minimal Channels consumer per socket
+  (no sign-in, no database, no ticks) that joins the page's group and forwards each push.
 
-Reports p50/p95/p99/max lag and loss (messages published x clients connected, minus those received
-within 5 s of the last publish) per scenario; writes bench/results/ws_fanout.json.
+Prints a table, writes bench/results/ws_fanout.json, and prints one JSON object as its last line
+(`p99_ms`, `lost`, `loaded` of the portal, and the reference's figures beside them).
 """
 
 from __future__ import annotations
@@ -28,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import multiprocessing
 import os
@@ -36,9 +45,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -62,110 +73,211 @@ from bench._server import _stop as stop_server
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TARGET_P99_MS = 250.0
-GRACE_S = 5.0  # how long clients keep listening after the last publish
-SCENARIOS = {"as-is": "grid.asgi:application", "no-ticks": "bench.ws_fanout:quiet_application"}
+GRACE_S = 5.0  # how long clients keep listening after the last push
+TEAMS = 4
+USERS_PER_TEAM = 2
+JOBS = 40
+OUTSIDERS = 20
+CLOSE_FORBIDDEN = 4403
+LOADS_AT_ONCE = 50  # page loads in flight per client process
+SCENARIOS = {"portal": "grid.asgi:application", "channels": "bench.ws_reference:application"}
 
 
-def __getattr__(name: str) -> Any:
-    """`quiet_application`: the portal's ASGI application with the dashboard consumer's own tick set to an hour."""
-    if name != "quiet_application":
-        raise AttributeError(name)
-    application = importlib.import_module("grid.asgi").application  # sets Django up, so it comes first
-    from grid import consumers
+@dataclass(frozen=True)
+class Page:
+    """One client: where it connects, as whom, and what it may hear of."""
 
-    consumers.TICK_S = 3600.0
-    return application
+    path: str
+    cookie: str
+    job_id: int  # 0: the dashboard
+    teams: tuple[str, ...]  # the teams whose queue the viewer may see; () for an operator: all
+    outsider: bool = False
 
 
 # --- the clients (run in child processes) ---------------------------------------------------------
 
 
-async def _client(url: str, headers: dict[str, str], opened: asyncio.Event, stop: asyncio.Event, out: dict[str, Any]) -> None:
+class Tally:
+    def __init__(self) -> None:
+        self.loaded = 0
+        self.refused = 0
+        self.failed: dict[str, int] = {}
+        self.lags: dict[str, list[float]] = {"dashboard": [], "job": []}
+        self.received: dict[str, int] = {"dashboard": 0, "job": 0}
+        self.leaks = 0  # frames about another team's jobs
+        self.frames = 0
+
+    def failure(self, exc: BaseException) -> None:
+        self.failed[type(exc).__name__] = self.failed.get(type(exc).__name__, 0) + 1
+
+
+async def _page(url: str, page: Page, loaded: asyncio.Event, stop: asyncio.Event, tally: Tally) -> None:
     from websockets.asyncio.client import connect
 
+    headers = {"Cookie": page.cookie, "Origin": url}
+    kind = "job" if page.job_id else "dashboard"
+    seen: set[int] = set()
     try:
-        async with connect(url, additional_headers=headers, max_size=None, open_timeout=120, ping_interval=None) as ws:
-            lags, seen = out["lags"], set()
+        async with connect(
+            url.replace("http://", "ws://") + page.path,
+            additional_headers=headers,
+            max_size=None,
+            open_timeout=120,
+            ping_interval=None,
+            compression=None,
+        ) as ws:
             while not stop.is_set():
                 try:
                     raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
                 except TimeoutError:
                     continue
                 received = time.time()
-                assert isinstance(raw, str)  # the portal sends text frames
-                if '"bench_seq"' not in raw:
-                    out["other"] += 1
-                    if raw.startswith('{"type": "history"'):
-                        out["connected"] += 1  # the page is fully loaded: snapshot and history charts arrived
-                        opened.set()
-                    continue
+                tally.frames += 1
                 message = json.loads(raw)
-                if message["bench_seq"] not in seen:
-                    seen.add(message["bench_seq"])
-                    lags.append((received - message["bench_sent"]) * 1000)
+                kind_of = message.get("type")
+                if kind_of in ("history", "snapshot") and not loaded.is_set():
+                    tally.loaded += 1
+                    loaded.set()
+                seq, sent = _stamp(message)
+                if seq is not None and seq not in seen:
+                    seen.add(seq)
+                    tally.lags[kind].append((received - sent) * 1000)
+                    tally.received[kind] += 1
+                tally.leaks += _leaks(page, message)
     except Exception as exc:  # noqa: BLE001 - a failed client is counted, not fatal
-        out["failed"][type(exc).__name__] = out["failed"].get(type(exc).__name__, 0) + 1
-        opened.set()
+        if page.outsider and _refused(exc):
+            tally.refused += 1
+        else:
+            tally.failure(exc)
+    finally:
+        loaded.set()
 
 
-async def _clients(urls: list[str], cookie: str, count: int, offset: int, conn: Connection) -> None:
-    out: dict[str, Any] = {"connected": 0, "other": 0, "lags": [], "failed": {}}
+def _refused(exc: Exception) -> bool:
+    """Whether the server turned the page away: closed 4403 (daphne), or its handshake answered 403 (uvicorn)."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    if isinstance(exc, ConnectionClosed):
+        return exc.rcvd is not None and exc.rcvd.code == CLOSE_FORBIDDEN
+    return isinstance(exc, InvalidStatus) and exc.response.status_code == 403
+
+
+def _stamp(message: dict[str, Any]) -> tuple[int | None, float]:
+    """The push's sequence number and send time, if the frame is one of the benchmark's pushes."""
+    if "bench_seq" in message:
+        return int(message["bench_seq"]), float(message["bench_sent"])
+    if message.get("type") == "gpus" and "bench" in message.get("values", {}):
+        return int(message["values"]["bench"]["seq"]), datetime.fromisoformat(message["t"]).timestamp()
+    return None, 0.0
+
+
+def _leaks(page: Page, message: dict[str, Any]) -> int:
+    """1 if the frame tells this page about what its viewer may not see."""
+    if page.job_id and message.get("type") in ("snapshot", "tick"):
+        return int(message["job"]["id"] != page.job_id)
+    if not page.job_id and message.get("type") == "grid" and page.teams:
+        return int(any(row["team"] not in page.teams for row in message["queue"]["by_team"]))
+    return 0
+
+
+async def _clients(urls: list[str], pages: list[Page], offset: int, conn: Connection) -> None:
+    tally = Tally()
     stop = asyncio.Event()
-    # Pages loading at once. Each load waits on the server's database thread, and daphne drops a
-    # websocket not accepted within 5 s, so a rush of 1,000 would measure the rush, not the fan-out.
-    gate = asyncio.Semaphore(10)
+    gate = asyncio.Semaphore(LOADS_AT_ONCE)
     tasks = []
-    for i in range(count):
-        base = urls[(offset + i) % len(urls)]
-        headers = {"Cookie": cookie, "Origin": base}
-        opened = asyncio.Event()
+    for i, page in enumerate(pages):
+        loaded = asyncio.Event()
         await gate.acquire()
-        task = asyncio.create_task(_client(base.replace("http://", "ws://") + "/ws/grid/", headers, opened, stop, out))
-        task.add_done_callback(lambda _t: None)
-        tasks.append(task)
-        asyncio.get_running_loop().create_task(_release_when(opened, gate))
-    while out["connected"] + sum(out["failed"].values()) < count:
+        tasks.append(asyncio.create_task(_page(urls[(offset + i) % len(urls)], page, loaded, stop, tally)))
+        asyncio.get_running_loop().create_task(_release_when(loaded, gate))
+    while tally.loaded + tally.refused + sum(tally.failed.values()) < len(pages):
         await asyncio.sleep(0.1)
-    conn.send(("ready", out["connected"], out["failed"]))
+    conn.send(("ready", tally.loaded, tally.refused, tally.failed))
     await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # "stop"
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
-    conn.send(("done", out))
+    conn.send(("done", tally.__dict__))
 
 
-async def _release_when(opened: asyncio.Event, gate: asyncio.Semaphore) -> None:
-    await opened.wait()
+async def _release_when(loaded: asyncio.Event, gate: asyncio.Semaphore) -> None:
+    await loaded.wait()
     gate.release()
 
 
-def client_process(urls: list[str], cookie: str, count: int, offset: int, conn: Connection) -> None:
-    asyncio.run(_clients(urls, cookie, count, offset, conn))
+def client_process(urls: list[str], pages: list[Page], offset: int, conn: Connection) -> None:
+    asyncio.run(_clients(urls, pages, offset, conn))
 
 
-# --- the portal side -------------------------------------------------------------------------------
+# --- the portal's data -----------------------------------------------------------------------------
 
 
-def seed() -> str:
-    """The simulated grid, one user and a signed-in session for it; returns the Cookie header."""
+def seed(clients: int, job_pages: float) -> tuple[list[Page], list[int]]:
+    """Teams, users, jobs and one session per client; returns the clients' pages and the watched jobs."""
     from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
 
-    from cluster import services
-    from portal.models import User
+    from cluster import services as cluster_services
+    from jobs import services as job_services
+    from jobs.models import Job
+    from portal.models import Membership, Team, TeamRole, User
 
-    services.sync_nodes()
-    user = User.objects.create_user("wsbench", "wsbench@example.org", "wsbench")
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.save()
-    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+    cluster_services.sync_nodes()
+    members: list[tuple[User, Team]] = []
+    for t in range(TEAMS):
+        team = Team.objects.create(slug=f"team-{t}", name=f"Team {t}")
+        for u in range(USERS_PER_TEAM):
+            user = User.objects.create_user(f"member-{t}-{u}", f"member-{t}-{u}@example.org", "wsbench")
+            Membership.objects.create(user=user, team=team, role=TeamRole.RESEARCHER)
+            members.append((user, team))
+    operator = User.objects.create_user("operator", "operator@example.org", "wsbench", is_operator=True)
+    for j in range(JOBS):
+        user, _ = members[j % len(members)]
+        raw = {
+            "name": f"train-{j}",
+            "command": ["python", "train.py", "--epochs=500"],
+            "gpu_model": "a100",
+            "gpus_per_node": 1,
+            "walltime": 36000,
+        }
+        job_services.submit(user, raw)
+    for job_id in job_services.run_admission_cycle():
+        job_services.dispatch(job_id)
+    job_services.sync_jobs()
+    jobs = list(Job.objects.order_by("id").values_list("id", "team__slug", "state"))
+    log(f"seeded {TEAMS} teams, {len(members) + 1} users, {len(jobs)} jobs ({sum(s == 'running' for *_, s in jobs)} running)")
+
+    def cookie(user: User) -> str:
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.save()
+        return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+    viewers: list[tuple[User, Team | None]] = [*members, (operator, None)]
+    job_clients = round(clients * job_pages)
+    pages: list[Page] = []
+    for i in range(clients):
+        user, maybe_team = viewers[i % len(viewers)]
+        teams = (maybe_team.slug,) if maybe_team is not None else ()
+        if i < job_clients:
+            mine = [job_id for job_id, slug, _ in jobs if not teams or slug in teams]
+            job_id = mine[(i // len(viewers)) % len(mine)]
+            pages.append(Page(f"/ws/jobs/{job_id}/", cookie(user), job_id, teams))
+        else:
+            pages.append(Page("/ws/grid/", cookie(user), 0, teams))
+    for i in range(OUTSIDERS):
+        user, team = members[i % len(members)]
+        theirs = [job_id for job_id, slug, _ in jobs if slug != team.slug]
+        job_id = theirs[i % len(theirs)]
+        pages.append(Page(f"/ws/jobs/{job_id}/", cookie(user), job_id, (team.slug,), outsider=True))
+    watched = sorted({p.job_id for p in pages if p.job_id and not p.outsider})
+    return pages, watched
 
 
 def heat_message() -> dict[str, Any]:
-    """What the cycle pushes to the dashboard: the heat map of the grid (here, the simulator's)."""
+    """What the cycle pushes to the dashboards: the heat map of the grid (here, the simulator's)."""
     from django.utils import timezone
 
     from cluster.simulator.telemetry import SimulatorTelemetry
@@ -179,23 +291,157 @@ def heat_message() -> dict[str, Any]:
     }
 
 
-def publish(duration_s: int, base: dict[str, Any]) -> tuple[int, list[float]]:
-    """One group_send to `grid` a second; returns how many and how long each call took (ms)."""
+def publish(duration_s: int, watched: list[int]) -> tuple[int, list[float]]:
+    """Once a second: the heat map to `grid`, GPU samples to each watched `job.<id>`; returns how
+    many rounds and how long each round's sends took (ms)."""
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
+    base = heat_message()
 
-    async def run() -> tuple[int, list[float]]:
+    async def run() -> list[float]:
         calls: list[float] = []
         start = time.monotonic()
         for seq in range(duration_s):
             await asyncio.sleep(max(0.0, start + seq - time.monotonic()))
             t0 = time.perf_counter()
-            await layer.group_send("grid", {**base, "bench_seq": seq, "bench_sent": time.time()})
+            sent = time.time()
+            t = datetime.fromtimestamp(sent, tz=UTC).isoformat()
+            values = {"utilization": {"node/gpu0": 97.0}, "temperature_c": {"node/gpu0": 64.0}, "bench": {"seq": seq}}
+            sends = [layer.group_send("grid", {**base, "bench_seq": seq, "bench_sent": sent})]
+            sends += [
+                layer.group_send(f"job.{j}", {"type": "telemetry.job", "t": t, "stale": False, "values": values}) for j in watched
+            ]
+            await asyncio.gather(*sends)
             calls.append((time.perf_counter() - t0) * 1000)
-        return duration_s, calls
+        return calls
 
-    return asyncio.run(run())
+    return duration_s, asyncio.run(run())
+
+
+# --- servers ---------------------------------------------------------------------------------------
+
+
+def server_command(server: str, app: str, port: int) -> list[str]:
+    if server == "daphne":
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
+    # uvicorn as docs/deployment.md runs it: no permessage-deflate (it costs CPU per frame), no lifespan (Django has none)
+    return [
+        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+        "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def servers(env: dict[str, str], server: str, app: str, count: int, logs: Path) -> Iterator[list[Server]]:
+    """`count` server processes serving `app`, one loopback port each."""
+    procs: list[tuple[subprocess.Popen[bytes], Path, str]] = []
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            port = free_port()
+            log_file = logs / f"daphne-{i}.log"  # server_errors() reads daphne-*.log whatever the server
+            with log_file.open("wb") as out:
+                command = server_command(server, app, port)
+                proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            procs.append((proc, log_file, f"http://127.0.0.1:{port}"))
+        for proc, log_file, url in procs:
+            wait_healthy(url, proc, log_file)
+        log(f"{count} {server} process(es) serving {app}: {', '.join(url for *_, url in procs)}")
+        yield [Server(url, proc.pid) for proc, _, url in procs]
+    finally:
+        for proc, *_ in procs:
+            stop_server(proc)
+
+
+# --- a scenario ------------------------------------------------------------------------------------
+
+
+def scenario(
+    name: str, env: dict[str, str], args: argparse.Namespace, pages: list[Page], watched: list[int], logs: Path
+) -> dict[str, Any]:
+    if name != "portal":
+        pages = [p for p in pages if not p.outsider]  # the bare reference checks nobody
+    with servers(env, args.server, SCENARIOS[name], args.servers, logs / name) as procs:
+        result = _measure(name, [s.url for s in procs], args, pages, watched)
+    result["server_errors"] = server_errors(logs / name)
+    return result
+
+
+def _measure(name: str, urls: list[str], args: argparse.Namespace, pages: list[Page], watched: list[int]) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    halves = [pages[0::2], pages[1::2]]
+    pipes, procs = [], []
+    started = time.perf_counter()
+    try:
+        for i, part in enumerate(halves):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=client_process, args=(urls, part, i, child), daemon=True)
+            proc.start()
+            pipes.append(parent)
+            procs.append(proc)
+        ready = [p.recv() for p in pipes]
+        load_s = time.perf_counter() - started
+        loaded, refused = sum(r[1] for r in ready), sum(r[2] for r in ready)
+        failed: dict[str, int] = {}
+        for r in ready:
+            for k, v in r[3].items():
+                failed[k] = failed.get(k, 0) + v
+        log(f"[{name}] {loaded} pages loaded in {load_s:.1f} s, {refused} outsiders refused; failed: {failed or 'none'}")
+        time.sleep(2)  # let the first frames drain
+        load_before = os.getloadavg()[0]
+        published, calls = publish(args.duration, watched)
+        time.sleep(GRACE_S)
+        for p in pipes:
+            p.send("stop")
+        tallies = [p.recv()[1] for p in pipes]
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+    return _summarise(name, pages, args, published, calls, loaded, refused, failed, load_s, tallies, load_before)
+
+
+def _summarise(
+    name: str,
+    pages: list[Page],
+    args: argparse.Namespace,
+    published: int,
+    calls: list[float],
+    loaded: int,
+    refused: int,
+    failed: dict[str, int],
+    load_s: float,
+    tallies: list[dict[str, Any]],
+    load_before: float,
+) -> dict[str, Any]:
+    lags = {kind: [lag for t in tallies for lag in t["lags"][kind]] for kind in ("dashboard", "job")}
+    every = lags["dashboard"] + lags["job"]
+    received = sum(t["received"][k] for t in tallies for k in ("dashboard", "job"))
+    # Every loaded page should hear every push: its own job's samples, or the heat map.
+    expected = published * loaded
+    return {
+        "application": SCENARIOS[name],
+        "clients": args.clients,
+        "loaded": loaded,
+        "load_s": round(load_s, 1),
+        "failed": failed,
+        "outsiders": sum(p.outsider for p in pages),
+        "outsiders_refused": refused,
+        "leaks": sum(t["leaks"] for t in tallies),
+        "published": published,
+        "expected": expected,
+        "received": received,
+        "lost": expected - received,
+        "lag_ms": summary(every),
+        "lag_ms_dashboards": summary(lags["dashboard"]),
+        "lag_ms_job_pages": summary(lags["job"]),
+        "publish_round_ms": summary(calls),
+        "frames_received": sum(t["frames"] for t in tallies),
+        "met_target": bool(every) and percentile(every, 99) <= TARGET_P99_MS and expected == received and loaded == args.clients,
+        "loadavg_1m_start_end": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def summary(lags: list[float]) -> dict[str, float | None]:
@@ -209,134 +455,94 @@ def summary(lags: list[float]) -> dict[str, float | None]:
     }
 
 
-@contextlib.contextmanager
-def daphne(env: dict[str, str], app: str, count: int, logs: Path) -> Iterator[list[Server]]:
-    """`count` daphne processes serving `app` on free loopback ports (as _server.portal_servers, any application)."""
-    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
-    try:
-        logs.mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            port = free_port()
-            log_file = logs / f"daphne-{i}.log"
-            with log_file.open("wb") as out:
-                command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
-                proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-            procs.append((proc, log_file))
-        servers = []
-        for proc, log_file in procs:
-            args = cast(list[str], proc.args)  # `command` above
-            port = int(args[args.index("-p") + 1])
-            url = f"http://127.0.0.1:{port}"
-            wait_healthy(url, proc, log_file)
-            servers.append(Server(url, proc.pid))
-        log(f"{count} daphne process(es) serving {app}: {', '.join(s.url for s in servers)}")
-        yield servers
-    finally:
-        for proc, _ in procs:
-            stop_server(proc)
-
-
-def scenario(name: str, env: dict[str, str], args: argparse.Namespace, cookie: str, logs: Path) -> dict[str, Any]:
-    with daphne(env, SCENARIOS[name], args.servers, logs / name) as servers:
-        return _measure(name, servers, args, cookie, logs / name)
-
-
-def _measure(name: str, servers: list[Server], args: argparse.Namespace, cookie: str, logs: Path) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    urls = [s.url for s in servers]
-    halves = [args.clients // 2, args.clients - args.clients // 2]
-    pipes, procs = [], []
-    try:
-        for i, count in enumerate(halves):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=client_process, args=(urls, cookie, count, i, child), daemon=True)
-            proc.start()
-            pipes.append(parent)
-            procs.append(proc)
-        t0 = time.perf_counter()
-        ready = [p.recv() for p in pipes]
-        connected = sum(r[1] for r in ready)
-        failed: dict[str, int] = {}
-        for r in ready:
-            for k, v in r[2].items():
-                failed[k] = failed.get(k, 0) + v
-        log(f"[{name}] {connected} clients connected in {time.perf_counter() - t0:.1f} s; failed: {failed or 'none'}")
-        time.sleep(2)  # let the connect-time snapshots drain
-        load_before = os.getloadavg()[0]
-        base = heat_message()
-        published, calls = publish(args.duration, base)
-        time.sleep(GRACE_S)
-        for p in pipes:
-            p.send("stop")
-        results = [p.recv()[1] for p in pipes]
-    finally:
-        for proc in procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.terminate()
-    lags = [lag for r in results for lag in r["lags"]]
-    expected = published * connected
-    return {
-        "application": SCENARIOS[name],
-        "clients_asked": args.clients,
-        "clients_connected": connected,
-        "clients_failed": failed,
-        "servers": len(servers),
-        "published": published,
-        "payload_bytes": len(json.dumps({**base, "bench_seq": 0, "bench_sent": time.time()})),
-        "expected_deliveries": expected,
-        "received": len(lags),
-        "lost": expected - len(lags),
-        "loss_pct": round(100 * (expected - len(lags)) / expected, 3) if expected else None,
-        "lag_ms": summary(lags),
-        "group_send_ms": summary(calls),
-        "other_messages_received": sum(r["other"] for r in results),
-        "met_target": bool(lags) and percentile(lags, 99) <= TARGET_P99_MS and expected == len(lags),
-        "loadavg_1m_start_end": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "server_errors": server_errors(logs),
-    }
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--duration", type=int, default=30, help="seconds of publishing (one message a second)")
-    parser.add_argument("--servers", type=int, default=2, help="daphne processes")
-    parser.add_argument("--scenarios", default="as-is,no-ticks")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=2000, help="signed-in pages (dashboards and job pages)")
+    parser.add_argument("--job-pages", type=float, default=0.25, help="share of the clients on job pages")
+    parser.add_argument("--duration", type=int, default=20, help="seconds of pushes (one round a second)")
+    parser.add_argument("--servers", type=int, default=2, help="server processes")
+    parser.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn")
+    parser.add_argument("--scenarios", default="portal,channels")
     parser.add_argument("--logs", type=Path, help="keep the servers' logs here")
+    parser.add_argument("--json", action="store_true", help="print only the final JSON object")
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
     names = [n for n in args.scenarios.split(",") if n]
     unknown = set(names) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}")
+    began = time.perf_counter()
     results: dict[str, Any] = {}
     with data_dir() as folder, scratch_database("bench_ws") as db:
         env = portal_env(db, folder)
-        env.update(REDIS_URL=REDIS_URL, TELEMETRY_PUSH="true", LOG_LEVEL="WARNING")
+        env.update(REDIS_URL=REDIS_URL, TELEMETRY_PUSH="true", LOG_LEVEL="WARNING", SIM_SPEED="1")
         setup_django(env)
-        cookie = seed()
+        _flush_redis()
+        pages, watched = seed(args.clients, args.job_pages)
         logs = args.logs or folder / "logs"
         for name in names:
-            results[name] = scenario(name, env, args, cookie, logs)
-            log(f"[{name}] lag {results[name]['lag_ms']}, lost {results[name]['lost']} of {results[name]['expected_deliveries']}")
+            results[name] = scenario(name, env, args, pages, watched, logs)
+            r = results[name]
+            log(f"[{name}] {r['loaded']} loaded, lag {r['lag_ms']}, lost {r['lost']} of {r['expected']}, leaks {r['leaks']}")
+            _flush_redis()
         machine = machine_info(db)
     payload = {
         "benchmark": "ws_fanout",
         "command": "python bench/ws_fanout.py " + " ".join(sys.argv[1:]),
+        "server": args.server,
+        "servers": args.servers,
         "target_p99_ms": TARGET_P99_MS,
         "duration_s": args.duration,
+        "elapsed_s": round(time.perf_counter() - began, 1),
         "scenarios": results,
         "machine": machine,
     }
     path = write_json("ws_fanout.json", payload)
-    print(
-        json.dumps(
-            {n: {k: r[k] for k in ("clients_connected", "lag_ms", "lost", "loss_pct", "met_target")} for n, r in results.items()},
-            indent=2,
+    if not args.json:
+        _table(results)
+        log(f"wrote {path}")
+    print(json.dumps(_headline(payload)))
+
+
+def _flush_redis() -> None:
+    """Empty the benchmark's Redis database: a scenario must not inherit the last one's groups."""
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def _headline(payload: dict[str, Any]) -> dict[str, Any]:
+    results = payload["scenarios"]
+    portal = results.get("portal", {})
+    line: dict[str, Any] = {
+        "p99_ms": portal.get("lag_ms", {}).get("p99"),
+        "p50_ms": portal.get("lag_ms", {}).get("p50"),
+        "lost": portal.get("lost"),
+        "loaded": portal.get("loaded"),
+        "clients": payload["scenarios"].get("portal", {}).get("clients"),
+        "leaks": portal.get("leaks"),
+        "outsiders_refused": portal.get("outsiders_refused"),
+        "met_target": portal.get("met_target"),
+        "server": f"{payload['server']} x{payload['servers']}",
+        "elapsed_s": payload["elapsed_s"],
+    }
+    reference = results.get("channels")
+    if reference:
+        line["reference_p99_ms"] = reference["lag_ms"]["p99"]
+        line["reference_lost"] = reference["lost"]
+        line["reference_loaded"] = reference["loaded"]
+        if line["p99_ms"] and reference["lag_ms"]["p99"]:
+            line["p99_ratio_portal_to_reference"] = round(line["p99_ms"] / reference["lag_ms"]["p99"], 2)
+    return line
+
+
+def _table(results: dict[str, Any]) -> None:
+    print(f"{'scenario':10} {'loaded':>8} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'lost':>7} {'leaks':>6}")
+    for name, r in results.items():
+        lag = r["lag_ms"]
+        print(
+            f"{name:10} {r['loaded']:>8} {lag['p50']!s:>8} {lag['p95']!s:>8} {lag['p99']!s:>8} {lag['max']!s:>8} {r['lost']:>7} {r['leaks']:>6}"
         )
-    )
-    log(f"wrote {path}")
 
 
 if __name__ == "__main__":

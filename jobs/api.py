@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from jobs import services
+from jobs.listing import JobCursorPagination
 from jobs.models import Job, JobTemplate
 from jobs.serializers import (
     ArrayCreatedSerializer,
@@ -53,11 +54,13 @@ def filter_jobs(jobs: QuerySet[Job], params: Any, user: Any) -> QuerySet[Job]:
 @extend_schema(tags=["jobs"])
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Job]):
     serializer_class = JobSerializer
+    pagination_class = JobCursorPagination
 
     def get_queryset(self) -> QuerySet[Job]:
         jobs: QuerySet[Job] = Job.objects.visible_to(self.request.user).select_related("team", "owner", "template")
         if self.action == "list":
-            jobs = filter_jobs(jobs, self.request.query_params, self.request.user)
+            # Only what the list shows: not the script, nor the owner's password hash.
+            jobs = filter_jobs(jobs.only(*JobSerializer.columns()), self.request.query_params, self.request.user)
         return jobs
 
     def get_serializer_class(self) -> type[serializers.BaseSerializer[Any]]:

@@ -57,6 +57,12 @@ class JobQuerySet(RestrictedQuerySet["Job"]):
         """The one rule for who sees which jobs: members see their teams', operators see all."""
         return self.restrict(user, VIEW)
 
+    def visible_team_ids(self, user: Any) -> list[int] | None:
+        """The teams whose jobs `visible_to(user)` holds; None: every team. The job list reads one team at a time."""
+        if self.restrict(user, VIEW).query.is_empty():
+            return []
+        return Job.viewable_team_ids(user)
+
 
 class Job(RestrictedModel):
     """One unit of GPU work; an array element is a Job with `array_id` and `array_index` set."""
@@ -64,11 +70,17 @@ class Job(RestrictedModel):
     @classmethod
     def access_rule(cls, user: Any, action: str) -> Rule:
         # Members see their teams' jobs; the owner, the team's lead and operators may act on one.
+        if action == VIEW:
+            teams = cls.viewable_team_ids(user)
+            return True if teams is None else Q(team_id__in=teams)
         if is_operator(user):
             return True
-        if action == VIEW:
-            return of_member_teams(user)
         return Q(owner_id=user.pk) | of_led_teams(user)
+
+    @classmethod
+    def viewable_team_ids(cls, user: Any) -> list[int] | None:
+        """The teams whose jobs a signed-in, active `user` sees; None: every team. The VIEW rule is made of it."""
+        return None if is_operator(user) else list(user.team_ids)
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="jobs")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
