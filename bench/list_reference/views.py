@@ -58,11 +58,14 @@ def page_rows(cursor: Any, operator: bool, teams: list[int], before: int) -> lis
         return list(cursor.fetchall())
     if not teams:
         return []
-    arm = "(SELECT id FROM jobs_job WHERE team_id = %s AND id < %s ORDER BY id DESC LIMIT %s)"
-    cursor.execute(
-        " UNION ALL ".join([arm] * len(teams)) + " ORDER BY id DESC LIMIT %s",
-        [p for team in teams for p in (team, before, PAGE + 1)] + [PAGE + 1],
-    )
+    arm = "SELECT id FROM jobs_job WHERE team_id = %s AND id < %s ORDER BY id DESC LIMIT %s"
+    if len(teams) == 1:
+        cursor.execute(arm, [teams[0], before, PAGE + 1])
+    else:
+        cursor.execute(
+            " UNION ALL ".join([f"({arm})"] * len(teams)) + " ORDER BY id DESC LIMIT %s",
+            [p for team in teams for p in (team, before, PAGE + 1)] + [PAGE + 1],
+        )
     ids = [row[0] for row in cursor.fetchall()]
     cursor.execute(f"{ROWS} WHERE j.id = ANY(%s) ORDER BY j.id DESC", [ids])
     return list(cursor.fetchall())
