@@ -19,8 +19,9 @@ one of the arms.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import QuerySet
 from rest_framework.request import Request
@@ -36,7 +37,9 @@ MAX_TEAM_ARMS = 64
 
 def fetch_by_team(jobs: QuerySet[Job], team_ids: Sequence[int], start: int, stop: int) -> list[Job]:
     """`jobs[start:stop]` of a queryset ordered by id (either way), read one team at a time."""
-    if not team_ids:
+    if tuple(jobs.query.order_by) not in (("-id",), ("id",)):
+        raise ValueError("fetch_by_team reads querysets ordered by id")
+    if not team_ids or jobs.query.is_empty():
         return []
     ids = jobs.select_related(None).values_list("id", flat=True)
     if len(team_ids) == 1:
@@ -49,10 +52,10 @@ def fetch_by_team(jobs: QuerySet[Job], team_ids: Sequence[int], start: int, stop
     return list(jobs.filter(id__in=page)) if page else []
 
 
-def list_team_ids(request: Request) -> list[int] | None:
-    """The teams the job list reads for this request: the visible ones, narrowed to `?team=`; None: all at once."""
-    teams = Job.objects.visible_team_ids(request.user)
-    if slug := request.query_params.get("team"):
+def list_team_ids(user: Any, params: Any) -> list[int] | None:
+    """The teams the job list reads for this user: the visible ones, narrowed to `?team=`; None: all at once."""
+    teams = Job.objects.visible_team_ids(user)
+    if slug := params.get("team"):
         named = list(Team.objects.filter(slug=slug).values_list("id", flat=True))
         teams = named if teams is None else [t for t in teams if t in named]
     if teams is not None and len(teams) > MAX_TEAM_ARMS:
@@ -66,10 +69,34 @@ class JobCursorPagination(IdCursorPagination):
     def paginate_queryset(
         self, queryset: QuerySet[Any, Any] | Sequence[Any], request: Request, view: APIView | None = None
     ) -> list[Any] | None:
-        self.team_ids = list_team_ids(request)
+        self.team_ids = list_team_ids(request.user, request.query_params)
         return super().paginate_queryset(queryset, request, view)
 
     def fetch(self, queryset: QuerySet[Any], start: int, stop: int) -> list[Any]:
         if self.team_ids is None:
             return super().fetch(queryset, start, stop)
         return fetch_by_team(queryset, self.team_ids, start, stop)
+
+
+if TYPE_CHECKING:  # Django's Paginator is generic only in its stubs
+    _JobPaginatorBase = Paginator[Job]
+else:
+    _JobPaginatorBase = Paginator
+
+
+class JobPaginator(_JobPaginatorBase):
+    """Numbered pages of the job list page (newest first), each read like the API's where the user sees some teams."""
+
+    def __init__(self, jobs: QuerySet[Job], per_page: int, team_ids: list[int] | None) -> None:
+        super().__init__(jobs.order_by("-id"), per_page)
+        self.team_ids = team_ids
+
+    def page(self, number: Any) -> Page[Job]:
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        jobs: QuerySet[Job] = self.object_list  # type: ignore[assignment]
+        rows = list(jobs[bottom:top]) if self.team_ids is None else fetch_by_team(jobs, self.team_ids, bottom, top)
+        return Page(rows, number, self)

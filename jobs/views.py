@@ -6,7 +6,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,6 +16,7 @@ from cluster import services as cluster_services
 from jobs import live, services
 from jobs.api import filter_jobs
 from jobs.forms import JobForm
+from jobs.listing import JobPaginator, list_team_ids
 from jobs.models import Job, JobTemplate
 from jobs.spec import SpecError
 from jobs.states import JobState
@@ -35,7 +35,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     except ValidationError:
         jobs = jobs.none()
         messages.error(request, "Unknown state filter.")
-    page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = JobPaginator(jobs, PAGE_SIZE, list_team_ids(request.user, request.GET)).get_page(request.GET.get("page"))
     for listed in page:
         listed.start_range = live.start_range(listed.estimated_start) if listed.estimated_start else None  # type: ignore[attr-defined]
     query = request.GET.copy()

@@ -29,7 +29,7 @@ def teams(db: None) -> list[Team]:
 def jobs(teams: list[Team]) -> list[Job]:
     """Teams 0-2 hold the oldest ids (clustered, then interleaved), teams 3-4 the newest: every cursor crosses teams."""
     owner = User.objects.create_user(username="owner")
-    layout = [0] * 7 + [1] * 5 + [2] * 6 + [0, 1, 2] * 4 + [3, 4] * 9 + [1] + [3] * 3
+    layout = [0] * 17 + [1] * 5 + [2] * 16 + [0, 1, 2] * 4 + [3, 4] * 9 + [1] + [3] * 3
     rows = [
         Job(
             team=teams[t], owner=owner, name=f"run-{n}" if n % 3 else f"eval-{n}", gpu_model="a100",
@@ -169,3 +169,19 @@ def test_a_member_of_very_many_teams_gets_the_single_query(
         pages = walk(client, "/api/v1/jobs/?page_size=9")
     assert pages == chunks(plain(user), 9)
     assert not any("UNION" in q["sql"] for q in captured.captured_queries)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_the_job_list_page_shows_the_same_jobs_page_by_page(
+    count: int, teams: list[Team], jobs: list[Job], web: Callable[[User | None], Any], settings: Any
+) -> None:
+    user = member_of("member", teams[:count])
+    client = web(user)
+    expected = chunks(plain(user), 25)
+    for number, ids in enumerate(expected, start=1):
+        page = client.get(f"/jobs/?page={number}").context["page"]
+        assert [job.pk for job in page] == ids and page.paginator.count == len(plain(user))
+    filtered = client.get("/jobs/?state=running&team=team-0").context["page"]
+    assert [job.pk for job in filtered] == plain(user, state=JobState.RUNNING, team__slug="team-0")[:25]
+    assert list(client.get("/jobs/?state=bogus").context["page"]) == []
+    assert list(web(member_of("loner", [])).get("/jobs/").context["page"]) == []
