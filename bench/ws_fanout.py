@@ -110,40 +110,39 @@ class Tally:
     def failure(self, exc: BaseException) -> None:
         self.failed[type(exc).__name__] = self.failed.get(type(exc).__name__, 0) + 1
 
+    def read(self, page: Page, frames: list[tuple[float, str]]) -> None:
+        """Decode a page's frames once the run is over: decoding while receiving would add the
+        client's own work to the lag it measures."""
+        kind = "job" if page.job_id else "dashboard"
+        seen: set[int] = set()
+        for received, raw in frames:
+            message = json.loads(raw)
+            seq, sent = _stamp(message)
+            if seq is not None and seq not in seen:
+                seen.add(seq)
+                self.lags[kind].append((received - sent) * 1000)
+                self.received[kind] += 1
+            self.leaks += _leaks(page, message)
+        self.frames += len(frames)
 
-async def _page(url: str, page: Page, loaded: asyncio.Event, stop: asyncio.Event, tally: Tally) -> None:
+
+async def _page(url: str, page: Page, loaded: asyncio.Event, stop: asyncio.Event, tally: Tally) -> list[tuple[float, str]]:
     from websockets.asyncio.client import connect
 
+    frames: list[tuple[float, str]] = []
     headers = {"Cookie": page.cookie, "Origin": url}
-    kind = "job" if page.job_id else "dashboard"
-    seen: set[int] = set()
+    address = url.replace("http://", "ws://") + page.path
     try:
         async with connect(
-            url.replace("http://", "ws://") + page.path,
-            additional_headers=headers,
-            max_size=None,
-            open_timeout=120,
-            ping_interval=None,
-            compression=None,
+            address, additional_headers=headers, max_size=None, open_timeout=120, ping_interval=None, compression=None
         ) as ws:
-            while not stop.is_set():
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
-                except TimeoutError:
-                    continue
-                received = time.time()
-                tally.frames += 1
-                message = json.loads(raw)
-                kind_of = message.get("type")
-                if kind_of in ("history", "snapshot") and not loaded.is_set():
+            closer = asyncio.get_running_loop().create_task(_close_when(stop, ws))
+            async for raw in ws:
+                frames.append((time.time(), str(raw)))
+                if not loaded.is_set() and ('"type": "history"' in raw[:40] or '"type": "snapshot"' in raw[:40]):
                     tally.loaded += 1
                     loaded.set()
-                seq, sent = _stamp(message)
-                if seq is not None and seq not in seen:
-                    seen.add(seq)
-                    tally.lags[kind].append((received - sent) * 1000)
-                    tally.received[kind] += 1
-                tally.leaks += _leaks(page, message)
+            closer.cancel()
     except Exception as exc:  # noqa: BLE001 - a failed client is counted, not fatal
         if page.outsider and _refused(exc):
             tally.refused += 1
@@ -151,6 +150,12 @@ async def _page(url: str, page: Page, loaded: asyncio.Event, stop: asyncio.Event
             tally.failure(exc)
     finally:
         loaded.set()
+    return frames
+
+
+async def _close_when(stop: asyncio.Event, ws: Any) -> None:
+    await stop.wait()
+    await ws.close()
 
 
 def _refused(exc: Exception) -> bool:
@@ -195,7 +200,8 @@ async def _clients(urls: list[str], pages: list[Page], offset: int, conn: Connec
     conn.send(("ready", tally.loaded, tally.refused, tally.failed))
     await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # "stop"
     stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    for page, frames in zip(pages, await asyncio.gather(*tasks), strict=True):
+        tally.read(page, frames)
     conn.send(("done", tally.__dict__))
 
 
