@@ -59,13 +59,10 @@ def allows(rule: Rule, row: Any) -> bool:
             continue
         lookup, expected = child
         field, _, op = lookup.partition("__")
-        value = getattr(row, field)
-        if op in ("", "exact"):
-            results.append(value == expected)
-        elif op == "in":
-            results.append(value in expected)
-        else:
+        if op not in ("", "exact", "in"):
             raise ValueError(f"allows() does not evaluate the lookup {lookup!r}")
+        value = getattr(row, field)
+        results.append(value in expected if op == "in" else value == expected)
     if rule.connector not in (Q.AND, Q.OR):
         raise ValueError(f"allows() does not evaluate the connector {rule.connector!r}")
     matched = all(results) if rule.connector == Q.AND else any(results)
