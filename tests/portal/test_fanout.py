@@ -108,7 +108,7 @@ async def test_a_socket_that_stops_reading_is_closed_past_its_backlog() -> None:
 async def first_of(ws: WebsocketCommunicator, kind: str, reads: int = 6) -> dict[str, Any] | None:
     """The first message of this type (or a close), within `reads` messages."""
     for _ in range(reads):
-        message = await ws.receive_output(timeout=TIMEOUT_S)
+        message: dict[str, Any] = await ws.receive_output(timeout=TIMEOUT_S)
         if message["type"] == "websocket.close":
             return message
         if kind in message.get("text", ""):
