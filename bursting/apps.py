@@ -8,8 +8,9 @@ class BurstingConfig(AppConfig):
     def ready(self) -> None:
         # Register this app's Celery tasks in every process, so a service can enqueue one by name.
         from bursting import tasks  # noqa: F401
+        from bursting.models import BurstPolicy, InstanceType
         from bursting.services import burstable_capacity
         from cluster import services as cluster_services
 
         # Jobs of a GPU model only an elastic pool offers are valid while a policy can burst for them.
-        cluster_services.register_burstable(burstable_capacity)
+        cluster_services.register_burstable(burstable_capacity, models=(BurstPolicy, InstanceType))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Max, Q, Sum
+from django.db.models import Max, Model, Q, Sum
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.dispatch import Signal
 from django.utils import timezone
 
 from cluster.backends import ClusterBackend, get_backend
@@ -112,9 +114,30 @@ BurstableSource = Callable[[], dict[str, ModelCapacity]]
 _burstable_sources: list[BurstableSource] = []
 
 
-def register_burstable(source: BurstableSource) -> None:
+# Sent when what jobs may ask for can have changed: a node or pool saved or deleted, or a model a
+# burstable source reads (memos of the grid's shape listen).
+capacity_changed = Signal()
+
+
+def register_burstable(source: BurstableSource, models: Iterable[type[Model]] = ()) -> None:
+    """`source` tells what elastic pools can add; a save or delete of any of `models` changes its answer."""
     if source not in _burstable_sources:
         _burstable_sources.append(source)
+    for model in models:
+        watch_capacity(model)
+
+
+def _capacity_changed(sender: type[Model], **kwargs: object) -> None:
+    capacity_changed.send(sender=sender)
+
+
+def watch_capacity(model: type[Model]) -> None:
+    """Send `capacity_changed` whenever an instance of `model` is saved or deleted."""
+    uid = f"capacity-{model._meta.label_lower}"
+    post_save.connect(_capacity_changed, sender=model, dispatch_uid=uid)
+    post_delete.connect(_capacity_changed, sender=model, dispatch_uid=uid)
+    for field in model._meta.many_to_many:  # e.g. a policy's instance types
+        m2m_changed.connect(_capacity_changed, sender=field.remote_field.through, dispatch_uid=f"{uid}-{field.name}")
 
 
 def burstable_capacity() -> dict[str, ModelCapacity]:

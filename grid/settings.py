@@ -277,6 +277,9 @@ K8S_SERVICE_ACCOUNT = env_str("K8S_SERVICE_ACCOUNT", "gpu-grid-portal") or "gpu-
 JOB_MAX_WALLTIME_S = env_int("JOB_MAX_WALLTIME_S", 7 * 24 * 3600, minimum=60, maximum=365 * 24 * 3600)
 JOB_MAX_SCRIPT_BYTES = env_int("JOB_MAX_SCRIPT_BYTES", 64 * 1024, minimum=1024, maximum=10 * 1024 * 1024)
 JOB_MAX_ARRAY_SIZE = env_int("JOB_MAX_ARRAY_SIZE", 1000, minimum=1, maximum=100_000)
+# Submissions validate against the grid's shape (GPUs per model, priority classes) kept this long per
+# process; a change made in the same process is seen at once, one made elsewhere within this time.
+SUBMIT_GRID_CACHE_S = env_float("SUBMIT_GRID_CACHE_S", 5.0, minimum=0.0, maximum=300.0)
 DEFAULT_TEAM_GPU_LIMIT = env_int("DEFAULT_TEAM_GPU_LIMIT", 16, minimum=0, maximum=1_000_000)
 # A start estimate is shown as a range: its wait scaled by these (10th/90th percentile of actual over
 # estimated wait in the trace replay, `replay_trace --estimates`; docs/scheduler.md).

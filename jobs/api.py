@@ -27,6 +27,7 @@ from jobs.serializers import (
 )
 from jobs.spec import SpecError
 from jobs.states import JobState
+from portal.serializers import represent
 
 MAX_LOG_LINES = 1000
 
@@ -96,8 +97,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         if jobs[0].array_id is not None:
             body = {"array_id": jobs[0].array_id, "count": len(jobs), "ids": [j.pk for j in jobs]}
             return Response(ArrayCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
-        job = Job.objects.select_related("team", "owner", "template").get(pk=jobs[0].pk)
-        return Response(JobDetailSerializer(job).data, status=status.HTTP_201_CREATED)
+        # The created job comes back with its team, owner and template attached: no read-back.
+        return Response(represent(JobDetailSerializer, jobs[0]), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=CancelSerializer, responses={200: JobDetailSerializer})
     @action(detail=True, methods=["post"])

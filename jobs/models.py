@@ -133,6 +133,7 @@ class Job(RestrictedModel):
             models.Index(fields=["owner", "-id"], name="job_owner_recent"),
             # the pending-job limits count these on every submit
             models.Index(fields=["team", "owner"], condition=models.Q(state="pending"), name="job_pending_by_team"),
+            models.Index(fields=["owner"], condition=models.Q(state="pending"), name="job_pending_by_owner"),
         ]
 
     def __str__(self) -> str:

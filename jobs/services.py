@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Sum
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from cluster import services as cluster_services
@@ -31,6 +32,7 @@ from jobs.states import HOLDS_GPUS, ON_BACKEND, TERMINAL, TRANSITIONS, WAITING, 
 from portal.access import is_operator, leads_team
 from portal.broadcast import send_on_commit
 from portal.locks import transaction_lock
+from portal.memo import Memo
 from portal.models import Team
 from portal.queue import after_commit, enqueue_now
 from portal.states import move
@@ -94,13 +96,42 @@ def template_info(template: JobTemplate) -> TemplateInfo:
     )
 
 
-def spec_context(user: Any, template: JobTemplate | None = None) -> SpecContext:
-    teams = dict(Team.objects.filter(memberships__user=user).values_list("slug", "id"))
+@dataclass(frozen=True)
+class GridShape:
+    """What validation needs of the grid: the largest node and total GPUs per model, the priority classes."""
+
+    models: dict[str, ModelShape]
+    priorities: frozenset[str]
+
+
+def _grid_shape() -> GridShape:
     capacity = cluster_services.capacity_with_bursts()
-    return SpecContext(
-        teams=teams,
+    return GridShape(
+        models={m: ModelShape(c.max_gpus_per_node, c.total_gpus) for m, c in capacity.items()},
         priorities=frozenset(PriorityClass.objects.values_list("name", flat=True)) or frozenset({"standard"}),
-        grid={m: ModelShape(c.max_gpus_per_node, c.total_gpus) for m, c in capacity.items()},
+    )
+
+
+# Read for every submission, changed by operators now and then: kept per process for
+# SUBMIT_GRID_CACHE_S and dropped at once when this process saves a node, pool, policy or class.
+grid_shape = Memo(_grid_shape, lambda: settings.SUBMIT_GRID_CACHE_S)
+cluster_services.capacity_changed.connect(grid_shape.forget, dispatch_uid="jobs-grid-shape")
+post_save.connect(grid_shape.forget, sender=PriorityClass, dispatch_uid="jobs-grid-shape-classes")
+post_delete.connect(grid_shape.forget, sender=PriorityClass, dispatch_uid="jobs-grid-shape-classes")
+
+
+def member_teams(user: Any) -> dict[int, Team]:
+    """The user's teams by id (only what submitting needs of them)."""
+    return {team.pk: team for team in Team.objects.filter(memberships__user=user).only("id", "slug")}
+
+
+def spec_context(user: Any, template: JobTemplate | None = None, teams: dict[int, Team] | None = None) -> SpecContext:
+    teams = member_teams(user) if teams is None else teams
+    shape = grid_shape.get()
+    return SpecContext(
+        teams={team.slug: team.pk for team in teams.values()},
+        priorities=shape.priorities,
+        grid=shape.models,
         known_gpu_models=cluster_services.known_gpu_models(),
         max_walltime_s=settings.JOB_MAX_WALLTIME_S,
         max_script_bytes=settings.JOB_MAX_SCRIPT_BYTES,
@@ -122,8 +153,9 @@ def resolve_template(raw: dict[str, Any]) -> JobTemplate | None:
 def submit(user: Any, raw: dict[str, Any]) -> list[Job]:
     """Validate and create a job (or every element of an array) in one transaction."""
     template = resolve_template(raw)
-    spec = validate(raw, spec_context(user, template))
-    return create_jobs(user, spec, template)
+    teams = member_teams(user)
+    spec = validate(raw, spec_context(user, template, teams))
+    return create_jobs(user, spec, template, team=teams[spec.team_id])
 
 
 def check_pending_limits(user: Any, team_id: int, adding: int) -> None:
@@ -132,20 +164,36 @@ def check_pending_limits(user: Any, team_id: int, adding: int) -> None:
     lock makes concurrent submits count each other's jobs, so two requests cannot both squeeze in."""
     transaction_lock(f"pending-jobs-team-{team_id}")
     team_limit, user_limit = settings.MAX_PENDING_JOBS_PER_TEAM, settings.MAX_PENDING_JOBS_PER_USER
-    pending = Job.objects.filter(state=JobState.PENDING)
-    team_now = pending.filter(team_id=team_id).count()
+    team_now, user_now = _pending_counts(team_id, user.pk, team_limit + 1, user_limit + 1)
     if team_now + adding > team_limit:
-        raise SpecError(
-            {"pending_jobs": [f"your team has {team_now} jobs waiting; {adding} more would pass its limit of {team_limit}"]}
-        )
-    user_now = pending.filter(owner_id=user.pk).count()
+        raise SpecError({"pending_jobs": [_over_limit("your team has", team_now, team_limit, adding, "its")]})
     if user_now + adding > user_limit:
-        raise SpecError(
-            {"pending_jobs": [f"you have {user_now} jobs waiting; {adding} more would pass your limit of {user_limit}"]}
-        )
+        raise SpecError({"pending_jobs": [_over_limit("you have", user_now, user_limit, adding, "your")]})
 
 
-def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None) -> list[Job]:
+def _over_limit(who: str, now: int, limit: int, adding: int, whose: str) -> str:
+    waiting = f"more than {limit}" if now > limit else str(now)
+    return f"{who} {waiting} jobs waiting; {adding} more would pass {whose} limit of {limit}"
+
+
+def _pending_counts(team_id: int, owner_id: int, team_cap: int, user_cap: int) -> tuple[int, int]:
+    """Pending jobs of the team and of the owner, each counted up to its cap, in one round trip (the
+    partial index on pending jobs answers both; the caps bound the work however long the queue)."""
+    table = connection.ops.quote_name(Job._meta.db_table)
+    pending = "SELECT 1 FROM {table} WHERE state = %s AND {column} = %s LIMIT %s"
+    sql = (
+        f"SELECT (SELECT COUNT(*) FROM ({pending.format(table=table, column='team_id')}) AS t), "
+        f"(SELECT COUNT(*) FROM ({pending.format(table=table, column='owner_id')}) AS u)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [JobState.PENDING.value, team_id, team_cap, JobState.PENDING.value, owner_id, user_cap])
+        team_now, user_now = cursor.fetchone()
+    return int(team_now), int(user_now)
+
+
+def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None, team: Team | None = None) -> list[Job]:
+    """Create the jobs of a validated spec and their `submitted` events in one transaction; the admission
+    task is enqueued once it commits. The jobs come back with team, owner and template attached."""
     now = timezone.now()
     indices: tuple[int | None, ...] = spec.array_indices or (None,)
     array_id = uuid.uuid4() if spec.array_indices else None
@@ -186,6 +234,9 @@ def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None) -> list[
         )
         send_on_commit("grid", {"type": "grid.changed"})
         after_commit("jobs.tasks.admission_cycle")
+    if team is not None and team.pk == spec.team_id:
+        for job in created:
+            job.team = team
     return created
 
 

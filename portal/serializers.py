@@ -9,6 +9,18 @@ from rest_framework import serializers
 from portal import inputs
 from portal.models import ApiToken, Team
 
+_bound: dict[type[serializers.BaseSerializer[Any]], serializers.BaseSerializer[Any]] = {}
+
+
+def represent(serializer_class: type[serializers.BaseSerializer[Any]], instance: Any) -> Any:
+    """`serializer_class(instance).data`, with the serializer's fields built once per process instead of on
+    every call (DRF builds a ModelSerializer's fields again for each instance). Only for serializers whose
+    output does not depend on a context (no request-aware fields)."""
+    serializer = _bound.get(serializer_class)
+    if serializer is None:
+        serializer = _bound.setdefault(serializer_class, serializer_class())
+    return serializer.to_representation(instance)
+
 
 @extend_schema_field({"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$", "example": "2025-03"})
 class MonthField(serializers.Field[date, str, str, Any]):

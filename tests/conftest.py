@@ -50,10 +50,14 @@ def fresh_dashboard_figures() -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_rate_limits() -> None:
-    """Rate-limit counters live in the cache: one test's failed sign-ins must not block the next test's."""
+    """Rate-limit counters live in the cache: one test's failed sign-ins must not block the next test's;
+    per-process memos (portal.memo) must not carry one test's grid into the next either."""
     from django.core.cache import cache
 
+    from portal.memo import forget_all
+
     cache.clear()
+    forget_all()
 
 
 @pytest.fixture(autouse=True)

@@ -74,3 +74,18 @@ def test_concurrent_submits_cannot_together_pass_the_limit(settings: Settings) -
     assert in_threads([burst(u) for u in users]) == []
     assert len(accepted) == 10
     assert Job.objects.filter(team=team, state=JobState.PENDING).count() == 10
+
+
+def test_a_queue_far_past_the_limit_is_counted_only_up_to_it(settings: Settings, grid: Any, alice: User) -> None:
+    settings.MAX_PENDING_JOBS_PER_USER = 3
+    settings.MAX_PENDING_JOBS_PER_TEAM = 1000
+    first = job_services.submit(alice, {**BODY, "array": "3"})
+    Job.objects.bulk_create(  # an operator's import put the queue far past the limit
+        [
+            Job(owner=alice, team=first[0].team, name=f"old-{i}", gpu_model="a100", gpus_per_node=1, gpus=1, walltime_s=600)
+            for i in range(20)
+        ]
+    )
+    with pytest.raises(SpecError) as caught:
+        job_services.submit(alice, dict(BODY))
+    assert caught.value.errors == {"pending_jobs": ["you have more than 3 jobs waiting; 1 more would pass your limit of 3"]}
