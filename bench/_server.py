@@ -241,6 +241,7 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     units: int = 0  # what a request produced (jobs created, rows listed), summed over successes
+    acknowledged: int = 0  # units of every success, untimed warm-up requests included
 
     @property
     def ok(self) -> int:
@@ -470,3 +471,97 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
     return path
+
+
+# --- WSGI servers under gunicorn, and a lean HTTP/1.1 client ----------------------------------
+
+
+@contextlib.contextmanager
+def gunicorn_server(
+    env: dict[str, str], app: str, workers: int, log_file: Path, source: Path = REPO, health: str = "/healthz"
+) -> Iterator[Server]:
+    """`app` under gunicorn with `workers` sync worker processes on one free loopback port.
+
+    Waits until `health` answers (for /healthz: with the database check passing) and stops the
+    whole process group on exit. Sync workers close the connection after every response.
+    """
+    port = free_port()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--no-control-socket", app],
+            cwd=source,
+            env={**env, "PYTHONPATH": str(source)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{log_file.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                r = httpx.get(url + health, timeout=2)
+                if health != "/healthz" and r.status_code == 200:
+                    break
+                if health == "/healthz" and r.json().get("checks", {}).get("database", {}).get("ok"):
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url}{health} did not answer in 60 s:\n{log_file.read_text()[-3000:]}")
+            time.sleep(0.2)
+        log(f"gunicorn {app} with {workers} worker(s) up on {url}")
+        yield Server(url, proc.pid)
+    finally:
+        _stop(proc)
+
+
+class LeanHTTP:
+    """One HTTP/1.1 connection to a loopback server, reopened whenever the server closes it.
+
+    A load generator on the same two cores as the servers must cost as little as it can: this one
+    writes prepared bytes and reads the status line, the headers and the body, nothing more
+    (httpx spends about a millisecond of CPU per request, which the faster server would pay for).
+    """
+
+    def __init__(self, url: str) -> None:
+        host_port = url.split("://", 1)[1].rstrip("/")
+        self.host, port = host_port.rsplit(":", 1)
+        self.port = int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    @staticmethod
+    def prepare(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length: int | None = None
+        close = False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        body = await (self.reader.readexactly(length) if length is not None else self.reader.read())
+        if close or length is None:
+            await self.close()
+        return status, body
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
