@@ -22,6 +22,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from grid import live
+from portal import broadcast
 from portal.fanout import Hub, Message, Subscriber
 from portal.permissions import is_operator
 from portal.viewers import Viewer
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "grid"
 TICK_S = 2.0
-MIN_GAP_S = 0.5  # bursts of changes (an admission cycle) coalesce into one message
+MIN_GAP_S = broadcast.NOTICE_GAP_S  # bursts of changes (an admission cycle) coalesce into one message
 HISTORY_TTL_S = 2.0  # the history charts a page gets on (re)connect, shared by the pages opened meanwhile
 
 

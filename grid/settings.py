@@ -341,6 +341,8 @@ ACCOUNT_RATE_LIMITS = {"login": "30/m/ip", "login_failed": "10/m/ip,5/5m/key", "
 # Failed `Authorization: Token` attempts per client address before 429.
 TOKEN_AUTH_FAILURE_LIMIT = env_int("TOKEN_AUTH_FAILURE_LIMIT", 20, minimum=1, maximum=10_000)
 TOKEN_AUTH_FAILURE_WINDOW_S = env_int("TOKEN_AUTH_FAILURE_WINDOW_S", 300, minimum=1, maximum=86_400)
+# A verified API token is kept this long in the shared Redis cache (revocation drops it at once); 0: never.
+API_TOKEN_CACHE_S = env_int("API_TOKEN_CACHE_S", 10, minimum=0, maximum=300)
 # Wrong passwords on /admin/login/ before that account (from anywhere) or that address waits the window out.
 ADMIN_LOGIN_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1_000)
 ADMIN_LOGIN_FAILURE_WINDOW_S = env_int("ADMIN_LOGIN_FAILURE_WINDOW_S", 300, minimum=1, maximum=86_400)

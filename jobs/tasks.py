@@ -8,6 +8,7 @@ from celery import shared_task
 
 from cluster.backends.base import BackendUnavailable
 from jobs import planning, services
+from portal import queue
 from portal.models import Heartbeat
 
 RETRY = {"autoretry_for": (BackendUnavailable,), "retry_backoff": 1, "retry_backoff_max": 60, "max_retries": None}
@@ -15,6 +16,7 @@ RETRY = {"autoretry_for": (BackendUnavailable,), "retry_backoff": 1, "retry_back
 
 @shared_task(acks_late=True)
 def admission_cycle() -> int:
+    queue.started(admission_cycle)  # before reading: a commit from now on enqueues the next cycle
     Heartbeat.beat("worker")
     return len(services.admit_and_dispatch())
 

@@ -54,15 +54,47 @@ def enqueue_now(task: Any, *args: Any) -> bool:
     return True
 
 
+# Tasks that take no arguments and read everything they act on when they start (the admission
+# cycle): one queued and not yet started serves every commit before it starts, so a second one
+# would only repeat its work. `after_commit` enqueues such a task only when none is waiting; the
+# task calls `started()` first thing, before it reads anything. The mark expires after
+# QUEUED_MARK_S, so a lost message holds nothing up for longer than that.
+COALESCED = frozenset({"jobs.tasks.admission_cycle"})
+QUEUED_MARK_S = 5
+
+
+def _queued_key(name: str) -> str:
+    return f"queued:{name}"
+
+
+def started(task: Any) -> None:
+    """Called by a coalesced task as it starts: commits from now on enqueue it again."""
+    from django.core.cache import cache
+
+    cache.delete(_queued_key(getattr(task, "name", task)))
+
+
+def _mark_queued(name: str) -> bool:
+    """True if no run of `name` was waiting (this caller must enqueue one); False if one is."""
+    from django.core.cache import cache
+
+    return bool(cache.add(_queued_key(name), 1, timeout=QUEUED_MARK_S))
+
+
 def after_commit(task: Any, *args: Any) -> None:
     """Enqueue `task` with `args` after commit (never for rolled-back work).
 
     A broker outage must not turn a saved submission into an error the client would retry (and so
     submit twice): the work is already saved and periodic cycles pick it up.
     """
+    name = getattr(task, "name", task)
+    coalesced = not args and name in COALESCED
 
     def enqueue() -> None:
-        enqueue_now(task, *args)
+        if coalesced and not _mark_queued(name):
+            return
+        if not enqueue_now(task, *args) and coalesced:
+            started(name)  # nothing was queued after all
 
     # Django names the callback when it logs a failure; a plain closure has the name it needs.
     enqueue.__qualname__ = f"enqueue {getattr(task, 'name', task)}"

@@ -21,8 +21,8 @@ from django.utils.cache import add_never_cache_headers
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 
-from portal.models import ApiToken
-from portal.tokens import ApiTokenAuthentication
+from portal.models import ApiToken, hash_token
+from portal.tokens import ApiTokenAuthentication, read_shared, token_cache_key
 
 CSP_HEADER = "Content-Security-Policy"
 
@@ -168,17 +168,25 @@ class RateLimitedTokenAuthentication(ApiTokenAuthentication):
     Failures count per client address *and* token prefix: whoever hammers one token (or sprays
     keys that look like it) is stopped, while a good token with another prefix from the same address,
     say a colleague behind the same proxy or NAT, still works. Only failures count; a client with a
-    good token is never slowed. Guessing a whole key is hopeless anyway (256 random bits).
+    good token is never slowed. Guessing a whole key is hopeless anyway (256 random bits). The
+    failure count and the cached token are read in one round trip to the shared cache.
     """
 
     def authenticate(self, request: Any) -> Any:
         limit, window_s = token_failure_limit()
         prefix = presented_prefix(request, self.keyword)
         ip = client_ip(request)
-        if prefix is not None and int(cache.get(_failure_key(ip, prefix), 0)) >= limit:
-            raise exceptions.Throttled(wait=window_s, detail="Too many failed attempts with this token from this address.")
         try:
-            return super().authenticate(request)
+            key = self.presented_key(request)
+            if key is None:
+                return None
+            key_hash = hash_token(key)
+            failure_key, token_key = _failure_key(ip, key[: ApiToken.PREFIX_LENGTH]), token_cache_key(key_hash)
+            found = read_shared([failure_key, token_key])
+            failures = int(found.get(failure_key, 0)) if found is not None else int(cache.get(failure_key, 0))
+            if failures >= limit:
+                raise exceptions.Throttled(wait=window_s, detail="Too many failed attempts with this token from this address.")
+            return self.verify(key_hash, (found or {}).get(token_key))
         except exceptions.AuthenticationFailed:
             record_token_failure(ip, prefix or "", window_s)
             raise
