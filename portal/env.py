@@ -76,6 +76,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 POOL_MAX_SIZE = 8
+PERSISTENT_CONN_S = 600
 
 
 def env_secret(name: str, default: str | None = None) -> str | None:
@@ -125,18 +126,23 @@ class DatabaseURL:
                 "timeout": 30,
             }
         else:
-            # Under ASGI every worker thread would keep its own persistent connection; a bounded
-            # pool per process keeps PostgreSQL's connection count predictable instead.
             options: dict[str, object] = dict(self.options or {})
-            options.setdefault("pool", {"min_size": 1, "max_size": POOL_MAX_SIZE, "timeout": 10})
-            # After a database restart the pool tests each connection before handing it out, instead
-            # of failing the first request on every stale one (Django passes the pool a check).
+            if os.environ.get("PORTAL_SERVER") == "wsgi":
+                # A sync worker serves one request at a time: one persistent connection per process,
+                # with no pool to check it out of and back into on every request.
+                config["CONN_MAX_AGE"] = PERSISTENT_CONN_S
+            else:
+                # Under ASGI every worker thread would keep its own persistent connection; a bounded
+                # pool per process keeps PostgreSQL's connection count predictable instead.
+                options.setdefault("pool", {"min_size": 1, "max_size": POOL_MAX_SIZE, "timeout": 10})
+                config["CONN_MAX_AGE"] = 0
+            # After a database restart the connection is tested before its first use in a request,
+            # instead of failing the first request on every stale one.
             config["CONN_HEALTH_CHECKS"] = True
             # With the default random_page_cost (4, for spinning disks) PostgreSQL lists a team whose
             # jobs are all old by scanning the whole primary key backwards (0.5 s at 1M jobs) instead
             # of the (team, -id) index (0.1 ms). SSD-class storage warrants 1.1; ?options= overrides it.
             options.setdefault("options", "-c random_page_cost=1.1")
-            config["CONN_MAX_AGE"] = 0
             config["OPTIONS"] = options
         return config
 
