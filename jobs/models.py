@@ -82,8 +82,10 @@ class Job(RestrictedModel):
         """The teams whose jobs a signed-in, active `user` sees; None: every team. The VIEW rule is made of it."""
         return None if is_operator(user) else list(user.team_ids)
 
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="jobs")
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
+    # No single-column indexes of their own: job_team_recent and job_owner_recent lead with them, and
+    # every index is one more write per submitted job.
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="jobs", db_index=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs", db_index=False)
     name = models.CharField(max_length=120)
     kind = models.CharField(max_length=20, choices=JobKind.choices, default=JobKind.CUSTOM)
     template = models.ForeignKey(JobTemplate, null=True, blank=True, on_delete=models.SET_NULL)
