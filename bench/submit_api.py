@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from bench._server import (
     log,
     machine_info,
     portal_env,
+    portal_servers,
     scratch_database,
     setup_django,
     source_tree,
@@ -103,8 +106,9 @@ def prepare_reference(database_url: str, source: Path, clients: int) -> list[str
     return keys
 
 
-async def closed_loop(url: str, keys: list[str], clients: int, duration_s: float, array: int | None = None) -> LoadResult:
-    """`clients` clients, each with its own token, for `duration_s` after three untimed requests each."""
+async def closed_loop(urls: list[str], keys: list[str], clients: int, duration_s: float, array: int | None = None) -> LoadResult:
+    """`clients` clients, each with its own token (client i on urls[i % len]), for `duration_s` after three
+    untimed requests each."""
     result = LoadResult(clients=clients, elapsed_s=0.0)
     expected = array or 1
     ready: list[int] = []
@@ -138,7 +142,7 @@ async def closed_loop(url: str, keys: list[str], clients: int, duration_s: float
             result.units += created
 
     async def client(index: int) -> None:
-        conn = LeanHTTP(url)
+        conn = LeanHTTP(urls[index % len(urls)])
         headers = {"Authorization": f"Token {keys[index % len(keys)]}", "Content-Type": "application/json"}
         for _ in range(3):
             await one(conn, headers, timed=False)
@@ -200,6 +204,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="A B rounds per client count (default 2)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
     parser.add_argument("--array-duration", type=float, default=10.0, help="seconds of 1,000-element arrays (0: skip)")
+    parser.add_argument(
+        "--portal-server",
+        choices=("gunicorn", "daphne"),
+        default="gunicorn",
+        help="the portal under gunicorn sync workers (grid.wsgi, default) or as many daphne processes (grid.asgi)",
+    )
     parser.add_argument("--output", default="submit_api.json", help="file name under bench/results/")
     parser.add_argument("--working-tree", action="store_true", help="measure the checkout as is, not a copy of HEAD")
     args = parser.parse_args()
@@ -224,8 +234,8 @@ def main() -> int:
             logs = folder / "logs"
             ref_env = {"DATABASE_URL": ref_url, "DJANGO_SETTINGS_MODULE": "bench.submit_reference.settings"}
             ref_env = {**{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}, **ref_env}
-            with gunicorn_server(env, "grid.wsgi:application", args.workers, logs / "portal.log", source) as portal:
-                targets = [("portal", portal.url, portal_keys)]
+            with _portal(args, env, logs, source) as portal_urls:
+                targets = [("portal", portal_urls, portal_keys)]
                 with (
                     gunicorn_server(
                         ref_env, "bench.submit_reference.wsgi:application", args.workers, logs / "ref.log", source, "/health"
@@ -234,11 +244,11 @@ def main() -> int:
                     else _nothing()
                 ) as reference:
                     if reference is not None:
-                        targets.append(("reference", reference.url, ref_keys))
+                        targets.append(("reference", [reference.url], ref_keys))
                     for round_ in range(args.rounds):
                         for clients in CLIENTS:
-                            for name, url, keys in targets:
-                                result = asyncio.run(closed_loop(url, keys, clients, args.duration))
+                            for name, urls, keys in targets:
+                                result = asyncio.run(closed_loop(urls, keys, clients, args.duration))
                                 runs.setdefault((name, clients), []).append(result)
                                 s = result.summary()
                                 log(
@@ -246,7 +256,7 @@ def main() -> int:
                                     f"p50 {s['latency_ms']['p50']} ms, p95 {s['latency_ms']['p95']} ms, errors {s['errors']}"
                                 )
                 if args.array_duration > 0:
-                    arrays = asyncio.run(closed_loop(portal.url, portal_keys, 1, args.array_duration, ARRAY_SIZE))
+                    arrays = asyncio.run(closed_loop(portal_urls, portal_keys, 1, args.array_duration, ARRAY_SIZE))
                     s = arrays.summary()
                     log(f"arrays of {ARRAY_SIZE}: {s['units_per_s']} elements/s, p50 {s['latency_ms']['p50']} ms")
             acknowledged = sum(r.acknowledged for (name, _), rs in runs.items() if name == "portal" for r in rs)
@@ -270,8 +280,12 @@ def main() -> int:
         "machine": machine,
         "code": code,
         "setup": {
-            "servers": f"gunicorn, {args.workers} sync workers each; portal grid.wsgi:application, reference "
-            "bench.submit_reference.wsgi:application",
+            "servers": (
+                f"portal: gunicorn grid.wsgi:application, {args.workers} sync workers"
+                if args.portal_server == "gunicorn"
+                else f"portal: {args.workers} daphne grid.asgi:application processes, one port each"
+            )
+            + f"; reference: gunicorn bench.submit_reference.wsgi:application, {args.workers} sync workers",
             "portal": "production settings, PostgreSQL scratch database, own Redis (cache, broker, channel layer), no worker",
             "reference": "own database on the same PostgreSQL server, CONN_MAX_AGE=600, DRF token auth",
             "order": f"{args.rounds} rounds of (1 client: portal, reference; 10 clients: portal, reference)",
@@ -293,6 +307,16 @@ def main() -> int:
     if args.json:
         print(json.dumps(summary))
     return 0 if summary["invariants_ok"] else 1
+
+
+@contextlib.contextmanager
+def _portal(args: argparse.Namespace, env: dict[str, str], logs: Path, source: Path) -> Iterator[list[str]]:
+    if args.portal_server == "gunicorn":
+        with gunicorn_server(env, "grid.wsgi:application", args.workers, logs / "portal.log", source) as server:
+            yield [server.url]
+    else:
+        with portal_servers(env, args.workers, logs / "portal", source) as servers:
+            yield [server.url for server in servers]
 
 
 class _nothing:
