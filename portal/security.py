@@ -207,7 +207,8 @@ class AdminLoginLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.method != "POST" or request.path_info != reverse("admin:login"):
+        # The path test first: reversing the URL costs more than most requests spend here.
+        if request.method != "POST" or not request.path_info.endswith("/login/") or request.path_info != reverse("admin:login"):
             return self.get_response(request)
         limit = int(getattr(settings, "ADMIN_LOGIN_FAILURE_LIMIT", 5))
         window_s = int(getattr(settings, "ADMIN_LOGIN_FAILURE_WINDOW_S", 300))
