@@ -226,6 +226,9 @@ def _grid_figures() -> dict[str, Any]:
 
 shared_grid = SharedFigures(_grid_figures, ttl_s=1.0)
 shared_telemetry = SharedFigures(lambda: telemetry_grid(), ttl_s=1.0)
+# The dashboard's history charts are the grid's, alike for every viewer, and move with the sampling
+# cycles: built (Plotly figures, most of a dashboard request's time) at most once per 2 s per process.
+shared_history = SharedFigures(history_charts, ttl_s=2.0)
 
 
 def grid_snapshot(user: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "portal/dashboard.html",
-        {"grid": live.grid_snapshot(request.user), "charts": live.history_charts(), "recent": recent},
+        {"grid": live.grid_snapshot(request.user), "charts": live.shared_history.get(), "recent": recent},
     )
 
 

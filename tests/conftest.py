@@ -45,6 +45,7 @@ def close_stray_connections(django_db_setup: None, django_db_blocker: DjangoDbBl
 def fresh_dashboard_figures() -> None:
     """The dashboard's per-process figure cache must not carry one test's grid into the next."""
     live.shared_grid.changed()
+    live.shared_history.changed()
     live.shared_telemetry.changed()
 
 
