@@ -1,4 +1,4 @@
-"""Billing chart figures as plain dicts (Plotly graph objects), embedded with json_script.
+"""Billing chart figures as plain dicts in Plotly's JSON form (portal.charts), embedded with json_script.
 
 Pure functions: data in, figure dict out; the browser only draws them.
 """
@@ -10,7 +10,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-import plotly.graph_objects as go
+from portal.charts import figure, trace
 
 LAYOUT: dict[str, Any] = {
     "margin": {"l": 56, "r": 12, "t": 36, "b": 40},
@@ -32,71 +32,76 @@ def monthly_trend_figure(
     title: str, currency: str, series: Mapping[str, Mapping[date, Decimal]], months: Sequence[date]
 ) -> dict[str, Any]:
     """Stacked bars: one bar per month, one segment per series (team or GPU model); missing months are 0."""
-    figure = go.Figure()
     labels = [f"{m:%Y-%m}" for m in months]
-    for name, values in series.items():
-        figure.add_trace(go.Bar(x=labels, y=[float(values.get(m, 0)) for m in months], name=name))
-    figure.update_layout(
+    traces = [trace("bar", x=labels, y=[float(values.get(m, 0)) for m in months], name=name) for name, values in series.items()]
+    return figure(
+        traces,
         _layout(
             title, barmode="stack", yaxis={**LAYOUT["yaxis"], "title": currency}, xaxis={**LAYOUT["xaxis"], "type": "category"}
-        )
+        ),
     )
-    plotted: dict[str, Any] = figure.to_plotly_json()
-    return plotted
 
 
 def cost_bar_figure(title: str, currency: str, costs: Mapping[str, Decimal], *, horizontal: bool = False) -> dict[str, Any]:
     """One bar per category, in the order given (largest first for top spenders)."""
     names, values = list(costs), [float(v) for v in costs.values()]
-    bar = go.Bar(y=names[::-1], x=values[::-1], orientation="h") if horizontal else go.Bar(x=names, y=values)
-    figure = go.Figure(bar)
+    bar = trace("bar", y=names[::-1], x=values[::-1], orientation="h") if horizontal else trace("bar", x=names, y=values)
     axis = {"title": currency, "gridcolor": "#e5e7eb", "rangemode": "tozero"}
     layout = (
         _layout(title, showlegend=False, xaxis=axis, yaxis={"type": "category"})
         if horizontal
         else _layout(title, showlegend=False, yaxis=axis, xaxis={"type": "category"})
     )
-    figure.update_layout(layout)
-    plotted: dict[str, Any] = figure.to_plotly_json()
-    return plotted
+    return figure([bar], layout)
 
 
 def pool_kind_figure(title: str, costs: Mapping[str, Decimal]) -> dict[str, Any]:
     """On-premises versus cloud burst as a donut."""
-    figure = go.Figure(
-        go.Pie(labels=[KIND_LABELS.get(k, k) for k in costs], values=[float(v) for v in costs.values()], hole=0.55, sort=False)
+    pie = trace(
+        "pie", labels=[KIND_LABELS.get(k, k) for k in costs], values=[float(v) for v in costs.values()], hole=0.55, sort=False
     )
-    figure.update_layout(_layout(title))
-    plotted: dict[str, Any] = figure.to_plotly_json()
-    return plotted
+    return figure([pie], _layout(title))
 
 
 def budget_figure(
     title: str, currency: str, amount: Decimal, spent: Decimal, projected: Decimal, thresholds: Sequence[Decimal]
 ) -> dict[str, Any]:
     """Spent and projected against the budget, with a marker at each threshold."""
-    figure = go.Figure()
-    figure.add_trace(go.Bar(y=["spend"], x=[float(spent)], orientation="h", name="spent"))
-    figure.add_trace(
-        go.Bar(
+    traces = [
+        trace("bar", y=["spend"], x=[float(spent)], orientation="h", name="spent"),
+        trace(
+            "bar",
             y=["spend"],
             x=[float(max(projected - spent, Decimal(0)))],
             orientation="h",
             name="projected by period end",
             opacity=0.4,
-        )
-    )
-    for percent in thresholds:
+        ),
+    ]
+    shapes, annotations = [], []
+    for percent in thresholds:  # a dotted vertical line at each threshold, labelled at its top
         x = float(amount * percent / 100)
-        figure.add_vline(x=x, line={"dash": "dot", "color": "#b45309"}, annotation_text=f"{percent.normalize():f} %")
-    figure.update_layout(
-        _layout(
-            title,
-            barmode="stack",
-            height=180,
-            xaxis={**LAYOUT["xaxis"], "title": currency, "rangemode": "tozero"},
-            yaxis={"visible": False},
+        line = {"dash": "dot", "color": "#b45309"}
+        shapes.append({"type": "line", "xref": "x", "yref": "y domain", "x0": x, "x1": x, "y0": 0, "y1": 1, "line": line})
+        annotations.append(
+            {
+                "xref": "x",
+                "yref": "y domain",
+                "x": x,
+                "y": 1,
+                "text": f"{percent.normalize():f} %",
+                "showarrow": False,
+                "xanchor": "left",
+                "yanchor": "top",
+            }
         )
+    layout = _layout(
+        title,
+        barmode="stack",
+        height=180,
+        xaxis={**LAYOUT["xaxis"], "title": currency, "rangemode": "tozero"},
+        yaxis={"visible": False},
+        shapes=shapes,
+        annotations=annotations,
     )
-    plotted: dict[str, Any] = figure.to_plotly_json()
-    return plotted
+    return figure(traces, layout)

@@ -11,7 +11,6 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
-import plotly.graph_objects as go
 from django.db.models import Count, Sum
 from django.utils import timezone
 
@@ -23,7 +22,7 @@ from jobs import services as job_services
 from jobs.models import Job
 from jobs.states import HOLDS_GPUS, WAITING
 from portal.access import is_operator
-from portal.charts import LAYOUT, Point, line_figure
+from portal.charts import LAYOUT, Point, figure, line_figure, trace
 from portal.permissions import VIEW, allows
 
 HISTORY = timedelta(hours=1)
@@ -138,31 +137,29 @@ def heatmap_figure(grid: dict[str, Any], metric: str) -> dict[str, Any]:
     """Nodes down, GPU indices across, one cell per GPU coloured by `metric` (temp or util)."""
     title, unit, scale, (low, high) = HEAT_METRICS[metric]
     nodes = grid.get("nodes", [])
-    figure = go.Figure(
-        go.Heatmap(
-            z=grid.get(metric, []),
-            x=[f"gpu{g}" for g in range(grid.get("gpus", 0))],
-            y=nodes,
-            zmin=low,
-            zmax=high,
-            colorscale=scale,
-            colorbar={"title": {"text": unit}},
-            hoverongaps=False,
-            xgap=2,
-            ygap=2,
-        )
+    heatmap = trace(
+        "heatmap",
+        z=grid.get(metric, []),
+        x=[f"gpu{g}" for g in range(grid.get("gpus", 0))],
+        y=nodes,
+        zmin=low,
+        zmax=high,
+        colorscale=scale,
+        colorbar={"title": {"text": unit}},
+        hoverongaps=False,
+        xgap=2,
+        ygap=2,
     )
-    figure.update_layout(
+    return figure(
+        [heatmap],
         {
             **LAYOUT,
             "height": max(200, 60 + 22 * len(nodes)),
             "title": {"text": title, "font": {"size": 14}},
             "xaxis": {"type": "category"},
             "yaxis": {"type": "category", "autorange": "reversed"},
-        }
+        },
     )
-    plotted: dict[str, Any] = figure.to_plotly_json()
-    return plotted
 
 
 def telemetry_grid() -> dict[str, Any]:
