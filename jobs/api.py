@@ -91,14 +91,14 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         if not isinstance(request.data, dict):
             raise exceptions.ValidationError({"non_field_errors": ["expected a JSON object"]})
         try:
-            jobs = services.submit(request.user, dict(request.data))
+            created = services.submit_request(request.user, dict(request.data))
         except SpecError as exc:
             raise exceptions.ValidationError(exc.errors) from None
-        if jobs[0].array_id is not None:
-            body = {"array_id": jobs[0].array_id, "count": len(jobs), "ids": [j.pk for j in jobs]}
-            return Response(ArrayCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
+        if created.job is None:
+            body = {"array_id": created.array_id, "count": len(created.job_ids), "ids": created.job_ids}
+            return Response(represent(ArrayCreatedSerializer, body), status=status.HTTP_201_CREATED)
         # The created job comes back with its team, owner and template attached: no read-back.
-        return Response(represent(JobDetailSerializer, jobs[0]), status=status.HTTP_201_CREATED)
+        return Response(represent(JobDetailSerializer, created.job), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=CancelSerializer, responses={200: JobDetailSerializer})
     @action(detail=True, methods=["post"])

@@ -135,7 +135,8 @@ class Job(RestrictedModel):
             models.Index(fields=["owner", "-id"], name="job_owner_recent"),
             # the pending-job limits count these on every submit
             models.Index(fields=["team", "owner"], condition=models.Q(state="pending"), name="job_pending_by_team"),
-            models.Index(fields=["owner"], condition=models.Q(state="pending"), name="job_pending_by_owner"),
+            # (owner, team): a submit reads only the owner's pending jobs in teams other than its own
+            models.Index(fields=["owner", "team"], condition=models.Q(state="pending"), name="job_pending_by_owner_team"),
         ]
 
     def __str__(self) -> str:

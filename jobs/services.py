@@ -25,7 +25,7 @@ from cluster.backends import ClusterBackend, get_backend
 from cluster.backends.base import BackendError, JobRequest, RemoteJob, RemoteJobState
 from cluster.models import Pool
 from cluster.states import PoolKind
-from jobs import admission, policy
+from jobs import admission, bulk, policy
 from jobs.models import Job, JobEvent, JobTemplate
 from jobs.spec import JobSpec, ModelShape, SpecContext, SpecError, TemplateInfo, validate
 from jobs.states import HOLDS_GPUS, ON_BACKEND, TERMINAL, TRANSITIONS, WAITING, JobState, PendingReason
@@ -150,12 +150,34 @@ def resolve_template(raw: dict[str, Any]) -> JobTemplate | None:
     return template
 
 
-def submit(user: Any, raw: dict[str, Any]) -> list[Job]:
+@dataclass(frozen=True)
+class Submission:
+    """What one submission created: a job, or every element of an array."""
+
+    job_ids: list[int]  # an array's in element order
+    array_id: uuid.UUID | None = None
+    job: Job | None = None  # the job itself, with team, owner and template attached; None for an array
+
+    def jobs(self) -> list[Job]:
+        """The created jobs as rows; an array's are read back, in element order."""
+        if self.job is not None:
+            return [self.job]
+        return list(
+            Job.objects.select_related("team", "owner", "template").filter(array_id=self.array_id).order_by("array_index")
+        )
+
+
+def submit_request(user: Any, raw: dict[str, Any]) -> Submission:
     """Validate and create a job (or every element of an array) in one transaction."""
     template = resolve_template(raw)
     teams = member_teams(user)
     spec = validate(raw, spec_context(user, template, teams))
     return create_jobs(user, spec, template, team=teams[spec.team_id])
+
+
+def submit(user: Any, raw: dict[str, Any]) -> list[Job]:
+    """`submit_request`, answered with the created jobs as rows."""
+    return submit_request(user, raw).jobs()
 
 
 def check_pending_limits(user: Any, team_id: int, adding: int) -> None:
@@ -177,67 +199,99 @@ def _over_limit(who: str, now: int, limit: int, adding: int, whose: str) -> str:
 
 
 def _pending_counts(team_id: int, owner_id: int, team_cap: int, user_cap: int) -> tuple[int, int]:
-    """Pending jobs of the team and of the owner, each counted up to its cap, in one round trip (the
-    partial index on pending jobs answers both; the caps bound the work however long the queue)."""
+    """Pending jobs of the team and of the owner, each counted up to its cap, in one round trip over the
+    partial indexes on pending jobs. The team's are read once and tell the owner's in that team too; of
+    the owner's only those in other teams are read again, as the two ranges of (owner, team) either side
+    of this team (none for a one-team user). A team count at its cap already passes the team's limit,
+    so the owner's count is then not needed exactly."""
     table = connection.ops.quote_name(Job._meta.db_table)
-    pending = "SELECT 1 FROM {table} WHERE state = %s AND {column} = %s LIMIT %s"
+    elsewhere = "SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE state = %s AND owner_id = %s AND team_id {side} %s LIMIT %s) AS {alias}"
     sql = (
-        f"SELECT (SELECT COUNT(*) FROM ({pending.format(table=table, column='team_id')}) AS t), "
-        f"(SELECT COUNT(*) FROM ({pending.format(table=table, column='owner_id')}) AS u)"
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN owner_id = %s THEN 1 ELSE 0 END), 0), "
+        f"({elsewhere.format(table=table, side='<', alias='before')}), ({elsewhere.format(table=table, side='>', alias='after')}) "
+        f"FROM (SELECT owner_id FROM {table} WHERE state = %s AND team_id = %s LIMIT %s) AS team_jobs"
     )
+    pending = JobState.PENDING.value
+    elsewhere_params: list[int | str] = [pending, owner_id, team_id, user_cap]
+    params = [owner_id, *elsewhere_params, *elsewhere_params, pending, team_id, team_cap]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [JobState.PENDING.value, team_id, team_cap, JobState.PENDING.value, owner_id, user_cap])
-        team_now, user_now = cursor.fetchone()
-    return int(team_now), int(user_now)
+        cursor.execute(sql, params)
+        team_now, in_team, before, after = cursor.fetchone()
+    return int(team_now), min(int(in_team) + int(before) + int(after), user_cap)
 
 
-def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None, team: Team | None = None) -> list[Job]:
+def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None, team: Team | None = None) -> Submission:
     """Create the jobs of a validated spec and their `submitted` events in one transaction; the admission
-    task is enqueued once it commits. The jobs come back with team, owner and template attached."""
+    task is enqueued and the grid told once it commits."""
     now = timezone.now()
-    indices: tuple[int | None, ...] = spec.array_indices or (None,)
-    array_id = uuid.uuid4() if spec.array_indices else None
-    jobs = [
-        Job(
-            team_id=spec.team_id,
-            owner=user,
-            name=spec.name if index is None else f"{spec.name}[{index}]",
-            kind=spec.kind,
-            template=template,
-            image=spec.image,
-            command=list(spec.command),
-            script=spec.script,
-            env=spec.env if index is None else {**spec.env, "ARRAY_INDEX": str(index)},
-            gpu_model=spec.gpu_model,
-            gpus_per_node=spec.gpus_per_node,
-            nodes=spec.nodes,
-            gpus=spec.gpus,
-            priority=spec.priority,
-            walltime_s=spec.walltime_s,
-            checkpoint_dir=spec.checkpoint_dir,
-            checkpoint_interval_s=spec.checkpoint_interval_s,
-            array_id=array_id,
-            array_index=index,
-            submitted_at=now,
-            state_changed_at=now,
-        )
-        for index in indices
-    ]
+    job = _new_job(user, spec, template, now)
     with transaction.atomic():
-        check_pending_limits(user, spec.team_id, len(jobs))
-        created = Job.objects.bulk_create(jobs, batch_size=500)
-        if any(job.pk is None for job in created):  # backends without RETURNING (none we support)
-            created = list(Job.objects.filter(array_id=array_id)) if array_id else created
-        JobEvent.objects.bulk_create(
-            [JobEvent(job=job, at=now, to_state=JobState.PENDING, actor=user.username, reason="submitted") for job in created],
-            batch_size=500,
-        )
+        check_pending_limits(user, spec.team_id, len(spec.array_indices or (None,)))
+        if spec.array_indices:
+            submission = _create_array(job, spec.array_indices, user.username)
+        else:
+            Job.objects.bulk_create([job])
+            JobEvent.objects.bulk_create(
+                [JobEvent(job=job, at=now, to_state=JobState.PENDING, actor=user.username, reason="submitted")]
+            )
+            submission = Submission(job_ids=[job.pk], job=job)
         send_on_commit("grid", {"type": "grid.changed"})
         after_commit("jobs.tasks.admission_cycle")
     if team is not None and team.pk == spec.team_id:
-        for job in created:
-            job.team = team
-    return created
+        job.team = team
+    return submission
+
+
+def _new_job(user: Any, spec: JobSpec, template: JobTemplate | None, now: datetime) -> Job:
+    """The job of a spec; for an array, what its elements share (name, env and index are set per element)."""
+    return Job(
+        team_id=spec.team_id,
+        owner=user,
+        name=spec.name,
+        kind=spec.kind,
+        template=template,
+        image=spec.image,
+        command=list(spec.command),
+        script=spec.script,
+        env=spec.env,
+        gpu_model=spec.gpu_model,
+        gpus_per_node=spec.gpus_per_node,
+        nodes=spec.nodes,
+        gpus=spec.gpus,
+        priority=spec.priority,
+        walltime_s=spec.walltime_s,
+        checkpoint_dir=spec.checkpoint_dir,
+        checkpoint_interval_s=spec.checkpoint_interval_s,
+        array_id=uuid.uuid4() if spec.array_indices else None,
+        submitted_at=now,
+        state_changed_at=now,
+    )
+
+
+def _create_array(shared: Job, indices: tuple[int, ...], actor: str) -> Submission:
+    """Every element of an array as one INSERT ... SELECT over the indices, and their `submitted` events as
+    another over the inserted rows: the database makes the rows, not a model instance per element."""
+    insert_jobs = bulk.insert_select(
+        shared,
+        {"name": bulk.name_with_index(shared.name), "env": bulk.env_with_index(shared), "array_index": bulk.Sql("element.i")},
+        bulk.Sql("element"),
+        prefix=bulk.elements(indices),
+        returning=("id", "array_index"),
+    )
+    event = JobEvent(at=shared.submitted_at, to_state=JobState.PENDING, actor=actor, reason="submitted")
+    job_table = connection.ops.quote_name(Job._meta.db_table)
+    insert_events = bulk.insert_select(
+        event,
+        {"job_id": bulk.Sql(f"{job_table}.{connection.ops.quote_name('id')}")},
+        bulk.Sql(f"{job_table} WHERE {connection.ops.quote_name('array_id')} = %s", (bulk.prepared(shared, "array_id"),)),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(insert_jobs.text, insert_jobs.params)
+        created = sorted(cursor.fetchall(), key=lambda row: row[1])
+        cursor.execute(insert_events.text, insert_events.params)
+        if cursor.rowcount != len(created):
+            raise RuntimeError(f"array {shared.array_id}: {cursor.rowcount} events for {len(created)} jobs")
+    return Submission(job_ids=[row[0] for row in created], array_id=shared.array_id)
 
 
 def record_past_job(

@@ -69,17 +69,17 @@ def job_submit(request: HttpRequest, slug: str) -> HttpResponse:
         form = make_form(request.POST)
         if form.is_valid():
             try:
-                jobs = services.submit(request.user, form.as_request())
+                created = services.submit_request(request.user, form.as_request())
             except SpecError as exc:
                 for field, problems in exc.errors.items():
                     target = field if field in form.fields else None
                     for problem in problems:
                         form.add_error(target, f"{field}: {problem}" if target is None else problem)
             else:
-                if len(jobs) > 1:
-                    messages.success(request, f"Submitted an array of {len(jobs)} jobs.")
-                    return redirect(f"/jobs/?array_id={jobs[0].array_id}")
-                return redirect("job_detail", job_id=jobs[0].pk)
+                if len(created.job_ids) > 1:
+                    messages.success(request, f"Submitted an array of {len(created.job_ids)} jobs.")
+                    return redirect(f"/jobs/?array_id={created.array_id}")
+                return redirect("job_detail", job_id=created.job_ids[0])
     else:
         form = make_form(initial=JobForm.initial_for(template, teams[0][0]))
     return render(request, "jobs/submit.html", {"form": form, "template": template})

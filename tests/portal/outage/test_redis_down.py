@@ -166,7 +166,7 @@ def test_an_api_call_that_meets_a_database_outage_answers_503_with_retry_after(
     def down(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("the connection is closed")
 
-    monkeypatch.setattr(job_services, "submit", down)
+    monkeypatch.setattr(job_services, "submit_request", down)
     client = api(alice)
     client.raise_request_exception = False
     response = client.post("/api/v1/jobs/", JOB, format="json")
