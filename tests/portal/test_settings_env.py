@@ -14,7 +14,8 @@ from portal.env import ConfigError, env_bool, env_choice, env_float, parse_datab
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_database_urls_become_django_settings(tmp_path: Path) -> None:
+def test_database_urls_become_django_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PORTAL_SERVER", raising=False)  # importing grid.wsgi anywhere in this process sets it
     pg = parse_database_url("postgres://grid:s%40cret@db.internal:6543/portal?sslmode=require", tmp_path).as_django()
     assert (pg["ENGINE"], pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
         "django.db.backends.postgresql", "portal", "grid", "s@cret", "db.internal", "6543",
@@ -23,6 +24,12 @@ def test_database_urls_become_django_settings(tmp_path: Path) -> None:
     assert isinstance(pg_options, dict)
     assert pg_options["sslmode"] == "require" and pg_options["pool"]["max_size"] == 8
     assert pg_options["options"] == "-c random_page_cost=1.1"
+    assert pg["CONN_MAX_AGE"] == 0 and pg["CONN_HEALTH_CHECKS"] is True
+    monkeypatch.setenv("PORTAL_SERVER", "wsgi")  # a sync worker: one persistent connection, no pool
+    wsgi = parse_database_url("postgres://grid@db.internal/portal", tmp_path).as_django()
+    wsgi_options = wsgi["OPTIONS"]
+    assert isinstance(wsgi_options, dict) and "pool" not in wsgi_options
+    assert wsgi["CONN_MAX_AGE"] == 600 and wsgi["CONN_HEALTH_CHECKS"] is True
     lite = parse_database_url("sqlite:///var/x.sqlite3", tmp_path).as_django()
     lite_options = lite["OPTIONS"]
     assert isinstance(lite_options, dict)
