@@ -31,7 +31,7 @@ from jobs.spec import JobSpec, ModelShape, SpecContext, SpecError, TemplateInfo,
 from jobs.states import HOLDS_GPUS, ON_BACKEND, TERMINAL, TRANSITIONS, WAITING, JobState, PendingReason
 from portal.access import is_operator, leads_team
 from portal.broadcast import send_on_commit
-from portal.locks import transaction_lock
+from portal.locks import LOCK_SQL, advisory_key, transaction_lock
 from portal.memo import Memo
 from portal.models import Team
 from portal.queue import after_commit, enqueue_now
@@ -121,8 +121,8 @@ post_delete.connect(grid_shape.forget, sender=PriorityClass, dispatch_uid="jobs-
 
 
 def member_teams(user: Any) -> dict[int, Team]:
-    """The user's teams by id (only what submitting needs of them)."""
-    return {team.pk: team for team in Team.objects.filter(memberships__user=user).only("id", "slug")}
+    """The user's teams by id, with only what submitting needs of them (their slugs; the rest is read if asked for)."""
+    return {pk: Team.from_db(None, ["id", "slug"], (pk, slug)) for pk, slug in user.team_slugs.items()}
 
 
 def spec_context(user: Any, template: JobTemplate | None = None, teams: dict[int, Team] | None = None) -> SpecContext:
@@ -184,13 +184,24 @@ def check_pending_limits(user: Any, team_id: int, adding: int) -> None:
     """SpecError when `adding` more pending jobs would take the team past MAX_PENDING_JOBS_PER_TEAM or the
     user past MAX_PENDING_JOBS_PER_USER. Call inside the transaction that creates them: the team's
     lock makes concurrent submits count each other's jobs, so two requests cannot both squeeze in."""
-    transaction_lock(f"pending-jobs-team-{team_id}")
+    transaction_lock(_pending_lock(team_id))
+    counts = _pending_counts_sql(team_id, user.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT team_now, owner_now FROM ({counts.text}) AS counts", counts.params)
+        team_now, owner_now = cursor.fetchone()
+    _refuse_past_limits(int(team_now), int(owner_now), adding)
+
+
+def _pending_lock(team_id: int) -> str:
+    return f"pending-jobs-team-{team_id}"
+
+
+def _refuse_past_limits(team_now: int, owner_now: int, adding: int) -> None:
     team_limit, user_limit = settings.MAX_PENDING_JOBS_PER_TEAM, settings.MAX_PENDING_JOBS_PER_USER
-    team_now, user_now = _pending_counts(team_id, user.pk, team_limit + 1, user_limit + 1)
     if team_now + adding > team_limit:
         raise SpecError({"pending_jobs": [_over_limit("your team has", team_now, team_limit, adding, "its")]})
-    if user_now + adding > user_limit:
-        raise SpecError({"pending_jobs": [_over_limit("you have", user_now, user_limit, adding, "your")]})
+    if owner_now + adding > user_limit:
+        raise SpecError({"pending_jobs": [_over_limit("you have", owner_now, user_limit, adding, "your")]})
 
 
 def _over_limit(who: str, now: int, limit: int, adding: int, whose: str) -> str:
@@ -198,48 +209,82 @@ def _over_limit(who: str, now: int, limit: int, adding: int, whose: str) -> str:
     return f"{who} {waiting} jobs waiting; {adding} more would pass {whose} limit of {limit}"
 
 
-def _pending_counts(team_id: int, owner_id: int, team_cap: int, user_cap: int) -> tuple[int, int]:
-    """Pending jobs of the team and of the owner, each counted up to its cap, in one round trip over the
-    partial indexes on pending jobs. The team's are read once and tell the owner's in that team too; of
-    the owner's only those in other teams are read again, as the two ranges of (owner, team) either side
-    of this team (none for a one-team user). A team count at its cap already passes the team's limit,
-    so the owner's count is then not needed exactly."""
+def _pending_counts_sql(team_id: int, owner_id: int) -> bulk.Sql:
+    """`SELECT ...`: one row of the team's and the owner's pending jobs, `team_now` and
+    `owner_now`, each read up to one past its limit, over the partial indexes on pending jobs. The
+    team's are read once and tell the owner's in that team too; of the owner's only those in other
+    teams are read again, as the two ranges of (owner, team) either side of this team (none for a
+    one-team user). A team count past its limit already refuses, so the owner's is then not needed
+    exactly."""
+    team_cap, user_cap = settings.MAX_PENDING_JOBS_PER_TEAM + 1, settings.MAX_PENDING_JOBS_PER_USER + 1
     table = connection.ops.quote_name(Job._meta.db_table)
     elsewhere = "SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE state = %s AND owner_id = %s AND team_id {side} %s LIMIT %s) AS {alias}"
-    sql = (
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN owner_id = %s THEN 1 ELSE 0 END), 0), "
-        f"({elsewhere.format(table=table, side='<', alias='before')}), ({elsewhere.format(table=table, side='>', alias='after')}) "
+    text = (
+        "SELECT COUNT(*) AS team_now, "
+        f"COALESCE(SUM(CASE WHEN owner_id = %s THEN 1 ELSE 0 END), 0) + ({elsewhere.format(table=table, side='<', alias='before')}) "
+        f"+ ({elsewhere.format(table=table, side='>', alias='after')}) AS owner_now "
         f"FROM (SELECT owner_id FROM {table} WHERE state = %s AND team_id = %s LIMIT %s) AS team_jobs"
     )
     pending = JobState.PENDING.value
-    elsewhere_params: list[int | str] = [pending, owner_id, team_id, user_cap]
-    params = [owner_id, *elsewhere_params, *elsewhere_params, pending, team_id, team_cap]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        team_now, in_team, before, after = cursor.fetchone()
-    return int(team_now), min(int(in_team) + int(before) + int(after), user_cap)
+    elsewhere_params: tuple[int | str, ...] = (pending, owner_id, team_id, user_cap)
+    return bulk.Sql(text, (owner_id, *elsewhere_params, *elsewhere_params, pending, team_id, team_cap))
 
 
 def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None, team: Team | None = None) -> Submission:
-    """Create the jobs of a validated spec and their `submitted` events in one transaction; the admission
-    task is enqueued and the grid told once it commits."""
+    """Create the jobs of a validated spec and their `submitted` events in one transaction, within the
+    pending limits; the admission task is enqueued and the grid told once it commits."""
     now = timezone.now()
     job = _new_job(user, spec, template, now)
     with transaction.atomic():
-        check_pending_limits(user, spec.team_id, len(spec.array_indices or (None,)))
         if spec.array_indices:
+            check_pending_limits(user, spec.team_id, len(spec.array_indices))
             submission = _create_array(job, spec.array_indices, user.username)
+        elif connection.vendor == "postgresql":
+            submission = _create_one_within_limits(job, user.username)
         else:
+            check_pending_limits(user, spec.team_id, 1)
             Job.objects.bulk_create([job])
-            JobEvent.objects.bulk_create(
-                [JobEvent(job=job, at=now, to_state=JobState.PENDING, actor=user.username, reason="submitted")]
-            )
+            JobEvent.objects.bulk_create([_submitted(job, user.username)])
             submission = Submission(job_ids=[job.pk], job=job)
         send_on_commit("grid", {"type": "grid.changed"})
         after_commit("jobs.tasks.admission_cycle")
     if team is not None and team.pk == spec.team_id:
         job.team = team
     return submission
+
+
+def _submitted(job: Job, actor: str) -> JobEvent:
+    return JobEvent(job=job, at=job.submitted_at, to_state=JobState.PENDING, actor=actor, reason="submitted")
+
+
+def _create_one_within_limits(job: Job, actor: str) -> Submission:
+    """PostgreSQL, one round trip: the team's pending-jobs lock, then one statement that counts the
+    team's and the owner's pending jobs and inserts the job and its `submitted` event only when both
+    stay within their limits. The statements run one after the other in the open transaction; under
+    read committed the second takes its snapshot once the lock is held, so it counts every job that a
+    concurrent submit to the team committed, as `check_pending_limits` does."""
+    quote = connection.ops.quote_name
+    counts = _pending_counts_sql(job.team_id, job.owner_id)
+    limits = (settings.MAX_PENDING_JOBS_PER_TEAM, settings.MAX_PENDING_JOBS_PER_USER)
+    insert_job = bulk.insert_select(
+        job, {}, bulk.Sql("counts WHERE team_now + 1 <= %s AND owner_now + 1 <= %s", limits), returning=("id",)
+    )
+    insert_event = bulk.insert_select(_submitted(job, actor), {"job_id": bulk.Sql(f"created.{quote('id')}")}, bulk.Sql("created"))
+    text = (
+        f"{LOCK_SQL}; WITH counts AS ({counts.text}), created AS ({insert_job.text}), events AS ({insert_event.text}) "
+        f"SELECT team_now, owner_now, (SELECT {quote('id')} FROM created) FROM counts"
+    )
+    params = (advisory_key(_pending_lock(job.team_id)), *counts.params, *insert_job.params, *insert_event.params)
+    with connection.cursor() as cursor:
+        cursor.execute(text, params)
+        cursor.nextset()  # past the lock's result
+        team_now, owner_now, job_id = cursor.fetchone()
+    if job_id is None:
+        _refuse_past_limits(int(team_now), int(owner_now), 1)
+        raise RuntimeError(f"job not created with {team_now} pending in the team and {owner_now} of the owner's")
+    job.pk = job_id
+    job._state.adding, job._state.db = False, connection.alias
+    return Submission(job_ids=[job_id], job=job)
 
 
 def _new_job(user: Any, spec: JobSpec, template: JobTemplate | None, now: datetime) -> Job:

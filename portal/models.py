@@ -31,10 +31,15 @@ class User(AbstractUser):
 
     @property
     def team_ids(self) -> list[int]:
-        cached: list[int] | None = getattr(self, "_team_ids", None)
+        return list(self.team_slugs)
+
+    @property
+    def team_slugs(self) -> dict[int, str]:
+        """The user's teams, slug by id: read once per request (a cached API token's user carries them)."""
+        cached: dict[int, str] | None = getattr(self, "_team_slugs", None)
         if cached is None:
-            cached = list(Membership.objects.filter(user=self).values_list("team_id", flat=True))
-            self._team_ids = cached
+            cached = dict(Membership.objects.filter(user=self).values_list("team_id", "team__slug"))
+            self._team_slugs = cached
         return cached
 
     @property

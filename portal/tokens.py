@@ -1,9 +1,9 @@
 """`Authorization: Token <key>` authentication against hashed, revocable API tokens.
 
-A verified token (with its user) is kept in the shared Redis cache for API_TOKEN_CACHE_S, so a
-busy CI script is not looked up in the database on every request. Revoking a token, revoking all
-of a user's, and saving or deleting a user or a token drop the entries concerned once the change
-commits, so revocation and deactivation take effect on the next request in every process. Only a
+A verified token (with its user and the user's teams) is kept in the shared Redis cache for
+API_TOKEN_CACHE_S, so a busy CI script is not looked up in the database on every request. Revoking
+a token, revoking all of a user's, saving or deleting a user, a token or a membership, and saving a
+team drop the entries concerned at once and again once the change commits, so revocation and deactivation take effect on the next request in every process. Only a
 cache every process shares is used: with none (no Redis), or while Redis is unreachable, every
 request reads the database.
 """
@@ -90,6 +90,16 @@ def forget_token(sender: Any, instance: ApiToken, **kwargs: Any) -> None:
     forget([instance.key_hash])
 
 
+def forget_member(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """Signal receiver: a membership saved or deleted changes the teams a cached user carries."""
+    forget(ApiToken.objects.filter(user_id=instance.user_id).values_list("key_hash", flat=True))
+
+
+def forget_team_members(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """Signal receiver: a team saved (its slug renamed, say) changes what its members' cached users carry."""
+    forget(ApiToken.objects.filter(user__memberships__team_id=instance.pk).values_list("key_hash", flat=True))
+
+
 class ApiTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Token"
 
@@ -121,6 +131,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             )
             if token is None or not token.user.is_active:
                 raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+            token.user.team_slugs  # noqa: B018 - read now, so the cached user carries its teams
             remember(token)
         now = timezone.now()
         # Touch last_used at most once a minute so hot tokens do not write on every request.

@@ -17,7 +17,7 @@ from pytest_django import Settings
 from rest_framework.test import APIClient
 
 from portal import tokens
-from portal.models import ApiToken, User, hash_token
+from portal.models import ApiToken, Membership, Team, User, hash_token
 
 pytestmark = pytest.mark.redis
 
@@ -121,3 +121,44 @@ def test_a_wrong_key_is_still_refused_and_counted(shared_cache: str, alice: User
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token gp_wrong-key-of-the-right-length-000000000000")
     assert [client.get("/api/v1/teams/").status_code for _ in range(3)] == [401, 401, 429]
+
+
+JOB = {"name": "cached", "command": ["true"], "gpu_model": "a100", "gpus_per_node": 1, "walltime": 600}
+
+
+def submit(client: APIClient, team: str) -> tuple[int, int]:
+    """(status, how many queries read memberships) for one submit to `team`."""
+    with CaptureQueriesContext(connection) as queries:
+        status = client.post("/api/v1/jobs/", {**JOB, "team": team}, format="json").status_code
+    return status, sum(1 for q in queries.captured_queries if 'FROM "portal_membership"' in q["sql"])
+
+
+@pytest.mark.parametrize("how", ["leave", "join", "rename"])
+def test_a_cached_user_carries_its_teams_and_a_membership_change_reaches_the_next_request(
+    shared_cache: str,
+    grid: Any,
+    alice: User,
+    vision: Team,
+    render: Team,
+    how: str,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    client, _, _ = client_with_token(alice)
+    assert submit(client, "vision") == (201, 1)
+    assert submit(client, "vision") == (201, 0)  # the teams came with the cached token
+    assert submit(client, "render")[0] == 400
+    with django_capture_on_commit_callbacks(execute=True):
+        if how == "leave":
+            Membership.objects.filter(user=alice, team=vision).delete()
+        elif how == "join":
+            Membership.objects.create(user=alice, team=render)
+        else:
+            vision.slug = "vision-2"
+            vision.save()
+    if how == "leave":
+        assert submit(client, "vision")[0] == 400
+    elif how == "join":
+        assert submit(client, "render")[0] == 201
+    else:
+        assert submit(client, "vision")[0] == 400
+        assert submit(client, "vision-2")[0] == 201
