@@ -133,10 +133,6 @@ class Job(RestrictedModel):
             models.Index(fields=["team", "-id"], name="job_team_recent"),
             models.Index(fields=["state", "submitted_at", "id"], name="job_state_age"),
             models.Index(fields=["owner", "-id"], name="job_owner_recent"),
-            # the pending-job limits count these on every submit
-            models.Index(fields=["team", "owner"], condition=models.Q(state="pending"), name="job_pending_by_team"),
-            # (owner, team): a submit reads only the owner's pending jobs in teams other than its own
-            models.Index(fields=["owner", "team"], condition=models.Q(state="pending"), name="job_pending_by_owner_team"),
         ]
 
     def __str__(self) -> str:
@@ -165,6 +161,27 @@ class JobEvent(RestrictedModel):
 
     def __str__(self) -> str:
         return f"#{self.job_id} {self.from_state or '∅'} → {self.to_state}"
+
+
+class PendingChange(models.Model):
+    """A change in how many jobs of a team and owner are pending, written only by the database's triggers
+    on the job table (migration 0011) whenever a job becomes pending or stops being so, by any write
+    path. The sum of a team's (or an owner's) rows is its pending count, read on every submit in
+    constant time instead of counting the pending jobs; rows are only ever added, and a team's are
+    folded into one per owner now and then (`jobs.services.fold_pending_changes`)."""
+
+    team_id = models.BigIntegerField()
+    owner_id = models.BigIntegerField()
+    delta = models.IntegerField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["team_id"], name="pending_change_team"),
+            models.Index(fields=["owner_id"], name="pending_change_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"team {self.team_id} owner {self.owner_id} {self.delta:+d}"
 
 
 class WhatIfState(models.TextChoices):

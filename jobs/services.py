@@ -26,7 +26,7 @@ from cluster.backends.base import BackendError, JobRequest, RemoteJob, RemoteJob
 from cluster.models import Pool
 from cluster.states import PoolKind
 from jobs import admission, bulk, policy
-from jobs.models import Job, JobEvent, JobTemplate
+from jobs.models import Job, JobEvent, JobTemplate, PendingChange
 from jobs.spec import JobSpec, ModelShape, SpecContext, SpecError, TemplateInfo, validate
 from jobs.states import HOLDS_GPUS, ON_BACKEND, TERMINAL, TRANSITIONS, WAITING, JobState, PendingReason
 from portal.access import is_operator, leads_team
@@ -187,8 +187,9 @@ def check_pending_limits(user: Any, team_id: int, adding: int) -> None:
     transaction_lock(_pending_lock(team_id))
     counts = _pending_counts_sql(team_id, user.pk)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT team_now, owner_now FROM ({counts.text}) AS counts", counts.params)
-        team_now, owner_now = cursor.fetchone()
+        cursor.execute(counts.text, counts.params)
+        team_now, owner_now, team_rows = cursor.fetchone()
+    _fold_if_long(team_id, int(team_rows))
     _refuse_past_limits(int(team_now), int(owner_now), adding)
 
 
@@ -205,29 +206,48 @@ def _refuse_past_limits(team_now: int, owner_now: int, adding: int) -> None:
 
 
 def _over_limit(who: str, now: int, limit: int, adding: int, whose: str) -> str:
-    waiting = f"more than {limit}" if now > limit else str(now)
-    return f"{who} {waiting} jobs waiting; {adding} more would pass {whose} limit of {limit}"
+    return f"{who} {now} jobs waiting; {adding} more would pass {whose} limit of {limit}"
+
+
+# A team's pending changes are folded into one row per owner once it has more rows than this.
+PENDING_FOLD_AT = 256
 
 
 def _pending_counts_sql(team_id: int, owner_id: int) -> bulk.Sql:
-    """`SELECT ...`: one row of the team's and the owner's pending jobs, `team_now` and
-    `owner_now`, each read up to one past its limit, over the partial indexes on pending jobs. The
-    team's are read once and tell the owner's in that team too; of the owner's only those in other
-    teams are read again, as the two ranges of (owner, team) either side of this team (none for a
-    one-team user). A team count past its limit already refuses, so the owner's is then not needed
-    exactly."""
-    team_cap, user_cap = settings.MAX_PENDING_JOBS_PER_TEAM + 1, settings.MAX_PENDING_JOBS_PER_USER + 1
-    table = connection.ops.quote_name(Job._meta.db_table)
-    elsewhere = "SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE state = %s AND owner_id = %s AND team_id {side} %s LIMIT %s) AS {alias}"
+    """`SELECT team_now, owner_now, team_rows`: the team's and the owner's pending jobs, as the sums of
+    their pending changes (the database's triggers keep them), and how many change rows the team has."""
+    table = connection.ops.quote_name(PendingChange._meta.db_table)
     text = (
-        "SELECT COUNT(*) AS team_now, "
-        f"COALESCE(SUM(CASE WHEN owner_id = %s THEN 1 ELSE 0 END), 0) + ({elsewhere.format(table=table, side='<', alias='before')}) "
-        f"+ ({elsewhere.format(table=table, side='>', alias='after')}) AS owner_now "
-        f"FROM (SELECT owner_id FROM {table} WHERE state = %s AND team_id = %s LIMIT %s) AS team_jobs"
+        "SELECT COALESCE(SUM(CASE WHEN team_id = %s THEN delta ELSE 0 END), 0) AS team_now, "
+        "COALESCE(SUM(CASE WHEN owner_id = %s THEN delta ELSE 0 END), 0) AS owner_now, "
+        "COALESCE(SUM(CASE WHEN team_id = %s THEN 1 ELSE 0 END), 0) AS team_rows "
+        f"FROM {table} WHERE team_id = %s OR owner_id = %s"
     )
-    pending = JobState.PENDING.value
-    elsewhere_params: tuple[int | str, ...] = (pending, owner_id, team_id, user_cap)
-    return bulk.Sql(text, (owner_id, *elsewhere_params, *elsewhere_params, pending, team_id, team_cap))
+    return bulk.Sql(text, (team_id, owner_id, team_id, team_id, owner_id))
+
+
+def _fold_if_long(team_id: int, rows: int) -> None:
+    if rows > PENDING_FOLD_AT:
+        fold_pending_changes(team_id)
+
+
+def fold_pending_changes(team_id: int) -> None:
+    """Replace the team's pending changes with one row per owner holding their sum; call under the team's
+    pending-jobs lock, which every folding of the team takes. Only rows up to the newest this
+    transaction sees are folded: a change a concurrent transaction has not committed yet is neither
+    summed nor deleted, and counts when it commits."""
+    table = connection.ops.quote_name(PendingChange._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT MAX(id) FROM {table} WHERE team_id = %s", [team_id])
+        (newest,) = cursor.fetchone()
+        if newest is None:
+            return
+        cursor.execute(
+            f"INSERT INTO {table} (team_id, owner_id, delta) SELECT team_id, owner_id, SUM(delta) FROM {table} "
+            "WHERE team_id = %s AND id <= %s GROUP BY team_id, owner_id HAVING SUM(delta) <> 0",
+            [team_id, newest],
+        )
+        cursor.execute(f"DELETE FROM {table} WHERE team_id = %s AND id <= %s", [team_id, newest])
 
 
 def create_jobs(user: Any, spec: JobSpec, template: JobTemplate | None, team: Team | None = None) -> Submission:
@@ -258,9 +278,9 @@ def _submitted(job: Job, actor: str) -> JobEvent:
 
 
 def _create_one_within_limits(job: Job, actor: str) -> Submission:
-    """PostgreSQL, one round trip: the team's pending-jobs lock, then one statement that counts the
-    team's and the owner's pending jobs and inserts the job and its `submitted` event only when both
-    stay within their limits. The statements run one after the other in the open transaction; under
+    """PostgreSQL, one round trip: the team's pending-jobs lock, then one statement that reads the
+    team's and the owner's pending counts and inserts the job and its `submitted` event only when both
+    stay within their limits (the job's own pending change is written by the trigger after it). The statements run one after the other in the open transaction; under
     read committed the second takes its snapshot once the lock is held, so it counts every job that a
     concurrent submit to the team committed, as `check_pending_limits` does."""
     quote = connection.ops.quote_name
@@ -272,13 +292,14 @@ def _create_one_within_limits(job: Job, actor: str) -> Submission:
     insert_event = bulk.insert_select(_submitted(job, actor), {"job_id": bulk.Sql(f"created.{quote('id')}")}, bulk.Sql("created"))
     text = (
         f"{LOCK_SQL}; WITH counts AS ({counts.text}), created AS ({insert_job.text}), events AS ({insert_event.text}) "
-        f"SELECT team_now, owner_now, (SELECT {quote('id')} FROM created) FROM counts"
+        f"SELECT team_now, owner_now, team_rows, (SELECT {quote('id')} FROM created) FROM counts"
     )
     params = (advisory_key(_pending_lock(job.team_id)), *counts.params, *insert_job.params, *insert_event.params)
     with connection.cursor() as cursor:
         cursor.execute(text, params)
         cursor.nextset()  # past the lock's result
-        team_now, owner_now, job_id = cursor.fetchone()
+        team_now, owner_now, team_rows, job_id = cursor.fetchone()
+    _fold_if_long(job.team_id, int(team_rows))
     if job_id is None:
         _refuse_past_limits(int(team_now), int(owner_now), 1)
         raise RuntimeError(f"job not created with {team_now} pending in the team and {owner_now} of the owner's")

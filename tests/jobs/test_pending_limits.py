@@ -76,7 +76,9 @@ def test_concurrent_submits_cannot_together_pass_the_limit(settings: Settings) -
     assert Job.objects.filter(team=team, state=JobState.PENDING).count() == 10
 
 
-def test_a_queue_far_past_the_limit_is_counted_only_up_to_it(settings: Settings, grid: Any, alice: User) -> None:
+def test_a_queue_put_far_past_the_limit_by_an_import_is_refused_with_its_count(
+    settings: Settings, grid: Any, alice: User
+) -> None:
     settings.MAX_PENDING_JOBS_PER_USER = 3
     settings.MAX_PENDING_JOBS_PER_TEAM = 1000
     first = job_services.submit(alice, {**BODY, "array": "3"})
@@ -88,4 +90,4 @@ def test_a_queue_far_past_the_limit_is_counted_only_up_to_it(settings: Settings,
     )
     with pytest.raises(SpecError) as caught:
         job_services.submit(alice, dict(BODY))
-    assert caught.value.errors == {"pending_jobs": ["you have more than 3 jobs waiting; 1 more would pass your limit of 3"]}
+    assert caught.value.errors == {"pending_jobs": ["you have 23 jobs waiting; 1 more would pass your limit of 3"]}
