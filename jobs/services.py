@@ -183,8 +183,10 @@ def submit(user: Any, raw: dict[str, Any]) -> list[Job]:
 def check_pending_limits(user: Any, team_id: int, adding: int) -> None:
     """SpecError when `adding` more pending jobs would take the team past MAX_PENDING_JOBS_PER_TEAM or the
     user past MAX_PENDING_JOBS_PER_USER. Call inside the transaction that creates them: the team's
-    lock makes concurrent submits count each other's jobs, so two requests cannot both squeeze in."""
+    lock, then the owner's, make concurrent submits count each other's jobs, so two requests cannot both
+    squeeze in (always in that order, so two submits never wait for each other's second lock)."""
     transaction_lock(_pending_lock(team_id))
+    transaction_lock(_owner_lock(user.pk))
     counts = _pending_counts_sql(team_id, user.pk)
     with connection.cursor() as cursor:
         cursor.execute(counts.text, counts.params)
@@ -195,6 +197,10 @@ def check_pending_limits(user: Any, team_id: int, adding: int) -> None:
 
 def _pending_lock(team_id: int) -> str:
     return f"pending-jobs-team-{team_id}"
+
+
+def _owner_lock(owner_id: int) -> str:
+    return f"pending-jobs-owner-{owner_id}"
 
 
 def _refuse_past_limits(team_now: int, owner_now: int, adding: int) -> None:
@@ -278,11 +284,12 @@ def _submitted(job: Job, actor: str) -> JobEvent:
 
 
 def _create_one_within_limits(job: Job, actor: str) -> Submission:
-    """PostgreSQL, one round trip: the team's pending-jobs lock, then one statement that reads the
-    team's and the owner's pending counts and inserts the job and its `submitted` event only when both
-    stay within their limits (the job's own pending change is written by the trigger after it). The statements run one after the other in the open transaction; under
-    read committed the second takes its snapshot once the lock is held, so it counts every job that a
-    concurrent submit to the team committed, as `check_pending_limits` does."""
+    """PostgreSQL, one round trip: the team's and then the owner's pending-jobs locks, then one
+    statement that reads the team's and the owner's pending counts and inserts the job and its
+    `submitted` event only when both stay within their limits (the trigger then writes the job's
+    pending change). The statements run one after another in the open transaction; under read
+    committed the last takes its snapshot once the locks are held, so it counts every job that a
+    concurrent submit to the team or by the owner committed, as `check_pending_limits` does."""
     quote = connection.ops.quote_name
     counts = _pending_counts_sql(job.team_id, job.owner_id)
     limits = (settings.MAX_PENDING_JOBS_PER_TEAM, settings.MAX_PENDING_JOBS_PER_USER)
@@ -291,13 +298,15 @@ def _create_one_within_limits(job: Job, actor: str) -> Submission:
     )
     insert_event = bulk.insert_select(_submitted(job, actor), {"job_id": bulk.Sql(f"created.{quote('id')}")}, bulk.Sql("created"))
     text = (
-        f"{LOCK_SQL}; WITH counts AS ({counts.text}), created AS ({insert_job.text}), events AS ({insert_event.text}) "
+        f"{LOCK_SQL}; {LOCK_SQL}; WITH counts AS ({counts.text}), created AS ({insert_job.text}), events AS ({insert_event.text}) "
         f"SELECT team_now, owner_now, team_rows, (SELECT {quote('id')} FROM created) FROM counts"
     )
-    params = (advisory_key(_pending_lock(job.team_id)), *counts.params, *insert_job.params, *insert_event.params)
+    locks = (advisory_key(_pending_lock(job.team_id)), advisory_key(_owner_lock(job.owner_id)))
+    params = (*locks, *counts.params, *insert_job.params, *insert_event.params)
     with connection.cursor() as cursor:
         cursor.execute(text, params)
-        cursor.nextset()  # past the lock's result
+        cursor.nextset()  # past the locks' results
+        cursor.nextset()
         team_now, owner_now, team_rows, job_id = cursor.fetchone()
     _fold_if_long(job.team_id, int(team_rows))
     if job_id is None:

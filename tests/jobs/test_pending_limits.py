@@ -76,6 +76,39 @@ def test_concurrent_submits_cannot_together_pass_the_limit(settings: Settings) -
     assert Job.objects.filter(team=team, state=JobState.PENDING).count() == 10
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_one_user_submitting_to_several_teams_at_once_cannot_pass_the_user_limit(settings: Settings) -> None:
+    from cluster import services as cluster_services
+    from cluster.simulator.backend import SimulatorBackend
+    from cluster.simulator.model import parse_pools
+    from portal.models import Membership, Team
+    from tests.conftest import TEST_POOLS
+
+    cluster_services.sync_nodes(SimulatorBackend(pools=parse_pools(TEST_POOLS), speed=1.0, failure_rate=0.0))
+    user = User.objects.create_user("spread", password="x")
+    teams = [Team.objects.create(slug=f"spread-{i}", name=f"Spread {i}") for i in range(4)]
+    for team in teams:
+        Membership.objects.create(user=user, team=team)
+    settings.MAX_PENDING_JOBS_PER_USER = 6
+    settings.DEFAULT_TEAM_GPU_LIMIT = 0  # nothing is admitted: every accepted job stays waiting
+    accepted: list[int] = []
+
+    def burst(team: str, array: str | None) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(4):
+                with contextlib.suppress(SpecError):
+                    body = {**BODY, "team": team, **({"array": array} if array else {})}
+                    accepted.extend(job.pk for job in job_services.submit(user, body))
+
+        return run
+
+    # single submits (one statement) and arrays (the ORM path) into four teams at once
+    assert in_threads([burst(t.slug, "2" if i % 2 else None) for i, t in enumerate(teams)]) == []
+    assert Job.objects.filter(owner=user, state=JobState.PENDING).count() == len(accepted) <= 6
+    assert len(accepted) >= 5  # the limit was reached, not missed
+
+
 def test_a_queue_put_far_past_the_limit_by_an_import_is_refused_with_its_count(
     settings: Settings, grid: Any, alice: User
 ) -> None:
