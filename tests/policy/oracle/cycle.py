@@ -1,0 +1,368 @@
+"""One admission cycle of the fair policy.
+
+Order: priority class (rank), then weighted fair share (decayed usage plus GPUs held, per unit of
+weight, recomputed after every admission), then age. Each team's pending jobs form a line sorted by
+class and age; a heap over the teams' line heads yields the next job, so a cycle costs
+O(pending · log teams) plus placement, which is O(GPUs per node · log nodes) per job.
+
+Then, for waiting jobs that would fit in their team's guarantee, reclaim lent GPUs by preemption.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+from jobs.policy.model import (
+    Admission,
+    Cluster,
+    CycleResult,
+    Explanation,
+    JobId,
+    PendingJob,
+    PolicyConfig,
+    Preemption,
+    PriorityClassSpec,
+    Quota,
+    Reason,
+    Reservation,
+    RunningJob,
+)
+from tests.policy.oracle.explain import explain_waiting
+from tests.policy.oracle.ledger import Ledger, QuotaVerdict, usage_key
+from tests.policy.oracle.placement import FreeIndex, Placement
+from tests.policy.oracle.reclaim import Eligible, VictimIndex, plan_reclaim
+from tests.policy.oracle.timeline import Releases, StartEstimator, plan_reservation
+
+RECLAIMABLE = frozenset({Reason.CAPACITY, Reason.FRAGMENTATION, Reason.GANG})
+SATURATED = Explanation(Reason.CAPACITY, "no free GPUs of this model", None, None, None)
+
+
+def run_cycle(
+    *,
+    now: float,
+    cluster: Cluster,
+    quotas: Iterable[Quota],
+    pending: Sequence[PendingJob],
+    running: Sequence[RunningJob],
+    usage: Mapping[str, float] | None = None,
+    config: PolicyConfig | None = None,
+) -> CycleResult:
+    """Decide which pending jobs start now, which running jobs are preempted, and why the rest wait."""
+    cycle = _Cycle(now, cluster, quotas, running, usage or {}, config or PolicyConfig())
+    cycle.admit_in_order(pending)
+    cycle.reclaim()
+    return cycle.result()
+
+
+class _Cycle:
+    """Working state of one cycle; thrown away when it returns."""
+
+    def __init__(
+        self,
+        now: float,
+        cluster: Cluster,
+        quotas: Iterable[Quota],
+        running: Sequence[RunningJob],
+        usage: Mapping[str, float],
+        config: PolicyConfig,
+    ) -> None:
+        self.now, self.config, self.usage, self.running = now, config, usage, running
+        self.specs = {spec.name: spec for spec in config.classes}
+        self.rank_of = {spec.name: spec.rank for spec in config.classes}
+        self._shares: dict[tuple[str, str], tuple[int, float]] = {}
+        self.index = FreeIndex(cluster.nodes)
+        self.ledger = Ledger(quotas, running)
+        self.reservations: dict[str, Reservation] = {}
+        self.admitted: list[Admission] = []
+        self.preempted: list[Preemption] = []
+        self.waiting: dict[JobId, tuple[Reason, str]] = {}
+        self.bulk_waiting: dict[JobId, Explanation] = {}
+        self.jobs: dict[JobId, PendingJob] = {}
+        self.reclaimers: list[PendingJob] = []
+        self._failed: set[tuple[str, int, int, bool]] = set()
+        self._shape_ok: dict[tuple[str, int, int], bool] = {}
+        self._model_shape_ok: dict[tuple[str, int, int], bool] = {}
+        # Quota verdicts depend only on (team, model, class, size) and on the model's state, which
+        # changes only when a job of that model is admitted or preempted: cache them per version.
+        self._model_version: dict[str, int] = defaultdict(int)
+        self._verdicts: dict[tuple[str, str, str, int], tuple[int, QuotaVerdict]] = {}
+        self._releases: Releases | None = None
+        self._admitted_jobs: list[tuple[PendingJob, Placement]] = []
+
+    # -- ordering -------------------------------------------------------------------------
+
+    def _spec(self, job: PendingJob) -> PriorityClassSpec:
+        return self.specs.get(job.priority) or self.config.class_named(job.priority)
+
+    def _share(self, job: PendingJob) -> float:
+        # Cached per (team, model) until the team's holdings change; most jobs share their team's key.
+        held = self.ledger.team_gpus[job.team]
+        cached = self._shares.get((job.team, job.gpu_model))
+        if cached is not None and cached[0] == held:
+            return cached[1]
+        quota = self.ledger.quota(job.team, job.gpu_model)
+        share = usage_key(self.usage, self.ledger, job.team, quota.weight if quota else 1.0, self.config.half_life_s)
+        self._shares[(job.team, job.gpu_model)] = (held, share)
+        return share
+
+    def _head(self, job: PendingJob) -> tuple[int, float, float]:
+        if self.now - job.submit_time >= self.config.starvation_age_s:
+            return (-self.rank_of[job.priority], -math.inf, job.submit_time)  # starving: by age, ahead of fair share
+        return (-self.rank_of[job.priority], self._share(job), job.submit_time)
+
+    def admit_in_order(self, pending: Sequence[PendingJob]) -> None:
+        for priority in {job.priority for job in pending} - self.rank_of.keys():
+            self.config.class_named(priority)  # raises with the unknown name
+        rank_of = self.rank_of
+        lines: dict[str, list[PendingJob]] = defaultdict(list)
+        for job in sorted(pending, key=lambda j: (-rank_of[j.priority], j.submit_time)):
+            self.jobs[job.id] = job
+            if job.held:
+                self.waiting[job.id] = (Reason.BUDGET, "held: the team's budget (or a policy) holds new jobs")
+            else:
+                lines[job.team].append(job)
+        heap = [(*self._head(line[0]), team) for team, line in lines.items()]
+        heapq.heapify(heap)
+        position = dict.fromkeys(lines, 0)
+        fast = not self.config.explain
+        while heap:
+            team = heap[0][3]
+            line, at = lines[team], position[team]
+            job = line[at]
+            if fast and self._line_is_stuck(job):
+                self._wait_in_bulk(line[at:])
+                heapq.heappop(heap)
+                continue
+            self._consider(job)
+            if at + 1 == len(line):
+                heapq.heappop(heap)
+                continue
+            position[team] = at + 1
+            heapq.heapreplace(heap, (*self._head(line[at + 1]), team))
+
+    def _line_is_stuck(self, job: PendingJob) -> bool:
+        """With no free GPUs and no guarantee left to reclaim, nothing behind this job can start either."""
+        if self.index.free_by_model[job.gpu_model] > 0:
+            return False
+        quota = self.ledger.quota(job.team, job.gpu_model)
+        return quota is None or self.ledger.used[(job.team, job.gpu_model)] >= quota.guarantee
+
+    def _wait_in_bulk(self, jobs: Sequence[PendingJob]) -> None:
+        # Only reached without explanations; a job of another model in the line is still considered.
+        for job in jobs:
+            if self.index.free_by_model[job.gpu_model] == 0 and not self.ledger.within_guarantee(job):
+                self.bulk_waiting[job.id] = SATURATED
+            else:
+                self._consider(job)
+
+    # -- one job --------------------------------------------------------------------------
+
+    def _consider(self, job: PendingJob) -> None:
+        spec = self.specs[job.priority]
+        if not self._shape_fits_somewhere(job):
+            self._wait(job, Reason.NO_NODES, f"no healthy {job.gpu_model} pool has {self._shape(job)}")
+            return
+        quota_reason, quota_detail, borrowing = self._verdict(job, spec)
+        if quota_reason is not None:
+            self._wait(job, quota_reason, quota_detail)
+            return
+        spot = self._place(job)
+        if spot is not None:
+            self._admit(job, spot[0], spot[1], borrowing)
+            return
+        reason, detail = self._blocked(job, spec)
+        self._wait(job, reason, detail)
+        if reason in RECLAIMABLE:
+            if self.config.backfill:
+                self._reserve(job, spec)
+            if self.ledger.within_guarantee(job):
+                self.reclaimers.append(job)
+
+    def _verdict(self, job: PendingJob, spec: PriorityClassSpec) -> QuotaVerdict:
+        key = (job.team, job.gpu_model, job.priority, job.gpus_per_node * job.nodes)
+        version = self._model_version[job.gpu_model]
+        cached = self._verdicts.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        verdict = self.ledger.verdict(job, spec, self.index.free_by_model[job.gpu_model])
+        self._verdicts[key] = (version, verdict)
+        return verdict
+
+    def _wait(self, job: PendingJob, reason: Reason, detail: str) -> None:
+        self.waiting[job.id] = (reason, detail)
+
+    @staticmethod
+    def _shape(job: PendingJob) -> str:
+        if job.nodes == 1:
+            return f"a node with {job.gpus_per_node} GPUs"
+        return f"{job.nodes} nodes of exactly {job.gpus_per_node} GPUs (jobs over one node take whole nodes)"
+
+    def _shape_fits_somewhere(self, job: PendingJob) -> bool:
+        shape = (job.gpu_model, job.gpus_per_node, job.nodes)
+        known = self._model_shape_ok.get(shape)
+        if known is None:
+            known = self._model_shape_ok[shape] = self._shape_fits_any_pool(job)
+        return known
+
+    def _shape_fits_any_pool(self, job: PendingJob) -> bool:
+        for pool in self.index.pools_by_model.get(job.gpu_model, ()):
+            key = (pool, job.gpus_per_node, job.nodes)
+            if key not in self._shape_ok:
+                self._shape_ok[key] = self.index.fits_shape(pool, job)
+            if self._shape_ok[key]:
+                return True
+        return False
+
+    def _place(self, job: PendingJob) -> tuple[str, Placement] | None:
+        if self.index.free_by_model[job.gpu_model] < job.gpus:
+            return None
+        for pool in self.index.pools_by_model[job.gpu_model]:
+            reservation = self.reservations.get(pool)
+            use_all = reservation is None or self.now + job.walltime_s <= reservation.start
+            memo = (pool, job.gpus_per_node, job.nodes, use_all)
+            if memo in self._failed:
+                continue
+            if reservation is not None and use_all:
+                placement = self.index.place_with(pool, job, reservation.nodes)
+            else:
+                placement = self.index.place_unreserved(pool, job)
+            if placement:
+                return pool, placement
+            self._failed.add(memo)
+        return None
+
+    def _blocked(self, job: PendingJob, spec: PriorityClassSpec) -> tuple[Reason, str]:
+        free = self.index.free_by_model[job.gpu_model]
+        if free < job.gpus:
+            return Reason.CAPACITY, f"{free} of the {job.gpus} {job.gpu_model} GPUs it needs are free"
+        holder = self._reservation_in_the_way(job)
+        if holder is not None:
+            reason = Reason.PRIORITY if holder.rank > spec.rank else Reason.QUEUE
+            return reason, (
+                f"the free GPUs in pool {holder.pool} are held for job {holder.job_id}, expected to start at "
+                f"t={holder.start:.0f}; this job would still be running then"
+            )
+        if job.nodes > 1:
+            return Reason.GANG, f"{free} {job.gpu_model} GPUs are free, but not {self._shape(job)} in one pool"
+        return Reason.FRAGMENTATION, f"{free} {job.gpu_model} GPUs are free, but no node has {job.gpus_per_node} free"
+
+    def _reservation_in_the_way(self, job: PendingJob) -> Reservation | None:
+        for pool in self.index.pools_by_model[job.gpu_model]:
+            reservation = self.reservations.get(pool)
+            memo = (pool, job.gpus_per_node, job.nodes, True)
+            if reservation is None or memo in self._failed:
+                continue
+            if self.index.place_with(pool, job, reservation.nodes):
+                return reservation
+            self._failed.add(memo)
+        return None
+
+    # -- admission and reservation --------------------------------------------------------
+
+    def _admit(self, job: PendingJob, pool: str, placement: Placement, borrowing: bool, preempts: tuple[JobId, ...] = ()) -> None:
+        self.index.take(placement)
+        self.ledger.charge(job.team, job.gpu_model, job.gpus)
+        self._model_version[job.gpu_model] += 1
+        self.admitted.append(Admission(job.id, pool, placement, borrowing, preempts))
+        self._admitted_jobs.append((job, placement))
+        if self._releases is not None:
+            self._releases.add(job.team, job.gpu_model, placement, self.now + job.walltime_s)
+
+    @property
+    def releases(self) -> Releases:
+        if self._releases is None:
+            self._releases = Releases(self.now)
+            self._releases.add_running(self.running)
+            for job, placement in self._admitted_jobs:
+                self._releases.add(job.team, job.gpu_model, placement, self.now + job.walltime_s)
+        return self._releases
+
+    def _reserve(self, job: PendingJob, spec: PriorityClassSpec) -> None:
+        """The first blocked job of a pool gets its nodes held; later jobs may use them only if they end first."""
+        best: tuple[float, str, list[str]] | None = None
+        for pool in self.index.pools_by_model[job.gpu_model]:
+            if pool in self.reservations or not self._shape_ok.get((pool, job.gpus_per_node, job.nodes)):
+                continue
+            plan = plan_reservation(self.index, self.releases, pool, job)
+            if plan and (best is None or (plan[0], pool) < (best[0], best[1])):
+                best = (plan[0], pool, plan[1])
+        if best is None:
+            return
+        start, pool, nodes = best
+        self.reservations[pool] = Reservation(pool, job.id, tuple(nodes), start, spec.rank)
+        self.index.reserve(nodes)
+
+    # -- reclaim --------------------------------------------------------------------------
+
+    def reclaim(self) -> None:
+        if not self.reclaimers or not self.running:
+            return
+        victims = VictimIndex(self.running, self._victim_rank, self.now, self.config.min_victim_runtime_s)
+        gone: set[JobId] = set()
+        failed_shapes: set[tuple[str, int, int]] = set()
+        for job in self.reclaimers[: self.config.max_reclaims_per_cycle]:
+            shape = (job.gpu_model, job.gpus_per_node, job.nodes)
+            if shape in failed_shapes or not self.ledger.within_guarantee(job):
+                continue
+            plan = plan_reclaim(
+                job, self.index, victims, Eligible(job.team, self._borrowing_teams(job.gpu_model), frozenset(gone))
+            )
+            if plan is None:
+                failed_shapes.add(shape)
+                continue
+            for victim in plan.victims:
+                gone.add(victim.id)
+                self.index.give_back(victim.placement)
+                self.ledger.charge(victim.team, victim.gpu_model, -victim.gpus)
+                self._model_version[victim.gpu_model] += 1
+                self.preempted.append(
+                    Preemption(victim.id, f"reclaim: team {job.team} takes back its guarantee", job.id, victims.lost[victim.id])
+                )
+            self._admit(job, plan.pool, plan.placement, False, tuple(v.id for v in plan.victims))
+            del self.waiting[job.id]
+
+    def _victim_rank(self, job: RunningJob) -> int | None:
+        """Its class rank if its class may be preempted at all; critical (and unknown) classes never are."""
+        spec = self.specs.get(job.priority)
+        return spec.rank if spec is not None and spec.preemptible else None
+
+    def _borrowing_teams(self, model: str) -> frozenset[str]:
+        return frozenset(team for (team, m), _ in self.ledger.used.items() if m == model and self.ledger.is_borrowing(team, m))
+
+    # -- result ---------------------------------------------------------------------------
+
+    def result(self) -> CycleResult:
+        waiting = self._explain() if self.config.explain else self._bare()
+        return CycleResult(self.admitted, self.preempted, waiting, list(self.reservations.values()))
+
+    def _bare(self) -> dict[JobId, Explanation]:
+        waiting = {job_id: Explanation(reason, detail, None, None, None) for job_id, (reason, detail) in self.waiting.items()}
+        waiting.update(self.bulk_waiting)
+        return waiting
+
+    def _explain(self) -> dict[JobId, Explanation]:
+        walltimes = {r.job_id: self.jobs[r.job_id].walltime_s for r in self.reservations.values()}
+        estimator = StartEstimator(self.index, self.releases, self.reservations.values(), walltimes)
+        reservations = list(self.reservations.values())
+        return explain_waiting(self.waiting, self.jobs, self.specs, self._line_keys(), self.ledger, estimator, reservations)
+
+    def _line_keys(self) -> dict[JobId, tuple[int, float, float]]:
+        """The order the next cycle would consider the waiting jobs in (held jobs stand outside the line)."""
+        shares: dict[tuple[str, str], float] = {}
+        for job in self.jobs.values():
+            if (job.team, job.gpu_model) not in shares:
+                shares[(job.team, job.gpu_model)] = self._share(job)
+        rank_of, jobs = self.rank_of, self.jobs
+        starving = self.now - self.config.starvation_age_s
+        return {
+            job_id: (
+                -rank_of[job.priority],
+                -math.inf if job.submit_time <= starving else shares[(job.team, job.gpu_model)],
+                job.submit_time,
+            )
+            for job_id, (reason, _) in self.waiting.items()
+            if reason is not Reason.BUDGET and (job := jobs[job_id])
+        }

@@ -1,0 +1,87 @@
+"""Explanations for waiting jobs: reason, detail, place in line, and an estimated start.
+
+Place in line is the order the next cycle would consider the job in (class, fair share after this
+cycle's admissions, age): `team_position` among its team's waiting jobs, `pool_position` among all
+waiting jobs for the same GPU model (the pools of one model share one line). Held jobs stand outside
+the line. The estimated start is the later of when capacity frees up for its shape and, for a quota
+wait, when the team's own jobs give back enough GPUs, both read from running jobs' expected ends.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+from jobs.policy.model import Explanation, JobId, PendingJob, PriorityClassSpec, Reason, Reservation
+from tests.policy.oracle.ledger import Ledger
+from tests.policy.oracle.timeline import StartEstimator
+
+NO_ESTIMATE = frozenset({Reason.BUDGET, Reason.NO_NODES})
+
+
+def positions(
+    jobs: Mapping[JobId, PendingJob], line_keys: Mapping[JobId, tuple[int, float, float]]
+) -> dict[JobId, tuple[int, int]]:
+    """(team position, pool position), both from 1, for the jobs in `line_keys`, in that key's order."""
+    team_seen: dict[str, int] = defaultdict(int)
+    model_seen: dict[str, int] = defaultdict(int)
+    result: dict[JobId, tuple[int, int]] = {}
+    for job_id in sorted(line_keys, key=line_keys.__getitem__):
+        job = jobs[job_id]
+        team_seen[job.team] += 1
+        model_seen[job.gpu_model] += 1
+        result[job.id] = (team_seen[job.team], model_seen[job.gpu_model])
+    return result
+
+
+def estimated_start(
+    job: PendingJob,
+    reason: Reason,
+    spec: PriorityClassSpec,
+    ledger: Ledger,
+    estimator: StartEstimator,
+    reserved: Mapping[JobId, Reservation],
+) -> float | None:
+    if reason in NO_ESTIMATE:
+        return None
+    if job.id in reserved:
+        return reserved[job.id].start
+    start = estimator.capacity_start(job)
+    if start is None or reason is not Reason.QUOTA:
+        return start
+    quota = ledger.quota(job.team, job.gpu_model)
+    if quota is None:
+        return None
+    cap = quota.limit if spec.may_borrow else quota.guarantee
+    must_release = ledger.used[(job.team, job.gpu_model)] + job.gpus - cap
+    by_quota = estimator.quota_start(job.team, job.gpu_model, must_release)
+    return None if by_quota is None else max(start, by_quota)
+
+
+def explain_waiting(
+    waiting: Mapping[JobId, tuple[Reason, str]],
+    jobs: Mapping[JobId, PendingJob],
+    specs: Mapping[str, PriorityClassSpec],
+    line_keys: Mapping[JobId, tuple[int, float, float]],
+    ledger: Ledger,
+    estimator: StartEstimator,
+    reservations: list[Reservation],
+) -> dict[JobId, Explanation]:
+    in_line = positions(jobs, line_keys)
+    reserved = {r.job_id: r for r in reservations}
+    # Jobs of one team, shape and reason share their estimate; computing it once per group keeps
+    # ten thousand explanations cheap.
+    starts: dict[tuple[str, str, str, int, int, Reason], float | None] = {}
+    result: dict[JobId, Explanation] = {}
+    for job_id, (reason, detail) in waiting.items():
+        job = jobs[job_id]
+        team_position, pool_position = in_line.get(job_id, (None, None))
+        group = (job.team, job.gpu_model, job.priority, job.gpus_per_node, job.nodes, reason)
+        if job_id in reserved:
+            start: float | None = reserved[job_id].start
+        elif group in starts:
+            start = starts[group]
+        else:
+            start = starts[group] = estimated_start(job, reason, specs[job.priority], ledger, estimator, reserved)
+        result[job_id] = Explanation(reason, detail, team_position, pool_position, start)
+    return result

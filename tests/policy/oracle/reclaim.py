@@ -1,0 +1,128 @@
+"""Reclaim: free GPUs for a team's within-guarantee demand by preempting borrowers.
+
+A victim belongs to another team that is borrowing (holds more than its guarantee) in that GPU
+model, is of a preemptible class, and has run at least the minimum runtime (so a job never bounces
+straight back out). Victims are compared by (worst class they include, GPU-seconds of work lost since
+their last checkpoint): the preemptible class goes before standard, and among equals the plan that
+throws away the least work wins.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from jobs.policy.model import JobId, PendingJob, RunningJob
+from tests.policy.oracle.placement import FreeIndex
+
+Cost = tuple[int, float]  # (highest class rank among the victims, lost GPU-seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimPlan:
+    """Where the reclaiming job goes and whom it displaces."""
+
+    pool: str
+    placement: dict[str, int]
+    victims: tuple[RunningJob, ...]
+    cost: Cost
+
+
+class VictimIndex:
+    """Running jobs that could ever be victims this cycle, per node, cheapest first.
+
+    Class and runtime are fixed for the cycle, so they are checked once here; whether the job's team
+    still borrows, and whose job is reclaiming, are checked per plan. `freeable` bounds what a node can
+    give, so most nodes are passed over without looking at their jobs.
+    """
+
+    def __init__(
+        self, running: Iterable[RunningJob], rank_of: Callable[[RunningJob], int | None], now: float, min_runtime_s: float
+    ) -> None:
+        self.on_node: dict[str, list[tuple[int, float, int, RunningJob]]] = defaultdict(list)
+        self.freeable: dict[str, int] = defaultdict(int)
+        self.lost: dict[JobId, float] = {}
+        self.pinned: set[str] = set()  # nodes holding a job that can never be a victim
+        for job in running:
+            rank = rank_of(job)
+            if rank is None or now - job.start_time < min_runtime_s:
+                self.pinned.update(job.placement)
+                continue
+            self.lost[job.id] = job.lost_work(now)
+            for node, gpus in job.placement.items():
+                self.on_node[node].append((rank, self.lost[job.id], gpus, job))
+                self.freeable[node] += gpus
+        for entries in self.on_node.values():
+            entries.sort(key=lambda e: (e[0], e[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class Eligible:
+    """Who may lose GPUs to this reclaim: jobs of borrowing teams other than the reclaiming one, not already chosen."""
+
+    team: str
+    borrowing: frozenset[str]
+    gone: frozenset[JobId]
+
+    def __call__(self, victim: RunningJob) -> bool:
+        return victim.team != self.team and victim.team in self.borrowing and victim.id not in self.gone
+
+
+def _single_node_plan(
+    index: FreeIndex, victims: VictimIndex, node: str, job: PendingJob, eligible: Eligible
+) -> tuple[Cost, list[RunningJob]] | None:
+    need = job.gpus_per_node - index.free[node]
+    if need > victims.freeable[node]:
+        return None
+    chosen: list[RunningJob] = []
+    worst, lost = 0, 0.0
+    team, borrowing, gone = eligible.team, eligible.borrowing, eligible.gone
+    for rank, work, gpus, victim in victims.on_node.get(node, ()):
+        if need <= 0:
+            break
+        if victim.team != team and victim.team in borrowing and victim.id not in gone:
+            chosen.append(victim)
+            worst, lost, need = max(worst, rank), lost + work, need - gpus
+    return ((worst, lost), chosen) if need <= 0 else None
+
+
+def _whole_node_plan(
+    index: FreeIndex, victims: VictimIndex, node: str, eligible: Eligible
+) -> tuple[Cost, list[RunningJob]] | None:
+    if node in victims.pinned or index.free[node] + victims.freeable[node] < index.size[node]:
+        return None  # a protected job, or GPUs held by something outside the portal
+    entries = victims.on_node.get(node, ())
+    if not all(eligible(v) for _, _, _, v in entries):
+        return None
+    return (max((e[0] for e in entries), default=0), sum(e[1] for e in entries)), [e[3] for e in entries]
+
+
+def plan_reclaim(job: PendingJob, index: FreeIndex, victims: VictimIndex, eligible: Eligible) -> ReclaimPlan | None:
+    """The cheapest way to make room for `job`, or None if borrowers cannot make enough room."""
+    best: ReclaimPlan | None = None
+    for pool in index.pools_by_model.get(job.gpu_model, ()):
+        plan = _plan_in_pool(job, pool, index, victims, eligible)
+        if plan and (best is None or plan.cost < best.cost):
+            best = plan
+    return best
+
+
+def _plan_in_pool(job: PendingJob, pool: str, index: FreeIndex, victims: VictimIndex, eligible: Eligible) -> ReclaimPlan | None:
+    options: list[tuple[Cost, str, list[RunningJob]]] = []
+    for node in index.pool_nodes[pool]:
+        if job.nodes == 1 and index.size[node] >= job.gpus_per_node:
+            found = _single_node_plan(index, victims, node, job, eligible)
+        elif job.nodes > 1 and index.size[node] == job.gpus_per_node:
+            found = _whole_node_plan(index, victims, node, eligible)
+        else:
+            continue
+        if found:
+            options.append((found[0], node, found[1]))
+    if len(options) < job.nodes:
+        return None
+    options.sort(key=lambda o: (o[0], o[1]))
+    chosen = options[: job.nodes]
+    unique = {v.id: v for _, _, vs in chosen for v in vs}
+    cost = (max((c[0] for c, _, _ in chosen), default=0), sum(victims.lost[v] for v in unique))
+    return ReclaimPlan(pool, {node: job.gpus_per_node for _, node, _ in chosen}, tuple(unique.values()), cost)
