@@ -657,39 +657,72 @@ def dispatch_many(job_ids: list[int], backend: ClusterBackend | None = None) -> 
     """Hand admitted jobs to the backend exactly once each; returns those now dispatched.
 
     Looks for the jobs on the backend first, by portal id and in one listing, so a crash after a
-    submit and before its record never yields a second copy. A retryable backend error propagates
-    for the task to retry (jobs already dispatched are skipped then); a refusal fails that job with
+    submit and before its record never yields a second copy. The wave's submits are recorded in
+    one transaction (one commit, not one per job). A retryable backend error propagates for the
+    task to retry, after the jobs submitted before it are recorded; a refusal fails that job with
     the backend's reason and the others go on.
     """
     jobs = list(Job.objects.select_related("team", "owner").filter(pk__in=job_ids, state=JobState.ADMITTED).order_by("id"))
     if not jobs:
         return []
     backend = backend or get_backend()
-    existing = {
-        r.portal_job_id: r.backend_job_id
-        for r in backend.list_jobs([j.pk for j in jobs])
-        if r.state != RemoteJobState.PREEMPTED  # a preempted attempt is history: submit the job again
-    }
-    return [job.pk for job in jobs if _dispatch_one(job, existing.get(job.pk), backend)]
-
-
-def _dispatch_one(job: Job, backend_job_id: str | None, backend: ClusterBackend) -> bool:
+    existing = _already_submitted(jobs, backend)
+    submitted: list[tuple[Job, str]] = []
     try:
-        backend_job_id = backend_job_id or backend.submit(job_request(job))
+        for job in jobs:
+            backend_job_id = existing.get(job.pk) or _submit_or_fail(job, backend)
+            if backend_job_id:
+                submitted.append((job, backend_job_id))
+    finally:
+        dispatched = _record_dispatched(submitted, backend)
+    return dispatched
+
+
+def _already_submitted(jobs: list[Job], backend: ClusterBackend) -> dict[int, str]:
+    """Backend jobs already made for these admitted jobs (a worker died before recording them).
+
+    None can be older than the job's admission, so the backend may skip its archive for jobs
+    admitted recently; a preempted attempt is history, and the job is submitted again.
+    """
+    since = {job.pk: job.admitted_at or job.submitted_at for job in jobs}
+    found = backend.list_jobs_since(since)
+    return {r.portal_job_id: r.backend_job_id for r in found if r.state != RemoteJobState.PREEMPTED}
+
+
+def _submit_or_fail(job: Job, backend: ClusterBackend) -> str:
+    """The backend's id for the submitted job, or "" when the backend refused it (the job fails with its reason)."""
+    try:
+        return backend.submit(job_request(job))
     except BackendError as exc:
         if exc.retryable:
             raise
         transition(
             job.pk, JobState.FAILED, why=f"backend refused: {exc}", finished_at=timezone.now(), reason_detail=str(exc)[:300]
         )
-        return False
-    moved = transition(
+        return ""
+
+
+def _record_dispatched(submitted: list[tuple[Job, str]], backend: ClusterBackend) -> list[int]:
+    """Record the submitted jobs as dispatched in one transaction; cancel those cancelled meanwhile."""
+    dispatched: list[int] = []
+    unrecorded: list[tuple[int, str]] = []
+    with transaction.atomic():
+        for job, backend_job_id in submitted:
+            if _dispatch_one(job, backend_job_id, backend):
+                dispatched.append(job.pk)
+            else:
+                unrecorded.append((job.pk, backend_job_id))
+    for job_id, backend_job_id in unrecorded:
+        if Job.objects.filter(pk=job_id, state=JobState.CANCELLED).exists():
+            backend.cancel(backend_job_id)  # cancelled while we were submitting
+    return dispatched
+
+
+def _dispatch_one(job: Job, backend_job_id: str, backend: ClusterBackend) -> bool:
+    return transition(
         job.pk, JobState.DISPATCHED, why=f"{backend.name} job {backend_job_id}",
         dispatched_at=timezone.now(), backend=backend.name, backend_job_id=backend_job_id,
     )  # fmt: skip
-    if not moved and Job.objects.filter(pk=job.pk, state=JobState.CANCELLED).exists():
-        backend.cancel(backend_job_id)  # cancelled while we were submitting
-    return moved
 
 
 # --- sync with the backend -------------------------------------------------------------------
@@ -712,8 +745,29 @@ def sync_jobs(backend: ClusterBackend | None = None) -> SyncReport:
     report = SyncReport(checked=len(jobs))
     if not jobs:
         return report
-    remote = {r.portal_job_id: r for r in backend.list_jobs([j.pk for j in jobs])}
+    remote = {r.portal_job_id: r for r in backend.list_jobs_since({j.pk: _submittable_since(j) for j in jobs})}
     stale_before = timezone.now() - timedelta(seconds=settings.DISPATCH_STALE_S)
+    with transaction.atomic():  # one commit for every change the listing brought
+        _apply_listing(jobs, remote, stale_before, backend, report)
+    if report.changed or report.requeued:
+        after_commit("jobs.tasks.admission_cycle")  # GPUs may have been freed: admit now, not at the next tick
+    return report
+
+
+EVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _submittable_since(job: Job) -> datetime:
+    """Since when a backend job for `job` may exist: an admitted job's only since its admission; a
+    dispatched job is looked for in the backend's archive too if the live listing lacks it."""
+    if job.state == JobState.ADMITTED and job.admitted_at is not None:
+        return job.admitted_at
+    return EVER
+
+
+def _apply_listing(
+    jobs: list[Job], remote: dict[int, RemoteJob], stale_before: datetime, backend: ClusterBackend, report: SyncReport
+) -> None:
     for job in jobs:
         found = remote.get(job.pk)
         if job.state == JobState.ADMITTED:
@@ -730,9 +784,6 @@ def sync_jobs(backend: ClusterBackend | None = None) -> SyncReport:
                 report.requeued += 1
             continue
         report.changed += _apply_remote(job, found)
-    if report.changed or report.requeued:
-        after_commit("jobs.tasks.admission_cycle")  # GPUs may have been freed: admit now, not at the next tick
-    return report
 
 
 def _apply_remote(job: Job, remote: RemoteJob) -> int:

@@ -8,6 +8,7 @@ already happened.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -116,6 +117,14 @@ class ClusterBackend(abc.ABC):
     @abc.abstractmethod
     def list_jobs(self, portal_job_ids: list[int] | None = None) -> list[RemoteJob]:
         """The portal's jobs on the backend, all of them or those with the given portal ids."""
+
+    def list_jobs_since(self, since: Mapping[int, datetime]) -> list[RemoteJob]:
+        """The portal's jobs with these ids, where no backend job for an id was submitted before `since[id]`.
+
+        A backend that keeps finished jobs in a slower archive after a while (Slurm's slurmdbd) may
+        then skip the archive for ids that are too recent to be there.
+        """
+        return self.list_jobs(list(since))
 
     def find_job(self, portal_job_id: int) -> RemoteJob | None:
         found = self.list_jobs([portal_job_id])

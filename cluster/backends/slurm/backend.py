@@ -17,7 +17,8 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cluster.backends.base import (
@@ -42,6 +43,7 @@ GONE_ERRORS = ("invalid job id", "already completed", "job/step already completi
 NOTHING_FOUND = "Nothing found"
 NAMES_PER_QUERY = 50  # keeps the slurmdbd query string short
 ACTIVE = (RemoteJobState.PENDING, RemoteJobState.RUNNING)
+CLOCK_SKEW_S = 30  # between the portal's clock and slurmctld's
 
 
 class SlurmBackend(ClusterBackend):
@@ -101,12 +103,20 @@ class SlurmBackend(ClusterBackend):
             live = [job for job in live if job.portal_job_id in wanted]
             missing = wanted - {job.portal_job_id for job in live}
             live.extend(self._accounted_jobs(missing) if missing else [])
-        latest: dict[int, RemoteJob] = {}
-        for job in live:
-            kept = latest.get(job.portal_job_id)
-            if kept is None or int(job.backend_job_id) > int(kept.backend_job_id):
-                latest[job.portal_job_id] = job
-        return sorted(latest.values(), key=lambda job: job.portal_job_id)
+        return _latest(live)
+
+    def list_jobs_since(self, since: Mapping[int, datetime]) -> list[RemoteJob]:
+        """As `list_jobs`, asking slurmdbd only about ids that may have a job slurmctld has forgotten.
+
+        slurmctld keeps a job for MinJobAge after it ends, so a job first submitted less than that
+        ago (less a margin for clock skew) is in slurmctld's listing if it exists at all.
+        """
+        live = [job for job in self._live_jobs() if job.portal_job_id in since]
+        found = {job.portal_job_id for job in live}
+        archived_before = datetime.now(UTC) - timedelta(seconds=max(0, self.config.min_job_age_s - CLOCK_SKEW_S))
+        missing = [pid for pid, at in since.items() if pid not in found and at < archived_before]
+        live.extend(self._accounted_jobs(missing) if missing else [])
+        return _latest(live)
 
     def find_job(self, portal_job_id: int) -> RemoteJob | None:
         found = self.list_jobs([portal_job_id])
@@ -208,6 +218,15 @@ class SlurmBackend(ClusterBackend):
         answer = self._as_portal("GET", f"{API}/ping", "answer a ping")
         pings = answer.get("pings") or [{}]
         return {"ok": True, "backend": self.name, "controller": pings[0].get("ping", "?"), "degraded": False}
+
+
+def _latest(jobs: Iterable[RemoteJob]) -> list[RemoteJob]:
+    latest: dict[int, RemoteJob] = {}
+    for job in jobs:
+        kept = latest.get(job.portal_job_id)
+        if kept is None or int(job.backend_job_id) > int(kept.backend_job_id):
+            latest[job.portal_job_id] = job
+    return sorted(latest.values(), key=lambda job: job.portal_job_id)
 
 
 def _check_job_id(backend_job_id: str) -> None:

@@ -30,6 +30,7 @@ class SlurmConfig:
     backoff_max_s: float = 15.0
     bin_dir: str = "/usr/bin"
     job_prefix: str = "portal"
+    min_job_age_s: int = 300  # slurm.conf MinJobAge: how long slurmctld keeps a finished job
 
     def partition_for(self, gpu_model: str) -> str:
         return dict(self.partitions).get(gpu_model, gpu_model)
@@ -49,6 +50,7 @@ class SlurmConfig:
             backoff_max_s=float(_positive_int("SLURM_BACKOFF_MAX_S", int(cls.backoff_max_s))),
             bin_dir=str(_get("SLURM_BIN_DIR", cls.bin_dir)).rstrip("/"),
             job_prefix=_job_prefix(str(_get("SLURM_JOB_PREFIX", cls.job_prefix))),
+            min_job_age_s=_positive_int("SLURM_MIN_JOB_AGE_S", cls.min_job_age_s),
         )
 
 
