@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -597,7 +598,7 @@ def _preempt(preemptions: list[policy.Preemption]) -> None:
 
 
 def _record_explanations(
-    waiting: list[Job], explanations: dict[policy.JobId, policy.Explanation], admitted: set[policy.JobId]
+    waiting: list[Job], explanations: Mapping[policy.JobId, policy.Explanation], admitted: set[policy.JobId]
 ) -> None:
     """Store why each job still waits, writing only the rows whose explanation changed."""
     for job in waiting:

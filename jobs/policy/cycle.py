@@ -14,6 +14,7 @@ import heapq
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter
 
 from jobs.policy.explain import explain_waiting
 from jobs.policy.ledger import Ledger, QuotaVerdict, usage_key
@@ -21,7 +22,8 @@ from jobs.policy.model import (
     Admission,
     Cluster,
     CycleResult,
-    Explanation,
+    ExplanationRow,
+    Explanations,
     JobId,
     PendingJob,
     PolicyConfig,
@@ -37,7 +39,9 @@ from jobs.policy.reclaim import Eligible, VictimIndex, plan_reclaim
 from jobs.policy.timeline import Releases, StartEstimator, plan_reservation
 
 RECLAIMABLE = frozenset({Reason.CAPACITY, Reason.FRAGMENTATION, Reason.GANG})
-SATURATED = Explanation(Reason.CAPACITY, "no free GPUs of this model", None, None, None)
+SATURATED: ExplanationRow = (Reason.CAPACITY, "no free GPUs of this model", None, None, None)
+_submit_time = attrgetter("submit_time")
+HELD = (Reason.BUDGET, "held: the team's budget (or a policy) holds new jobs")
 
 
 def run_cycle(
@@ -79,7 +83,7 @@ class _Cycle:
         self.admitted: list[Admission] = []
         self.preempted: list[Preemption] = []
         self.waiting: dict[JobId, tuple[Reason, str]] = {}
-        self.bulk_waiting: dict[JobId, Explanation] = {}
+        self.bulk_waiting: dict[JobId, ExplanationRow] = {}
         self.jobs: dict[JobId, PendingJob] = {}
         self.reclaimers: list[PendingJob] = []
         self._failed: set[tuple[str, int, int, bool]] = set()
@@ -91,6 +95,10 @@ class _Cycle:
         self._verdicts: dict[tuple[str, str, str, int], tuple[int, QuotaVerdict]] = {}
         self._releases: Releases | None = None
         self._admitted_jobs: list[tuple[PendingJob, Placement]] = []
+        # (team, model, class, GPUs per node, nodes) -> (team's GPUs held, model version or -1, wait):
+        # a quota or shape wait of that group, valid while the team holds as many GPUs of the model and,
+        # where the wait depended on the model's free GPUs, while the model's version is unchanged.
+        self._known_waits: dict[tuple[str, str, str, int, int], tuple[int, int, tuple[Reason, str]]] = {}
 
     # -- ordering -------------------------------------------------------------------------
 
@@ -116,18 +124,14 @@ class _Cycle:
     def admit_in_order(self, pending: Sequence[PendingJob]) -> None:
         for priority in {job.priority for job in pending} - self.rank_of.keys():
             self.config.class_named(priority)  # raises with the unknown name
-        rank_of = self.rank_of
-        lines: dict[str, list[PendingJob]] = defaultdict(list)
-        for job in sorted(pending, key=lambda j: (-rank_of[j.priority], j.submit_time)):
-            self.jobs[job.id] = job
-            if job.held:
-                self.waiting[job.id] = (Reason.BUDGET, "held: the team's budget (or a policy) holds new jobs")
-            else:
-                lines[job.team].append(job)
+        lines = self._lines(pending)
         heap = [(*self._head(line[0]), team) for team, line in lines.items()]
         heapq.heapify(heap)
         position = dict.fromkeys(lines, 0)
         fast = not self.config.explain
+        known, waiting, used, version = self._known_waits, self.waiting, self.ledger.used, self._model_version
+        team_gpus, shares, rank_of = self.ledger.team_gpus, self._shares, self.rank_of
+        now, starvation_age = self.now, self.config.starvation_age_s
         while heap:
             team = heap[0][3]
             line, at = lines[team], position[team]
@@ -136,12 +140,46 @@ class _Cycle:
                 self._wait_in_bulk(line[at:])
                 heapq.heappop(heap)
                 continue
-            self._consider(job)
-            if at + 1 == len(line):
+            model = job.gpu_model
+            # A job identical to one of its team's that already had to wait, with nothing it depends on
+            # changed since, waits for the same reason: most of a busy queue goes by this one lookup.
+            seen = known.get((team, model, job.priority, job.gpus_per_node, job.nodes))
+            if seen is not None and seen[0] == used[(team, model)] and (seen[1] == -1 or seen[1] == version[model]):
+                waiting[job.id] = seen[2]
+            else:
+                self._consider(job)
+            at += 1
+            if at == len(line):
                 heapq.heappop(heap)
                 continue
-            position[team] = at + 1
-            heapq.heapreplace(heap, (*self._head(line[at + 1]), team))
+            position[team] = at
+            job = line[at]
+            # `_head`, written out for the ten thousand jobs of a busy cycle
+            if now - job.submit_time >= starvation_age:
+                heapq.heapreplace(heap, (-rank_of[job.priority], -math.inf, job.submit_time, team))
+                continue
+            cached = shares.get((team, job.gpu_model))
+            share = cached[1] if cached is not None and cached[0] == team_gpus[team] else self._share(job)
+            heapq.heapreplace(heap, (-rank_of[job.priority], share, job.submit_time, team))
+
+    def _lines(self, pending: Sequence[PendingJob]) -> dict[str, list[PendingJob]]:
+        """Each team's line by class and age; held jobs wait outside every line."""
+        # Sorted by class rank, then age, as one stable sort by (-rank, submit time) would: by age
+        # within each rank, the ranks highest first.
+        by_rank: dict[int, list[PendingJob]] = defaultdict(list)
+        rank_of = self.rank_of
+        for job in pending:
+            by_rank[rank_of[job.priority]].append(job)
+        lines: dict[str, list[PendingJob]] = defaultdict(list)
+        jobs, waiting = self.jobs, self.waiting
+        for rank in sorted(by_rank, reverse=True):
+            for job in sorted(by_rank[rank], key=_submit_time):
+                jobs[job.id] = job
+                if job.held:
+                    waiting[job.id] = HELD
+                else:
+                    lines[job.team].append(job)
+        return lines
 
     def _line_is_stuck(self, job: PendingJob) -> bool:
         """With no free GPUs and no guarantee left to reclaim, nothing behind this job can start either."""
@@ -163,11 +201,12 @@ class _Cycle:
     def _consider(self, job: PendingJob) -> None:
         spec = self.specs[job.priority]
         if not self._shape_fits_somewhere(job):
-            self._wait(job, Reason.NO_NODES, f"no healthy {job.gpu_model} pool has {self._shape(job)}")
+            self._wait_as_group(job, Reason.NO_NODES, f"no healthy {job.gpu_model} pool has {self._shape(job)}", -1)
             return
         quota_reason, quota_detail, borrowing = self._verdict(job, spec)
         if quota_reason is not None:
-            self._wait(job, quota_reason, quota_detail)
+            local = self.ledger.refused_by_own_quota(job, spec)
+            self._wait_as_group(job, quota_reason, quota_detail, -1 if local else self._model_version[job.gpu_model])
             return
         spot = self._place(job)
         if spot is not None:
@@ -180,6 +219,12 @@ class _Cycle:
                 self._reserve(job, spec)
             if self.ledger.within_guarantee(job):
                 self.reclaimers.append(job)
+
+    def _wait_as_group(self, job: PendingJob, reason: Reason, detail: str, version: int) -> None:
+        """Wait, and remember it for the identical jobs behind this one (see `_known_waits`)."""
+        wait = self.waiting[job.id] = (reason, detail)
+        group = (job.team, job.gpu_model, job.priority, job.gpus_per_node, job.nodes)
+        self._known_waits[group] = (self.ledger.used[(job.team, job.gpu_model)], version, wait)
 
     def _verdict(self, job: PendingJob, spec: PriorityClassSpec) -> QuotaVerdict:
         key = (job.team, job.gpu_model, job.priority, job.gpus_per_node * job.nodes)
@@ -319,14 +364,14 @@ class _Cycle:
                 self.ledger.charge(victim.team, victim.gpu_model, -victim.gpus)
                 self._model_version[victim.gpu_model] += 1
                 self.preempted.append(
-                    Preemption(victim.id, f"reclaim: team {job.team} takes back its guarantee", job.id, victims.lost[victim.id])
+                    Preemption(victim.id, f"reclaim: team {job.team} takes back its guarantee", job.id, victims.lost(victim))
                 )
             self._admit(job, plan.pool, plan.placement, False, tuple(v.id for v in plan.victims))
             del self.waiting[job.id]
 
-    def _victim_rank(self, job: RunningJob) -> int | None:
-        """Its class rank if its class may be preempted at all; critical (and unknown) classes never are."""
-        spec = self.specs.get(job.priority)
+    def _victim_rank(self, priority: str) -> int | None:
+        """The class's rank if it may be preempted at all; critical (and unknown) classes never are."""
+        spec = self.specs.get(priority)
         return spec.rank if spec is not None and spec.preemptible else None
 
     def _borrowing_teams(self, model: str) -> frozenset[str]:
@@ -338,12 +383,14 @@ class _Cycle:
         waiting = self._explain() if self.config.explain else self._bare()
         return CycleResult(self.admitted, self.preempted, waiting, list(self.reservations.values()))
 
-    def _bare(self) -> dict[JobId, Explanation]:
-        waiting = {job_id: Explanation(reason, detail, None, None, None) for job_id, (reason, detail) in self.waiting.items()}
-        waiting.update(self.bulk_waiting)
-        return waiting
+    def _bare(self) -> Explanations:
+        rows: dict[JobId, ExplanationRow] = {
+            job_id: (reason, detail, None, None, None) for job_id, (reason, detail) in self.waiting.items()
+        }
+        rows.update(dict.fromkeys(self.bulk_waiting, SATURATED))
+        return Explanations(rows)
 
-    def _explain(self) -> dict[JobId, Explanation]:
+    def _explain(self) -> Explanations:
         walltimes = {r.job_id: self.jobs[r.job_id].walltime_s for r in self.reservations.values()}
         estimator = StartEstimator(self.index, self.releases, self.reservations.values(), walltimes)
         reservations = list(self.reservations.values())
@@ -352,17 +399,20 @@ class _Cycle:
     def _line_keys(self) -> dict[JobId, tuple[int, float, float]]:
         """The order the next cycle would consider the waiting jobs in (held jobs stand outside the line)."""
         shares: dict[tuple[str, str], float] = {}
-        for job in self.jobs.values():
-            if (job.team, job.gpu_model) not in shares:
-                shares[(job.team, job.gpu_model)] = self._share(job)
-        rank_of, jobs = self.rank_of, self.jobs
+        rank_of, jobs, share = self.rank_of, self.jobs, self._share
         starving = self.now - self.config.starvation_age_s
-        return {
-            job_id: (
-                -rank_of[job.priority],
-                -math.inf if job.submit_time <= starving else shares[(job.team, job.gpu_model)],
-                job.submit_time,
-            )
-            for job_id, (reason, _) in self.waiting.items()
-            if reason is not Reason.BUDGET and (job := jobs[job_id])
-        }
+        keys: dict[JobId, tuple[int, float, float]] = {}
+        budget, inf = Reason.BUDGET, -math.inf
+        for job_id, (reason, _) in self.waiting.items():
+            if reason is budget:
+                continue
+            job = jobs[job_id]
+            if job.submit_time <= starving:
+                keys[job_id] = (-rank_of[job.priority], inf, job.submit_time)
+                continue
+            pair = (job.team, job.gpu_model)
+            value = shares.get(pair)
+            if value is None:
+                value = shares[pair] = share(job)
+            keys[job_id] = (-rank_of[job.priority], value, job.submit_time)
+        return keys

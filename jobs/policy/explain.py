@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from jobs.policy.ledger import Ledger
-from jobs.policy.model import Explanation, JobId, PendingJob, PriorityClassSpec, Reason, Reservation
+from jobs.policy.model import ExplanationRow, Explanations, JobId, PendingJob, PriorityClassSpec, Reason, Reservation
 from jobs.policy.timeline import StartEstimator
 
 NO_ESTIMATE = frozenset({Reason.BUDGET, Reason.NO_NODES})
@@ -28,9 +28,9 @@ def positions(
     result: dict[JobId, tuple[int, int]] = {}
     for job_id in sorted(line_keys, key=line_keys.__getitem__):
         job = jobs[job_id]
-        team_seen[job.team] += 1
-        model_seen[job.gpu_model] += 1
-        result[job.id] = (team_seen[job.team], model_seen[job.gpu_model])
+        team = team_seen[job.team] = team_seen[job.team] + 1
+        pool = model_seen[job.gpu_model] = model_seen[job.gpu_model] + 1
+        result[job_id] = (team, pool)
     return result
 
 
@@ -66,16 +66,17 @@ def explain_waiting(
     ledger: Ledger,
     estimator: StartEstimator,
     reservations: list[Reservation],
-) -> dict[JobId, Explanation]:
+) -> Explanations:
     in_line = positions(jobs, line_keys)
     reserved = {r.job_id: r for r in reservations}
     # Jobs of one team, shape and reason share their estimate; computing it once per group keeps
     # ten thousand explanations cheap.
     starts: dict[tuple[str, str, str, int, int, Reason], float | None] = {}
-    result: dict[JobId, Explanation] = {}
+    rows: dict[JobId, ExplanationRow] = {}
+    outside = (None, None)
     for job_id, (reason, detail) in waiting.items():
         job = jobs[job_id]
-        team_position, pool_position = in_line.get(job_id, (None, None))
+        team_position, pool_position = in_line.get(job_id, outside)
         group = (job.team, job.gpu_model, job.priority, job.gpus_per_node, job.nodes, reason)
         if job_id in reserved:
             start: float | None = reserved[job_id].start
@@ -83,5 +84,5 @@ def explain_waiting(
             start = starts[group]
         else:
             start = starts[group] = estimated_start(job, reason, specs[job.priority], ledger, estimator, reserved)
-        result[job_id] = Explanation(reason, detail, team_position, pool_position, start)
-    return result
+        rows[job_id] = (reason, detail, team_position, pool_position, start)
+    return Explanations(rows)

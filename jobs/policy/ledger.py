@@ -74,6 +74,14 @@ class Ledger:
             )
         return OK_BORROWING
 
+    def refused_by_own_quota(self, job: PendingJob, spec: PriorityClassSpec) -> bool:
+        """Whether the team's own quota and holdings refuse the job, whatever the other teams do."""
+        quota = self.quotas.get((job.team, job.gpu_model))
+        if quota is None:
+            return True
+        need = self.used[(job.team, job.gpu_model)] + job.gpus
+        return need > quota.guarantee and (not spec.may_borrow or need > quota.limit)
+
     def charge(self, team: str, model: str, gpus: int) -> None:
         """Book `gpus` (negative to release) and keep the unlendable idle guarantee up to date."""
         quota = self.quotas.get((team, model))

@@ -8,7 +8,7 @@ reads a clock itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -193,6 +193,45 @@ class Explanation:
     estimated_start: float | None
 
 
+# An explanation as the cycle keeps it: (reason, detail, team position, pool position, estimated start).
+ExplanationRow = tuple[Reason, str, int | None, int | None, float | None]
+
+
+class Explanations(MutableMapping[JobId, Explanation]):
+    """Waiting jobs' explanations, kept as plain rows and made `Explanation`s only when read.
+
+    A busy cycle explains ten thousand jobs, most of them exactly as the cycle before; readers that
+    compare or store them take `rows` as they are, and the objects are built for those looked at.
+    """
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: dict[JobId, ExplanationRow] | None = None) -> None:
+        self.rows: dict[JobId, ExplanationRow] = {} if rows is None else rows
+
+    def __getitem__(self, job_id: JobId) -> Explanation:
+        return Explanation(*self.rows[job_id])
+
+    def __setitem__(self, job_id: JobId, explanation: Explanation) -> None:
+        e = explanation
+        self.rows[job_id] = (e.reason, e.detail, e.team_position, e.pool_position, e.estimated_start)
+
+    def __delitem__(self, job_id: JobId) -> None:
+        del self.rows[job_id]
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self.rows
+
+    def __iter__(self) -> Iterator[JobId]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"Explanations({self.rows!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """Nodes held for the top blocked job of a pool; only jobs ending before `start` may use them."""
@@ -210,5 +249,5 @@ class CycleResult:
 
     admitted: list[Admission] = field(default_factory=list)
     preempted: list[Preemption] = field(default_factory=list)
-    waiting: dict[JobId, Explanation] = field(default_factory=dict)
+    waiting: Explanations = field(default_factory=Explanations)
     reservations: list[Reservation] = field(default_factory=list)

@@ -29,32 +29,58 @@ class ReclaimPlan:
     cost: Cost
 
 
+Entry = tuple[int, float, int, RunningJob]  # (class rank, lost GPU-seconds, GPUs on the node, job)
+
+
 class VictimIndex:
     """Running jobs that could ever be victims this cycle, per node, cheapest first.
 
     Class and runtime are fixed for the cycle, so they are checked once here; whether the job's team
     still borrows, and whose job is reclaiming, are checked per plan. `freeable` bounds what a node can
-    give, so most nodes are passed over without looking at their jobs.
+    give, so most nodes are passed over without looking at their jobs; a node's jobs are costed and
+    sorted the first time a plan looks at them.
     """
 
     def __init__(
-        self, running: Iterable[RunningJob], rank_of: Callable[[RunningJob], int | None], now: float, min_runtime_s: float
+        self, running: Iterable[RunningJob], rank_of: Callable[[str], int | None], now: float, min_runtime_s: float
     ) -> None:
-        self.on_node: dict[str, list[tuple[int, float, int, RunningJob]]] = defaultdict(list)
+        self.now = now
+        self._jobs_on: dict[str, list[tuple[int, int, RunningJob]]] = defaultdict(list)
+        self._entries: dict[str, list[Entry]] = {}
         self.freeable: dict[str, int] = defaultdict(int)
-        self.lost: dict[JobId, float] = {}
+        self._lost: dict[JobId, float] = {}
         self.pinned: set[str] = set()  # nodes holding a job that can never be a victim
+        ranks: dict[str, int | None] = {}
+        jobs_on, freeable, pinned = self._jobs_on, self.freeable, self.pinned
         for job in running:
-            rank = rank_of(job)
+            if job.priority not in ranks:
+                ranks[job.priority] = rank_of(job.priority)
+            rank = ranks[job.priority]
             if rank is None or now - job.start_time < min_runtime_s:
-                self.pinned.update(job.placement)
+                pinned.update(job.placement)
                 continue
-            self.lost[job.id] = job.lost_work(now)
             for node, gpus in job.placement.items():
-                self.on_node[node].append((rank, self.lost[job.id], gpus, job))
-                self.freeable[node] += gpus
-        for entries in self.on_node.values():
+                jobs_on[node].append((rank, gpus, job))
+                freeable[node] += gpus
+
+    def lost(self, job: RunningJob) -> float:
+        """GPU-seconds of work a preemption of this (candidate) job throws away."""
+        lost = self._lost.get(job.id)
+        if lost is None:
+            lost = self._lost[job.id] = job.lost_work(self.now)
+        return lost
+
+    def jobs_on(self, node: str) -> list[tuple[int, int, RunningJob]]:
+        """(class rank, GPUs on the node, job) of the node's candidates, in no particular order."""
+        return self._jobs_on.get(node, [])
+
+    def on_node(self, node: str) -> list[Entry]:
+        entries = self._entries.get(node)
+        if entries is None:
+            entries = [(rank, self.lost(job), gpus, job) for rank, gpus, job in self._jobs_on.get(node, ())]
             entries.sort(key=lambda e: (e[0], e[1]))
+            self._entries[node] = entries
+        return entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +104,7 @@ def _single_node_plan(
     chosen: list[RunningJob] = []
     worst, lost = 0, 0.0
     team, borrowing, gone = eligible.team, eligible.borrowing, eligible.gone
-    for rank, work, gpus, victim in victims.on_node.get(node, ()):
+    for rank, work, gpus, victim in victims.on_node(node):
         if need <= 0:
             break
         if victim.team != team and victim.team in borrowing and victim.id not in gone:
@@ -92,9 +118,11 @@ def _whole_node_plan(
 ) -> tuple[Cost, list[RunningJob]] | None:
     if node in victims.pinned or index.free[node] + victims.freeable[node] < index.size[node]:
         return None  # a protected job, or GPUs held by something outside the portal
-    entries = victims.on_node.get(node, ())
-    if not all(eligible(v) for _, _, _, v in entries):
-        return None
+    team, borrowing, gone = eligible.team, eligible.borrowing, eligible.gone
+    for _, _, victim in victims.jobs_on(node):  # before costing them: most nodes fail here
+        if victim.team == team or victim.team not in borrowing or victim.id in gone:
+            return None
+    entries = victims.on_node(node)
     return (max((e[0] for e in entries), default=0), sum(e[1] for e in entries)), [e[3] for e in entries]
 
 
@@ -124,5 +152,5 @@ def _plan_in_pool(job: PendingJob, pool: str, index: FreeIndex, victims: VictimI
     options.sort(key=lambda o: (o[0], o[1]))
     chosen = options[: job.nodes]
     unique = {v.id: v for _, _, vs in chosen for v in vs}
-    cost = (max((c[0] for c, _, _ in chosen), default=0), sum(victims.lost[v] for v in unique))
+    cost = (max((c[0] for c, _, _ in chosen), default=0), sum(victims.lost(v) for v in unique.values()))
     return ReclaimPlan(pool, {node: job.gpus_per_node for _, node, _ in chosen}, tuple(unique.values()), cost)

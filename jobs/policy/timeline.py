@@ -30,8 +30,17 @@ class Releases:
         self.by_key[(team, model)].append((end, sum(placement.values())))
 
     def add_running(self, jobs: Iterable[RunningJob]) -> None:
+        # `add` for each job, written out: a busy grid has thousands of running jobs per cycle.
+        now, by_node, by_key = self.now, self.by_node, self.by_key
         for job in jobs:
-            self.add(job.team, job.gpu_model, job.placement, job.expected_end)
+            end = job.expected_end
+            if end < now:
+                end = now
+            total = 0
+            for node, gpus in job.placement.items():
+                by_node[node].append((end, gpus))
+                total += gpus
+            by_key[(job.team, job.gpu_model)].append((end, total))
 
     def ready_at(self, index: FreeIndex, node: str, gpus: int) -> float:
         """When `node` will have `gpus` free, were nothing else started on it."""

@@ -27,7 +27,7 @@ def _assert_same_decisions(
     assert fast.admitted == oracle.admitted
     assert fast.preempted == oracle.preempted
     assert fast.reservations == oracle.reservations
-    assert dict(fast.waiting) == oracle.waiting
+    assert dict(fast.waiting) == dict(oracle.waiting)
     return oracle
 
 

@@ -20,6 +20,7 @@ from jobs.policy.model import (
     Cluster,
     CycleResult,
     Explanation,
+    Explanations,
     JobId,
     PendingJob,
     PolicyConfig,
@@ -335,7 +336,8 @@ class _Cycle:
     # -- result ---------------------------------------------------------------------------
 
     def result(self) -> CycleResult:
-        waiting = self._explain() if self.config.explain else self._bare()
+        waiting = Explanations()
+        waiting.update(self._explain() if self.config.explain else self._bare())
         return CycleResult(self.admitted, self.preempted, waiting, list(self.reservations.values()))
 
     def _bare(self) -> dict[JobId, Explanation]:
