@@ -129,7 +129,10 @@ def prepare_portal(jobs: int) -> Any:
     Membership.objects.create(team=team, user=user)
     for model in MODELS:
         TeamQuota.objects.create(team=team, gpu_model=model, guarantee=16, limit=16)
-    PriorityClass.objects.update_or_create(name="standard", defaults={"rank": 50})
+    # The classes tests/slurm compiles, so the dev cluster's QOS need no change between runs: slurmdbd
+    # 22.05 refuses a second change of a QOS's preempt list ("QOS Preemption loop detected") until restarted.
+    for name, rank, preemptible in (("critical", 100, False), ("standard", 50, False), ("preemptible", 10, True)):
+        PriorityClass.objects.update_or_create(name=name, defaults={"rank": rank, "preemptible": preemptible})
     call_command("sync_slurm", "--apply", verbosity=0)
     from cluster.backends import get_backend
 

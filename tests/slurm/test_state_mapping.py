@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from cluster.backends.base import BackendRejected, BackendUnavailable, RemoteJobState
-from cluster.backends.slurm.mapping import accounted_job, exit_code_of, expand_hostlist, map_state, remote_job, remote_node
+from cluster.backends.slurm.mapping import (
+    SQUEUE_SEPARATOR,
+    accounted_job,
+    exit_code_of,
+    expand_hostlist,
+    map_state,
+    remote_job,
+    remote_node,
+    squeue_record,
+)
 from cluster.backends.slurm.rest import raise_for_errors
 from cluster.states import NodeState
 
@@ -97,3 +106,25 @@ def test_errors_say_whether_a_retry_can_help() -> None:
     with pytest.raises(BackendRejected, match="Invalid account"):
         raise_for_errors(500, {"errors": [{"error_number": 2045, "description": "Invalid account or account/partition"}]}, "x")
     raise_for_errors(200, {"errors": []}, "x")
+
+
+def squeue_line(*fields: str) -> str:
+    return SQUEUE_SEPARATOR.join(fields)
+
+
+def test_an_squeue_line_reads_like_the_rest_record_of_the_same_job() -> None:
+    line = squeue_line("204", "TIMEOUT", "15", "1796497992", "1796498062", "TimeLimit", "gpu-a100-[1-2]", "portal-4", "portal-4")
+    job = remote_job(squeue_record(line, "portal") or {}, "portal")
+    assert job is not None and job.portal_job_id == 4 and job.backend_job_id == "204"
+    assert (job.state, job.reason, job.exit_code) == (S.FAILED, "TimeLimit", 143)
+    assert job.node_names == ("gpu-a100-1", "gpu-a100-2")
+    assert job.ended_at is not None and int(job.ended_at.timestamp()) == 1796498062
+
+
+def test_squeue_lines_of_other_jobs_or_broken_lines_are_skipped() -> None:
+    pending = squeue_line("9", "PENDING", "0", "N/A", "N/A", "Priority", "", "(null)", "portal-7")
+    record = squeue_record(pending, "portal")
+    assert record is not None and record["start_time"] is None and record["comment"] == ""
+    assert squeue_record(pending.replace("portal-7", "other-7"), "portal") is None
+    assert squeue_record(squeue_line("9", "PENDING", "portal-7"), "portal") is None
+    assert squeue_record(pending.replace("9", "x", 1), "portal") is None

@@ -23,8 +23,8 @@ class SlurmCommands:
         self.service_user = service_user
         self.timeout_s = timeout_s
 
-    def run(self, program: str, *args: str, what: str) -> str:
-        env = {**os.environ, "SLURM_JWT": self.tokens.token_for(self.service_user)}
+    def run(self, program: str, *args: str, what: str, env: dict[str, str] | None = None) -> str:
+        env = {**os.environ, **(env or {}), "SLURM_JWT": self.tokens.token_for(self.service_user)}
         try:
             done = subprocess.run(
                 [f"{self.bin_dir}/{program}", *args],

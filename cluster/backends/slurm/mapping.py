@@ -101,6 +101,32 @@ def job_reason(base: str, state_reason: str) -> str:
     return END_REASONS.get(base, "")
 
 
+# `squeue -O` fields as the keys of a slurmrestd job record; times as epoch seconds (SLURM_TIME_FORMAT=%s).
+# Fields end in the unit separator, which no name or comment the portal writes contains; the name is last.
+SQUEUE_FIELDS = (
+    ("JobID", "job_id"), ("State", "job_state"), ("exit_code", "exit_code"), ("StartTime", "start_time"),
+    ("EndTime", "end_time"), ("Reason", "state_reason"), ("NodeList", "nodes"), ("Comment", "comment"), ("Name", "name"),
+)  # fmt: skip
+SQUEUE_SEPARATOR = "\x1f"
+SQUEUE_FORMAT = ",".join(f"{field}:{SQUEUE_SEPARATOR}" for field, _ in SQUEUE_FIELDS[:-1]) + f",{SQUEUE_FIELDS[-1][0]}:"
+SQUEUE_NUMBERS = frozenset({"job_id", "exit_code", "start_time", "end_time"})
+
+
+def squeue_record(line: str, prefix: str) -> dict[str, Any] | None:
+    """One line of `squeue -O SQUEUE_FORMAT` as a slurmrestd job record; None if not this portal's job."""
+    values = line.split(SQUEUE_SEPARATOR)
+    if len(values) != len(SQUEUE_FIELDS) or not values[-1].startswith(f"{prefix}-"):
+        return None
+    record: dict[str, Any] = {}
+    for (_, key), value in zip(SQUEUE_FIELDS, values, strict=True):
+        text = value.strip()
+        record[key] = (int(text) if text.isdigit() else None) if key in SQUEUE_NUMBERS else text
+    if record["job_id"] is None:
+        return None
+    record["comment"] = "" if record["comment"] == "(null)" else record["comment"]
+    return record
+
+
 def remote_job(job: dict[str, Any], prefix: str) -> RemoteJob | None:
     """A job record of GET /slurm/v0.0.38/jobs; None if this portal did not submit it."""
     portal_id = portal_id_of(str(job.get("name", "")), prefix)
