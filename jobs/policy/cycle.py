@@ -135,32 +135,39 @@ class _Cycle:
         while heap:
             team = heap[0][3]
             line, at = lines[team], position[team]
-            job = line[at]
-            if fast and self._line_is_stuck(job):
-                self._wait_in_bulk(line[at:])
-                heapq.heappop(heap)
-                continue
-            model = job.gpu_model
-            # A job identical to one of its team's that already had to wait, with nothing it depends on
-            # changed since, waits for the same reason: most of a busy queue goes by this one lookup.
-            seen = known.get((team, model, job.priority, job.gpus_per_node, job.nodes))
-            if seen is not None and seen[0] == used[(team, model)] and (seen[1] == -1 or seen[1] == version[model]):
-                waiting[job.id] = seen[2]
-            else:
-                self._consider(job)
-            at += 1
-            if at == len(line):
-                heapq.heappop(heap)
-                continue
-            position[team] = at
-            job = line[at]
-            # `_head`, written out for the ten thousand jobs of a busy cycle
-            if now - job.submit_time >= starvation_age:
-                heapq.heapreplace(heap, (-rank_of[job.priority], -math.inf, job.submit_time, team))
-                continue
-            cached = shares.get((team, job.gpu_model))
-            share = cached[1] if cached is not None and cached[0] == team_gpus[team] else self._share(job)
-            heapq.heapreplace(heap, (-rank_of[job.priority], share, job.submit_time, team))
+            # Keys of the other teams' heads stay as they are while this team's jobs are considered, so
+            # the team keeps its turn for as long as its next head sorts before the runner-up.
+            runner_up = min(heap[1:3], default=None)
+            while True:
+                job = line[at]
+                if fast and self._line_is_stuck(job):
+                    self._wait_in_bulk(line[at:])
+                    heapq.heappop(heap)
+                    break
+                model = job.gpu_model
+                # A job identical to one of its team's that already had to wait, with nothing it depends
+                # on changed since, waits for the same reason: most of a busy queue goes by this lookup.
+                seen = known.get((team, model, job.priority, job.gpus_per_node, job.nodes))
+                if seen is not None and seen[0] == used[(team, model)] and (seen[1] == -1 or seen[1] == version[model]):
+                    waiting[job.id] = seen[2]
+                else:
+                    self._consider(job)
+                at += 1
+                if at == len(line):
+                    heapq.heappop(heap)
+                    break
+                job = line[at]
+                # `_head`, written out for the ten thousand jobs of a busy cycle
+                if now - job.submit_time >= starvation_age:
+                    head = (-rank_of[job.priority], -math.inf, job.submit_time, team)
+                else:
+                    cached = shares.get((team, job.gpu_model))
+                    share = cached[1] if cached is not None and cached[0] == team_gpus[team] else self._share(job)
+                    head = (-rank_of[job.priority], share, job.submit_time, team)
+                if runner_up is not None and runner_up < head:
+                    position[team] = at
+                    heapq.heapreplace(heap, head)
+                    break
 
     def _lines(self, pending: Sequence[PendingJob]) -> dict[str, list[PendingJob]]:
         """Each team's line by class and age; held jobs wait outside every line."""

@@ -113,17 +113,42 @@ def _single_node_plan(
     return ((worst, lost), chosen) if need <= 0 else None
 
 
-def _whole_node_plan(
-    index: FreeIndex, victims: VictimIndex, node: str, eligible: Eligible
-) -> tuple[Cost, list[RunningJob]] | None:
+def _whole_node_worst(index: FreeIndex, victims: VictimIndex, node: str, eligible: Eligible) -> int | None:
+    """The highest class rank a whole-node reclaim of `node` would preempt, or None if it cannot be had."""
     if node in victims.pinned or index.free[node] + victims.freeable[node] < index.size[node]:
         return None  # a protected job, or GPUs held by something outside the portal
     team, borrowing, gone = eligible.team, eligible.borrowing, eligible.gone
-    for _, _, victim in victims.jobs_on(node):  # before costing them: most nodes fail here
+    worst = 0
+    for rank, _, victim in victims.jobs_on(node):
         if victim.team == team or victim.team not in borrowing or victim.id in gone:
             return None
-    entries = victims.on_node(node)
-    return (max((e[0] for e in entries), default=0), sum(e[1] for e in entries)), [e[3] for e in entries]
+        worst = max(worst, rank)
+    return worst
+
+
+def _whole_node_options(
+    job: PendingJob, pool: str, index: FreeIndex, victims: VictimIndex, eligible: Eligible
+) -> list[tuple[Cost, str, list[RunningJob]]]:
+    """Whole nodes that could be freed for a gang, costed; only those that can be among the cheapest.
+
+    Cost compares the worst class first, so a node whose worst class is above the gang's n-th
+    smallest can never be chosen, and its jobs' lost work is not worked out.
+    """
+    found: list[tuple[int, str]] = []
+    for node in index.pool_nodes[pool]:
+        if index.size[node] == job.gpus_per_node:
+            worst = _whole_node_worst(index, victims, node, eligible)
+            if worst is not None:
+                found.append((worst, node))
+    if len(found) < job.nodes:
+        return []
+    cutoff = sorted(worst for worst, _ in found)[job.nodes - 1]
+    options: list[tuple[Cost, str, list[RunningJob]]] = []
+    for worst, node in found:
+        if worst <= cutoff:
+            entries = victims.on_node(node)
+            options.append(((worst, sum(e[1] for e in entries)), node, [e[3] for e in entries]))
+    return options
 
 
 def plan_reclaim(job: PendingJob, index: FreeIndex, victims: VictimIndex, eligible: Eligible) -> ReclaimPlan | None:
@@ -138,15 +163,14 @@ def plan_reclaim(job: PendingJob, index: FreeIndex, victims: VictimIndex, eligib
 
 def _plan_in_pool(job: PendingJob, pool: str, index: FreeIndex, victims: VictimIndex, eligible: Eligible) -> ReclaimPlan | None:
     options: list[tuple[Cost, str, list[RunningJob]]] = []
-    for node in index.pool_nodes[pool]:
-        if job.nodes == 1 and index.size[node] >= job.gpus_per_node:
-            found = _single_node_plan(index, victims, node, job, eligible)
-        elif job.nodes > 1 and index.size[node] == job.gpus_per_node:
-            found = _whole_node_plan(index, victims, node, eligible)
-        else:
-            continue
-        if found:
-            options.append((found[0], node, found[1]))
+    if job.nodes > 1:
+        options = _whole_node_options(job, pool, index, victims, eligible)
+    else:
+        for node in index.pool_nodes[pool]:
+            if index.size[node] >= job.gpus_per_node:
+                found = _single_node_plan(index, victims, node, job, eligible)
+                if found:
+                    options.append((found[0], node, found[1]))
     if len(options) < job.nodes:
         return None
     options.sort(key=lambda o: (o[0], o[1]))
