@@ -6,7 +6,8 @@ Both phases run on the same cluster in the same run, one after the other, with t
 - raw: one shell as the job's user runs `sbatch` 200 times in a loop; a poller sees each job RUNNING
   through slurmrestd.
 - portal: 200 `jobs.services.submit` calls, then the portal's own loop as a worker runs it
-  (sync, admission cycle, dispatch of what was admitted) until the portal shows every job running.
+  (`jobs.services.follow_backend`: a sync every 50 ms, one squeue run each, and an admission cycle
+  with its dispatch as soon as a sync sees GPUs given back) until the portal shows every job running.
 
 Figures: submission throughput (jobs/s until the last one is in Slurm, or in the portal), per-job
 latency from submit to RUNNING as each side observes it (p50/p95), and the makespan (first submit
@@ -15,14 +16,23 @@ The dev cluster is started if it is not running (and stopped again afterwards).
 
     .venv/bin/python bench/slurm_submit.py             # writes bench/results/slurm_submit.json
     .venv/bin/python bench/slurm_submit.py --jobs 50
+    .venv/bin/python bench/slurm_submit.py --repeat 3 --json   # raw, portal, raw, portal ...; JSON last line
+
+With `--repeat` the phases alternate and the figures are medians; `ratio` is the portal's median
+makespan over raw sbatch's. The portal phase also reports where its loop spent the time (sync,
+admission, dispatch, idle).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +91,26 @@ def raw_phase(backend: Any, jobs: int, account: str) -> dict[str, Any]:
     return summary("raw sbatch", submit_s, submitted, running, start)
 
 
-# --- through the portal ------------------------------------------------------------------------------
+# --- through the portal ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def timed(module: Any, name: str, spent: dict[str, float], key: str) -> Iterator[None]:
+    """Add the time spent in `module.name` to `spent[key]` while inside."""
+    original = getattr(module, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        at = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[key] += time.perf_counter() - at
+
+    setattr(module, name, wrapper)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
 
 
 def portal_phase(jobs: int, user: Any) -> dict[str, Any]:
@@ -96,20 +125,26 @@ def portal_phase(jobs: int, user: Any) -> dict[str, Any]:
         submitted[services.submit(user, raw)[0].pk] = time.time()
     running: dict[int, float] = {}
     submit_s = 0.0
-    while len(running) < jobs:
-        services.sync_jobs()
-        services.dispatch_many(services.run_admission_cycle())  # as the worker does: one listing per wave
+
+    def observe() -> bool:
+        """Between the portal's passes: note every job now seen running; True once all are."""
+        nonlocal submit_s
         if not submit_s and not Job.objects.filter(state__in=(JobState.PENDING, JobState.ADMITTED)).exists():
             submit_s = time.time() - start  # every job is in Slurm
         now = time.time()
-        seen = Job.objects.filter(state__in=(JobState.RUNNING, JobState.SUCCEEDED)).values_list("id", flat=True)
+        seen = Job.objects.filter(pk__in=submitted, state__in=(JobState.RUNNING, JobState.SUCCEEDED)).values_list("id", flat=True)
         for job_id in seen:
             running.setdefault(job_id, now)
-        time.sleep(POLL_S)
+        return len(running) >= jobs
+
+    spent = {"sync_s": 0.0, "admit_and_dispatch_s": 0.0}
+    with timed(services, "sync_jobs", spent, "sync_s"), timed(services, "admit_and_dispatch", spent, "admit_and_dispatch_s"):
+        cycles = services.follow_backend(600, until=observe)  # the worker's own loop, as deployed
     failed = Job.objects.filter(state=JobState.FAILED).count()
     if failed:
         raise SystemExit(f"{failed} portal jobs failed; see their reason_detail")
-    return summary("portal", submit_s or time.time() - start, submitted, running, start)
+    loop = {**{key: round(value, 3) for key, value in spent.items()}, "admission_cycles": cycles}
+    return {**summary("portal", submit_s or time.time() - start, submitted, running, start), "loop": loop}
 
 
 def prepare_portal(jobs: int) -> Any:
@@ -152,33 +187,52 @@ def wait_idle(backend: Any) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=1, help="alternate raw and portal phases this many times")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     args = parser.parse_args()
     started = subprocess.run([str(SCRIPT), "status"], capture_output=True, check=False).returncode != 0
     if started:
         subprocess.run([str(SCRIPT), "start"], check=True)
+    raws: list[dict[str, Any]] = []
+    portals: list[dict[str, Any]] = []
     try:
         with scratch_database("bench_slurm") as url, data_dir() as folder:
             setup_django(portal_env(url, folder))
             user, backend = prepare_portal(args.jobs)
+            for run in range(args.repeat):
+                wait_idle(backend)
+                log(f"raw sbatch phase {run + 1}/{args.repeat}")
+                raws.append(raw_phase(backend, args.jobs, "bench"))
+                wait_idle(backend)
+                log(f"portal phase {run + 1}/{args.repeat}")
+                portals.append(portal_phase(args.jobs, user))
             wait_idle(backend)
-            log("raw sbatch phase")
-            raw = raw_phase(backend, args.jobs, "bench")
-            wait_idle(backend)
-            log("portal phase")
-            portal = portal_phase(args.jobs, user)
-            wait_idle(backend)
-            overhead = portal["makespan_s"] / raw["makespan_s"] - 1
-            result = {"raw": raw, "portal": portal, "portal_overhead_pct": round(100 * overhead, 1), "machine": machine_info(url)}
+            machine = machine_info(url)
     finally:
         if started:
             subprocess.run([str(SCRIPT), "stop"], check=False)
-    for phase in (raw, portal):
+    for phase in (*raws, *portals):
         print(
             f"{phase['phase']:>10}: {phase['jobs']} jobs, submitted in {phase['submit_s']}s ({phase['submit_jobs_per_s']}/s), "
             f"submit->running p50 {phase['latency_p50_s']}s p95 {phase['latency_p95_s']}s, makespan {phase['makespan_s']}s"
         )
+    raw_s = statistics.median(p["makespan_s"] for p in raws)
+    portal_s = statistics.median(p["makespan_s"] for p in portals)
+    result = {
+        "jobs": args.jobs,
+        "repeat": args.repeat,
+        "raw": raws,
+        "portal": portals,
+        "portal_overhead_pct": round(100 * (portal_s / raw_s - 1), 1),
+        "machine": machine,
+        "portal_makespan_s": round(portal_s, 3),
+        "sbatch_makespan_s": round(raw_s, 3),
+        "ratio": round(portal_s / raw_s, 3),
+    }
     print(f"portal makespan vs raw Slurm: {result['portal_overhead_pct']:+.1f}% (target <= +20%)")
     write_json("slurm_submit.json", {**result, "command": "python bench/slurm_submit.py " + " ".join(sys.argv[1:])})
+    if args.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ after the transaction commits.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -735,6 +736,7 @@ class SyncReport:
     changed: int = 0
     recovered: int = 0
     requeued: int = 0
+    freed: int = 0  # jobs that gave their GPUs back (ended or requeued)
 
 
 def sync_jobs(backend: ClusterBackend | None = None) -> SyncReport:
@@ -783,8 +785,11 @@ def _apply_listing(
         if found is None:
             if job.dispatched_at and job.dispatched_at < stale_before and _requeue(job.pk, "the backend no longer has the job"):
                 report.requeued += 1
+                report.freed += 1
             continue
-        report.changed += _apply_remote(job, found)
+        moved = _apply_remote(job, found)
+        report.changed += moved
+        report.freed += moved if found.state not in (RemoteJobState.PENDING, RemoteJobState.RUNNING) else 0
 
 
 def _apply_remote(job: Job, remote: RemoteJob) -> int:
@@ -815,6 +820,28 @@ def _requeue(job_id: int, why: str) -> bool:
         job_id, JobState.REQUEUED, why=why, placement={}, pool="", backend_job_id="", started_at=None,
         reason=PendingReason.NEW, reason_detail=why,
     )  # fmt: skip
+
+
+FOLLOW_POLL_S = 0.05
+
+
+def follow_backend(
+    seconds: float, poll_s: float = FOLLOW_POLL_S, backend: ClusterBackend | None = None, until: Callable[[], bool] | None = None
+) -> int:
+    """Sync with the backend every `poll_s` for up to `seconds` (or until `until()` says so), and run
+    an admission cycle and its dispatch as soon as a sync sees GPUs given back, instead of at the
+    next tick. One backend listing per sync (for Slurm one squeue run, a few ms), so polling this
+    often is cheap; the first pass admits whatever was already waiting. Returns the cycles run."""
+    backend = backend or get_backend()
+    deadline = time.monotonic() + seconds
+    cycles, admit = 0, True
+    while time.monotonic() < deadline and not (until is not None and until()):
+        if sync_jobs(backend).freed or admit:
+            admit_and_dispatch(backend)
+            cycles += 1
+        admit = False
+        time.sleep(poll_s)
+    return cycles
 
 
 # --- reaper ----------------------------------------------------------------------------------

@@ -48,6 +48,12 @@ def sync_backend() -> dict[str, Any]:
 
 
 @shared_task(acks_late=True)
+def follow_backend(seconds: float) -> int:
+    """Follow the backend closely for a while (job ends noticed within a poll, GPUs refilled at once)."""
+    return services.follow_backend(seconds)
+
+
+@shared_task(acks_late=True)
 def run_what_if(run_id: int) -> None:
     planning.execute(run_id)
 
