@@ -706,25 +706,48 @@ def _submit_or_fail(job: Job, backend: ClusterBackend) -> str:
 
 def _record_dispatched(submitted: list[tuple[Job, str]], backend: ClusterBackend) -> list[int]:
     """Record the submitted jobs as dispatched in one transaction; cancel those cancelled meanwhile."""
-    dispatched: list[int] = []
-    unrecorded: list[tuple[int, str]] = []
+    now = timezone.now()
+    moves = [
+        Move(job.pk, JobState.ADMITTED, JobState.DISPATCHED, f"{backend.name} job {backend_job_id}",
+             {"dispatched_at": now, "backend": backend.name, "backend_job_id": backend_job_id})
+        for job, backend_job_id in submitted
+    ]  # fmt: skip
     with transaction.atomic():
-        for job, backend_job_id in submitted:
-            if _dispatch_one(job, backend_job_id, backend):
-                dispatched.append(job.pk)
-            else:
-                unrecorded.append((job.pk, backend_job_id))
-    for job_id, backend_job_id in unrecorded:
-        if Job.objects.filter(pk=job_id, state=JobState.CANCELLED).exists():
+        dispatched = _move_read(moves, now)
+    for job, backend_job_id in submitted:
+        if job.pk not in dispatched and Job.objects.filter(pk=job.pk, state=JobState.CANCELLED).exists():
             backend.cancel(backend_job_id)  # cancelled while we were submitting
-    return dispatched
+    return [job.pk for job, _ in submitted if job.pk in dispatched]
 
 
-def _dispatch_one(job: Job, backend_job_id: str, backend: ClusterBackend) -> bool:
-    return transition(
-        job.pk, JobState.DISPATCHED, why=f"{backend.name} job {backend_job_id}",
-        dispatched_at=timezone.now(), backend=backend.name, backend_job_id=backend_job_id,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class Move:
+    """A transition of a job from the state it was just read in (one of a batch)."""
+
+    job_id: int
+    source: str
+    to: JobState
+    why: str
+    fields: dict[str, Any]
+
+
+def _move_read(moves: list[Move], now: datetime) -> set[int]:
+    """Apply transitions whose source state was just read: one conditional UPDATE each, their events in
+    one INSERT (where `transition` reads, updates and inserts per job). A job that has moved on since
+    it was read is left as it is (the next sync or dispatch looks again). Call inside a transaction."""
+    events = []
+    for move_ in moves:
+        allowed = TRANSITIONS.allows(move_.source, move_.to)
+        if allowed and Job.objects.filter(pk=move_.job_id, state=move_.source).update(
+            state=move_.to, state_changed_at=now, **move_.fields
+        ):
+            events.append(
+                JobEvent(job_id=move_.job_id, at=now, from_state=move_.source, to_state=move_.to, actor="system",
+                         reason=move_.why[:300], pool="")
+            )  # fmt: skip
+            _announce(move_.job_id)
+    JobEvent.objects.bulk_create(events)
+    return {event.job_id for event in events}
 
 
 # --- sync with the backend -------------------------------------------------------------------
@@ -771,6 +794,7 @@ def _submittable_since(job: Job) -> datetime:
 def _apply_listing(
     jobs: list[Job], remote: dict[int, RemoteJob], stale_before: datetime, backend: ClusterBackend, report: SyncReport
 ) -> None:
+    progressed: list[Move] = []
     for job in jobs:
         found = remote.get(job.pk)
         if job.state == JobState.ADMITTED:
@@ -787,9 +811,26 @@ def _apply_listing(
                 report.requeued += 1
                 report.freed += 1
             continue
+        progress = _progress(job, found)
+        if progress is not None:
+            progressed.append(progress)
+            continue
         moved = _apply_remote(job, found)
         report.changed += moved
         report.freed += moved if found.state not in (RemoteJobState.PENDING, RemoteJobState.RUNNING) else 0
+    moved_ids = _move_read(progressed, timezone.now())
+    report.changed += len(moved_ids)
+    report.freed += sum(1 for m in progressed if m.job_id in moved_ids and m.to == JobState.SUCCEEDED)
+
+
+def _progress(job: Job, remote: RemoteJob) -> Move | None:
+    """The common moves, batched: a dispatched job started, or a dispatched or running job completed."""
+    if remote.state == RemoteJobState.RUNNING and job.state == JobState.DISPATCHED:
+        return Move(job.pk, job.state, JobState.RUNNING, "started", {"started_at": remote.started_at or timezone.now()})
+    if remote.state == RemoteJobState.SUCCEEDED and job.state in (JobState.DISPATCHED, JobState.RUNNING):
+        fields = {"exit_code": 0, "finished_at": remote.ended_at or timezone.now(), "started_at": remote.started_at}
+        return Move(job.pk, job.state, JobState.SUCCEEDED, "completed", fields)
+    return None
 
 
 def _apply_remote(job: Job, remote: RemoteJob) -> int:

@@ -11,8 +11,10 @@ from cluster.backends.slurm import SlurmBackend
 from cluster.models import Node
 from cluster.states import NodeState
 from jobs import services as job_services
+from jobs.models import Job, JobEvent
 from jobs.states import JobState
-from portal.models import User
+from portal.models import Team, User
+from quotas.models import TeamQuota
 from tests.slurm.conftest import portal_job, sync_until, wait_for
 
 pytestmark = pytest.mark.slurm
@@ -87,3 +89,21 @@ def test_node_sync_reports_pools_models_and_gpus_in_use(slurm_world: SlurmBacken
     assert {n.gpu_model for n in nodes.values()} == {"a100", "h100"}
     assert all(n.gpus == 8 for n in nodes.values())
     assert sum(n.gpus_used for n in nodes.values() if n.pool == "a100") >= 3
+
+
+def test_following_the_backend_admits_the_next_job_once_the_first_gives_its_gpus_back(
+    slurm_world: SlurmBackend, alice: User, vision: Team
+) -> None:
+    TeamQuota.objects.filter(team=vision, gpu_model="h100").update(limit=8)  # room for one of the two at a time
+    raw = {"name": "wave", "gpu_model": "h100", "gpus_per_node": 8, "walltime": 300, "command": ["sleep", "1"]}
+    first, second = (job_services.submit(alice, raw)[0] for _ in range(2))
+
+    def both_done() -> bool:
+        return Job.objects.filter(pk__in=(first.pk, second.pk), state=JobState.SUCCEEDED).count() == 2
+
+    cycles = job_services.follow_backend(60, until=both_done)
+    assert both_done(), list(Job.objects.filter(pk__in=(first.pk, second.pk)).values_list("state", "reason_detail"))
+    first_done = JobEvent.objects.get(job=first, to_state=JobState.SUCCEEDED).at
+    second_admitted = JobEvent.objects.get(job=second, to_state=JobState.ADMITTED).at
+    assert second_admitted >= first_done  # the portal's quota held: the second waited for the first's GPUs
+    assert cycles >= 2
