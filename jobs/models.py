@@ -163,12 +163,19 @@ class JobEvent(RestrictedModel):
         return f"#{self.job_id} {self.from_state or '∅'} → {self.to_state}"
 
 
-class PendingChange(models.Model):
+class PendingChange(RestrictedModel):
     """A change in how many jobs of a team and owner are pending, written only by the database's triggers
     on the job table (migration 0011) whenever a job becomes pending or stops being so, by any write
     path. The sum of a team's (or an owner's) rows is its pending count, read on every submit in
     constant time instead of counting the pending jobs; rows are only ever added, and a team's are
     folded into one per owner now and then (`jobs.services.fold_pending_changes`)."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        # Members see their teams' counts; nobody changes them but the database's triggers.
+        if action != VIEW:
+            return False
+        return True if is_operator(user) else Q(team_id__in=list(user.team_ids))
 
     team_id = models.BigIntegerField()
     owner_id = models.BigIntegerField()
