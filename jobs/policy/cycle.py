@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter
 
-from jobs.policy.explain import explain_waiting
+from jobs.policy.explain import LineKey, explain_waiting
 from jobs.policy.ledger import Ledger, QuotaVerdict, usage_key
 from jobs.policy.model import (
     Admission,
@@ -401,25 +401,25 @@ class _Cycle:
         walltimes = {r.job_id: self.jobs[r.job_id].walltime_s for r in self.reservations.values()}
         estimator = StartEstimator(self.index, self.releases, self.reservations.values(), walltimes)
         reservations = list(self.reservations.values())
-        return explain_waiting(self.waiting, self.jobs, self.specs, self._line_keys(), self.ledger, estimator, reservations)
+        return explain_waiting(self.waiting, self.jobs, self.specs, self._line(), self.ledger, estimator, reservations)
 
-    def _line_keys(self) -> dict[JobId, tuple[int, float, float]]:
-        """The order the next cycle would consider the waiting jobs in (held jobs stand outside the line)."""
+    def _line(self) -> list[tuple[LineKey, PendingJob]]:
+        """The waiting jobs with the keys the next cycle would consider them by (held jobs stand outside the line)."""
         shares: dict[tuple[str, str], float] = {}
         rank_of, jobs, share = self.rank_of, self.jobs, self._share
         starving = self.now - self.config.starvation_age_s
-        keys: dict[JobId, tuple[int, float, float]] = {}
+        line: list[tuple[LineKey, PendingJob]] = []
         budget, inf = Reason.BUDGET, -math.inf
         for job_id, (reason, _) in self.waiting.items():
             if reason is budget:
                 continue
             job = jobs[job_id]
             if job.submit_time <= starving:
-                keys[job_id] = (-rank_of[job.priority], inf, job.submit_time)
+                line.append(((-rank_of[job.priority], inf, job.submit_time), job))
                 continue
             pair = (job.team, job.gpu_model)
             value = shares.get(pair)
             if value is None:
                 value = shares[pair] = share(job)
-            keys[job_id] = (-rank_of[job.priority], value, job.submit_time)
-        return keys
+            line.append(((-rank_of[job.priority], value, job.submit_time), job))
+        return line

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from operator import itemgetter
+from typing import cast
 
 from jobs.policy.ledger import Ledger
 from jobs.policy.model import ExplanationRow, Explanations, JobId, PendingJob, PriorityClassSpec, Reason, Reservation
@@ -58,31 +60,50 @@ def estimated_start(
     return None if by_quota is None else max(start, by_quota)
 
 
+LineKey = tuple[int, float, float]  # (-class rank, fair share or -inf when starving, submit time)
+
+
 def explain_waiting(
     waiting: Mapping[JobId, tuple[Reason, str]],
     jobs: Mapping[JobId, PendingJob],
     specs: Mapping[str, PriorityClassSpec],
-    line_keys: Mapping[JobId, tuple[int, float, float]],
+    line: list[tuple[LineKey, PendingJob]],
     ledger: Ledger,
     estimator: StartEstimator,
     reservations: list[Reservation],
 ) -> Explanations:
-    in_line = positions(jobs, line_keys)
+    """Every waiting job's row; `line` holds the jobs in line with their keys, in `waiting`'s order."""
     reserved = {r.job_id: r for r in reservations}
     # Jobs of one team, shape and reason share their estimate; computing it once per group keeps
     # ten thousand explanations cheap.
     starts: dict[tuple[str, str, str, int, int, Reason], float | None] = {}
-    rows: dict[JobId, ExplanationRow] = {}
-    outside = (None, None)
-    for job_id, (reason, detail) in waiting.items():
-        job = jobs[job_id]
-        team_position, pool_position = in_line.get(job_id, outside)
+
+    def start_of(job: PendingJob, reason: Reason) -> float | None:
+        if job.id in reserved:
+            return reserved[job.id].start
         group = (job.team, job.gpu_model, job.priority, job.gpus_per_node, job.nodes, reason)
-        if job_id in reserved:
-            start: float | None = reserved[job_id].start
-        elif group in starts:
-            start = starts[group]
+        if group not in starts:
+            starts[group] = estimated_start(job, reason, specs[job.priority], ledger, estimator, reserved)
+        return starts[group]
+
+    rows: dict[JobId, ExplanationRow | None] = dict.fromkeys(waiting)  # filled below, in waiting's order
+    team_seen: dict[str, int] = defaultdict(int)
+    model_seen: dict[str, int] = defaultdict(int)
+    line.sort(key=_first)  # stable: equal keys keep waiting's order, as positions() would
+    for _, job in line:
+        team = team_seen[job.team] = team_seen[job.team] + 1
+        pool = model_seen[job.gpu_model] = model_seen[job.gpu_model] + 1
+        reason, detail = waiting[job.id]
+        group = (job.team, job.gpu_model, job.priority, job.gpus_per_node, job.nodes, reason)
+        if group in starts and job.id not in reserved:
+            rows[job.id] = (reason, detail, team, pool, starts[group])
         else:
-            start = starts[group] = estimated_start(job, reason, specs[job.priority], ledger, estimator, reserved)
-        rows[job_id] = (reason, detail, team_position, pool_position, start)
-    return Explanations(rows)
+            rows[job.id] = (reason, detail, team, pool, start_of(job, reason))
+    for job_id, row in rows.items():
+        if row is None:  # outside the line (held)
+            reason, detail = waiting[job_id]
+            rows[job_id] = (reason, detail, None, None, start_of(jobs[job_id], reason))
+    return Explanations(cast(dict[JobId, ExplanationRow], rows))
+
+
+_first = itemgetter(0)

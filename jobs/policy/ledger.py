@@ -27,9 +27,11 @@ class Ledger:
         self.quotas: dict[Key, Quota] = {(q.team, q.gpu_model): q for q in quotas}
         self.used: dict[Key, int] = defaultdict(int)
         self.team_gpus: dict[str, int] = defaultdict(int)
+        used, team_gpus = self.used, self.team_gpus
         for job in running:
-            self.used[(job.team, job.gpu_model)] += job.gpus
-            self.team_gpus[job.team] += job.gpus
+            gpus = sum(job.placement.values())  # job.gpus, without the property call per job
+            used[(job.team, job.gpu_model)] += gpus
+            team_gpus[job.team] += gpus
         self.protected: dict[str, int] = defaultdict(int)
         for quota in self.quotas.values():
             if not quota.lendable:
