@@ -3,8 +3,10 @@
 from celery import shared_task
 
 from cluster import services
+from portal.loops import timed
 
 
 @shared_task(acks_late=True)
 def sync_nodes() -> int:
-    return services.sync_nodes()
+    with timed("nodes"):
+        return services.sync_nodes()

@@ -15,6 +15,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -25,6 +26,8 @@ from cluster.states import NodeState
 from jobs.models import Job, JobEvent
 from jobs.states import HOLDS_GPUS, WAITING, JobState
 from portal.access import is_operator
+from portal.loops import lag_s
+from portal.models import ControlLoop
 
 WAIT_BUCKETS_S = (10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
 
@@ -38,6 +41,7 @@ class PortalCollector(Collector):
         yield from self._transitions()
         yield from self._nodes()
         yield self._efficiency()
+        yield from self._loops()
 
     def _queue(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("gridportal_queue_jobs", "Jobs waiting for admission.", labels=["team", "gpu_model"])
@@ -93,6 +97,36 @@ class PortalCollector(Collector):
         mean = done.aggregate(m=Avg("mean_utilization"))["m"]
         gauge.add_metric([], float(mean or 0.0))
         return gauge
+
+    def _loops(self) -> Iterator[Metric]:
+        """Each control loop's last duration, lag behind its period, and counts (portal/loops.py)."""
+        label = ["loop"]
+        duration = GaugeMetricFamily("gridportal_control_loop_duration_seconds", "Duration of the loop's last run.", labels=label)
+        lag = GaugeMetricFamily(
+            "gridportal_control_loop_lag_seconds",
+            "How far the loop is behind its period: time since its last successful run minus the period (0 when on time).",
+            labels=label,
+        )
+        period = GaugeMetricFamily("gridportal_control_loop_period_seconds", "The period the loop is scheduled at.", labels=label)
+        last_ok = GaugeMetricFamily(
+            "gridportal_control_loop_last_success_timestamp_seconds", "When the loop last ended without an error.", labels=label
+        )
+        runs = CounterMetricFamily("gridportal_control_loop_runs", "Runs of the loop.", labels=label)
+        failures = CounterMetricFamily(
+            "gridportal_control_loop_failures", "Runs of the loop that ended with an error.", labels=label
+        )
+        busy = CounterMetricFamily("gridportal_control_loop_seconds", "Time spent running the loop.", labels=label)
+        now = timezone.now()
+        for loop in ControlLoop.objects.order_by("name"):
+            duration.add_metric([loop.name], loop.last_duration_s)
+            lag.add_metric([loop.name], lag_s(loop, now))
+            period.add_metric([loop.name], loop.period_s)
+            if loop.last_ok_at is not None:
+                last_ok.add_metric([loop.name], loop.last_ok_at.timestamp())
+            runs.add_metric([loop.name], loop.runs)
+            failures.add_metric([loop.name], loop.failures)
+            busy.add_metric([loop.name], loop.seconds_total)
+        yield from (duration, lag, period, last_ok, runs, failures, busy)
 
 
 def _allowed(request: HttpRequest) -> bool:

@@ -9,6 +9,7 @@ from celery import shared_task
 from cluster.backends.base import BackendUnavailable
 from jobs import planning, services
 from portal import queue
+from portal.loops import timed
 from portal.models import Heartbeat
 
 RETRY = {"autoretry_for": (BackendUnavailable,), "retry_backoff": 1, "retry_backoff_max": 60, "max_retries": None}
@@ -18,7 +19,8 @@ RETRY = {"autoretry_for": (BackendUnavailable,), "retry_backoff": 1, "retry_back
 def admission_cycle() -> int:
     queue.started(admission_cycle)  # before reading: a commit from now on enqueues the next cycle
     Heartbeat.beat("worker")
-    return len(services.admit_and_dispatch())
+    with timed("admission"):
+        return len(services.admit_and_dispatch())
 
 
 @shared_task(acks_late=True, **RETRY)
@@ -43,7 +45,8 @@ def preempt_on_backend(job_id: int) -> bool:
 
 @shared_task(acks_late=True)
 def sync_backend() -> dict[str, Any]:
-    report = services.sync_jobs()
+    with timed("sync"):
+        report = services.sync_jobs()
     return report.__dict__
 
 

@@ -141,3 +141,25 @@ class Heartbeat(RestrictedModel):
     @classmethod
     def beat(cls, name: str) -> None:
         cls.objects.update_or_create(name=name, defaults={"at": timezone.now()})
+
+
+class ControlLoop(RestrictedModel):
+    """One background control loop's record (admission, backend sync, telemetry, ...), for /metrics.
+
+    Updated once per run by `portal.loops.timed` with a conditional UPDATE of counters, so runs in
+    several workers add up and nothing is read back first.
+    """
+
+    name = models.CharField(max_length=40, unique=True)
+    period_s = models.FloatField(help_text="How often the loop is meant to run (seconds).")
+    last_started_at = models.DateTimeField()
+    last_finished_at = models.DateTimeField()
+    last_ok_at = models.DateTimeField(null=True, blank=True)
+    last_duration_s = models.FloatField()
+    last_error = models.CharField(max_length=200, blank=True)
+    runs = models.BigIntegerField(default=0)
+    failures = models.BigIntegerField(default=0)
+    seconds_total = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.runs} runs, last {self.last_duration_s:.3f} s"
