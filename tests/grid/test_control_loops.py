@@ -52,7 +52,7 @@ def test_a_failed_run_counts_as_a_failure_and_the_error_still_reaches_the_caller
         raise RuntimeError("backend gone")
     loop = ControlLoop.objects.get(name="sync")
     assert (loop.runs, loop.failures) == (2, 1)
-    assert loop.last_ok_at == good and loop.last_finished_at > good
+    assert good is not None and loop.last_ok_at == good and loop.last_finished_at > good
     assert loop.last_error == "RuntimeError: backend gone"
 
 
