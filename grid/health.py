@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from cluster.backends import get_backend
 from cluster.backends.base import BackendError
-from portal.models import Heartbeat
+from portal.loops import lag_s
+from portal.models import ControlLoop, Heartbeat
 
 
 def check_database() -> dict[str, Any]:
@@ -51,7 +52,27 @@ def check_backend() -> dict[str, Any]:
     return get_backend().health()
 
 
-CHECKS = {"database": check_database, "broker": check_broker, "worker": check_worker, "backend": check_backend}
+LOOP_LAG_PERIODS = 3  # a loop more than this many periods behind makes the portal degraded (the alert fires at the same point)
+
+
+def check_loops() -> dict[str, Any]:
+    """Every control loop that has run: its last duration and lag; failing when one is far behind."""
+    now = timezone.now()
+    loops = {
+        loop.name: {"duration_s": round(loop.last_duration_s, 3), "lag_s": round(lag_s(loop, now), 1), "failures": loop.failures}
+        for loop in ControlLoop.objects.order_by("name")
+    }
+    behind = sorted(loop.name for loop in ControlLoop.objects.all() if lag_s(loop, now) > LOOP_LAG_PERIODS * loop.period_s + 10)
+    return {"ok": not behind, "loops": loops, **({"error": f"behind: {', '.join(behind)}"} if behind else {})}
+
+
+CHECKS = {
+    "database": check_database,
+    "broker": check_broker,
+    "worker": check_worker,
+    "backend": check_backend,
+    "loops": check_loops,
+}
 CRITICAL = frozenset({"database"})
 
 

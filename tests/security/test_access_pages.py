@@ -342,7 +342,7 @@ def test_healthz_is_public_and_reveals_no_job_team_or_user_data(
     assert response.status_code in (200, 503)
     body = response.json()
     assert set(body) == {"ok", "status", "failing", "checks"}
-    assert set(body["checks"]) == {"database", "broker", "worker", "backend"}
+    assert set(body["checks"]) == {"database", "broker", "worker", "backend", "loops"}
     assert all(set(check) == {"ok"} for check in body["checks"].values())  # no error details for anonymous callers
     text = response.content.decode()
     for private in (alice_job.name, carol_job.name, "vision", "render", "alice", "carol"):
