@@ -1,14 +1,19 @@
 """One admission cycle at scale: 10,000 pending jobs, 2,000 nodes x 8 GPUs, 100 teams.
 
-Run by hand: `.venv/bin/python bench/admission_cycle.py [--pending N] [--nodes N] [--teams N] [--repeat N]`.
-Prints the median and p95 of the cycle's wall time over repeated runs of the same snapshot. The
-snapshot is synthetic but busy: about 90% of GPUs held, most teams borrowing, some needing their
-guarantee back, every class, gangs up to 8 nodes, and a few held jobs.
+Run by hand: `.venv/bin/python bench/admission_cycle.py [--pending N] [--nodes N] [--teams N] [--repeat N] [--json]`.
+Prints the median and p95 of the cycle's wall time over repeated runs of the same snapshot, and the
+same figures for a bare reference loop (bench/admission_reference.py: sort by usage, bucketed best
+fit, whole nodes for gangs; no classes, reservations, reclaim or explanations) run on the same
+snapshot in the same process, one reference run before each portal run so that the machine's drift
+hits both. `--json` prints one JSON object as the last line. The snapshot is synthetic but busy:
+about 90% of GPUs held, most teams borrowing, some needing their guarantee back, every class, gangs
+up to 8 nodes, and a few held jobs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -17,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.admission_reference import reference_cycle
 from jobs.policy import Cluster, NodeState, PendingJob, PolicyConfig, Quota, RunningJob, run_cycle
 
 POOLS = (("a100-east", "a100", 0.35), ("a100-west", "a100", 0.35), ("h100-main", "h100", 0.30))
@@ -115,6 +121,12 @@ class Scenario:
         )
         return time.perf_counter() - started, time.process_time() - cpu_started, len(result.admitted), len(result.preempted)
 
+    def reference_seconds(self) -> tuple[float, int]:
+        """(wall s, started) of one run of the bare reference loop on the same snapshot."""
+        started = time.perf_counter()
+        admitted = reference_cycle(self.cluster.nodes, self.quotas, self.pending, self.running, self.usage)
+        return time.perf_counter() - started, len(admitted)
+
 
 def _p95(values: list[float]) -> float:
     ordered = sorted(values)
@@ -129,6 +141,30 @@ def measure(scenario: Scenario, repeat: int, config: PolicyConfig) -> tuple[floa
     return statistics.median(wall), _p95(wall), statistics.median(cpu), runs[0][2], runs[0][3]
 
 
+def measure_against_reference(scenario: Scenario, repeat: int, config: PolicyConfig) -> dict[str, float | int]:
+    """The portal's cycle and the reference loop, alternated run by run (one warm-up run of each)."""
+    portal: list[tuple[float, float, int, int]] = []
+    reference: list[tuple[float, int]] = []
+    for _ in range(repeat + 1):
+        reference.append(scenario.reference_seconds())
+        portal.append(scenario.cycle_seconds(config))
+    portal, reference = portal[1:], reference[1:]
+    wall = [r[0] * 1000 for r in portal]
+    ref = [r[0] * 1000 for r in reference]
+    median, ref_median = statistics.median(wall), statistics.median(ref)
+    return {
+        "median_ms": round(median, 2),
+        "p95_ms": round(_p95(wall), 2),
+        "cpu_median_ms": round(statistics.median(r[1] * 1000 for r in portal), 2),
+        "reference_ms": round(ref_median, 2),
+        "reference_p95_ms": round(_p95(ref), 2),
+        "ratio": round(median / ref_median, 2),
+        "admitted": portal[0][2],
+        "preempted": portal[0][3],
+        "reference_admitted": reference[0][1],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pending", type=int, default=10_000)
@@ -136,15 +172,30 @@ def main() -> None:
     parser.add_argument("--teams", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--no-explain", action="store_true", help="skip explanations (the replay's fast path)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object, last line")
     args = parser.parse_args()
+    for name in ("pending", "nodes", "teams", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     scenario = Scenario(args.pending, args.nodes, args.teams)
     config = PolicyConfig(explain=not args.no_explain)
-    median, p95, cpu, admitted, preempted = measure(scenario, args.repeat, config)
+    figures = measure_against_reference(scenario, args.repeat, config)
     print(
         f"pending={args.pending} nodes={args.nodes}x8 teams={args.teams} running={len(scenario.running)} "
         f"explain={config.explain} repeat={args.repeat}"
     )
-    print(f"admitted={admitted} preempted={preempted} median={median:.1f} ms p95={p95:.1f} ms (median CPU {cpu:.1f} ms)")
+    print(
+        f"admitted={figures['admitted']} preempted={figures['preempted']} median={figures['median_ms']:.1f} ms "
+        f"p95={figures['p95_ms']:.1f} ms (median CPU {figures['cpu_median_ms']:.1f} ms)"
+    )
+    print(
+        f"reference loop: started={figures['reference_admitted']} median={figures['reference_ms']:.1f} ms "
+        f"p95={figures['reference_p95_ms']:.1f} ms; ratio {figures['ratio']:.2f}"
+    )
+    if args.json:
+        meta = {"pending": args.pending, "nodes": args.nodes, "gpus_per_node": 8, "teams": args.teams}
+        meta |= {"running": len(scenario.running), "explain": config.explain, "repeat": args.repeat}
+        print(json.dumps(meta | figures))
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ Then, for waiting jobs that would fit in their team's guarantee, reclaim lent GP
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
-from jobs.policy.explain import LineKey, explain_waiting
+from jobs.policy.explain import explain_waiting
 from jobs.policy.ledger import Ledger, QuotaVerdict, usage_key
 from jobs.policy.model import (
     Admission,
@@ -39,6 +40,8 @@ from jobs.policy.reclaim import Eligible, VictimIndex, plan_reclaim
 from jobs.policy.timeline import Releases, StartEstimator, plan_reservation
 
 RECLAIMABLE = frozenset({Reason.CAPACITY, Reason.FRAGMENTATION, Reason.GANG})
+_age_then_team = attrgetter("submit_time", "team")
+_first = itemgetter(0)
 SATURATED: ExplanationRow = (Reason.CAPACITY, "no free GPUs of this model", None, None, None)
 _submit_time = attrgetter("submit_time")
 HELD = (Reason.BUDGET, "held: the team's budget (or a policy) holds new jobs")
@@ -59,6 +62,18 @@ def run_cycle(
     cycle.admit_in_order(pending)
     cycle.reclaim()
     return cycle.result()
+
+
+class _Segment:
+    """One priority class's pending jobs, as the cycle takes them."""
+
+    __slots__ = ("considered", "lines", "rank", "starving")
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.starving: list[PendingJob] = []  # by (submit time, team): their order is fixed
+        self.lines: dict[str, list[PendingJob]] = defaultdict(list)  # each team's other jobs, by age
+        self.considered: list[PendingJob] = []  # those other jobs in the order the heap took them
 
 
 class _Cycle:
@@ -99,6 +114,8 @@ class _Cycle:
         # a quota or shape wait of that group, valid while the team holds as many GPUs of the model and,
         # where the wait depended on the model's free GPUs, while the model's version is unchanged.
         self._known_waits: dict[tuple[str, str, str, int, int], tuple[int, int, tuple[Reason, str]]] = {}
+        self._segments_seen: list[_Segment] = []
+        self._held: list[PendingJob] = []
 
     # -- ordering -------------------------------------------------------------------------
 
@@ -124,7 +141,25 @@ class _Cycle:
     def admit_in_order(self, pending: Sequence[PendingJob]) -> None:
         for priority in {job.priority for job in pending} - self.rank_of.keys():
             self.config.class_named(priority)  # raises with the unknown name
-        lines = self._lines(pending)
+        if not self.config.explain:
+            self._admit_by_heap(self._lines(pending), [])
+            return
+        # Within a class, every starving job goes before every other, by age (then team name, as the
+        # heap's tie-break), whatever the fair shares do: that part of the order is fixed before the
+        # cycle starts and needs no heap. The rest of the class goes by the heap, as before.
+        known, waiting, used, version = self._known_waits, self.waiting, self.ledger.used, self._model_version
+        for segment in self._segments(pending):
+            for job in segment.starving:
+                team, model = job.team, job.gpu_model
+                seen = known.get((team, model, job.priority, job.gpus_per_node, job.nodes))
+                if seen is not None and seen[0] == used[(team, model)] and (seen[1] == -1 or seen[1] == version[model]):
+                    waiting[job.id] = seen[2]
+                else:
+                    self._consider(job)
+            self._admit_by_heap(segment.lines, segment.considered)
+
+    def _admit_by_heap(self, lines: dict[str, list[PendingJob]], considered: list[PendingJob]) -> None:
+        """Take the teams' lines in fair-share order; `considered` gets the jobs in the order they were taken."""
         heap = [(*self._head(line[0]), team) for team, line in lines.items()]
         heapq.heapify(heap)
         position = dict.fromkeys(lines, 0)
@@ -140,6 +175,7 @@ class _Cycle:
             runner_up = min(heap[1:3], default=None)
             while True:
                 job = line[at]
+                considered.append(job)
                 if fast and self._line_is_stuck(job):
                     self._wait_in_bulk(line[at:])
                     heapq.heappop(heap)
@@ -187,6 +223,31 @@ class _Cycle:
                 else:
                     lines[job.team].append(job)
         return lines
+
+    def _segments(self, pending: Sequence[PendingJob]) -> list[_Segment]:
+        """Per class, highest first: its starving jobs by (age, team), and each team's other jobs by age."""
+        by_rank: dict[int, list[PendingJob]] = defaultdict(list)
+        rank_of = self.rank_of
+        for job in pending:
+            by_rank[rank_of[job.priority]].append(job)
+        jobs, waiting, held = self.jobs, self.waiting, self._held
+        now, starvation_age = self.now, self.config.starvation_age_s
+        segments: list[_Segment] = []
+        for rank in sorted(by_rank, reverse=True):
+            segment = _Segment(rank)
+            starving, lines = segment.starving, segment.lines
+            for job in sorted(by_rank[rank], key=_age_then_team):  # stable: a team's line keeps its order
+                jobs[job.id] = job
+                if job.held:
+                    waiting[job.id] = HELD
+                    held.append(job)
+                elif now - job.submit_time >= starvation_age:
+                    starving.append(job)
+                else:
+                    lines[job.team].append(job)
+            segments.append(segment)
+        self._segments_seen = segments
+        return segments
 
     def _line_is_stuck(self, job: PendingJob) -> bool:
         """With no free GPUs and no guarantee left to reclaim, nothing behind this job can start either."""
@@ -401,25 +462,37 @@ class _Cycle:
         walltimes = {r.job_id: self.jobs[r.job_id].walltime_s for r in self.reservations.values()}
         estimator = StartEstimator(self.index, self.releases, self.reservations.values(), walltimes)
         reservations = list(self.reservations.values())
-        return explain_waiting(self.waiting, self.jobs, self.specs, self._line(), self.ledger, estimator, reservations)
+        line = self._line()
+        return explain_waiting(self.waiting, self.specs, line, self._held, self.ledger, estimator, reservations)
 
-    def _line(self) -> list[tuple[LineKey, PendingJob]]:
-        """The waiting jobs with the keys the next cycle would consider them by (held jobs stand outside the line)."""
+    def _line(self) -> list[PendingJob]:
+        """The waiting jobs in the order the next cycle would consider them (held jobs stand outside the line).
+
+        That order is (-class rank, fair share after this cycle or -inf when starving, submit time),
+        equal keys in `waiting`'s order. Per class, the jobs are gathered in `waiting`'s order (the
+        order this cycle took them in); the starving ones are already by age, so their sort only
+        checks that, and only the others need their keys built and sorted.
+        """
         shares: dict[tuple[str, str], float] = {}
-        rank_of, jobs, share = self.rank_of, self.jobs, self._share
-        starving = self.now - self.config.starvation_age_s
-        line: list[tuple[LineKey, PendingJob]] = []
-        budget, inf = Reason.BUDGET, -math.inf
-        for job_id, (reason, _) in self.waiting.items():
-            if reason is budget:
-                continue
-            job = jobs[job_id]
-            if job.submit_time <= starving:
-                line.append(((-rank_of[job.priority], inf, job.submit_time), job))
-                continue
-            pair = (job.team, job.gpu_model)
-            value = shares.get(pair)
-            if value is None:
-                value = shares[pair] = share(job)
-            line.append(((-rank_of[job.priority], value, job.submit_time), job))
+        waiting, share = self.waiting, self._share
+        starving_since = self.now - self.config.starvation_age_s
+        line: list[PendingJob] = []
+        for segment in self._segments_seen:
+            old: list[PendingJob] = []
+            young: list[tuple[tuple[float, float], PendingJob]] = []
+            for job in itertools.chain(segment.starving, segment.considered):
+                if job.id not in waiting:  # admitted
+                    continue
+                if job.submit_time <= starving_since:
+                    old.append(job)
+                    continue
+                pair = (job.team, job.gpu_model)
+                value = shares.get(pair)
+                if value is None:
+                    value = shares[pair] = share(job)
+                young.append(((value, job.submit_time), job))
+            old.sort(key=_submit_time)
+            young.sort(key=_first)
+            line += old
+            line += [job for _, job in young]
         return line

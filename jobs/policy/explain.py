@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from operator import itemgetter
 from typing import cast
 
 from jobs.policy.ledger import Ledger
@@ -60,50 +59,43 @@ def estimated_start(
     return None if by_quota is None else max(start, by_quota)
 
 
-LineKey = tuple[int, float, float]  # (-class rank, fair share or -inf when starving, submit time)
-
-
 def explain_waiting(
     waiting: Mapping[JobId, tuple[Reason, str]],
-    jobs: Mapping[JobId, PendingJob],
     specs: Mapping[str, PriorityClassSpec],
-    line: list[tuple[LineKey, PendingJob]],
+    line: list[PendingJob],
+    held: list[PendingJob],
     ledger: Ledger,
     estimator: StartEstimator,
     reservations: list[Reservation],
 ) -> Explanations:
-    """Every waiting job's row; `line` holds the jobs in line with their keys, in `waiting`'s order."""
-    reserved = {r.job_id: r for r in reservations}
-    # Jobs of one team, shape and reason share their estimate; computing it once per group keeps
-    # ten thousand explanations cheap.
-    starts: dict[tuple[str, str, str, int, int, Reason], float | None] = {}
+    """Every waiting job's row: `line` holds the jobs in line in their order, `held` those outside it.
 
-    def start_of(job: PendingJob, reason: Reason) -> float | None:
-        if job.id in reserved:
-            return reserved[job.id].start
-        group = (job.team, job.gpu_model, job.priority, job.gpus_per_node, job.nodes, reason)
-        if group not in starts:
-            starts[group] = estimated_start(job, reason, specs[job.priority], ledger, estimator, reserved)
-        return starts[group]
-
-    rows: dict[JobId, ExplanationRow | None] = dict.fromkeys(waiting)  # filled below, in waiting's order
+    A job's estimate depends only on its team, model, class, shape and wait, so jobs that wait for
+    the same reason object (the cycle gives the jobs of one group that wait alike one tuple) share one
+    estimate, computed once; a reserved job's estimate is its reservation's start.
+    """
+    no_reservations: Mapping[JobId, Reservation] = {}
+    starts: dict[int, float | None] = {}  # id of a wait tuple -> the estimate of the jobs holding it
+    rows: dict[JobId, ExplanationRow] = {}
     team_seen: dict[str, int] = defaultdict(int)
     model_seen: dict[str, int] = defaultdict(int)
-    line.sort(key=_first)  # stable: equal keys keep waiting's order, as positions() would
-    for _, job in line:
+    for job in line:
         team = team_seen[job.team] = team_seen[job.team] + 1
         pool = model_seen[job.gpu_model] = model_seen[job.gpu_model] + 1
+        wait = waiting[job.id]
+        key = id(wait)
+        start = starts.get(key, _UNKNOWN)
+        if start is _UNKNOWN:
+            start = starts[key] = estimated_start(job, wait[0], specs[job.priority], ledger, estimator, no_reservations)
+        rows[job.id] = (wait[0], wait[1], team, pool, cast(float | None, start))
+    for job in held:
         reason, detail = waiting[job.id]
-        group = (job.team, job.gpu_model, job.priority, job.gpus_per_node, job.nodes, reason)
-        if group in starts and job.id not in reserved:
-            rows[job.id] = (reason, detail, team, pool, starts[group])
-        else:
-            rows[job.id] = (reason, detail, team, pool, start_of(job, reason))
-    for job_id, row in rows.items():
-        if row is None:  # outside the line (held)
-            reason, detail = waiting[job_id]
-            rows[job_id] = (reason, detail, None, None, start_of(jobs[job_id], reason))
-    return Explanations(cast(dict[JobId, ExplanationRow], rows))
+        rows[job.id] = (reason, detail, None, None, estimated_start(job, reason, specs[job.priority], ledger, estimator, {}))
+    for reservation in reservations:
+        row = rows.get(reservation.job_id)
+        if row is not None:
+            rows[reservation.job_id] = (*row[:4], reservation.start)
+    return Explanations(rows)
 
 
-_first = itemgetter(0)
+_UNKNOWN = object()
