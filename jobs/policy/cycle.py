@@ -10,6 +10,7 @@ Then, for waiting jobs that would fit in their team's guarantee, reclaim lent GP
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -99,7 +100,7 @@ class _Cycle:
         self.preempted: list[Preemption] = []
         self.waiting: dict[JobId, tuple[Reason, str]] = {}
         self.bulk_waiting: dict[JobId, ExplanationRow] = {}
-        self.jobs: dict[JobId, PendingJob] = {}
+        self._walltimes: dict[JobId, float] = {}  # of the jobs given a reservation
         self.reclaimers: list[PendingJob] = []
         self._failed: set[tuple[str, int, int, bool]] = set()
         self._shape_ok: dict[tuple[str, int, int], bool] = {}
@@ -214,10 +215,9 @@ class _Cycle:
         for job in pending:
             by_rank[rank_of[job.priority]].append(job)
         lines: dict[str, list[PendingJob]] = defaultdict(list)
-        jobs, waiting = self.jobs, self.waiting
+        waiting = self.waiting
         for rank in sorted(by_rank, reverse=True):
             for job in sorted(by_rank[rank], key=_submit_time):
-                jobs[job.id] = job
                 if job.held:
                     waiting[job.id] = HELD
                 else:
@@ -230,20 +230,25 @@ class _Cycle:
         rank_of = self.rank_of
         for job in pending:
             by_rank[rank_of[job.priority]].append(job)
-        jobs, waiting, held = self.jobs, self.waiting, self._held
+        waiting, held = self.waiting, self._held
         now, starvation_age = self.now, self.config.starvation_age_s
         segments: list[_Segment] = []
         for rank in sorted(by_rank, reverse=True):
             segment = _Segment(rank)
-            starving, lines = segment.starving, segment.lines
-            for job in sorted(by_rank[rank], key=_age_then_team):  # stable: a team's line keeps its order
-                jobs[job.id] = job
+            ordered = sorted(by_rank[rank], key=_submit_time)  # stable: a team's line keeps its order
+            # Starving is a prefix of the class by age: `now - submit time` only shrinks along it.
+            cut = bisect.bisect_left(ordered, True, key=lambda job: now - job.submit_time < starvation_age)
+            for job in ordered:
                 if job.held:
                     waiting[job.id] = HELD
                     held.append(job)
-                elif now - job.submit_time >= starvation_age:
-                    starving.append(job)
-                else:
+            starving = [job for job in ordered[:cut] if not job.held]
+            if len(set(map(_submit_time, starving))) < len(starving):
+                starving.sort(key=_age_then_team)  # the heap breaks ties of age by team name
+            segment.starving = starving
+            lines = segment.lines
+            for job in ordered[cut:]:
+                if not job.held:
                     lines[job.team].append(job)
             segments.append(segment)
         self._segments_seen = segments
@@ -406,6 +411,7 @@ class _Cycle:
             return
         start, pool, nodes = best
         self.reservations[pool] = Reservation(pool, job.id, tuple(nodes), start, spec.rank)
+        self._walltimes[job.id] = job.walltime_s
         self.index.reserve(nodes)
 
     # -- reclaim --------------------------------------------------------------------------
@@ -459,8 +465,7 @@ class _Cycle:
         return Explanations(rows)
 
     def _explain(self) -> Explanations:
-        walltimes = {r.job_id: self.jobs[r.job_id].walltime_s for r in self.reservations.values()}
-        estimator = StartEstimator(self.index, self.releases, self.reservations.values(), walltimes)
+        estimator = StartEstimator(self.index, self.releases, self.reservations.values(), self._walltimes)
         reservations = list(self.reservations.values())
         line = self._line()
         return explain_waiting(self.waiting, self.specs, line, self._held, self.ledger, estimator, reservations)

@@ -70,12 +70,14 @@ def explain_waiting(
 ) -> Explanations:
     """Every waiting job's row: `line` holds the jobs in line in their order, `held` those outside it.
 
-    A job's estimate depends only on its team, model, class, shape and wait, so jobs that wait for
-    the same reason object (the cycle gives the jobs of one group that wait alike one tuple) share one
-    estimate, computed once; a reserved job's estimate is its reservation's start.
+    A job's estimate depends only on its team, model, class, shape and reason, so it is computed once
+    per such group; jobs that wait for the same reason object (the cycle gives the jobs of one group
+    that wait alike one tuple) find it by that object, without building the group's key. A reserved
+    job's estimate is its reservation's start.
     """
     no_reservations: Mapping[JobId, Reservation] = {}
     starts: dict[int, float | None] = {}  # id of a wait tuple -> the estimate of the jobs holding it
+    by_group: dict[tuple[str, str, str, int, int, Reason], float | None] = {}
     rows: dict[JobId, ExplanationRow] = {}
     team_seen: dict[str, int] = defaultdict(int)
     model_seen: dict[str, int] = defaultdict(int)
@@ -85,8 +87,12 @@ def explain_waiting(
         wait = waiting[job.id]
         key = id(wait)
         start = starts.get(key, _UNKNOWN)
-        if start is _UNKNOWN:
-            start = starts[key] = estimated_start(job, wait[0], specs[job.priority], ledger, estimator, no_reservations)
+        if start is _UNKNOWN:  # the first job of this wait: its group may have met the reason before
+            group = (job.team, job.gpu_model, job.priority, job.gpus_per_node, job.nodes, wait[0])
+            start = by_group.get(group, _UNKNOWN)
+            if start is _UNKNOWN:
+                start = by_group[group] = estimated_start(job, wait[0], specs[job.priority], ledger, estimator, no_reservations)
+            starts[key] = cast(float | None, start)
         rows[job.id] = (wait[0], wait[1], team, pool, cast(float | None, start))
     for job in held:
         reason, detail = waiting[job.id]
