@@ -41,6 +41,8 @@ from jobs.policy.reclaim import Eligible, VictimIndex, plan_reclaim
 from jobs.policy.timeline import Releases, StartEstimator, plan_reservation
 
 RECLAIMABLE = frozenset({Reason.CAPACITY, Reason.FRAGMENTATION, Reason.GANG})
+# (team's GPUs of the model held, model version or -1 when the wait is the team's own, the wait)
+_KnownWait = tuple[int, int, tuple[Reason, str]]
 _age_then_team = attrgetter("submit_time", "team")
 _first = itemgetter(0)
 SATURATED: ExplanationRow = (Reason.CAPACITY, "no free GPUs of this model", None, None, None)
@@ -114,7 +116,7 @@ class _Cycle:
         # (team, model, class, GPUs per node, nodes) -> (team's GPUs held, model version or -1, wait):
         # a quota or shape wait of that group, valid while the team holds as many GPUs of the model and,
         # where the wait depended on the model's free GPUs, while the model's version is unchanged.
-        self._known_waits: dict[tuple[str, str, str, int, int], tuple[int, int, tuple[Reason, str]]] = {}
+        self._known_waits: dict[tuple[str, str, str, int, int], _KnownWait] = {}
         self._segments_seen: list[_Segment] = []
         self._held: list[PendingJob] = []
 
@@ -156,7 +158,7 @@ class _Cycle:
                 if seen is not None and seen[0] == used[(team, model)] and (seen[1] == -1 or seen[1] == version[model]):
                     waiting[job.id] = seen[2]
                 else:
-                    self._consider(job)
+                    self._consider(job, seen)
             self._admit_by_heap(segment.lines, segment.considered)
 
     def _admit_by_heap(self, lines: dict[str, list[PendingJob]], considered: list[PendingJob]) -> None:
@@ -188,7 +190,7 @@ class _Cycle:
                 if seen is not None and seen[0] == used[(team, model)] and (seen[1] == -1 or seen[1] == version[model]):
                     waiting[job.id] = seen[2]
                 else:
-                    self._consider(job)
+                    self._consider(job, seen)
                 at += 1
                 if at == len(line):
                     heapq.heappop(heap)
@@ -271,7 +273,17 @@ class _Cycle:
 
     # -- one job --------------------------------------------------------------------------
 
-    def _consider(self, job: PendingJob) -> None:
+    def _consider(self, job: PendingJob, seen: _KnownWait | None = None) -> None:
+        """Admit the job, or say why it waits; `seen` is its group's last wait, if the group had one."""
+        # A group that waited for other teams' unlendable guarantee, its own holdings as they were: its
+        # own quota still lets it borrow, so only that guarantee needs checking again.
+        if (
+            seen is not None
+            and seen[1] >= 0
+            and seen[0] == self.ledger.used[(job.team, job.gpu_model)]
+            and self._still_protected(job)
+        ):
+            return
         spec = self.specs[job.priority]
         if not self._shape_fits_somewhere(job):
             self._wait_as_group(job, Reason.NO_NODES, f"no healthy {job.gpu_model} pool has {self._shape(job)}", -1)
@@ -292,6 +304,13 @@ class _Cycle:
                 self._reserve(job, spec)
             if self.ledger.within_guarantee(job):
                 self.reclaimers.append(job)
+
+    def _still_protected(self, job: PendingJob) -> bool:
+        detail = self.ledger.protected_refusal(job.gpu_model, job.gpus, self.index.free_by_model[job.gpu_model])
+        if detail is None:
+            return False
+        self._wait_as_group(job, Reason.QUOTA, detail, self._model_version[job.gpu_model])
+        return True
 
     def _wait_as_group(self, job: PendingJob, reason: Reason, detail: str, version: int) -> None:
         """Wait, and remember it for the identical jobs behind this one (see `_known_waits`)."""

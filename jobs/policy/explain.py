@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import cast
 
 from jobs.policy.ledger import Ledger
 from jobs.policy.model import ExplanationRow, Explanations, JobId, PendingJob, PriorityClassSpec, Reason, Reservation
@@ -86,14 +85,14 @@ def explain_waiting(
         pool = model_seen[job.gpu_model] = model_seen[job.gpu_model] + 1
         wait = waiting[job.id]
         key = id(wait)
-        start = starts.get(key, _UNKNOWN)
-        if start is _UNKNOWN:  # the first job of this wait: its group may have met the reason before
+        if key in starts:
+            start = starts[key]
+        else:  # the first job of this wait: its group may have met the reason before
             group = (job.team, job.gpu_model, job.priority, job.gpus_per_node, job.nodes, wait[0])
-            start = by_group.get(group, _UNKNOWN)
-            if start is _UNKNOWN:
-                start = by_group[group] = estimated_start(job, wait[0], specs[job.priority], ledger, estimator, no_reservations)
-            starts[key] = cast(float | None, start)
-        rows[job.id] = (wait[0], wait[1], team, pool, cast(float | None, start))
+            if group not in by_group:
+                by_group[group] = estimated_start(job, wait[0], specs[job.priority], ledger, estimator, no_reservations)
+            start = starts[key] = by_group[group]
+        rows[job.id] = (wait[0], wait[1], team, pool, start)
     for job in held:
         reason, detail = waiting[job.id]
         rows[job.id] = (reason, detail, None, None, estimated_start(job, reason, specs[job.priority], ledger, estimator, {}))
@@ -102,6 +101,3 @@ def explain_waiting(
         if row is not None:
             rows[reservation.job_id] = (*row[:4], reservation.start)
     return Explanations(rows)
-
-
-_UNKNOWN = object()

@@ -67,14 +67,15 @@ class Ledger:
                 f"team uses {used} of its {quota.limit}-GPU {job.gpu_model} limit; this job needs {job.gpus}",
                 True,
             )
-        if self.protected[job.gpu_model] > 0 and free_of_model - job.gpus < self.protected[job.gpu_model]:
-            protected = self.protected[job.gpu_model]
-            return (
-                Reason.QUOTA,
-                f"{protected} of the {free_of_model} free {job.gpu_model} GPUs are other teams' unlendable guarantee",
-                True,
-            )
-        return OK_BORROWING
+        refusal = self.protected_refusal(job.gpu_model, job.gpus, free_of_model)
+        return OK_BORROWING if refusal is None else (Reason.QUOTA, refusal, True)
+
+    def protected_refusal(self, model: str, gpus: int, free_of_model: int) -> str | None:
+        """Why borrowing `gpus` would eat into other teams' unlendable idle guarantee, or None if it would not."""
+        protected = self.protected[model]
+        if protected > 0 and free_of_model - gpus < protected:
+            return f"{protected} of the {free_of_model} free {model} GPUs are other teams' unlendable guarantee"
+        return None
 
     def refused_by_own_quota(self, job: PendingJob, spec: PriorityClassSpec) -> bool:
         """Whether the team's own quota and holdings refuse the job, whatever the other teams do."""

@@ -36,6 +36,9 @@ class FreeIndex:
         self._whole_heaps: dict[tuple[str, int], list[str]] = defaultdict(list)
         for node in nodes:
             self._add(node)
+        for heaps in (self._heaps, self._whole_heaps):  # filled in node order by `_add`; made heaps once
+            for heap in heaps.values():
+                heapq.heapify(heap)
         self.pools_by_model: dict[str, list[str]] = defaultdict(list)
         for pool in sorted(self.pool_model, key=lambda p: (self._cloud[p], p)):
             self.pools_by_model[self.pool_model[pool]].append(pool)
@@ -52,7 +55,12 @@ class FreeIndex:
         self.pool_nodes[node.pool].append(node.name)
         self.max_size[node.pool] = max(self.max_size[node.pool], node.gpus)
         self.free_by_model[node.gpu_model] += free
-        self._enter(node.name)
+        bucket = (node.pool, free)
+        self._counts[bucket] += 1
+        self._heaps[bucket].append(node.name)
+        if free == node.gpus:
+            self._whole_counts[bucket] += 1
+            self._whole_heaps[bucket].append(node.name)
 
     # -- bucket bookkeeping ---------------------------------------------------------------
 
