@@ -45,6 +45,7 @@ SCRIPT = REPO / "scripts" / "slurm-dev-cluster"
 USER = "portal-bench"
 MODELS = ("a100", "h100")
 POLL_S = 0.1
+QUOTA_LIMIT = 32  # per model; each model has 16 GPUs
 
 
 def summary(name: str, submit_s: float, submitted: dict[Any, float], running: dict[Any, float], start: float) -> dict[str, Any]:
@@ -56,6 +57,7 @@ def summary(name: str, submit_s: float, submitted: dict[Any, float], running: di
         "submit_jobs_per_s": round(len(submitted) / submit_s, 1),
         "latency_p50_s": round(percentile(latencies, 50), 3),
         "latency_p95_s": round(percentile(latencies, 95), 3),
+        "first_running_s": round(min(running.values()) - start, 3),
         "makespan_s": round(max(running.values()) - start, 3),
     }
 
@@ -123,6 +125,7 @@ def portal_phase(jobs: int, user: Any) -> dict[str, Any]:
     for i in range(jobs):
         raw = {"name": f"bench-{i}", "gpu_model": MODELS[i % 2], "gpus_per_node": 1, "walltime": 300, "command": ["sleep", "1"]}
         submitted[services.submit(user, raw)[0].pk] = time.time()
+    created_s = time.time() - start
     running: dict[int, float] = {}
     submit_s = 0.0
 
@@ -143,7 +146,11 @@ def portal_phase(jobs: int, user: Any) -> dict[str, Any]:
     failed = Job.objects.filter(state=JobState.FAILED).count()
     if failed:
         raise SystemExit(f"{failed} portal jobs failed; see their reason_detail")
-    loop = {**{key: round(value, 3) for key, value in spent.items()}, "admission_cycles": cycles}
+    loop = {
+        "created_s": round(created_s, 3),
+        **{key: round(value, 3) for key, value in spent.items()},
+        "admission_cycles": cycles,
+    }
     return {**summary("portal", submit_s or time.time() - start, submitted, running, start), "loop": loop}
 
 
@@ -162,8 +169,10 @@ def prepare_portal(jobs: int) -> Any:
     team = Team.objects.create(slug="bench", name="Bench")
     user = User.objects.create_user(username=USER, password="x")
     Membership.objects.create(team=team, user=user)
+    # Limit 32 of each model's 16 GPUs: jobs queued in Slurm's backlog count against the quota as
+    # running ones do, so a limit of exactly the pool's GPUs would leave no room for any backlog.
     for model in MODELS:
-        TeamQuota.objects.create(team=team, gpu_model=model, guarantee=16, limit=16)
+        TeamQuota.objects.create(team=team, gpu_model=model, guarantee=16, limit=QUOTA_LIMIT)
     # The classes tests/slurm compiles, so the dev cluster's QOS need no change between runs: slurmdbd
     # 22.05 refuses a second change of a QOS's preempt list ("QOS Preemption loop detected") until restarted.
     for name, rank, preemptible in (("critical", 100, False), ("standard", 50, False), ("preemptible", 10, True)):

@@ -7,7 +7,8 @@ else: deciding is the policy's job, writing the decisions is jobs.services'.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -121,3 +122,209 @@ def snapshot_jobs() -> tuple[list[Job], list[Job]]:
     waiting = list(Job.objects.filter(state__in=WAITING | {JobState.HELD}).select_related("team").order_by("submitted_at", "id"))
     holding = list(Job.objects.filter(state__in=HOLDS_GPUS).select_related("team"))
     return waiting, holding
+
+
+# --- the backend's backlog -------------------------------------------------------------------
+
+
+def may_preempt(by: policy.PriorityClassSpec | None, victim: policy.PriorityClassSpec | None) -> bool:
+    """Whether a job of class `by`, queued on the backend, could preempt a running job of class `victim`
+    there: as priority classes compile to Slurm QOS (quotas.slurm), a class that is not preemptible
+    preempts every preemptible class of lower rank."""
+    return by is not None and victim is not None and not by.preemptible and victim.preemptible and victim.rank < by.rank
+
+
+@dataclass(frozen=True)
+class BacklogView:
+    """What the grid holds per GPU model beyond its GPUs: jobs admitted and queued on the backend.
+
+    A model's backlog is the GPUs its admitted jobs hold beyond the GPUs of its healthy on-premises
+    nodes (the portal's ledger counts queued jobs as holding GPUs, so per model the difference is what
+    waits on the backend whatever node the backend starts each job on)."""
+
+    nodes: tuple[policy.NodeState, ...]
+    reserved: Mapping[str, int]  # GPUs held per node, as the portal placed its jobs
+    capacity: Mapping[str, int]
+    held: Mapping[str, int]
+    queued_classes: Mapping[str, frozenset[str]]  # classes of dispatched jobs not yet started, per model
+    holding_classes: Mapping[str, frozenset[str]]  # classes of every job holding GPUs, per model
+    preempting: frozenset[str]  # models with a preemption under way
+    classes: Mapping[str, policy.PriorityClassSpec]
+
+    @classmethod
+    def of(
+        cls,
+        grid: policy.Cluster,
+        reserved: Mapping[str, int],
+        holding: Iterable[Job],
+        classes: Iterable[policy.PriorityClassSpec],
+    ) -> BacklogView:
+        capacity: dict[str, int] = defaultdict(int)
+        held: dict[str, int] = defaultdict(int)
+        for node in grid.nodes:
+            held[node.gpu_model] += reserved.get(node.name, 0)
+            if node.healthy and not node.is_cloud:
+                capacity[node.gpu_model] += node.gpus
+        queued: dict[str, set[str]] = defaultdict(set)
+        holders: dict[str, set[str]] = defaultdict(set)
+        preempting = set()
+        for job in holding:
+            holders[job.gpu_model].add(job.priority)
+            if job.state == JobState.DISPATCHED:
+                queued[job.gpu_model].add(job.priority)
+            elif job.state == JobState.PREEMPTING:
+                preempting.add(job.gpu_model)
+        return cls(
+            nodes=tuple(grid.nodes),
+            reserved=dict(reserved),
+            capacity=dict(capacity),
+            held=dict(held),
+            queued_classes={m: frozenset(c) for m, c in queued.items()},
+            holding_classes={m: frozenset(c) for m, c in holders.items()},
+            preempting=frozenset(preempting),
+            classes={c.name: c for c in classes},
+        )
+
+    def backlog(self, model: str, adding: int = 0) -> int:
+        return max(0, self.held.get(model, 0) + adding - self.capacity.get(model, 0))
+
+    def could_be_preempted_there(self, model: str, priority: str) -> bool:
+        """Whether a job queued on the backend for `model` could preempt a job of class `priority` there."""
+        victim = self.classes.get(priority)
+        return any(may_preempt(self.classes.get(c), victim) for c in self.queued_classes.get(model, ()))
+
+    def split_preemptible(
+        self, admissions: list[policy.Admission], jobs: Mapping[int, Job]
+    ) -> tuple[list[policy.Admission], list[policy.Admission]]:
+        """Hold back admissions the backend's queued jobs could preempt there (the backend must never
+        preempt on its own): they wait until the model's backlog has started. Without a backlog, none."""
+        kept: list[policy.Admission] = []
+        held_back: list[policy.Admission] = []
+        for admit in admissions:
+            job = jobs[int(admit.job_id)]
+            if self.backlog(job.gpu_model) > 0 and self.could_be_preempted_there(job.gpu_model, job.priority):
+                held_back.append(admit)
+            else:
+                kept.append(admit)
+        return kept, held_back
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """A second pass of the same policy over the GPUs that will free up next: it admits, in the
+    policy's order, jobs the backend queues and starts itself as GPUs free, within `budget_gpus`.
+
+    Each queued job counts against its team's quota as a running job does (the policy's ledger sees
+    every admitted job), so when the backend starts it the team holds no more than the portal counted.
+    """
+
+    view: BacklogView
+    budget_gpus: int
+    now: float
+    quotas: list[policy.Quota]
+    usage: Mapping[str, float]
+    config: policy.PolicyConfig
+
+    def choose(
+        self,
+        pending: list[policy.PendingJob],
+        running: list[policy.RunningJob],
+        admitted: list[policy.Admission],
+        first: policy.CycleResult,
+        jobs: Mapping[int, Job],
+    ) -> list[policy.Admission]:
+        held_by_node: dict[str, int] = defaultdict(int)
+        adding: dict[str, int] = defaultdict(int)
+        by_id = {job.id: job for job in pending}
+        now_running = list(running)
+        for admit in admitted:
+            job = by_id[admit.job_id]
+            adding[job.gpu_model] += job.gpus
+            for node, gpus in admit.placement.items():
+                held_by_node[node] += gpus
+            now_running.append(self._as_running(job, admit))
+        queued = sum(self.view.backlog(m, adding.get(m, 0)) for m in {*self.view.held, *adding})
+        room = self.budget_gpus - queued
+        if room <= 0:
+            return []
+        closed = set(self.view.preempting) | {by_id[a.job_id].gpu_model for a in first.admitted if a.preempts}
+        chosen_ids = {a.job_id for a in first.admitted}
+        candidates = [
+            job for job in pending
+            if not job.held and job.id not in chosen_ids and job.gpu_model not in closed
+            and not self._preempts_holder(jobs[int(job.id)].priority, self.view.holding_classes.get(job.gpu_model, frozenset()))
+        ]  # fmt: skip
+        if not candidates:
+            return []
+        result = policy.run_cycle(
+            now=self.now,
+            cluster=self._next_layer(held_by_node),
+            quotas=self.quotas,
+            pending=candidates,
+            running=now_running,
+            usage=self.usage,
+            config=replace(self.config, max_reclaims_per_cycle=0, explain=False),
+        )
+        return self._within(result.admitted, room, candidates, now_running, jobs)
+
+    def _next_layer(self, adding: Mapping[str, int]) -> policy.Cluster:
+        """Each healthy on-premises node once more: the GPUs its running jobs give back next."""
+        reserved = self.view.reserved
+        return policy.Cluster(
+            [
+                replace(node, free=max(0, 2 * node.gpus - reserved.get(node.name, 0) - adding.get(node.name, 0)))
+                if node.healthy and not node.is_cloud
+                else replace(node, free=0)
+                for node in self.view.nodes
+            ]
+        )
+
+    def _preempts_holder(self, priority: str, holders: Iterable[str]) -> bool:
+        spec = self.view.classes.get(priority)
+        return any(may_preempt(spec, self.view.classes.get(c)) for c in holders)
+
+    def _within(
+        self,
+        admissions: list[policy.Admission],
+        room: int,
+        candidates: list[policy.PendingJob],
+        running: list[policy.RunningJob],
+        jobs: Mapping[int, Job],
+    ) -> list[policy.Admission]:
+        """The admissions in order while they fit in `room`; none that could preempt one queued before
+        it; and none that borrows while a job within its team's guarantee still waits for the model."""
+        by_id = {job.id: job for job in candidates}
+        classes: dict[str, set[str]] = defaultdict(set)
+        chosen: list[policy.Admission] = []
+        for admit in admissions:
+            job = by_id[admit.job_id]
+            if admit.preempts or self._preempts_holder(jobs[int(job.id)].priority, classes[job.gpu_model]):
+                continue
+            if job.gpus > room:
+                break
+            room -= job.gpus
+            classes[job.gpu_model].add(jobs[int(job.id)].priority)
+            chosen.append(admit)
+        used: dict[tuple[str, str], int] = defaultdict(int)
+        for held in running:
+            used[(held.team, held.gpu_model)] += held.gpus
+        for admit in chosen:
+            used[(by_id[admit.job_id].team, by_id[admit.job_id].gpu_model)] += by_id[admit.job_id].gpus
+        guarantee = {(q.team, q.gpu_model): q.guarantee for q in self.quotas}
+        left = {a.job_id for a in chosen}
+        claimed = {
+            job.gpu_model for job in candidates
+            if job.id not in left and used[(job.team, job.gpu_model)] + job.gpus <= guarantee.get((job.team, job.gpu_model), 0)
+        }  # fmt: skip
+        return [a for a in chosen if not (a.borrowing and by_id[a.job_id].gpu_model in claimed)]
+
+    def _as_running(self, job: policy.PendingJob, admit: policy.Admission) -> policy.RunningJob:
+        return policy.RunningJob(
+            id=job.id,
+            team=job.team,
+            gpu_model=job.gpu_model,
+            placement=dict(admit.placement),
+            priority=job.priority,
+            start_time=self.now,
+            expected_end=self.now + job.walltime_s,
+        )

@@ -475,12 +475,16 @@ def reserved_by_node() -> dict[str, int]:
     return reserved
 
 
-def run_admission_cycle() -> list[int]:
+def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
     """One cycle of the fair policy, under the admission lock so concurrent cycles cannot over-admit.
 
     Admits what fits, starts preempting the victims the policy picks to give teams their guarantee
-    back, and stores every waiting job's reason, positions and estimated start.
+    back, and stores every waiting job's reason, positions and estimated start. Where the backend
+    queues jobs itself (`backlog_gpus()`, Slurm's `SLURM_BACKLOG`), it then admits a bounded
+    backlog beyond the free GPUs (see `_fill_backlog`). Returns the admitted jobs in the policy's
+    order, the backlog after the rest, so dispatch hands them over in that order.
     """
+    backlog_gpus = (backend or get_backend()).backlog_gpus()
     with transaction.atomic():
         transaction_lock(ADMISSION_LOCK)
         waiting, holding = admission.snapshot_jobs()
@@ -503,11 +507,15 @@ def run_admission_cycle() -> list[int]:
             max_reclaims_per_cycle=0 if any(j.state == JobState.PREEMPTING for j in holding) else 4,
         )
         team_usage = admission.usage(now, running, config.half_life_s)
+        reserved = reserved_by_node()
+        grid = admission.cluster(reserved)
+        team_quotas = admission.quotas(pairs)
+        pending = admission.pending_jobs(waiting, classes, lowered)
         result = policy.run_cycle(
             now=now.timestamp(),
-            cluster=admission.cluster(reserved_by_node()),
-            quotas=admission.quotas(pairs),
-            pending=admission.pending_jobs(waiting, classes, lowered),
+            cluster=grid,
+            quotas=team_quotas,
+            pending=pending,
             running=running,
             usage=team_usage,
             config=config,
@@ -515,11 +523,21 @@ def run_admission_cycle() -> list[int]:
         quota_services.store_usage(team_usage, now)
         no_burst = {j.pk for j in waiting if restrictions.DENY_BURSTS in restricted.get(j.team_id, set())}
         allowed, kept_off_cloud = _without_cloud_for(result.admitted, no_burst)
+        queue = admission.BacklogView.of(grid, reserved, holding, classes)
+        allowed, behind_backlog = queue.split_preemptible(allowed, {j.pk: j for j in waiting})
         admitted = _admit(allowed, now)
         _preempt(result.preempted)
-        _record_explanations(waiting, result.waiting, {a.job_id for a in allowed})
+        backlogged: list[int] = []
+        if backlog_gpus > 0:
+            backlog = admission.Backlog(
+                view=queue, budget_gpus=backlog_gpus, now=now.timestamp(), quotas=team_quotas, usage=team_usage, config=config
+            )
+            chosen = backlog.choose(pending, running, allowed, result, {j.pk: j for j in waiting})
+            backlogged = _admit(chosen, now, queued=True)
+        _record_explanations(waiting, result.waiting, {a.job_id for a in allowed} | set(backlogged))
         _explain_kept_off_cloud(kept_off_cloud)
-    return admitted
+        _explain_behind_backlog(behind_backlog)
+    return admitted + backlogged
 
 
 def admit_and_dispatch(backend: ClusterBackend | None = None) -> list[int]:
@@ -531,7 +549,7 @@ def admit_and_dispatch(backend: ClusterBackend | None = None) -> list[int]:
     is briefly away leaves the rest to the retrying `dispatch_jobs` task, and to the reaper if even
     that cannot be queued.
     """
-    admitted = run_admission_cycle()
+    admitted = run_admission_cycle(backend)
     if admitted:
         try:
             dispatch_many(admitted, backend)
@@ -576,13 +594,23 @@ def _explain_kept_off_cloud(admissions: list[policy.Admission]) -> None:
         )
 
 
-def _admit(admissions: list[policy.Admission], now: datetime) -> list[int]:
+def _explain_behind_backlog(admissions: list[policy.Admission]) -> None:
+    for admit in admissions:
+        Job.objects.filter(pk=admit.job_id, state__in=WAITING).update(
+            reason=PendingReason.CAPACITY,
+            reason_detail="waits for the jobs queued on the backend ahead of it, whose class could preempt this one there",
+        )
+
+
+def _admit(admissions: list[policy.Admission], now: datetime, *, queued: bool = False) -> list[int]:
     admitted = []
     for admit in admissions:
         if admit.preempts:
             continue  # admitted once its victims have given their GPUs back (a later cycle)
+        why = f"admitted to {admit.pool}" + (" (borrowing)" if admit.borrowing else "")
+        why += " (queued on the backend until GPUs free up)" if queued else ""
         moved = transition(
-            int(admit.job_id), JobState.ADMITTED, why=f"admitted to {admit.pool}" + (" (borrowing)" if admit.borrowing else ""),
+            int(admit.job_id), JobState.ADMITTED, why=why,
             admitted_at=now, pool=admit.pool, placement=dict(admit.placement), reason="", reason_detail="",
             team_position=None, pool_position=None, estimated_start=None,
         )  # fmt: skip
@@ -664,9 +692,11 @@ def dispatch_many(job_ids: list[int], backend: ClusterBackend | None = None) -> 
     task to retry, after the jobs submitted before it are recorded; a refusal fails that job with
     the backend's reason and the others go on.
     """
-    jobs = list(Job.objects.select_related("team", "owner").filter(pk__in=job_ids, state=JobState.ADMITTED).order_by("id"))
+    order = {job_id: at for at, job_id in enumerate(job_ids)}
+    jobs = list(Job.objects.select_related("team", "owner").filter(pk__in=job_ids, state=JobState.ADMITTED))
     if not jobs:
         return []
+    jobs.sort(key=lambda job: order[job.pk])  # the admission order: a backend that queues starts them in it
     backend = backend or get_backend()
     existing = _already_submitted(jobs, backend)
     submitted: list[tuple[Job, str]] = []
@@ -766,7 +796,9 @@ def sync_jobs(backend: ClusterBackend | None = None) -> SyncReport:
     """Bring portal state in line with the backend for every job that is (or may be) on it."""
     backend = backend or get_backend()
     jobs = list(
-        Job.objects.filter(state__in={JobState.ADMITTED} | ON_BACKEND).only("id", "state", "dispatched_at", "admitted_at")
+        Job.objects.filter(state__in={JobState.ADMITTED} | ON_BACKEND).only(
+            "id", "state", "dispatched_at", "admitted_at", "gpus_per_node", "nodes", "placement"
+        )
     )
     report = SyncReport(checked=len(jobs))
     if not jobs:
@@ -826,11 +858,27 @@ def _apply_listing(
 def _progress(job: Job, remote: RemoteJob) -> Move | None:
     """The common moves, batched: a dispatched job started, or a dispatched or running job completed."""
     if remote.state == RemoteJobState.RUNNING and job.state == JobState.DISPATCHED:
-        return Move(job.pk, job.state, JobState.RUNNING, "started", {"started_at": remote.started_at or timezone.now()})
+        return Move(
+            job.pk,
+            job.state,
+            JobState.RUNNING,
+            "started",
+            {"started_at": remote.started_at or timezone.now(), **_placed(job, remote)},
+        )
     if remote.state == RemoteJobState.SUCCEEDED and job.state in (JobState.DISPATCHED, JobState.RUNNING):
         fields = {"exit_code": 0, "finished_at": remote.ended_at or timezone.now(), "started_at": remote.started_at}
         return Move(job.pk, job.state, JobState.SUCCEEDED, "completed", fields)
     return None
+
+
+def _placed(job: Job, remote: RemoteJob) -> dict[str, Any]:
+    """The nodes the backend started the job on, where they differ from the portal's choice (Slurm
+    places within the pool, and a queued job takes whichever GPUs free first): the ledger per node
+    then follows where the GPUs are really held."""
+    if len(remote.node_names) != job.nodes:
+        return {}
+    placement = dict.fromkeys(remote.node_names, job.gpus_per_node)
+    return {"placement": placement} if placement != job.placement else {}
 
 
 def _apply_remote(job: Job, remote: RemoteJob) -> int:

@@ -130,6 +130,11 @@ class ClusterBackend(abc.ABC):
         found = self.list_jobs([portal_job_id])
         return found[0] if found else None
 
+    def backlog_gpus(self) -> int:
+        """GPUs of admitted jobs this backend may hold queued beyond its free GPUs, started by the
+        backend itself as GPUs free up in the order they were submitted. 0: only onto free GPUs."""
+        return 0
+
     @abc.abstractmethod
     def list_nodes(self) -> list[RemoteNode]:
         """Every node with its GPUs, use and state."""

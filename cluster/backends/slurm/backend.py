@@ -146,6 +146,11 @@ class SlurmBackend(ClusterBackend):
             return None  # a preempted attempt is history; the portal submits the job again
         return found[0]
 
+    def backlog_gpus(self) -> int:
+        """`SLURM_BACKLOG`: portal jobs get Slurm's floor priority (see script.FIFO_NICE), so Slurm
+        starts queued ones in submission order, the portal's order, the moment GPUs free up."""
+        return self.config.backlog_gpus
+
     def job_state(self, backend_job_id: str) -> tuple[str, str]:
         """Slurm's own state word and comment for one job id ("" if slurmctld does not know it)."""
         _check_job_id(backend_job_id)

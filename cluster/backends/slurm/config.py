@@ -13,6 +13,10 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+# Slurm's main scheduler looks at the first 100 pending jobs per pass (default_queue_depth); a
+# backlog much larger only costs slurmctld time and delays the portal's later decisions.
+MAX_BACKLOG_GPUS = 4096
+
 
 @dataclass(frozen=True)
 class SlurmConfig:
@@ -31,6 +35,7 @@ class SlurmConfig:
     bin_dir: str = "/usr/bin"
     job_prefix: str = "portal"
     min_job_age_s: int = 300  # slurm.conf MinJobAge: how long slurmctld keeps a finished job
+    backlog_gpus: int = 64  # GPUs of admitted jobs Slurm may hold queued beyond the free ones
 
     def partition_for(self, gpu_model: str) -> str:
         return dict(self.partitions).get(gpu_model, gpu_model)
@@ -51,6 +56,7 @@ class SlurmConfig:
             bin_dir=str(_get("SLURM_BIN_DIR", cls.bin_dir)).rstrip("/"),
             job_prefix=_job_prefix(str(_get("SLURM_JOB_PREFIX", cls.job_prefix))),
             min_job_age_s=_positive_int("SLURM_MIN_JOB_AGE_S", cls.min_job_age_s),
+            backlog_gpus=_bounded_int("SLURM_BACKLOG", cls.backlog_gpus, 0, MAX_BACKLOG_GPUS),
         )
 
 
@@ -66,6 +72,17 @@ def _positive_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={value!r}: expected a whole number") from None
     if number <= 0:
         raise ImproperlyConfigured(f"{name}={value!r}: must be greater than 0")
+    return number
+
+
+def _bounded_int(name: str, default: int, low: int, high: int) -> int:
+    value = _get(name, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ImproperlyConfigured(f"{name}={value!r}: expected a whole number") from None
+    if not low <= number <= high:
+        raise ImproperlyConfigured(f"{name}={value!r}: must be between {low} and {high}")
     return number
 
 

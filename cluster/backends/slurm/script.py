@@ -21,6 +21,10 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Every portal job asks for this nice, more than any sum of priority/multifactor weights, so its
+# priority is Slurm's floor (1) and Slurm starts the portal's jobs in submission order (equal
+# priorities go by job id): the order the portal admitted them in, fair share included.
+FIFO_NICE = 2_000_000_000
 
 
 def job_name(prefix: str, portal_job_id: int) -> str:
@@ -118,5 +122,6 @@ def job_submission(request: JobRequest, config: SlurmConfig) -> dict[str, Any]:
         # A Slurm-side requeue would keep the job id while the portal believes it runs; the
         # portal requeues by submitting again instead, so Slurm must not requeue on its own.
         "requeue": False,
+        "nice": FIFO_NICE,
     }
     return {"script": build_script(request, config.max_script_bytes), "job": job}
