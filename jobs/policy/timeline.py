@@ -94,15 +94,21 @@ class StartEstimator:
         held_until = {n: r.start + walltimes.get(r.job_id, 0.0) for r in reservations for n in r.nodes}
         self.single: dict[str, list[float]] = {}
         self.whole: dict[tuple[str, int], list[float]] = defaultdict(list)
+        profile_of = self._node_profile
         for pool, nodes in index.pool_nodes.items():
             width = index.max_size[pool]
             profiles = []
+            whole: dict[int, list[float]] = defaultdict(list)
             for node in nodes:
-                profile = self._node_profile(node)
+                profile = profile_of(node)
                 if node in held_until:
                     profile = [max(at, held_until[node]) for at in profile]
-                self.whole[(pool, len(profile))].append(profile[-1])
-                profiles.append(profile + [INF] * (width - len(profile)))
+                whole[len(profile)].append(profile[-1])
+                if len(profile) < width:
+                    profile += [INF] * (width - len(profile))
+                profiles.append(profile)
+            for size, times in whole.items():
+                self.whole[(pool, size)] += times
             self.single[pool] = [INF, *(min(column) for column in zip(*profiles, strict=True))]
         for times in self.whole.values():
             times.sort()
@@ -110,15 +116,19 @@ class StartEstimator:
         self._shape_cache: dict[tuple[str, int, int], float | None] = {}
 
     def _node_profile(self, node: str) -> list[float]:
-        """Time at which the node has 1, 2, … size GPUs free."""
+        """Time at which the node has 1, 2, … size GPUs free (a new list)."""
         size, free = self.index.size[node], self.index.free[node]
-        profile = [self.releases.now] * min(free, size)
+        now = self.releases.now
         if free >= size:
-            return profile
+            return [now] * size
+        profile = [now] * free
         for end, freed in sorted(self.releases.by_node.get(node, ())):
-            profile.extend([end] * freed)
-        profile.extend([float("inf")] * (size - len(profile)))
-        return profile[:size]
+            profile += [end] * freed
+        if len(profile) < size:
+            profile += [INF] * (size - len(profile))
+        elif len(profile) > size:
+            del profile[size:]
+        return profile
 
     def capacity_start(self, job: PendingJob) -> float | None:
         shape = (job.gpu_model, job.gpus_per_node, job.nodes)
