@@ -14,6 +14,7 @@ import bisect
 import heapq
 import itertools
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter, itemgetter
@@ -240,12 +241,13 @@ class _Cycle:
             ordered = sorted(by_rank[rank], key=_submit_time)  # stable: a team's line keeps its order
             # Starving is a prefix of the class by age: `now - submit time` only shrinks along it.
             cut = bisect.bisect_left(ordered, True, key=lambda job: now - job.submit_time < starvation_age)
-            for job in ordered:
-                if job.held:
-                    waiting[job.id] = HELD
-                    held.append(job)
-            starving = [job for job in ordered[:cut] if not job.held]
-            if len(set(map(_submit_time, starving))) < len(starving):
+            on_hold = [job for job in ordered if job.held]
+            for job in on_hold:
+                waiting[job.id] = HELD
+            held += on_hold
+            starving = [job for job in ordered[:cut] if not job.held] if on_hold else ordered[:cut]
+            ages = list(map(_submit_time, starving))
+            if any(map(operator.eq, ages, ages[1:])):
                 starving.sort(key=_age_then_team)  # the heap breaks ties of age by team name
             segment.starving = starving
             lines = segment.lines
