@@ -233,6 +233,9 @@ class Backlog:
         first: policy.CycleResult,
         jobs: Mapping[int, Job],
     ) -> list[policy.Admission]:
+        """The backlog's admissions in the policy's order. Jobs the pass refuses for their team's quota
+        (queued jobs count) get that reason in `first.waiting`, where they would otherwise wait for
+        capacity: they are not queued because the team is at its limit."""
         held_by_node: dict[str, int] = defaultdict(int)
         adding: dict[str, int] = defaultdict(int)
         by_id = {job.id: job for job in pending}
@@ -265,6 +268,10 @@ class Backlog:
             usage=self.usage,
             config=replace(self.config, max_reclaims_per_cycle=0, explain=False),
         )
+        for job_id, why in result.waiting.items():
+            known = first.waiting.get(job_id)
+            if why.reason == policy.Reason.QUOTA and known is not None and known.reason != policy.Reason.QUOTA:
+                first.waiting[job_id] = replace(known, reason=why.reason, detail=why.detail)
         return self._within(result.admitted, room, candidates, now_running, jobs)
 
     def _next_layer(self, adding: Mapping[str, int]) -> policy.Cluster:
