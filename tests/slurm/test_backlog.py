@@ -136,4 +136,4 @@ def test_slurm_starts_the_backlog_in_the_portals_fair_share_order(
 
 def _node_of(job: Job) -> str:
     job.refresh_from_db()
-    return next(iter(job.placement))
+    return str(next(iter(job.placement)))
