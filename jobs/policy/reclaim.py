@@ -50,8 +50,10 @@ class VictimIndex:
         self.freeable: dict[str, int] = defaultdict(int)
         self._lost: dict[JobId, float] = {}
         self.pinned: set[str] = set()  # nodes holding a job that can never be a victim
+        self._gpus: dict[JobId, int] = {}
         ranks: dict[str, int | None] = {}
         jobs_on, freeable, pinned = self._jobs_on, self.freeable, self.pinned
+        sizes = self._gpus  # each candidate's GPUs, so that its lost work needs no sum of its placement
         for job in running:
             if job.priority not in ranks:
                 ranks[job.priority] = rank_of(job.priority)
@@ -59,15 +61,21 @@ class VictimIndex:
             if rank is None or now - job.start_time < min_runtime_s:
                 pinned.update(job.placement)
                 continue
+            total = 0
             for node, gpus in job.placement.items():
                 jobs_on[node].append((rank, gpus, job))
                 freeable[node] += gpus
+                total += gpus
+            sizes[job.id] = total
 
     def lost(self, job: RunningJob) -> float:
         """GPU-seconds of work a preemption of this (candidate) job throws away."""
         lost = self._lost.get(job.id)
         if lost is None:
-            lost = self._lost[job.id] = job.lost_work(self.now)
+            gpus = self._gpus.get(job.id)
+            # RunningJob.lost_work, with a candidate's GPUs counted once at the start
+            lost = job.lost_work(self.now) if gpus is None else max(0.0, self.now - job.checkpointed_at(self.now)) * gpus
+            self._lost[job.id] = lost
         return lost
 
     def jobs_on(self, node: str) -> list[tuple[int, int, RunningJob]]:
