@@ -121,11 +121,11 @@ class Scenario:
         )
         return time.perf_counter() - started, time.process_time() - cpu_started, len(result.admitted), len(result.preempted)
 
-    def reference_seconds(self) -> tuple[float, int]:
-        """(wall s, started) of one run of the bare reference loop on the same snapshot."""
-        started = time.perf_counter()
+    def reference_seconds(self) -> tuple[float, float, int]:
+        """(wall s, CPU s, started) of one run of the bare reference loop on the same snapshot."""
+        started, cpu_started = time.perf_counter(), time.process_time()
         admitted = reference_cycle(self.cluster.nodes, self.quotas, self.pending, self.running, self.usage)
-        return time.perf_counter() - started, len(admitted)
+        return time.perf_counter() - started, time.process_time() - cpu_started, len(admitted)
 
 
 def _p95(values: list[float]) -> float:
@@ -144,7 +144,7 @@ def measure(scenario: Scenario, repeat: int, config: PolicyConfig) -> tuple[floa
 def measure_against_reference(scenario: Scenario, repeat: int, config: PolicyConfig) -> dict[str, float | int]:
     """The portal's cycle and the reference loop, alternated run by run (one warm-up run of each)."""
     portal: list[tuple[float, float, int, int]] = []
-    reference: list[tuple[float, int]] = []
+    reference: list[tuple[float, float, int]] = []
     for _ in range(repeat + 1):
         reference.append(scenario.reference_seconds())
         portal.append(scenario.cycle_seconds(config))
@@ -161,7 +161,8 @@ def measure_against_reference(scenario: Scenario, repeat: int, config: PolicyCon
         "ratio": round(median / ref_median, 2),
         "admitted": portal[0][2],
         "preempted": portal[0][3],
-        "reference_admitted": reference[0][1],
+        "reference_cpu_median_ms": round(statistics.median(r[1] * 1000 for r in reference), 2),
+        "reference_admitted": reference[0][2],
     }
 
 
