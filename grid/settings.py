@@ -255,6 +255,9 @@ SLURM_OUTPUT_DIR = env_str("SLURM_OUTPUT_DIR", "/var/tmp/portal-slurm")
 SLURM_PARTITIONS = env_str("SLURM_PARTITIONS", "") or ""  # a100=gpu-a100,h100=gpu-h100; default: partition = model
 SLURM_CLOUD_PARTITIONS = env_str("SLURM_CLOUD_PARTITIONS", "") or ""
 SLURM_TIMEOUT_S = env_int("SLURM_TIMEOUT_S", 15, minimum=1, maximum=600)
+# GPUs of admitted jobs Slurm may hold queued beyond its free GPUs, started by Slurm itself as GPUs free
+# (docs/slurm.md "Backlog"); they count against their team's quota like running jobs. 0 turns it off.
+SLURM_BACKLOG = env_int("SLURM_BACKLOG", 64, minimum=0, maximum=4096)
 
 # Kubernetes backend (docs/kubernetes.md).
 K8S_KUBECONFIG = env_str("K8S_KUBECONFIG", "") or ""
