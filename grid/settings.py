@@ -228,6 +228,17 @@ CELERY_BEAT_SCHEDULE = {
 
 # The cluster behind the portal.
 CLUSTER_BACKEND = env_choice("CLUSTER_BACKEND", "simulator", ("simulator", "slurm", "kubernetes"))
+# Follow the backend closely: job ends noticed within 50 ms and their GPUs refilled at once (docs/slurm.md
+# "Following"), by a follow_backend task every FOLLOW_BACKEND_S seconds that follows for as long. 0 turns it
+# off; the periodic sync stays the reconciler either way. On by default for Slurm, off for the simulator.
+FOLLOW_BACKEND_S = env_float("FOLLOW_BACKEND_S", 10.0 if CLUSTER_BACKEND == "slurm" else 0.0, minimum=0.0, maximum=300)
+if FOLLOW_BACKEND_S:
+    CELERY_BEAT_SCHEDULE["follow-backend"] = {
+        "task": "jobs.tasks.follow_backend",
+        "schedule": FOLLOW_BACKEND_S,
+        "args": (FOLLOW_BACKEND_S,),
+        "options": {"expires": FOLLOW_BACKEND_S},  # a late one is replaced by the next, never stacked
+    }
 # Simulated grid: pools as NAME:KIND:MODEL:NODESxGPUS, comma separated.
 SIM_POOLS = env_str("SIM_POOLS", "onprem-a100:onprem:a100:4x8,onprem-h100:onprem:h100:2x8,burst-a10g:cloud:a10g:0x4") or ""
 SIM_SPEED = env_float("SIM_SPEED", 60.0, minimum=0.01, maximum=1e6)
