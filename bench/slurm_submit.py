@@ -154,7 +154,7 @@ def portal_phase(jobs: int, user: Any) -> dict[str, Any]:
     return {**summary("portal", submit_s or time.time() - start, submitted, running, start), "loop": loop}
 
 
-def prepare_portal(jobs: int) -> Any:
+def prepare_portal(jobs: int, backlog: int | None = None) -> Any:
     """A team with room for every job, its user, the priority classes, all compiled into Slurm."""
     from django.conf import settings
     from django.core.management import call_command
@@ -166,6 +166,8 @@ def prepare_portal(jobs: int) -> Any:
     settings.CLUSTER_BACKEND = "slurm"
     settings.SLURM_JOB_PREFIX = f"bench{int(time.time())}"
     settings.DEFAULT_TEAM_GPU_LIMIT = 64
+    if backlog is not None:
+        settings.SLURM_BACKLOG = backlog
     team = Team.objects.create(slug="bench", name="Bench")
     user = User.objects.create_user(username=USER, password="x")
     Membership.objects.create(team=team, user=user)
@@ -198,6 +200,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=1, help="alternate raw and portal phases this many times")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    parser.add_argument(
+        "--backlog", type=int, default=None, help="SLURM_BACKLOG for the portal phase (GPUs; 0: admit onto free GPUs only)"
+    )
     args = parser.parse_args()
     started = subprocess.run([str(SCRIPT), "status"], capture_output=True, check=False).returncode != 0
     if started:
@@ -207,7 +212,7 @@ def main() -> None:
     try:
         with scratch_database("bench_slurm") as url, data_dir() as folder:
             setup_django(portal_env(url, folder))
-            user, backend = prepare_portal(args.jobs)
+            user, backend = prepare_portal(args.jobs, args.backlog)
             for run in range(args.repeat):
                 wait_idle(backend)
                 log(f"raw sbatch phase {run + 1}/{args.repeat}")
@@ -227,8 +232,11 @@ def main() -> None:
         )
     raw_s = statistics.median(p["makespan_s"] for p in raws)
     portal_s = statistics.median(p["makespan_s"] for p in portals)
+    from cluster.backends.slurm.config import SlurmConfig
+
     result = {
         "jobs": args.jobs,
+        "backlog_gpus": SlurmConfig.from_settings().backlog_gpus,
         "repeat": args.repeat,
         "raw": raws,
         "portal": portals,

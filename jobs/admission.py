@@ -67,10 +67,17 @@ def pending_jobs(
     ]
 
 
-def running_jobs(jobs: Iterable[Job], known: set[str]) -> list[policy.RunningJob]:
+QUEUED = frozenset({JobState.ADMITTED, JobState.DISPATCHED})
+
+
+def running_jobs(jobs: Iterable[Job], known: set[str], now: datetime | None = None) -> list[policy.RunningJob]:
+    """The policy's view of jobs holding GPUs. A job not started yet (queued on the backend, or on its
+    way there) starts `now` as far as the policy knows: it is no reclaim victim before it has run,
+    and its GPUs free up a walltime after it starts, not after its admission."""
     out = []
     for j in jobs:
-        start = j.started_at or j.admitted_at or j.submitted_at
+        queued = now if j.started_at is None and j.state in QUEUED else None
+        start = j.started_at or queued or j.admitted_at or j.submitted_at
         out.append(
             policy.RunningJob(
                 id=j.pk,
