@@ -402,7 +402,8 @@ def run_from_options(options: dict[str, Any]) -> dict[str, Any]:
     trace = load_trace(options["trace"])
     quotas = load_quotas(options["quotas"]) if options.get("quotas") else None
     policies = [options["policy"]] + ([options["baseline"]] if options.get("baseline") not in (None, options["policy"]) else [])
-    config = PolicyConfig(explain=bool(options.get("estimates")), half_life_s=options["half_life"])
+    overrides: dict[str, Any] = options.get("policy_config") or {}  # other PolicyConfig fields, for experiments
+    config = PolicyConfig(explain=bool(options.get("estimates")), half_life_s=options["half_life"], **overrides)
     report: dict[str, Any] = {
         "trace": str(options["trace"]),
         "nodes": options["nodes"],
