@@ -484,7 +484,7 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
     backlog beyond the free GPUs (see `_fill_backlog`). Returns the admitted jobs in the policy's
     order, the backlog after the rest, so dispatch hands them over in that order.
     """
-    backlog_gpus = (backend or get_backend()).backlog_gpus()
+    backlog_gpus = _backlog_gpus(backend)
     with transaction.atomic():
         transaction_lock(ADMISSION_LOCK)
         waiting, holding = admission.snapshot_jobs()
@@ -538,6 +538,15 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
         _explain_kept_off_cloud(kept_off_cloud)
         _explain_behind_backlog(behind_backlog)
     return admitted + backlogged
+
+
+def _backlog_gpus(backend: ClusterBackend | None) -> int:
+    """The backend's backlog bound; 0 (admit onto free GPUs only) while no backend is available."""
+    try:
+        return (backend or get_backend()).backlog_gpus()
+    except BackendError as exc:
+        log.warning("admission without a backlog: %s", exc)
+        return 0
 
 
 def admit_and_dispatch(backend: ClusterBackend | None = None) -> list[int]:
