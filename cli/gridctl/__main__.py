@@ -1,0 +1,3 @@
+from gridctl.main import entry
+
+entry()
