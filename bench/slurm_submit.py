@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,13 @@ def raw_phase(backend: Any, jobs: int, account: str) -> dict[str, Any]:
             if job_id in submitted and job_id not in running and job["job_state"] in ("RUNNING", "COMPLETING", "COMPLETED"):
                 running[job_id] = now
         time.sleep(POLL_S)
-    return summary("raw sbatch", submit_s, submitted, running, start)
+    listed = subprocess.run(
+        ["squeue", "--noheader", "--states=all", "--Format=JobID:12,StartTime:14"],
+        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin", "SLURM_TIME_FORMAT": "%s"},
+    ).stdout.split("\n")  # fmt: skip
+    starts = [float(at) - start for job_id, at in (line.split() for line in listed if line.strip()) if job_id in submitted]
+    waves = {f"{s:.0f}": n for s, n in sorted(Counter(round(x) for x in starts if x > -1).items())}
+    return {**summary("raw sbatch", submit_s, submitted, running, start), "slurm_starts_per_s": waves}
 
 
 # --- through the portal ----------------------------------------------------------------------
@@ -146,8 +153,11 @@ def portal_phase(jobs: int, user: Any) -> dict[str, Any]:
     failed = Job.objects.filter(state=JobState.FAILED).count()
     if failed:
         raise SystemExit(f"{failed} portal jobs failed; see their reason_detail")
+    # Slurm's own start times (whole seconds): how the waves went, apart from when the portal saw them.
+    starts = sorted(t.timestamp() - start for t in Job.objects.filter(pk__in=submitted).values_list("started_at", flat=True) if t)
     loop = {
         "created_s": round(created_s, 3),
+        "slurm_starts_per_s": {f"{s:.0f}": n for s, n in sorted(Counter(round(x) for x in starts).items())},
         **{key: round(value, 3) for key, value in spent.items()},
         "admission_cycles": cycles,
     }
