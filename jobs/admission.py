@@ -1,7 +1,9 @@
 """The bridge between the portal's rows and the pure admission policy (jobs.policy).
 
-Builds the policy's plain inputs from nodes, jobs, quotas, classes and usage history, and nothing
-else: deciding is the policy's job, writing the decisions is jobs.services'.
+Builds the policy's plain inputs from nodes, jobs, quotas, classes and usage history: deciding is
+the policy's job, writing the decisions is jobs.services'. For a backend that queues jobs itself,
+`Backlog` runs the same policy once more over the GPUs that free up next and keeps what the
+backend may hold without ever preempting on its own (docs/slurm.md, "The backlog").
 """
 
 from __future__ import annotations
@@ -247,9 +249,11 @@ class Backlog:
         adding: dict[str, int] = defaultdict(int)
         by_id = {job.id: job for job in pending}
         now_running = list(running)
+        holders = {model: set(classes) for model, classes in self.view.holding_classes.items()}
         for admit in admitted:
             job = by_id[admit.job_id]
             adding[job.gpu_model] += job.gpus
+            holders.setdefault(job.gpu_model, set()).add(jobs[int(job.id)].priority)
             for node, gpus in admit.placement.items():
                 held_by_node[node] += gpus
             now_running.append(self._as_running(job, admit))
@@ -262,7 +266,7 @@ class Backlog:
         candidates = [
             job for job in pending
             if not job.held and job.id not in chosen_ids and job.gpu_model not in closed
-            and not self._preempts_holder(jobs[int(job.id)].priority, self.view.holding_classes.get(job.gpu_model, frozenset()))
+            and not self._preempts_holder(jobs[int(job.id)].priority, holders.get(job.gpu_model, ()))
         ]  # fmt: skip
         if not candidates:
             return []

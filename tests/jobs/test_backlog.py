@@ -85,6 +85,19 @@ def test_nothing_is_queued_that_the_backend_could_preempt_with(
     assert Job.objects.get(pk=standard.pk).state == JobState.PENDING
 
 
+def test_nothing_is_queued_that_could_preempt_a_job_admitted_in_the_same_cycle(
+    grid: SimulatorBackend, alice: User, carol: User, render: Team, submit: Callable[..., Job]
+) -> None:
+    TeamQuota.objects.create(team=render, gpu_model="a100", guarantee=16, limit=16)
+    fill = [submit(carol, gpus_per_node=8), submit(carol, gpus_per_node=7)]
+    assert services.run_admission_cycle() == [j.pk for j in fill]  # one a100 GPU left
+    standard = submit(alice, gpus_per_node=8)
+    preemptible = submit(alice, priority="preemptible")
+    # The preemptible job takes the free GPU; the standard one, queued, could preempt it in Slurm.
+    assert services.run_admission_cycle(Queuing(grid, 64)) == [preemptible.pk]
+    assert Job.objects.get(pk=standard.pk).state == JobState.PENDING
+
+
 def test_a_borrowing_job_is_not_queued_while_a_job_within_its_teams_guarantee_waits(
     grid: SimulatorBackend, alice: User, carol: User, render: Team, vision: Team, submit: Callable[..., Job]
 ) -> None:
