@@ -48,7 +48,8 @@ complete -F _gridctl gridctl
 
 def zsh(parser: argparse.ArgumentParser) -> str:
     found = commands(parser)
-    described = "\n".join(f"    '{name}:{help.replace(chr(39), '')}'" for name, (help, _, _) in sorted(found.items()))
+    quote = "'\\''"  # a ' inside zsh's single quotes
+    described = "\n".join(f"    '{name}:{help.replace(chr(39), quote)}'" for name, (help, _, _) in sorted(found.items()))
     cases = "\n".join(
         f"    {name}) compadd -- {' '.join(choices + options)} ;;" for name, (_, options, choices) in sorted(found.items())
     )

@@ -194,3 +194,26 @@ def test_logs_follow_falls_back_to_polling_and_prints_every_line_once(cli: Cli, 
     assert lines and "finished: exit code 0" in lines[-1]
     assert len(lines) == len(set(lines))
     assert cli("logs", str(job_id), as_user=alice).out == result.out
+
+
+def test_list_follows_the_cursor_pages_up_to_the_limit(cli: Cli, alice: User) -> None:
+    created = cli(
+        "submit",
+        "--set",
+        "command=[x]",
+        "--set",
+        "gpu_model=a100",
+        "--name",
+        "many",
+        "--array",
+        "60",
+        "-o",
+        "json",
+        as_user=alice,
+    )
+    assert created.code == 0, created.err
+    ids = json.loads(created.out)["ids"]
+    everything = json.loads(cli("list", "--limit", "0", "-o", "json", as_user=alice).out)
+    assert sorted(j["id"] for j in everything) == sorted(ids)  # more than one page of 50
+    assert len(json.loads(cli("list", "--limit", "55", "-o", "json", as_user=alice).out)) == 55
+    assert len(json.loads(cli("list", "-o", "json", as_user=alice).out)) == 50
