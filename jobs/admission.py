@@ -272,7 +272,7 @@ class Backlog:
             return []
         result = policy.run_cycle(
             now=self.now,
-            cluster=self._next_layer(held_by_node),
+            cluster=self._next_layer(held_by_node, room),
             quotas=self.quotas,
             pending=candidates,
             running=now_running,
@@ -285,17 +285,25 @@ class Backlog:
                 first.waiting[job_id] = replace(known, reason=why.reason, detail=why.detail)
         return self._within(result.admitted, room, candidates, now_running, jobs)
 
-    def _next_layer(self, adding: Mapping[str, int]) -> policy.Cluster:
-        """Each healthy on-premises node once more: the GPUs its running jobs give back next."""
+    def _next_layer(self, adding: Mapping[str, int], room: int) -> policy.Cluster:
+        """Each healthy on-premises node once more (the GPUs its running jobs give back next), offered
+        per model only up to `room` GPUs, the nodes with the most such GPUs first: the backend places
+        a queued job wherever GPUs free, so which nodes does not matter, and a pass over a few nodes
+        leaves the rest of a busy queue waiting in bulk instead of placing thousands of jobs to keep a few."""
         reserved = self.view.reserved
-        return policy.Cluster(
-            [
-                replace(node, free=max(0, 2 * node.gpus - reserved.get(node.name, 0) - adding.get(node.name, 0)))
-                if node.healthy and not node.is_cloud
-                else replace(node, free=0)
-                for node in self.view.nodes
-            ]
-        )
+        layer = {
+            node.name: max(0, 2 * node.gpus - reserved.get(node.name, 0) - adding.get(node.name, 0))
+            for node in self.view.nodes
+            if node.healthy and not node.is_cloud
+        }
+        offered: dict[str, int] = defaultdict(int)
+        free: dict[str, int] = {}
+        for node in sorted(self.view.nodes, key=lambda n: (-layer.get(n.name, 0), n.name)):
+            gpus = layer.get(node.name, 0)
+            if gpus and offered[node.gpu_model] < room:
+                free[node.name] = gpus
+                offered[node.gpu_model] += gpus
+        return policy.Cluster([replace(node, free=free.get(node.name, 0)) for node in self.view.nodes])
 
     def _preempts_holder(self, priority: str, holders: Iterable[str]) -> bool:
         spec = self.view.classes.get(priority)
