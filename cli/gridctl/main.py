@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
@@ -208,7 +209,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     out, err = out or sys.stdout, err or sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):  # argparse prints to sys.stdout/stderr
+            args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version (0) or a usage error (2)
         return int(exc.code or 0)
     if not getattr(args, "run", None):

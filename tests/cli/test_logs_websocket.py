@@ -8,6 +8,7 @@ lines missed between the API read and the snapshot filled from the API, the end 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from gridctl.main import main
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
@@ -40,8 +42,7 @@ class FakePortal:
             body: Any = {"offset": offset, "lines": LINES[offset : self.available]}
         else:
             body = {"id": 7, "name": "job", "state": self.state, "exit_code": 0 if self.state == "succeeded" else None}
-        response = connection.respond(HTTPStatus.OK, json.dumps(body))
-        return response
+        return connection.respond(HTTPStatus.OK, json.dumps(body))
 
     def socket(self, connection: ServerConnection) -> None:
         self.available = 5  # lines 3-5 were written before the page opened: the snapshot shows the tail from 4
@@ -49,7 +50,8 @@ class FakePortal:
         connection.send(json.dumps({"type": "tick", "job": {"state": "running"}, "log": {"offset": 7, "lines": LINES[5:7]}}))
         self.available, self.state = 8, "succeeded"
         connection.send(json.dumps({"type": "tick", "job": {"state": "succeeded"}, "log": {"offset": 8, "lines": LINES[7:8]}}))
-        connection.recv()  # until gridctl closes
+        with contextlib.suppress(ConnectionClosed):
+            connection.recv()  # until gridctl closes
 
 
 @pytest.fixture

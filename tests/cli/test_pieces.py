@@ -11,7 +11,7 @@ import pytest
 from gridctl import errors
 from gridctl.client import retry_after
 from gridctl.errors import field_messages
-from gridctl.main import build_parser, main, wait_exit_code
+from gridctl.main import main, wait_exit_code
 from gridctl.spec import apply_sets
 
 
@@ -61,9 +61,14 @@ def test_wait_exit_codes(job: dict[str, object], code: int) -> None:
 
 
 def test_help_documents_every_exit_code() -> None:
-    text = build_parser().format_help()
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["--help"], out=out, err=err) == 0
     for code, _ in errors.EXIT_CODES:
-        assert f"  {code:>3}  " in text
+        assert f"  {code:>3}  " in out.getvalue()
+    assert "GRID_TOKEN" in out.getvalue() and "completion" in out.getvalue()
+    assert main(["wait", "--help"], out=(sub := io.StringIO())) == 0 and "exit codes:" in sub.getvalue()
+    assert main(["list", "--output", "xml"], out=io.StringIO(), err=err) == errors.USAGE
+    assert "invalid choice: 'xml'" in err.getvalue()
     assert main([], out=io.StringIO()) == errors.USAGE
 
 
