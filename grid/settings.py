@@ -136,19 +136,36 @@ ACCOUNT_EMAIL_VERIFICATION = "none"
 # Accounts are created by operators (or by the identity provider); no open self-signup.
 ACCOUNT_ADAPTER = "portal.accounts.NoSignupAccountAdapter"
 SOCIALACCOUNT_ONLY = False
+# Single sign-on through an OpenID Connect provider (docs/security.md, "Single sign-on"): it may
+# create accounts, and each sign-in sets the user's teams from a claim (portal/oidc.py).
+SOCIALACCOUNT_ADAPTER = "portal.accounts.IdentityProviderAdapter"
 OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID")
+OIDC_SERVER_URL = env_str("OIDC_SERVER_URL", "") or ""
+OIDC_SCOPES = env_list("OIDC_SCOPES", ["openid", "profile", "email"])
+OIDC_TEAMS_CLAIM = env_str("OIDC_TEAMS_CLAIM", "groups") or "groups"
+OIDC_TEAM_PREFIX = env_str("OIDC_TEAM_PREFIX", "") or ""
+OIDC_LEAD_SUFFIX = env_str("OIDC_LEAD_SUFFIX", "-lead") or ""
+OIDC_OPERATOR_GROUP = env_str("OIDC_OPERATOR_GROUP", "") or ""
+OIDC_RP_LOGOUT = env_bool("OIDC_RP_LOGOUT", False)  # sign-out also ends the provider's session
+# Off by default: only a provider that verifies e-mail addresses may sign in an existing account by its address.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = env_bool("OIDC_EMAIL_AUTHENTICATION", False)
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = SOCIALACCOUNT_EMAIL_AUTHENTICATION
 SOCIALACCOUNT_PROVIDERS: dict[str, object] = {}
 if OIDC_CLIENT_ID:
+    if not OIDC_SERVER_URL.startswith(("https://", "http://")):
+        raise ConfigError(f"OIDC_SERVER_URL={OIDC_SERVER_URL!r}: the provider's http(s) URL is required with OIDC_CLIENT_ID")
     SOCIALACCOUNT_PROVIDERS["openid_connect"] = {
+        "SCOPE": OIDC_SCOPES,
+        "OAUTH_PKCE_ENABLED": env_bool("OIDC_PKCE", True),  # off only for a provider that rejects it
         "APPS": [
             {
                 "provider_id": "sso",
                 "name": env_str("OIDC_NAME", "Single sign-on"),
                 "client_id": OIDC_CLIENT_ID,
                 "secret": env_str("OIDC_CLIENT_SECRET", ""),
-                "settings": {"server_url": env_str("OIDC_SERVER_URL", "")},
+                "settings": {"server_url": OIDC_SERVER_URL},
             }
-        ]
+        ],
     }
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

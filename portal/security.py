@@ -27,7 +27,18 @@ from portal.tokens import ApiTokenAuthentication, read_shared, token_cache_key
 CSP_HEADER = "Content-Security-Policy"
 
 
-def content_security_policy(nonce: str) -> str:
+def identity_provider_origin() -> str:
+    """The OpenID Connect provider's origin when single sign-on is on, else ''.
+
+    Signing in and out through it are form posts answered by a redirect there, and browsers check
+    such redirects against form-action."""
+    if not getattr(settings, "OIDC_CLIENT_ID", None):
+        return ""
+    parts = urlsplit(getattr(settings, "OIDC_SERVER_URL", "") or "")
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else ""
+
+
+def content_security_policy(nonce: str, form_origin: str = "") -> str:
     """The policy for one response. Every page, the API docs included, runs only the portal's own scripts
     (Swagger UI comes from drf-spectacular-sidecar and starts from a script file, not inline)."""
     directives = {
@@ -40,7 +51,7 @@ def content_security_policy(nonce: str) -> str:
         "frame-ancestors": "'none'",
         "object-src": "'none'",
         "base-uri": "'self'",
-        "form-action": "'self'",
+        "form-action": f"'self' {form_origin}".strip(),
     }
     return "; ".join(f"{name} {value}" for name, value in directives.items())
 
@@ -59,7 +70,7 @@ class ContentSecurityPolicyMiddleware:
         request.csp_nonce = nonce  # type: ignore[attr-defined]
         response = self.get_response(request)
         if CSP_HEADER not in response:
-            response[CSP_HEADER] = content_security_policy(nonce)
+            response[CSP_HEADER] = content_security_policy(nonce, identity_provider_origin())
         return response
 
 
