@@ -15,6 +15,7 @@ import heapq
 import itertools
 import math
 import operator
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter, itemgetter
@@ -94,11 +95,13 @@ class _Cycle:
     ) -> None:
         self.now, self.config, self.usage, self.running = now, config, usage, running
         self.specs = {spec.name: spec for spec in config.classes}
+        self.starvation_age = config.starvation_age_s  # this cycle's (see PolicyConfig.starvation_relative)
         self.rank_of = {spec.name: spec.rank for spec in config.classes}
         self._shares: dict[tuple[str, str], tuple[int, float]] = {}
         self.index = FreeIndex(cluster.nodes)
         self.ledger = Ledger(quotas, running)
-        self.reservations: dict[str, Reservation] = {}
+        self.reservations: dict[str, Reservation] = {}  # each pool's first
+        self._aged_reservations: dict[str, list[Reservation]] = defaultdict(list)  # see reserve_after_s
         self.admitted: list[Admission] = []
         self.preempted: list[Preemption] = []
         self.waiting: dict[JobId, tuple[Reason, str]] = {}
@@ -138,13 +141,24 @@ class _Cycle:
         return share
 
     def _head(self, job: PendingJob) -> tuple[int, float, float]:
-        if self.now - job.submit_time >= self.config.starvation_age_s:
+        if self.now - job.submit_time >= self.starvation_age:
             return (-self.rank_of[job.priority], -math.inf, job.submit_time)  # starving: by age, ahead of fair share
-        return (-self.rank_of[job.priority], self._share(job), job.submit_time)
+        share = self._share(job)
+        if self.config.aging_s is not None:
+            share /= 1.0 + (self.now - job.submit_time) / self.config.aging_s
+        return (-self.rank_of[job.priority], share, job.submit_time)
 
     def admit_in_order(self, pending: Sequence[PendingJob]) -> None:
         for priority in {job.priority for job in pending} - self.rank_of.keys():
             self.config.class_named(priority)  # raises with the unknown name
+        relative, head = self.config.starvation_relative, self.config.fifo_head
+        if relative is not None or head:
+            ages = [self.now - job.submit_time for job in pending if not job.held]
+            if ages and relative is not None:
+                self.starvation_age = min(self.starvation_age, relative * statistics.median(ages))
+            if ages and head:
+                oldest = max(self.config.fifo_head_after_s, heapq.nlargest(head, ages)[-1])
+                self.starvation_age = min(self.starvation_age, oldest)
         if not self.config.explain:
             self._admit_by_heap(self._lines(pending), [])
             return
@@ -170,7 +184,7 @@ class _Cycle:
         fast = not self.config.explain
         known, waiting, used, version = self._known_waits, self.waiting, self.ledger.used, self._model_version
         team_gpus, shares, rank_of = self.ledger.team_gpus, self._shares, self.rank_of
-        now, starvation_age = self.now, self.config.starvation_age_s
+        now, starvation_age, aging = self.now, self.starvation_age, self.config.aging_s
         while heap:
             team = heap[0][3]
             line, at = lines[team], position[team]
@@ -203,6 +217,8 @@ class _Cycle:
                 else:
                     cached = shares.get((team, job.gpu_model))
                     share = cached[1] if cached is not None and cached[0] == team_gpus[team] else self._share(job)
+                    if aging is not None:
+                        share /= 1.0 + (now - job.submit_time) / aging
                     head = (-rank_of[job.priority], share, job.submit_time, team)
                 if runner_up is not None and runner_up < head:
                     position[team] = at
@@ -234,7 +250,7 @@ class _Cycle:
         for job in pending:
             by_rank[rank_of[job.priority]].append(job)
         waiting, held = self.waiting, self._held
-        now, starvation_age = self.now, self.config.starvation_age_s
+        now, starvation_age = self.now, self.starvation_age
         segments: list[_Segment] = []
         for rank in sorted(by_rank, reverse=True):
             segment = _Segment(rank)
@@ -306,6 +322,8 @@ class _Cycle:
                 self._reserve(job, spec)
             if self.ledger.within_guarantee(job):
                 self.reclaimers.append(job)
+        elif self.config.backfill and self._aged(job):  # kept off free GPUs by a reservation, and aged
+            self._reserve(job, spec)
 
     def _still_protected(self, job: PendingJob) -> bool:
         detail = self.ledger.protected_refusal(job.gpu_model, job.gpus, self.index.free_by_model[job.gpu_model])
@@ -360,6 +378,11 @@ class _Cycle:
             return None
         for pool in self.index.pools_by_model[job.gpu_model]:
             reservation = self.reservations.get(pool)
+            if pool in self._aged_reservations:
+                placement = self._place_among_reservations(pool, job)
+                if placement:
+                    return pool, placement
+                continue
             use_all = reservation is None or self.now + job.walltime_s <= reservation.start
             memo = (pool, job.gpus_per_node, job.nodes, use_all)
             if memo in self._failed:
@@ -372,6 +395,20 @@ class _Cycle:
                 return pool, placement
             self._failed.add(memo)
         return None
+
+    def _pool_reservations(self, pool: str) -> list[Reservation]:
+        first = self.reservations.get(pool)
+        return ([first] if first is not None else []) + self._aged_reservations.get(pool, [])
+
+    def _place_among_reservations(self, pool: str, job: PendingJob, also: Reservation | None = None) -> Placement | None:
+        """Placement in a pool with several reservations: the nodes of those the job ends before (and of `also`)."""
+        end = self.now + job.walltime_s
+        usable = [n for r in self._pool_reservations(pool) if end <= r.start or r is also for n in r.nodes]
+        return self.index.place_with(pool, job, usable) if usable else self.index.place_unreserved(pool, job)
+
+    def _aged(self, job: PendingJob) -> bool:
+        after = self.config.reserve_after_s
+        return after is not None and self.now - job.submit_time >= after
 
     def _blocked(self, job: PendingJob, spec: PriorityClassSpec) -> tuple[Reason, str]:
         free = self.index.free_by_model[job.gpu_model]
@@ -390,6 +427,12 @@ class _Cycle:
 
     def _reservation_in_the_way(self, job: PendingJob) -> Reservation | None:
         for pool in self.index.pools_by_model[job.gpu_model]:
+            if pool in self._aged_reservations:
+                end = self.now + job.walltime_s
+                for held in self._pool_reservations(pool):
+                    if end > held.start and self._place_among_reservations(pool, job, held):
+                        return held
+                continue
             reservation = self.reservations.get(pool)
             memo = (pool, job.gpus_per_node, job.nodes, True)
             if reservation is None or memo in self._failed:
@@ -422,8 +465,9 @@ class _Cycle:
     def _reserve(self, job: PendingJob, spec: PriorityClassSpec) -> None:
         """The first blocked job of a pool gets its nodes held; later jobs may use them only if they end first."""
         best: tuple[float, str, list[str]] | None = None
+        aged = self._aged(job)
         for pool in self.index.pools_by_model[job.gpu_model]:
-            if pool in self.reservations or not self._shape_ok.get((pool, job.gpus_per_node, job.nodes)):
+            if (pool in self.reservations and not aged) or not self._shape_ok.get((pool, job.gpus_per_node, job.nodes)):
                 continue
             plan = plan_reservation(self.index, self.releases, pool, job)
             if plan and (best is None or (plan[0], pool) < (best[0], best[1])):
@@ -431,7 +475,11 @@ class _Cycle:
         if best is None:
             return
         start, pool, nodes = best
-        self.reservations[pool] = Reservation(pool, job.id, tuple(nodes), start, spec.rank)
+        reservation = Reservation(pool, job.id, tuple(nodes), start, spec.rank)
+        if pool in self.reservations:
+            self._aged_reservations[pool].append(reservation)
+        else:
+            self.reservations[pool] = reservation
         self._walltimes[job.id] = job.walltime_s
         self.index.reserve(nodes)
 
@@ -476,7 +524,10 @@ class _Cycle:
 
     def result(self) -> CycleResult:
         waiting = self._explain() if self.config.explain else self._bare()
-        return CycleResult(self.admitted, self.preempted, waiting, list(self.reservations.values()))
+        return CycleResult(self.admitted, self.preempted, waiting, self._all_reservations())
+
+    def _all_reservations(self) -> list[Reservation]:
+        return list(self.reservations.values()) + [r for held in self._aged_reservations.values() for r in held]
 
     def _bare(self) -> Explanations:
         rows: dict[JobId, ExplanationRow] = {
@@ -486,8 +537,8 @@ class _Cycle:
         return Explanations(rows)
 
     def _explain(self) -> Explanations:
-        estimator = StartEstimator(self.index, self.releases, self.reservations.values(), self._walltimes)
-        reservations = list(self.reservations.values())
+        reservations = self._all_reservations()
+        estimator = StartEstimator(self.index, self.releases, reservations, self._walltimes)
         line = self._line()
         return explain_waiting(self.waiting, self.specs, line, self._held, self.ledger, estimator, reservations)
 
@@ -501,7 +552,7 @@ class _Cycle:
         """
         shares: dict[tuple[str, str], float] = {}
         waiting, share = self.waiting, self._share
-        starving_since = self.now - self.config.starvation_age_s
+        starving_since, aging = self.now - self.starvation_age, self.config.aging_s
         line: list[PendingJob] = []
         for segment in self._segments_seen:
             old: list[PendingJob] = []
@@ -516,6 +567,9 @@ class _Cycle:
                 value = shares.get(pair)
                 if value is None:
                     value = shares[pair] = share(job)
+                if aging is not None:
+                    young.append(((value / (1.0 + (self.now - job.submit_time) / aging), job.submit_time), job))
+                    continue
                 young.append(((value, job.submit_time), job))
             old.sort(key=_submit_time)
             young.sort(key=_first)

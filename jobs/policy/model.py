@@ -151,6 +151,19 @@ class PolicyConfig:
     starvation_age_s: float = 24 * 3600.0  # a job waiting this long goes by age, ahead of fair share
     max_reclaims_per_cycle: int = 4  # small preemption waves; the rest waits for the next cycle
     backfill: bool = True
+    # A blocked job waiting this long gets a reservation of its own even where its pool already has
+    # one (None: only each pool's first blocked job gets one).
+    reserve_after_s: float | None = None
+    # The starvation age of a cycle is at most this many times the median age of its pending jobs
+    # (None: always starvation_age_s), so that a job waiting far longer than is usual goes by age.
+    starvation_relative: float | None = None
+    # The this many oldest pending jobs always go by age, ahead of fair share, as at the head of a
+    # FIFO queue (0: none).
+    fifo_head: int = 0
+    fifo_head_after_s: float = 0.0  # ... once they have waited this long
+    # A job's fair share counts for 1 / (1 + wait / aging_s) of itself (None: no aging), so that
+    # a job of a team with much usage comes forward as it waits.
+    aging_s: float | None = None
     explain: bool = True  # False skips details, positions and estimates (the replay's fast path)
     classes: tuple[PriorityClassSpec, ...] = DEFAULT_CLASSES
 
