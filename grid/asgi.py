@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels with session auth."""
+"""ASGI entry point: HTTP through Django, websockets through Channels with session or API-token auth."""
 
 import os
 
@@ -11,11 +11,13 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from grid.routing import websocket_urlpatterns  # noqa: E402
-from portal.security import SameOriginWebsocket  # noqa: E402
+from portal.security import SameOriginWebsocket, TokenWebsocket  # noqa: E402
 
+router = URLRouter(websocket_urlpatterns)
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": SameOriginWebsocket(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Browsers come with their session cookie; scripts with `Authorization: Token` (no session).
+        "websocket": SameOriginWebsocket(TokenWebsocket(AuthMiddlewareStack(router), router)),
     }
 )

@@ -68,6 +68,16 @@ def websocket_user(scope: dict[str, Any]) -> User | None:
     user = scope.get("user")
     if user is None or not user.is_authenticated:
         return None
+    header = scope.get("api_token_header")
+    if header is not None:  # opened with an API token (portal.security.TokenWebsocket): that token must still hold
+        from portal.security import token_user
+
+        request = HttpRequest()
+        request.META.update(HTTP_AUTHORIZATION=header, REMOTE_ADDR=(scope.get("client") or ("",))[0])
+        current = token_user(request)
+        if current is None or current.pk != user.pk:
+            return None
+        return User.objects.filter(pk=user.pk, is_active=True).first()
     session = scope.get("session")
     if session is not None:
         if not session.session_key:

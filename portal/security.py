@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
@@ -250,3 +251,52 @@ class TokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {"type": "apiKey", "in": "header", "name": "Authorization", "description": "Token <key>"}
+
+
+# --- websockets opened with a token ----------------------------------------------------------
+
+
+def _handshake_request(scope: dict[str, Any]) -> HttpRequest:
+    """The handshake as a request the token authentication can read (headers, client address)."""
+    request = HttpRequest()
+    for name, value in scope.get("headers", []):
+        key = name.decode("latin-1").upper().replace("-", "_")
+        request.META[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value.decode("latin-1")
+    client = scope.get("client")
+    request.META["REMOTE_ADDR"] = client[0] if client else ""
+    return request
+
+
+def token_user(request: HttpRequest) -> Any | None:
+    """The user behind the request's `Authorization: Token` header, with the API's rate limit on failures;
+    None for a missing, bad, revoked or throttled token."""
+    try:
+        found = RateLimitedTokenAuthentication().authenticate(request)
+    except (exceptions.AuthenticationFailed, exceptions.Throttled):
+        return None
+    return None if found is None else found[0]
+
+
+class TokenWebsocket:
+    """ASGI wrapper: a websocket whose handshake carries `Authorization: Token <key>` (scripts, gridctl;
+    browsers cannot set that header) speaks for the token's user, with no session; the token is checked
+    again on every tick (`portal.access.websocket_user`), so revoking it ends the socket. A bad token is
+    refused with 4401. Without the header, `session_app` (cookie sessions) decides as before."""
+
+    def __init__(self, session_app: Any, token_app: Any) -> None:
+        self.session_app = session_app
+        self.token_app = token_app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] != "websocket":
+            return await self.session_app(scope, receive, send)
+        request = _handshake_request(scope)
+        if presented_prefix(request, ApiTokenAuthentication.keyword) is None:
+            return await self.session_app(scope, receive, send)
+        user = await database_sync_to_async(token_user)(request)
+        if user is None:
+            await receive()  # the connect message
+            await send({"type": "websocket.close", "code": 4401})
+            return None
+        token_scope = dict(scope, user=user, api_token_header=request.META["HTTP_AUTHORIZATION"])
+        return await self.token_app(token_scope, receive, send)

@@ -18,7 +18,7 @@ from cluster.simulator.backend import SimulatorBackend
 from cluster.states import NodeState
 from grid.asgi import application
 from jobs.models import Job
-from portal.models import Membership, Team, User
+from portal.models import ApiToken, Membership, Team, User
 from portal.security import same_origin
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -205,3 +205,36 @@ async def test_a_socket_is_closed_once_its_session_is_signed_out(alice: User, al
         await ws.receive_json_from(timeout=TIMEOUT_S)  # the snapshot
         await end_sessions()
         assert await closed_with(ws, 5) == CLOSE_UNAUTHENTICATED
+
+
+# Scripts open the job socket with an API token (gridctl logs -f)
+
+
+@asynccontextmanager
+async def token_websocket(path: str, key: str) -> AsyncIterator[WebsocketCommunicator]:
+    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver"), (b"authorization", f"Token {key}".encode())]
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    try:
+        yield communicator
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_token_opens_the_job_socket_of_its_own_team(alice: User, alice_job: Job) -> None:
+    _, key = await sync_to_async(ApiToken.issue)(alice, "ci")
+    async with token_websocket(f"/ws/jobs/{alice_job.pk}/", key) as ws:
+        assert await ws.connect(timeout=TIMEOUT_S) == (True, None)
+        message = await ws.receive_json_from(timeout=TIMEOUT_S)
+    assert message["type"] == "snapshot" and message["job"]["id"] == alice_job.pk
+
+
+async def test_an_outsiders_token_is_refused_another_teams_job(carol: User, alice_job: Job) -> None:
+    _, key = await sync_to_async(ApiToken.issue)(carol, "ci")
+    async with token_websocket(f"/ws/jobs/{alice_job.pk}/", key) as ws:
+        assert await ws.connect(timeout=TIMEOUT_S) == (False, CLOSE_FORBIDDEN)
+
+
+@pytest.mark.parametrize("key", ["not-a-real-token", ""])
+async def test_a_bad_token_is_closed_with_4401(alice_job: Job, key: str) -> None:
+    async with token_websocket(f"/ws/jobs/{alice_job.pk}/", key) as ws:
+        assert await ws.connect(timeout=TIMEOUT_S) == (False, CLOSE_UNAUTHENTICATED)
