@@ -96,6 +96,7 @@ class _Cycle:
         self.now, self.config, self.usage, self.running = now, config, usage, running
         self.specs = {spec.name: spec for spec in config.classes}
         self.starvation_age = config.starvation_age_s  # this cycle's (see PolicyConfig.starvation_relative)
+        self._oldest_cutoff = -math.inf  # jobs submitted by then get reservations of their own (reserve_oldest)
         self.rank_of = {spec.name: spec.rank for spec in config.classes}
         self._shares: dict[tuple[str, str], tuple[int, float]] = {}
         self.index = FreeIndex(cluster.nodes)
@@ -151,6 +152,10 @@ class _Cycle:
     def admit_in_order(self, pending: Sequence[PendingJob]) -> None:
         for priority in {job.priority for job in pending} - self.rank_of.keys():
             self.config.class_named(priority)  # raises with the unknown name
+        if self.config.reserve_oldest:
+            times = [job.submit_time for job in pending if not job.held]
+            if times:
+                self._oldest_cutoff = heapq.nsmallest(self.config.reserve_oldest, times)[-1]
         relative, head = self.config.starvation_relative, self.config.fifo_head
         if relative is not None or head:
             ages = [self.now - job.submit_time for job in pending if not job.held]
@@ -407,7 +412,10 @@ class _Cycle:
         return self.index.place_with(pool, job, usable) if usable else self.index.place_unreserved(pool, job)
 
     def _aged(self, job: PendingJob) -> bool:
+        """Whether a blocked job gets a reservation of its own (see PolicyConfig.reserve_after_s, reserve_oldest)."""
         after = self.config.reserve_after_s
+        if job.submit_time <= self._oldest_cutoff:
+            return True
         return after is not None and self.now - job.submit_time >= after
 
     def _blocked(self, job: PendingJob, spec: PriorityClassSpec) -> tuple[Reason, str]:

@@ -154,6 +154,7 @@ class PolicyConfig:
     # A blocked job waiting this long gets a reservation of its own even where its pool already has
     # one (None: only each pool's first blocked job gets one).
     reserve_after_s: float | None = None
+    reserve_oldest: int = 0  # ... and so do the this many oldest pending jobs, whatever their wait
     # The starvation age of a cycle is at most this many times the median age of its pending jobs
     # (None: always starvation_age_s), so that a job waiting far longer than is usual goes by age.
     starvation_relative: float | None = None

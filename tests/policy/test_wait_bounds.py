@@ -84,3 +84,11 @@ def test_a_short_job_still_backfills_before_both_reservations() -> None:
     # Node b is held for "aged", which "long" would outlast; node a's GPUs went to "short".
     assert result.waiting["long"].reason == "queue"
     assert "held for job aged" in result.waiting["long"].detail
+
+
+def test_the_oldest_pending_job_gets_its_own_reservation_when_asked() -> None:
+    grid = [NodeState("a", "p1", "a100", 8, 0), NodeState("b", "p1", "a100", 8, 0)]
+    busy = [running("ra", "render", {"a": 8}, end=NOW + 1000), running("rb", "render", {"b": 8}, end=NOW + 5000)]
+    pending = [job("first", gpus=8, submit=0), job("oldest", team="heavy", gpus=8, submit=-600)]
+    result = cycle(grid, QUOTAS, pending, busy, usage=HEAVY, config=PolicyConfig(reserve_oldest=1))
+    assert [(r.job_id, r.nodes) for r in result.reservations] == [("first", ("a",)), ("oldest", ("b",))]
