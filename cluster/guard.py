@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from cluster import services
@@ -217,21 +217,143 @@ def track_jobs(
 ) -> list[IdleOutcome]:
     """One cycle of idle detection and efficiency sums for the running jobs given (id -> GPUs held)."""
     now = now or timezone.now()
-    rows = {e.portal_job_id: e for e in JobEfficiency.objects.filter(portal_job_id__in=list(gpus_by_job))}
-    outcomes, changed, created = [], [], []
+    changes, outcomes = decide_jobs(samples_by_job, gpus_by_job, policies, now)
+    write_efficiency(changes, now)
+    return outcomes
+
+
+@dataclass(frozen=True)
+class EfficiencyChange:
+    """A job's new idle memory and this cycle's sums, to add to its efficiency row (`new`: no row yet)."""
+
+    job_id: int
+    memory: IdleMemory
+    added: EfficiencyTally
+    new: bool = False
+
+
+def decide_jobs(
+    samples_by_job: Mapping[int, list[GpuSample]],
+    gpus_by_job: Mapping[int, int],
+    policies: Mapping[int, IdlePolicy],
+    now: datetime,
+) -> tuple[list[EfficiencyChange], list[IdleOutcome]]:
+    """Idle verdicts and efficiency sums of the running jobs, from their idle memories (one query).
+
+    Only the jobs whose row must change are returned: new samples to add, a new idle memory, or no
+    row yet. A job without samples this cycle (its GPUs unseen or stale) adds nothing and, since a
+    gap ends its idle streak, changes only if it had a streak to end.
+    """
+    rows = JobEfficiency.objects.filter(portal_job_id__in=list(gpus_by_job)).values_list(
+        "portal_job_id", "idle_since", "warned_at", "idle_decision"
+    )
+    memories = {job_id: IdleMemory(_ts(since), _ts(warned), decision) for job_id, since, warned, decision in rows}
+    outcomes, changes = [], []
     for job_id, gpus in gpus_by_job.items():
-        row = rows.get(job_id)
-        if row is None:
-            row = JobEfficiency(portal_job_id=job_id)
-            created.append(row)
-        else:
-            changed.append(row)
-        verdict, idle_for = _track_one(row, samples_by_job.get(job_id, []), gpus, policies[job_id], now)
+        before = memories.get(job_id)
+        change, verdict, idle_for = _track_one(
+            job_id, before or IdleMemory(), samples_by_job.get(job_id, []), gpus, policies[job_id], now
+        )
+        if before is None:
+            changes.append(replace(change or EfficiencyChange(job_id, IdleMemory(), EfficiencyTally()), new=True))
+        elif change is not None:
+            changes.append(change)
         if verdict != IdleVerdict.NONE:
             outcomes.append(IdleOutcome(job_id, verdict, idle_for))
-    JobEfficiency.objects.bulk_create(created, ignore_conflicts=True)
-    JobEfficiency.objects.bulk_update(changed, FIELDS, batch_size=500)
-    return outcomes
+    return changes, outcomes
+
+
+def _track_one(
+    job_id: int, before: IdleMemory, samples: list[GpuSample], gpus: int, policy: IdlePolicy, now: datetime
+) -> tuple[EfficiencyChange | None, IdleVerdict, float]:
+    acts = [activity(present(s.engine_active), present(s.utilization)) for s in samples]
+    # Fewer samples than GPUs held: part of the job is unseen, which is missing data, not idleness.
+    observed = acts if len(acts) >= gpus else None
+    memory, verdict = evaluate_idle(before, observed, policy, now.timestamp())
+    readings = [
+        GpuReading(s.utilization, a, s.fb_used_mib)
+        for s, a in zip(samples, acts, strict=True)
+        if a is not None and present(s.utilization) is not None and present(s.fb_used_mib) is not None
+    ]
+    added = tally(EfficiencyTally(), readings, policy.threshold)
+    idle_for = (now.timestamp() - memory.idle_since) if memory.idle_since else 0.0
+    changed = memory != before or added.samples > 0
+    return (EfficiencyChange(job_id, memory, added) if changed else None), verdict, idle_for
+
+
+def write_efficiency(changes: list[EfficiencyChange], now: datetime) -> None:
+    """Create the new rows in one statement and add to the others in one more (PostgreSQL)."""
+    created = [c for c in changes if c.new]
+    changed = [c for c in changes if not c.new]
+    JobEfficiency.objects.bulk_create(
+        [
+            JobEfficiency(
+                portal_job_id=c.job_id,
+                samples=c.added.samples,
+                utilization_sum=c.added.utilization_sum,
+                idle_samples=c.added.idle_samples,
+                memory_peak_mib=c.added.memory_peak_mib,
+                idle_since=_dt(c.memory.idle_since),
+                warned_at=_dt(c.memory.warned_at),
+                idle_decision=c.memory.decision,
+                updated_at=now,
+            )
+            for c in created
+        ],
+        ignore_conflicts=True,
+    )
+    if not changed:
+        return
+    if connection.vendor == "postgresql":
+        _add_on_postgresql(changed, now)
+        return
+    rows = {e.portal_job_id: e for e in JobEfficiency.objects.filter(portal_job_id__in=[c.job_id for c in changed])}
+    for c in changed:
+        row = rows[c.job_id]
+        t = _sum(EfficiencyTally(row.samples, row.utilization_sum, row.idle_samples, row.memory_peak_mib), c.added)
+        row.samples, row.utilization_sum, row.idle_samples, row.memory_peak_mib = astuple(t)
+        row.idle_since, row.warned_at, row.idle_decision = _dt(c.memory.idle_since), _dt(c.memory.warned_at), c.memory.decision
+        row.updated_at = now
+    JobEfficiency.objects.bulk_update(list(rows.values()), FIELDS, batch_size=500)
+
+
+def _sum(a: EfficiencyTally, b: EfficiencyTally) -> EfficiencyTally:
+    return EfficiencyTally(
+        a.samples + b.samples,
+        a.utilization_sum + b.utilization_sum,
+        a.idle_samples + b.idle_samples,
+        max(a.memory_peak_mib, b.memory_peak_mib),
+    )
+
+
+_ADD_SQL = """
+UPDATE {table} AS e SET
+    samples = e.samples + v.samples,
+    utilization_sum = e.utilization_sum + v.utilization_sum,
+    idle_samples = e.idle_samples + v.idle_samples,
+    memory_peak_mib = GREATEST(e.memory_peak_mib, v.memory_peak_mib),
+    idle_since = v.idle_since, warned_at = v.warned_at, idle_decision = v.idle_decision, updated_at = %s
+FROM unnest(%s::bigint[], %s::integer[], %s::double precision[], %s::integer[], %s::double precision[],
+            %s::timestamptz[], %s::timestamptz[], %s::text[])
+    AS v(portal_job_id, samples, utilization_sum, idle_samples, memory_peak_mib, idle_since, warned_at, idle_decision)
+WHERE e.portal_job_id = v.portal_job_id
+"""
+
+
+def _add_on_postgresql(changed: list[EfficiencyChange], now: datetime) -> None:
+    """One statement for every changed row: the sums added by the database, the idle memory set."""
+    columns = (
+        [c.job_id for c in changed],
+        [c.added.samples for c in changed],
+        [c.added.utilization_sum for c in changed],
+        [c.added.idle_samples for c in changed],
+        [c.added.memory_peak_mib for c in changed],
+        [_dt(c.memory.idle_since) for c in changed],
+        [_dt(c.memory.warned_at) for c in changed],
+        [c.memory.decision for c in changed],
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_ADD_SQL.format(table=JobEfficiency._meta.db_table), [now, *columns])
 
 
 FIELDS = [
@@ -244,33 +366,6 @@ FIELDS = [
     "idle_decision",
     "updated_at",
 ]
-
-
-def _track_one(
-    row: JobEfficiency, samples: list[GpuSample], gpus: int, policy: IdlePolicy, now: datetime
-) -> tuple[IdleVerdict, float]:
-    acts = [activity(present(s.engine_active), present(s.utilization)) for s in samples]
-    # Fewer samples than GPUs held: part of the job is unseen, which is missing data, not idleness.
-    observed = acts if len(acts) >= gpus else None
-    before = IdleMemory(_ts(row.idle_since), _ts(row.warned_at), row.idle_decision)
-    memory, verdict = evaluate_idle(before, observed, policy, now.timestamp())
-    row.idle_since, row.warned_at, row.idle_decision = _dt(memory.idle_since), _dt(memory.warned_at), memory.decision
-    readings = [
-        GpuReading(s.utilization, a, s.fb_used_mib)
-        for s, a in zip(samples, acts, strict=True)
-        if a is not None and present(s.utilization) is not None and present(s.fb_used_mib) is not None
-    ]
-    t = tally(
-        EfficiencyTally(row.samples, row.utilization_sum, row.idle_samples, row.memory_peak_mib), readings, policy.threshold
-    )
-    row.samples, row.utilization_sum, row.idle_samples, row.memory_peak_mib = (
-        t.samples,
-        t.utilization_sum,
-        t.idle_samples,
-        t.memory_peak_mib,
-    )
-    row.updated_at = now
-    return verdict, (now.timestamp() - memory.idle_since) if memory.idle_since else 0.0
 
 
 def finalise(portal_job_ids: Iterable[int]) -> int:

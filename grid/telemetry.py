@@ -3,6 +3,11 @@
 Lives in the portal app because it spans cluster (telemetry, guard) and jobs (owners, stopping an
 idle job); cluster never imports jobs. Called by the Celery task `portal.tasks.telemetry_cycle`.
 Telemetry that cannot be read makes the cycle *stale*: pages are told, and nothing is decided.
+
+At a thousand nodes the cycle asks Prometheus only for the recorded per-GPU series the portal reads
+(cluster.telemetry), decides on plain rows, writes only the guard memories that changed and every
+running job's efficiency sums in one statement (cluster.guard), and builds and sends a message only
+for the groups somebody listens to (portal.listeners).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +38,7 @@ from jobs import services as job_services
 from jobs import tasks as job_tasks
 from jobs.models import Job
 from jobs.states import HOLDS_GPUS, TERMINAL, JobState
+from portal import listeners
 from portal.models import User
 from portal.queue import after_commit
 
@@ -97,8 +103,15 @@ def source_for(jobs: list[HeldJob]) -> TelemetrySource:
 
 
 def idle_policy(team: str) -> IdlePolicy:
-    action = parse_team_actions(settings.IDLE_TEAM_ACTIONS).get(team, IdleAction(settings.IDLE_ACTION))
-    return IdlePolicy(settings.IDLE_THRESHOLD, settings.IDLE_WARN_AFTER_S, settings.IDLE_ACT_AFTER_S, action)
+    return idle_policies([team])[team]
+
+
+def idle_policies(teams: Iterable[str]) -> dict[str, IdlePolicy]:
+    """Each team's idle policy, the settings parsed once for all of them."""
+    actions = parse_team_actions(settings.IDLE_TEAM_ACTIONS)
+    default = IdleAction(settings.IDLE_ACTION)
+    times = (settings.IDLE_THRESHOLD, settings.IDLE_WARN_AFTER_S, settings.IDLE_ACT_AFTER_S)
+    return {team: IdlePolicy(*times, actions.get(team, default)) for team in set(teams)}
 
 
 # --- the cycle ------------------------------------------------------------------------------------
@@ -114,7 +127,8 @@ def run_cycle(source: TelemetrySource | None = None, now: datetime | None = None
     except TelemetryUnavailable as exc:
         log.warning("telemetry cycle stale: %s", exc)
         report.stale = True
-        report.groups = fan_out(stale_messages(jobs, now, str(exc)))
+        stale = stale_messages(jobs, now, str(exc))
+        report.groups = fan_out(stale, listeners.listened(g for g, _ in stale))
         return report
     clock.lap("query")
     report.gpus = len(samples)
@@ -123,12 +137,19 @@ def run_cycle(source: TelemetrySource | None = None, now: datetime | None = None
     with transaction.atomic():
         report.guarded = guard.guard_nodes(samples, now) if settings.GUARD_ENABLED else []
         _tell_owners_of_guarded_nodes(report.guarded, jobs)
+        clock.lap("guard")
         running = [j for j in jobs if j.state == JobState.RUNNING]
-        report.idle = guard.track_jobs(by_job, {j.id: j.gpus for j in running}, {j.id: idle_policy(j.team) for j in running}, now)
+        policies = idle_policies(j.team for j in running)
+        changes, report.idle = guard.decide_jobs(
+            by_job, {j.id: j.gpus for j in running}, {j.id: policies[j.team] for j in running}, now
+        )
+        clock.lap("idle")
+        guard.write_efficiency(changes, now)
+        clock.lap("writes")
         _act_on_idle(report.idle, {j.id: j for j in running})
         report.finalised = guard.finalise(ended_job_ids())
-    clock.lap("safeguards")
-    report.groups = fan_out(live_messages(samples, by_job, jobs, now))
+    clock.lap("finalise")
+    report.groups = fan_out(*live_messages_for_listeners(samples, by_job, jobs, now))
     clock.lap("fan_out")
     return report
 
@@ -152,7 +173,7 @@ def samples_by_job(samples: Iterable[GpuSample], job_ids: set[int]) -> dict[int,
 
 
 def ended_job_ids() -> list[int]:
-    open_ids = JobEfficiency.objects.filter(final=False).values_list("portal_job_id", flat=True)
+    open_ids = JobEfficiency.objects.filter(final=False).values("portal_job_id")
     return list(Job.objects.filter(pk__in=open_ids, state__in=TERMINAL).values_list("id", flat=True))
 
 
@@ -221,28 +242,61 @@ def job_values(samples: list[GpuSample]) -> dict[str, dict[str, float | None]]:
     return {m: {f"{s.hostname}/gpu{s.gpu}": _value(s, m) for s in samples} for m in JOB_METRICS}
 
 
+class _Everyone:
+    """Every group listens (the default of `live_messages`: all the messages a cycle could send)."""
+
+    def __contains__(self, group: object) -> bool:
+        return True
+
+
+EVERYONE: Container[str] = _Everyone()
+
+
 def live_messages(
-    samples: list[GpuSample], by_job: dict[int, list[GpuSample]], jobs: list[HeldJob], now: datetime
+    samples: list[GpuSample],
+    by_job: dict[int, list[GpuSample]],
+    jobs: list[HeldJob],
+    now: datetime,
+    heard: Container[str] = EVERYONE,
+    pools: dict[str, str] | None = None,
 ) -> list[Message]:
+    """The cycle's messages for the groups in `heard`; nothing is built for a group that is not."""
     at = now.isoformat()
-    messages: list[Message] = [("grid", {"type": "telemetry.grid", "at": at, "stale": False, "heat": heat(samples)})]
+    messages: list[Message] = []
+    if "grid" in heard:
+        messages.append(("grid", {"type": "telemetry.grid", "at": at, "stale": False, "heat": heat(samples)}))
     by_node: dict[str, list[GpuSample]] = defaultdict(list)
     for s in samples:
         by_node[s.hostname].append(s)
-    pools = dict(Node.objects.values_list("name", "pool__name"))
+    pools = dict(Node.objects.values_list("name", "pool__name")) if pools is None else pools
     by_pool: dict[str, list[GpuSample]] = defaultdict(list)
     for node, node_samples in by_node.items():
-        rows = [[s.gpu, *(_value(s, attr) for attr, _ in FIELDS)] for s in node_samples]
-        messages.append((f"telemetry.node.{node}", {"type": "telemetry.node", "at": at, "node": node, "gpus": rows}))
-        by_pool[pools.get(node, "")].extend(node_samples)
+        if f"telemetry.node.{node}" in heard:
+            rows = [[s.gpu, *(_value(s, attr) for attr, _ in FIELDS)] for s in node_samples]
+            messages.append((f"telemetry.node.{node}", {"type": "telemetry.node", "at": at, "node": node, "gpus": rows}))
+        pool = pools.get(node, "")
+        if pool and f"telemetry.pool.{pool}" in heard:
+            by_pool[pool].extend(node_samples)
     for pool, pool_samples in by_pool.items():
-        if pool:
-            messages.append(
-                (f"telemetry.pool.{pool}", {"type": "telemetry.pool", "at": at, "pool": pool, **_pool_figures(pool_samples)})
-            )
+        messages.append(
+            (f"telemetry.pool.{pool}", {"type": "telemetry.pool", "at": at, "pool": pool, **_pool_figures(pool_samples)})
+        )
     for job_id, job_samples in by_job.items():
-        messages.append((f"job.{job_id}", {"type": "telemetry.job", "t": at, "stale": False, "values": job_values(job_samples)}))
+        if f"job.{job_id}" in heard:
+            values = job_values(job_samples)
+            messages.append((f"job.{job_id}", {"type": "telemetry.job", "t": at, "stale": False, "values": values}))
     return messages
+
+
+def live_messages_for_listeners(
+    samples: list[GpuSample], by_job: dict[int, list[GpuSample]], jobs: list[HeldJob], now: datetime
+) -> tuple[list[Message], set[str]]:
+    """The messages for the groups that have a listener now (one cache read for all), and those groups."""
+    pools = dict(Node.objects.values_list("name", "pool__name"))
+    groups = {"grid", *(f"telemetry.node.{s.hostname}" for s in samples), *(f"telemetry.pool.{p}" for p in pools.values())}
+    groups.update(f"job.{job_id}" for job_id in by_job)
+    heard = listeners.listened(groups)
+    return live_messages(samples, by_job, jobs, now, heard, pools), heard
 
 
 def _pool_figures(samples: list[GpuSample]) -> dict[str, float | None]:
@@ -265,9 +319,11 @@ def stale_messages(jobs: list[HeldJob], now: datetime, why: str) -> list[Message
 FAN_OUT_CONCURRENCY = 50
 
 
-def fan_out(messages: list[Message]) -> int:
-    """Send the messages concurrently, at most FAN_OUT_CONCURRENCY at a time, rather than one round trip per group."""
+def fan_out(messages: list[Message], heard: Container[str] = EVERYONE) -> int:
+    """Send the messages to the groups in `heard` (see portal.listeners), at most FAN_OUT_CONCURRENCY
+    at a time rather than one round trip per group; returns the number sent."""
     layer = get_channel_layer()
+    messages = [(group, message) for group, message in messages if group in heard]
     if layer is None or not messages:
         return 0
 

@@ -28,16 +28,19 @@ import json
 import logging
 import threading
 import time
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from portal import listeners
 from portal.access import websocket_user
 from portal.broadcast import send_now
 from portal.channel_layer import live_updates_paused
@@ -168,6 +171,10 @@ class Hub:
         self._groups: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._housekeeper: asyncio.Task[None] | None = None
         self._renewed_at = time.monotonic()
+        # Publishers skip groups nobody listens to (portal.listeners): this hub's entries there.
+        self.token = uuid.uuid4().hex
+        self._listed_at = time.monotonic()
+        self._recording: set[asyncio.Task[None]] = set()
 
     def feed(self, kind: type[Any]) -> Any:
         """The process's one feed of this kind (created on first use)."""
@@ -203,6 +210,7 @@ class Hub:
         channel = await self.layer.new_channel(prefix="fanout")
         self._groups[group] = (channel, asyncio.get_running_loop().create_task(self._receive(channel, handler)))
         await self.layer.group_add(group, channel)
+        self._record(listeners.join, [group])
 
     async def unsubscribe(self, group: str) -> None:
         entry = self._groups.pop(group, None)
@@ -213,6 +221,7 @@ class Hub:
         with contextlib.suppress(asyncio.CancelledError):
             await receiver
         await self.layer.group_discard(group, channel)
+        self._record(listeners.leave, [group])
 
     async def _receive(self, channel: str, handler: Handler) -> None:
         assert self.layer is not None
@@ -280,6 +289,7 @@ class Hub:
                 await self.signed_in(list(self.subscribers))
                 await self._report_live_status()
                 await self._renew_groups()
+                await self._renew_listeners()
             except Exception:  # the database may be away; the next round tries again
                 log.exception("live pages' housekeeping failed")
 
@@ -300,6 +310,26 @@ class Hub:
         self._renewed_at = time.monotonic()
         for group, (channel, _) in list(self._groups.items()):
             await self.layer.group_add(group, channel)
+
+    async def _renew_listeners(self) -> None:
+        if time.monotonic() - self._listed_at < listeners.RENEW_S:
+            return
+        self._listed_at = time.monotonic()
+        self._record(listeners.join, list(self._groups))
+
+    def _record(self, change: Callable[[str, list[str]], None], groups: list[str]) -> None:
+        """Update this hub's entries in portal.listeners in a thread of its own: the cache may be Redis,
+        with a socket timeout, and a page's subscription must not wait for it."""
+
+        async def record() -> None:
+            try:
+                await sync_to_async(change, thread_sensitive=False)(self.token, groups)
+            except Exception:  # the next renewal tries again
+                log.exception("could not record the live pages' groups")
+
+        task = asyncio.get_running_loop().create_task(record())
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -10,6 +11,7 @@ from cluster.telemetry.names import MetricNames, parse_names
 
 if TYPE_CHECKING:
     from cluster.simulator.model import GpuSample
+    from cluster.telemetry.prometheus import PrometheusTelemetry
 
 __all__ = ["TelemetrySource", "TelemetryUnavailable", "get_telemetry", "metric_names"]
 
@@ -34,13 +36,17 @@ def get_telemetry() -> TelemetrySource:
     from django.conf import settings
 
     from cluster.simulator.telemetry import SimulatorTelemetry
-    from cluster.telemetry.prometheus import PrometheusTelemetry
 
     if not settings.PROMETHEUS_URL:
         return SimulatorTelemetry()
-    return PrometheusTelemetry(
-        settings.PROMETHEUS_URL,
-        metric_names(),
-        timeout_s=settings.PROMETHEUS_TIMEOUT_S,
-        stale_after_s=settings.TELEMETRY_STALE_AFTER_S,
+    return _prometheus(
+        settings.PROMETHEUS_URL, settings.TELEMETRY_NAMES, settings.PROMETHEUS_TIMEOUT_S, settings.TELEMETRY_STALE_AFTER_S
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _prometheus(url: str, names: str, timeout_s: float, stale_after_s: float) -> PrometheusTelemetry:
+    """One client per configuration, so the cycles of a process reuse its HTTP connection."""
+    from cluster.telemetry.prometheus import PrometheusTelemetry
+
+    return PrometheusTelemetry(url, parse_names(names), timeout_s=timeout_s, stale_after_s=stale_after_s)

@@ -81,3 +81,44 @@ def _convert(key: str, value: str) -> Any:
         except ValueError:
             raise NamesError(f"TELEMETRY_NAMES {key}={value!r}: expected a number") from None
     return value
+
+
+# --- what the portal asks Prometheus for ---------------------------------------------------------
+
+# Recorded series (monitoring/prometheus-rules.yml) -> GpuSample attribute. One series per GPU and
+# metric with only the labels the portal reads, so the whole grid's answer is a fraction of the raw
+# series' (dcgm-exporter puts ten labels on each); XID codes come only for GPUs that have one.
+RECORDED: tuple[tuple[str, str], ...] = (
+    ("gpu:temperature_c", "temperature_c"),
+    ("gpu:utilization", "utilization"),
+    ("gpu:fb_used", "fb_used_mib"),
+    ("gpu:power_w", "power_w"),
+    ("gpu:engine_active", "engine_active"),
+    ("gpu:xid_nonzero", "xid_errors"),
+)
+RECORDED_GROUP = "gpu-grid-portal"
+
+
+def recording_rules(names: MetricNames) -> dict[str, str]:
+    """The PromQL of each recorded series, for these metric and label names (the shipped file uses the defaults)."""
+    gpu = ", ".join((*names.host_labels, names.gpu_label))
+    # Attribution and model ride on the temperature only: one copy of them per GPU is enough.
+    ident = ", ".join((gpu, names.model_label, names.job_label, names.pod_label, names.namespace_label))
+    return {
+        "gpu:temperature_c": f"max by ({ident}) ({names.temperature})",
+        "gpu:utilization": f"max by ({gpu}) ({names.utilization})",
+        "gpu:fb_used": f"max by ({gpu}) ({names.fb_used})",
+        "gpu:power_w": f"max by ({gpu}) ({names.power})",
+        "gpu:engine_active": f"max by ({gpu}) ({names.engine_active})",
+        "gpu:xid_nonzero": f"max by ({gpu}) ({names.xid}) != 0",
+    }
+
+
+def fresh_only(expr: str, names: MetricNames, stale_after_s: float, recorded: bool = True) -> str:
+    """`expr` less the GPUs whose temperature was scraped (or, `recorded`, recorded) more than
+    `stale_after_s` ago: a stale GPU is missing, so it decides nothing. Asked in the same query, so
+    freshness costs no second answer."""
+    gpu = ", ".join((*names.host_labels, names.gpu_label))
+    ages = [names.temperature, *(["gpu:temperature_c"] if recorded else [])]
+    old = " or ".join(f"time() - timestamp({metric}) > {stale_after_s:g}" for metric in ages)
+    return f"({expr}) unless on ({gpu}) ({old})"

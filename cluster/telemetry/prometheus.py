@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -12,9 +13,11 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from cluster.simulator.model import GpuSample
-from cluster.telemetry.convert import LABELS_ONLY, Attribution, to_samples
+from cluster.telemetry.convert import LABELS_ONLY, Attribution, recorded_samples, to_samples
 from cluster.telemetry.errors import TelemetryUnavailable
-from cluster.telemetry.names import MetricNames
+from cluster.telemetry.names import RECORDED, MetricNames, fresh_only, recording_rules
+
+log = logging.getLogger(__name__)
 
 Triple = tuple[str, Mapping[str, str], float]
 
@@ -59,12 +62,40 @@ class PrometheusTelemetry:
         return list(result)
 
     def samples(self, hosts: list[str] | None = None, at: datetime | None = None) -> list[GpuSample]:
+        """The grid's samples (`hosts` None) from the recorded series; a few hosts' from the raw series."""
         moment = at or datetime.now(UTC)
+        if hosts is None:
+            return self.grid_samples(moment)
         params = {"time": moment.timestamp()}
         vector = self._call("custom_query", self.selector(hosts), params=params)
         ages = self._call("custom_query", f"timestamp({self.names.temperature})", params=params)
         fresh = self._fresh_gpus(ages, moment.timestamp())
         return [s for s in to_samples(_triples(vector), self.names, self.attribution) if (s.hostname, s.gpu) in fresh]
+
+    def grid_samples(self, moment: datetime) -> list[GpuSample]:
+        """Every GPU's sample from the recorded series (monitoring/prometheus-rules.yml), stale GPUs left out.
+
+        One answer of one small series per GPU and metric, instead of every raw series with all its
+        labels. Where the rules are not loaded (no recorded temperature at all), the same expressions
+        are asked directly, one query each.
+        """
+        params = {"time": moment.timestamp()}
+        wanted = "|".join(name for name, _ in RECORDED)
+        rows = self._call("custom_query", fresh_only(f'{{__name__=~"{wanted}"}}', self.names, self.stale_after_s), params=params)
+        if not any(row["metric"].get("__name__") == RECORDED[0][0] for row in rows):
+            log.warning("Prometheus has no recorded GPU temperature (rules not loaded, or every GPU stale): asking raw series")
+            rows = self.direct(params)
+        return recorded_samples(rows, self.names, self.attribution)
+
+    def direct(self, params: dict[str, float]) -> list[dict[str, Any]]:
+        """The recording rules' expressions asked directly (their answers named as the rules would)."""
+        rows: list[dict[str, Any]] = []
+        for name, expr in recording_rules(self.names).items():
+            query = fresh_only(expr, self.names, self.stale_after_s, recorded=False)
+            for row in self._call("custom_query", query, params=params):
+                row["metric"]["__name__"] = name
+                rows.append(row)
+        return rows
 
     def _fresh_gpus(self, ages: list[dict[str, Any]], now: float) -> set[tuple[str, int]]:
         fresh = set()

@@ -1,4 +1,5 @@
-"""The shipped alert rules pass promtool; the Grafana dashboard is valid as data and asks for metrics that exist."""
+"""The shipped rules pass promtool and record what the portal reads; the Grafana dashboard is valid as data
+and asks for metrics that exist."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from cluster.telemetry.names import MetricNames
+from cluster.telemetry.names import RECORDED, RECORDED_GROUP, MetricNames, recording_rules
 
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
 PORTAL_METRICS = {"gridportal_queue_gpus", "gridportal_admission_wait_seconds_bucket", "gridportal_admissions_total",
@@ -24,7 +27,21 @@ def test_the_alert_rules_pass_promtool() -> None:
         pytest.skip("promtool is not installed (apt-get install prometheus)")
     done = subprocess.run([promtool, "check", "rules", str(MONITORING / "prometheus-rules.yml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 6 rules found" in done.stdout
+    rules = [rule for group in _rules()["groups"] for rule in group["rules"]]
+    assert f"SUCCESS: {len(rules)} rules found" in done.stdout  # promtool read every rule of the file
+
+
+def _rules() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((MONITORING / "prometheus-rules.yml").read_text())
+    return loaded
+
+
+def test_the_recording_rules_are_the_ones_the_portal_reads_and_asks_for_without_them() -> None:
+    group = next(g for g in _rules()["groups"] if g["name"] == RECORDED_GROUP)
+    shipped = {rule["record"]: " ".join(rule["expr"].split()) for rule in group["rules"]}
+    # The names the cycle queries, and the same expressions it asks itself when the rules are not loaded.
+    assert list(shipped) == [name for name, _ in RECORDED]
+    assert shipped == recording_rules(MetricNames())
 
 
 def test_the_rules_cover_thermal_exporter_down_and_queue_wait() -> None:
