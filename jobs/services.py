@@ -481,7 +481,7 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
     Admits what fits, starts preempting the victims the policy picks to give teams their guarantee
     back, and stores every waiting job's reason, positions and estimated start. Where the backend
     queues jobs itself (`backlog_gpus()`, Slurm's `SLURM_BACKLOG`), it then admits a bounded
-    backlog beyond the free GPUs (see `_fill_backlog`). Returns the admitted jobs in the policy's
+    backlog beyond the free GPUs (`jobs.admission.Backlog`). Returns the admitted jobs in the policy's
     order, the backlog after the rest, so dispatch hands them over in that order.
     """
     backlog_gpus = _backlog_gpus(backend)
@@ -524,7 +524,8 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
         no_burst = {j.pk for j in waiting if restrictions.DENY_BURSTS in restricted.get(j.team_id, set())}
         allowed, kept_off_cloud = _without_cloud_for(result.admitted, no_burst)
         queue = admission.BacklogView.of(grid, reserved, holding, classes)
-        allowed, behind_backlog = queue.split_preemptible(allowed, {j.pk: j for j in waiting})
+        by_id = {j.pk: j for j in waiting}
+        allowed, behind_backlog = queue.split_preemptible(allowed, by_id)
         admitted = _admit(allowed, now)
         _preempt(result.preempted)
         backlogged: list[int] = []
@@ -532,7 +533,7 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
             backlog = admission.Backlog(
                 view=queue, budget_gpus=backlog_gpus, now=now.timestamp(), quotas=team_quotas, usage=team_usage, config=config
             )
-            chosen = backlog.choose(pending, running, allowed, result, {j.pk: j for j in waiting})
+            chosen = backlog.choose(pending, running, allowed, result, by_id)
             backlogged = _admit(chosen, now, queued=True)
         _record_explanations(waiting, result.waiting, {a.job_id for a in allowed} | set(backlogged))
         _explain_kept_off_cloud(kept_off_cloud)
