@@ -61,9 +61,15 @@ def run_cycle(
     running: Sequence[RunningJob],
     usage: Mapping[str, float] | None = None,
     config: PolicyConfig | None = None,
+    previous: Sequence[Reservation] = (),
 ) -> CycleResult:
-    """Decide which pending jobs start now, which running jobs are preempted, and why the rest wait."""
+    """Decide which pending jobs start now, which running jobs are preempted, and why the rest wait.
+
+    `previous`: the last cycle's reservations; read only with `PolicyConfig.keep_reservations`.
+    """
     cycle = _Cycle(now, cluster, quotas, running, usage or {}, config or PolicyConfig())
+    if cycle.config.keep_reservations and previous:
+        cycle.keep(previous, pending)
     cycle.admit_in_order(pending)
     cycle.reclaim()
     return cycle.result()
@@ -97,6 +103,7 @@ class _Cycle:
         self.specs = {spec.name: spec for spec in config.classes}
         self.starvation_age = config.starvation_age_s  # this cycle's (see PolicyConfig.starvation_relative)
         self._oldest_cutoff = -math.inf  # jobs submitted by then get reservations of their own (reserve_oldest)
+        self._kept: set[JobId] = set()  # jobs holding a reservation kept from the last cycle
         self.rank_of = {spec.name: spec.rank for spec in config.classes}
         self._shares: dict[tuple[str, str], tuple[int, float]] = {}
         self.index = FreeIndex(cluster.nodes)
@@ -152,10 +159,7 @@ class _Cycle:
     def admit_in_order(self, pending: Sequence[PendingJob]) -> None:
         for priority in {job.priority for job in pending} - self.rank_of.keys():
             self.config.class_named(priority)  # raises with the unknown name
-        if self.config.reserve_oldest:
-            times = [job.submit_time for job in pending if not job.held]
-            if times:
-                self._oldest_cutoff = heapq.nsmallest(self.config.reserve_oldest, times)[-1]
+        self._set_oldest_cutoff(pending)
         relative, head = self.config.starvation_relative, self.config.fifo_head
         if relative is not None or head:
             ages = [self.now - job.submit_time for job in pending if not job.held]
@@ -408,8 +412,14 @@ class _Cycle:
     def _place_among_reservations(self, pool: str, job: PendingJob, also: Reservation | None = None) -> Placement | None:
         """Placement in a pool with several reservations: the nodes of those the job ends before (and of `also`)."""
         end = self.now + job.walltime_s
-        usable = [n for r in self._pool_reservations(pool) if end <= r.start or r is also for n in r.nodes]
+        usable = [n for r in self._pool_reservations(pool) if end <= r.start or r is also or r.job_id == job.id for n in r.nodes]
         return self.index.place_with(pool, job, usable) if usable else self.index.place_unreserved(pool, job)
+
+    def _set_oldest_cutoff(self, pending: Sequence[PendingJob]) -> None:
+        if self.config.reserve_oldest:
+            times = [job.submit_time for job in pending if not job.held]
+            if times:
+                self._oldest_cutoff = heapq.nsmallest(self.config.reserve_oldest, times)[-1]
 
     def _aged(self, job: PendingJob) -> bool:
         """Whether a blocked job gets a reservation of its own (see PolicyConfig.reserve_after_s, reserve_oldest)."""
@@ -453,6 +463,12 @@ class _Cycle:
     # -- admission and reservation --------------------------------------------------------
 
     def _admit(self, job: PendingJob, pool: str, placement: Placement, borrowing: bool, preempts: tuple[JobId, ...] = ()) -> None:
+        if job.id in self._kept:  # it starts: its kept reservation is over, and nodes it does not take are free again
+            for held in self._aged_reservations.values():
+                for reservation in [r for r in held if r.job_id == job.id]:
+                    held.remove(reservation)
+                    self.index.unreserve(n for n in reservation.nodes if n not in placement)
+            self._kept.discard(job.id)
         self.index.take(placement)
         self.ledger.charge(job.team, job.gpu_model, job.gpus)
         self._model_version[job.gpu_model] += 1
@@ -470,8 +486,37 @@ class _Cycle:
                 self._releases.add(job.team, job.gpu_model, placement, self.now + job.walltime_s)
         return self._releases
 
+    def keep(self, previous: Sequence[Reservation], pending: Sequence[PendingJob]) -> None:
+        """Hold again the nodes of last cycle's reservations of aged jobs still pending, with fresh start times.
+
+        Planned again from scratch, an aged job's reservation slides: each cycle may pick other nodes
+        for it, and jobs ahead of it in fair order take each node as it frees. Kept, its nodes stay
+        held until it runs. Its start is when the last of them will be free enough.
+        """
+        waiting = {job.id: job for job in pending if not job.held}
+        self._set_oldest_cutoff(pending)
+        for old in previous:
+            job = waiting.get(old.job_id)
+            if job is None or not self._aged(job) or job.id in self._kept:
+                continue
+            nodes = [n for n in old.nodes if n in self.index.free and n not in self.index.reserved]
+            if len(nodes) != len(old.nodes) or any(self.index.pool_of[n] != old.pool for n in nodes):
+                continue  # a node left the pool or went unhealthy: plan again
+            need = job.gpus_per_node
+            start = max(self.releases.ready_at(self.index, n, need if job.nodes == 1 else self.index.size[n]) for n in nodes)
+            if start == math.inf:
+                continue
+            self._aged_reservations[old.pool].append(
+                Reservation(old.pool, job.id, old.nodes, start, self.specs[job.priority].rank)
+            )
+            self._walltimes[job.id] = job.walltime_s
+            self._kept.add(job.id)
+            self.index.reserve(nodes)
+
     def _reserve(self, job: PendingJob, spec: PriorityClassSpec) -> None:
         """The first blocked job of a pool gets its nodes held; later jobs may use them only if they end first."""
+        if job.id in self._kept:
+            return  # it holds last cycle's reservation still
         best: tuple[float, str, list[str]] | None = None
         aged = self._aged(job)
         for pool in self.index.pools_by_model[job.gpu_model]:

@@ -155,6 +155,8 @@ class PolicyConfig:
     # one (None: only each pool's first blocked job gets one).
     reserve_after_s: float | None = None
     reserve_oldest: int = 0  # ... and so do the this many oldest pending jobs, whatever their wait
+    # Such jobs keep last cycle's reservation (its nodes; run_cycle's `previous`) until they start.
+    keep_reservations: bool = False
     # The starvation age of a cycle is at most this many times the median age of its pending jobs
     # (None: always starvation_age_s), so that a job waiting far longer than is usual goes by age.
     starvation_relative: float | None = None

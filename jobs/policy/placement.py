@@ -126,6 +126,12 @@ class FreeIndex:
                 self._leave(name)
                 self.reserved.add(name)
 
+    def unreserve(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name in self.reserved:
+                self.reserved.discard(name)
+                self._enter(name)
+
     # -- queries ------------------------------------------------------------------------
 
     def fits_shape(self, pool: str, job: PendingJob) -> bool:

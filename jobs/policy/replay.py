@@ -42,7 +42,7 @@ from typing import Any
 from jobs.policy.cycle import run_cycle
 from jobs.policy.fairshare import advance_usage
 from jobs.policy.fifo import fifo_cycle
-from jobs.policy.model import Cluster, CycleResult, NodeState, PendingJob, PolicyConfig, Quota, RunningJob
+from jobs.policy.model import Cluster, CycleResult, NodeState, PendingJob, PolicyConfig, Quota, Reservation, RunningJob
 
 MODEL, POOL = "gpu", "replay"
 POLICIES = ("fair", "fifo")
@@ -133,6 +133,7 @@ class _Simulation:
         self.preemptions = 0
         self.violations = 0
         self.team_busy: dict[str, float] = defaultdict(float)
+        self.reservations: list[Reservation] = []  # the last fair cycle's, handed to the next
 
     # -- events ---------------------------------------------------------------------------
 
@@ -227,7 +228,7 @@ class _Simulation:
             return fifo_cycle(
                 now=self.clock, cluster=cluster, quotas=self.quotas, pending=pending, running=running, explain=False
             )
-        return run_cycle(
+        result = run_cycle(
             now=self.clock,
             cluster=cluster,
             quotas=self.quotas,
@@ -235,7 +236,10 @@ class _Simulation:
             running=running,
             usage=self.usage,
             config=self.spec.config,
+            previous=self.reservations,
         )
+        self.reservations = result.reservations
+        return result
 
     def _preempt(self, job: RunningJob) -> None:
         saved = job.checkpointed_at(self.clock) - job.start_time

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.policy import NodeState, PendingJob, PolicyConfig
+from jobs.policy import Cluster, NodeState, PendingJob, PolicyConfig, Reservation, run_cycle
 from tests.policy.builders import NOW, cycle, job, quota, running
 
 QUOTAS = [quota("vision", 0, 64), quota("render", 0, 64), quota("heavy", 0, 64)]
@@ -92,3 +92,34 @@ def test_the_oldest_pending_job_gets_its_own_reservation_when_asked() -> None:
     pending = [job("first", gpus=8, submit=0), job("oldest", team="heavy", gpus=8, submit=-600)]
     result = cycle(grid, QUOTAS, pending, busy, usage=HEAVY, config=PolicyConfig(reserve_oldest=1))
     assert [(r.job_id, r.nodes) for r in result.reservations] == [("first", ("a",)), ("oldest", ("b",))]
+
+
+def test_a_kept_reservation_holds_the_same_nodes_with_a_fresh_start() -> None:
+    grid = [NodeState("a", "p1", "a100", 8, 0), NodeState("b", "p1", "a100", 8, 0)]
+    busy = [running("ra", "render", {"a": 8}, end=NOW + 1000), running("rb", "render", {"b": 8}, end=NOW + 5000)]
+    pending = [job("oldest", team="heavy", gpus=8, submit=-600)]
+    last = [Reservation("p1", "oldest", ("b",), NOW + 4000, 200)]
+    planned = cycle(grid, QUOTAS, pending, busy, usage=HEAVY, config=PolicyConfig(reserve_oldest=1))
+    assert [(r.job_id, r.nodes) for r in planned.reservations] == [("oldest", ("a",))]  # planned afresh: the sooner node
+    config = PolicyConfig(reserve_oldest=1, keep_reservations=True)
+    result = run_cycle(
+        now=NOW, cluster=Cluster(grid), quotas=QUOTAS, pending=pending, running=busy, usage=HEAVY, config=config, previous=last
+    )
+    assert [(r.job_id, r.nodes, r.start) for r in result.reservations] == [("oldest", ("b",), NOW + 5000)]
+    # Ignored unless asked for.
+    assert run_cycle(
+        now=NOW, cluster=Cluster(grid), quotas=QUOTAS, pending=pending, running=busy, previous=last
+    ).reservations == [Reservation("p1", "oldest", ("a",), NOW + 1000, 200)]
+
+
+def test_a_job_starts_on_its_kept_reservation() -> None:
+    grid = [NodeState("a", "p1", "a100", 8, 8), NodeState("b", "p1", "a100", 8, 0)]
+    pending = [job("light", gpus=8, submit=100), job("oldest", team="heavy", gpus=8, submit=-600)]
+    last = [Reservation("p1", "oldest", ("a",), NOW, 200)]
+    config = PolicyConfig(reserve_oldest=1, keep_reservations=True)
+    result = run_cycle(
+        now=NOW, cluster=Cluster(grid), quotas=QUOTAS, pending=pending, running=[], usage=HEAVY, config=config, previous=last
+    )
+    # "light" goes first in fair order but may not take node a, held for "oldest" from now on.
+    assert [(a.job_id, a.placement) for a in result.admitted] == [("oldest", {"a": 8})]
+    assert result.reservations == []
