@@ -20,7 +20,8 @@ from cluster.models import Node
 from cluster.simulator.backend import SimulatorBackend
 from cluster.states import NodeState
 from cluster.telemetry import TelemetryUnavailable, get_telemetry
-from cluster.telemetry.names import MetricNames
+from cluster.telemetry import prometheus as prometheus_module
+from cluster.telemetry.names import RECORDED, MetricNames
 from cluster.telemetry.prometheus import PrometheusTelemetry
 from grid import telemetry
 from tests.stack import free_port
@@ -125,3 +126,31 @@ def test_a_slow_or_absent_prometheus_is_unavailable_not_a_crash() -> None:
     source = PrometheusTelemetry(f"http://127.0.0.1:{free_port()}", MetricNames(), timeout_s=0.5)
     with pytest.raises(TelemetryUnavailable):
         source.samples()
+
+
+def test_without_the_recording_rules_the_portal_asks_their_expressions_itself(
+    scraped: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = get_telemetry()
+    assert isinstance(source, PrometheusTelemetry)
+    recorded = wait_for(lambda: (s := source.samples()) and len(s) == 24 and s)
+    # As if Prometheus had not loaded monitoring/prometheus-rules.yml: the recorded names find nothing.
+    monkeypatch.setattr(prometheus_module, "RECORDED", tuple((f"absent:{name}", attr) for name, attr in RECORDED))
+    direct = wait_for(lambda: (s := source.samples()) and len(s) == 24 and s)
+    assert [(s.hostname, s.gpu, s.model, s.portal_job_id) for s in direct] == [
+        (s.hostname, s.gpu, s.model, s.portal_job_id) for s in recorded
+    ]
+    assert all(20 < s.temperature_c < 100 and s.utilization >= 0 for s in direct)
+
+
+def test_gpus_whose_series_are_stale_are_left_out_and_decide_nothing(scraped: str, grid: SimulatorBackend) -> None:
+    grid.inject_fault("onprem-h100-01", "xid")
+    fresh = telemetry.source_for(telemetry.held_jobs())
+    wait_for(lambda: any(s.xid_errors for s in fresh.samples()))
+    assert isinstance(fresh, PrometheusTelemetry)
+    # Every scrape is older than a millisecond: all of them count as stale.
+    stale = PrometheusTelemetry(scraped, MetricNames(), timeout_s=2.0, stale_after_s=0.001)
+    assert stale.samples() == []
+    report = telemetry.run_cycle(source=stale)
+    assert report.gpus == 0 and report.guarded == []
+    assert Node.objects.get(name="onprem-h100-01").state == NodeState.READY

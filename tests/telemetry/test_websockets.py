@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from jobs.models import Job
+from portal import listeners
 from portal.models import User
 from tests.security import test_access_websockets as access
 from tests.security.test_access_websockets import CLOSE_FORBIDDEN, TIMEOUT_S, websocket
@@ -64,3 +68,25 @@ async def test_only_an_operator_may_override_over_the_dashboard_socket(carol: Us
             if message["type"] == "override.result":
                 break
     assert message["ok"] is False and "operators" in message["error"]
+
+
+async def _listened(group: str) -> bool:
+    return group in await sync_to_async(listeners.listened)([group])
+
+
+async def _eventually(expected: bool, group: str) -> bool:
+    for _ in range(50):  # the hub records its groups in a thread of its own
+        if await _listened(group) == expected:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_an_open_job_page_makes_its_group_listened_until_it_closes(alice: User, alice_job: Job) -> None:
+    group = f"job.{alice_job.pk}"
+    assert not await _listened(group)
+    async with websocket(f"/ws/jobs/{alice_job.pk}/", alice) as ws:
+        assert await ws.connect(timeout=TIMEOUT_S) == (True, None)
+        await ws.receive_json_from(timeout=TIMEOUT_S)
+        assert await _eventually(True, group)
+    assert await _eventually(False, group)
