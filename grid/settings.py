@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "quotas",
     "jobs",
     "billing",
+    "artifacts",
     "grid",  # the top layer: pages and cycles across the apps (docs/architecture.md)
 ]
 
@@ -461,3 +462,26 @@ CELERY_BEAT_SCHEDULE["nightly-backup"] = {
     "task": "portal.tasks.nightly_backup",
     "schedule": crontab(minute=30, hour=BACKUP_HOUR),
 }
+
+# --- Artifact store (docs/artifacts.md) ----------------------------------------------------------
+# Where jobs' outputs and checkpoints go: file:///srv/grid-artifacts (a local or shared path: NFS, Lustre,
+# CephFS, mounted at the same path on the nodes), or s3://bucket/prefix. Empty: no store, jobs get no locations.
+# S3 keys are read from ARTIFACT_S3_ACCESS_KEY_ID / ARTIFACT_S3_SECRET_ACCESS_KEY (or *_FILE) when the store is
+# opened, else boto3's own chain (environment, profile, instance role).
+ARTIFACT_STORE = env_str("ARTIFACT_STORE", "") or ""
+ARTIFACT_S3_ENDPOINT_URL = env_str("ARTIFACT_S3_ENDPOINT_URL")
+ARTIFACT_S3_REGION = env_str("ARTIFACT_S3_REGION")
+# Pre-signed URLs: how long they work, and the largest single upload one may carry (S3's PUT limit is 5 GiB).
+ARTIFACT_UPLOAD_URL_TTL_S = env_int("ARTIFACT_UPLOAD_URL_TTL_S", 3600, minimum=60, maximum=7 * 86400)
+ARTIFACT_DOWNLOAD_URL_TTL_S = env_int("ARTIFACT_DOWNLOAD_URL_TTL_S", 300, minimum=10, maximum=86400)
+ARTIFACT_MAX_UPLOAD_BYTES = env_int("ARTIFACT_MAX_UPLOAD_BYTES", 5 * 2**30, minimum=1, maximum=5 * 2**30)
+# How often a simulated job (and the default a job is told) writes a checkpoint, in seconds of its work.
+ARTIFACT_CHECKPOINT_INTERVAL_S = env_int("ARTIFACT_CHECKPOINT_INTERVAL_S", 300, minimum=1, maximum=86400)
+# A team without a retention of its own keeps its jobs' files this many days after they finish; 0: forever.
+ARTIFACT_RETENTION_DAYS = env_int("ARTIFACT_RETENTION_DAYS", 0, minimum=0, maximum=3650)
+ARTIFACT_PURGE_BATCH = env_int("ARTIFACT_PURGE_BATCH", 100, minimum=1, maximum=10_000)
+# Storage rate per GB-month (decimal, in the billing currency); empty or 0: storage is not billed.
+ARTIFACT_STORAGE_RATE_PER_GB_MONTH = env_str("ARTIFACT_STORAGE_RATE_PER_GB_MONTH", "0") or "0"
+ARTIFACT_USAGE_INTERVAL_S = env_float("ARTIFACT_USAGE_INTERVAL_S", 3600.0, minimum=60, maximum=86400)
+CELERY_BEAT_SCHEDULE["artifact-usage"] = {"task": "artifacts.tasks.measure_usage", "schedule": ARTIFACT_USAGE_INTERVAL_S}
+CELERY_BEAT_SCHEDULE["artifact-retention"] = {"task": "artifacts.tasks.purge_expired", "schedule": ARTIFACT_USAGE_INTERVAL_S}

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
+import artifacts.api
 import billing.api
 import bursting.api
 import cluster.api
@@ -17,7 +18,7 @@ from portal import probes
 
 # The REST API, one way: each app's api.py lists its viewsets in ROUTES and its function views in
 # PATHS; all of them live under /api/v1/ in one router with one browsable root.
-API_MODULES = (portal.api, cluster.api, quotas.api, jobs.api, billing.api, bursting.api)
+API_MODULES = (portal.api, cluster.api, quotas.api, jobs.api, billing.api, artifacts.api, bursting.api)
 router = DefaultRouter()
 for module in API_MODULES:
     for prefix, viewset, basename in module.ROUTES:
@@ -39,6 +40,7 @@ urlpatterns = [
     path("planning/<int:run_id>/status", planning_views.planning_status, name="planning_status"),
     path("sim/", include("cluster.urls")),
     path("billing/", include("billing.urls")),
+    path("artifacts/", include("artifacts.urls")),
     path("console/", include("grid.console_urls")),
     path("api/v1/", include([*api_paths, *router.urls])),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["portal", "cluster", "quotas", "jobs", "billing", "bursting", "grid"]  # bottom to top
+LAYERS = ["portal", "cluster", "quotas", "jobs", "billing", "artifacts", "bursting", "grid"]  # bottom to top
 RANK = {app: rank for rank, app in enumerate(LAYERS)}
 
 

@@ -22,6 +22,7 @@ from django.core.management import call_command
 from django.db import models
 from pytest_django import DjangoCaptureOnCommitCallbacks
 
+from artifacts import services as artifact_services
 from billing.models import Budget, Invoice, InvoiceLine, Notification
 from jobs import services as job_services
 from jobs.models import Job
@@ -29,7 +30,7 @@ from portal.models import ApiToken, Team, User
 from portal.permissions import ACTIONS, CHANGE, VIEW, RestrictedQuerySet
 from quotas.models import QuotaChange
 
-PROJECT_APPS = ("portal", "cluster", "quotas", "jobs", "billing", "bursting", "grid")
+PROJECT_APPS = ("portal", "cluster", "quotas", "jobs", "billing", "artifacts", "bursting", "grid")
 # Rows that belong to one user rather than a team.
 OWN_ROWS = {"portal.apitoken": "user_id", "billing.notification": "recipient_id"}
 # Paths from a row to its team, tried in order.
@@ -76,6 +77,10 @@ def world(db: None, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCal
         Notification.objects.create(recipient=users["fiona"], team=team, subject="budget", body=str(budget.pk))
     ApiToken.issue(users["alice"], "ci")
     ApiToken.issue(users["carol"], "ci")
+    for job in Job.objects.select_related("team"):  # every job's artifact locations, every team's figure
+        artifact_services.locations(job)
+    for team in Team.objects.all():
+        artifact_services.policy(team)
     QuotaChange.objects.create(actor="olivia", team=Team.objects.get(slug="vision"), gpu_model="a100", after={"limit": 8})
     return users
 

@@ -69,6 +69,13 @@ ROUTES: dict[str, Route] = {
     "jobs/new/<slug:slug>/": Route("/jobs/new/custom/", LOGIN, 200, ("alice", 200), ("get", "post")),
     "jobs/<int:job_id>/": Route("/jobs/{job}/", LOGIN, 404, ("bob", 200)),
     "jobs/<int:job_id>/cancel/": Route("/jobs/{job}/cancel/", LOGIN, 404, ("bob", 302), ("post",)),
+    # Artifacts: the job's (or team's) own rule first, so an outsider learns nothing; no store is configured
+    # here, so the rightful user's download finds no file and an upload request stops at its missing size.
+    "artifacts/jobs/<int:job_id>/": Route("/artifacts/jobs/{job}/", LOGIN, 404, ("bob", 200)),
+    "artifacts/jobs/<int:job_id>/files/<path:path>": Route(
+        "/artifacts/jobs/{job}/files/output/model.pt", LOGIN, 404, ("bob", 404)
+    ),
+    "artifacts/teams/<slug:slug>/": Route("/artifacts/teams/vision/", LOGIN, 404, ("bob", 200), ("get", "post")),
     "sim/metrics": Route("/sim/metrics", 403, 403, ("olivia", 200)),
     "sim/nodes/<str:node>/metrics": Route("/sim/nodes/{node}/metrics", 403, 403, ("olivia", 200)),
     # API documentation
@@ -82,6 +89,11 @@ ROUTES: dict[str, Route] = {
     "api/v1/jobs/<pk>/cancel/": Route("/api/v1/jobs/{job}/cancel/", 401, 404, ("bob", 200), ("post",)),
     "api/v1/jobs/<pk>/events/": Route("/api/v1/jobs/{job}/events/", 401, 404, ("bob", 200)),
     "api/v1/jobs/<pk>/logs/": Route("/api/v1/jobs/{job}/logs/", 401, 404, ("bob", 200)),
+    "api/v1/artifacts/jobs/<int:job_id>/": Route("/api/v1/artifacts/jobs/{job}/", 401, 404, ("bob", 200)),
+    "api/v1/artifacts/jobs/<int:job_id>/uploads/": Route(
+        "/api/v1/artifacts/jobs/{job}/uploads/", 401, 404, ("alice", 400), ("post",), {"path": "output/model.pt"}
+    ),
+    "api/v1/artifacts/teams/<slug:slug>/": Route("/api/v1/artifacts/teams/vision/", 401, 404, ("bob", 200), ("get", "put")),
     "api/v1/templates/": Route("/api/v1/templates/", 401, 200, ("alice", 200)),
     "api/v1/templates/<slug>/": Route("/api/v1/templates/custom/", 401, 200, ("alice", 200)),
     "api/v1/teams/": Route("/api/v1/teams/", 401, 200, ("alice", 200)),
