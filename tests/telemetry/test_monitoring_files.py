@@ -17,7 +17,10 @@ from cluster.telemetry.names import RECORDED, RECORDED_GROUP, MetricNames, recor
 
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
 PORTAL_METRICS = {"gridportal_queue_gpus", "gridportal_admission_wait_seconds_bucket", "gridportal_admissions_total",
-                  "gridportal_preemptions_total", "gridportal_nodes_cordoned", "up"}  # fmt: skip
+                  "gridportal_preemptions_total", "gridportal_nodes_cordoned", "up",
+                  # tests/grid/test_control_loop_alerts.py checks /metrics exports these
+                  "gridportal_control_loop_duration_seconds", "gridportal_control_loop_period_seconds",
+                  "gridportal_control_loop_lag_seconds", "gridportal_control_loop_failures_total"}  # fmt: skip
 
 
 @pytest.mark.prometheus
