@@ -44,8 +44,8 @@ from portal import listeners
 from portal.access import websocket_user
 from portal.broadcast import send_now
 from portal.channel_layer import live_updates_paused
-from portal.models import User
-from portal.viewers import Viewer, Viewers
+from portal.models import User, hash_token
+from portal.viewers import Viewer, Viewers, token_standing_key
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,12 @@ class Subscriber:
     def identify(self, user: User) -> None:
         """The user this socket speaks for, as verified when it opened."""
         session = self.scope.get("session")
+        token = self.scope.get("api_token_header")
         self.user_id = user.pk
-        self.session_key = session.session_key if session is not None else None
+        if token is not None:  # opened with an API token (portal.security.TokenWebsocket): it stands while the token does
+            self.session_key = token_standing_key(hash_token(token.split()[-1]))
+        else:
+            self.session_key = session.session_key if session is not None else None
         self.auth_hash = user.get_session_auth_hash()
 
     def push(self, message: Message) -> None:

@@ -151,6 +151,7 @@ def revoke(user: Any, token_id: int) -> bool:
     hashes = list(mine.values_list("key_hash", flat=True))
     revoked = bool(mine.update(revoked_at=timezone.now()))
     forget(hashes)
+    _end_token_sockets(hashes)
     return revoked
 
 
@@ -160,7 +161,16 @@ def revoke_all(user: Any) -> int:
     hashes = list(live.values_list("key_hash", flat=True))
     count = live.update(revoked_at=timezone.now())
     forget(hashes)
+    _end_token_sockets(hashes)
     return count
+
+
+def _end_token_sockets(hashes: Iterable[str]) -> None:
+    """Close the websockets these tokens opened, in every process, once the revocation commits."""
+    from portal.fanout import announce_access_change
+    from portal.viewers import token_standing_key
+
+    announce_access_change(sessions=[token_standing_key(h) for h in hashes])
 
 
 def live_count(user: Any) -> int:

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from portal.models import Membership, TeamRole, User
+from portal.models import ApiToken, Membership, TeamRole, User
 
 # How long cached facts may be trusted without an announcement: the bound on how late a socket
 # learns of a change whose announcement was lost (Redis down between processes).
@@ -68,9 +68,29 @@ def load_viewers(user_ids: Iterable[int]) -> dict[int, Viewer]:
     }
 
 
+TOKEN_KEY_PREFIX = "token:"  # a socket opened with an API token stands as long as the token does
+
+
+def token_standing_key(key_hash: str) -> str:
+    """What a socket opened with an API token stands on, among the session keys: its token's hash."""
+    return f"{TOKEN_KEY_PREFIX}{key_hash}"
+
+
 def standing_sessions(keys: Iterable[str]) -> set[str]:
-    """The session keys among `keys` that still stand: not signed out, not expired."""
+    """The session keys among `keys` that still stand: not signed out, not expired; and, for sockets opened
+    with an API token, the token keys whose token is not revoked."""
     wanted = set(keys)
+    tokens = {k for k in wanted if k.startswith(TOKEN_KEY_PREFIX)}
+    wanted -= tokens
+    standing = set()
+    if tokens:
+        hashes = [k.removeprefix(TOKEN_KEY_PREFIX) for k in tokens]
+        live = ApiToken.objects.filter(key_hash__in=hashes, revoked_at__isnull=True).values_list("key_hash", flat=True)
+        standing = {token_standing_key(h) for h in live}
+    return standing | _standing_session_keys(wanted)
+
+
+def _standing_session_keys(wanted: set[str]) -> set[str]:
     if not wanted:
         return set()
     store = import_string(f"{settings.SESSION_ENGINE}.SessionStore")

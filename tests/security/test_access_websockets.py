@@ -20,6 +20,7 @@ from grid.asgi import application
 from jobs.models import Job
 from portal.models import ApiToken, Membership, Team, User
 from portal.security import same_origin
+from portal.tokens import revoke
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -238,3 +239,13 @@ async def test_an_outsiders_token_is_refused_another_teams_job(carol: User, alic
 async def test_a_bad_token_is_closed_with_4401(alice_job: Job, key: str) -> None:
     async with token_websocket(f"/ws/jobs/{alice_job.pk}/", key) as ws:
         assert await ws.connect(timeout=TIMEOUT_S) == (False, CLOSE_UNAUTHENTICATED)
+
+
+async def test_a_revoked_token_ends_the_socket_it_opened(alice: User, alice_job: Job) -> None:
+    token, key = await sync_to_async(ApiToken.issue)(alice, "ci")
+    async with token_websocket(f"/ws/jobs/{alice_job.pk}/", key) as ws:
+        assert await ws.connect(timeout=TIMEOUT_S) == (True, None)
+        assert (await ws.receive_json_from(timeout=TIMEOUT_S))["type"] == "snapshot"
+        assert await sync_to_async(revoke)(alice, token.pk)
+        code = await closed_with(ws, messages=10)
+    assert code == CLOSE_UNAUTHENTICATED
