@@ -149,7 +149,7 @@ def run_cycle(source: TelemetrySource | None = None, now: datetime | None = None
         _act_on_idle(report.idle, {j.id: j for j in running})
         report.finalised = guard.finalise(ended_job_ids())
     clock.lap("finalise")
-    report.groups = fan_out(*live_messages_for_listeners(samples, by_job, jobs, now))
+    report.groups = fan_out(*live_messages_for_listeners(samples, by_job, jobs, now, source))
     clock.lap("fan_out")
     return report
 
@@ -259,24 +259,27 @@ def live_messages(
     now: datetime,
     heard: Container[str] = EVERYONE,
     pools: dict[str, str] | None = None,
+    node_samples: list[GpuSample] | None = None,
 ) -> list[Message]:
-    """The cycle's messages for the groups in `heard`; nothing is built for a group that is not."""
+    """The cycle's messages for the groups in `heard`; nothing is built for a group that is not.
+
+    `node_samples`: what the node pages show, when read apart from `samples` (with power).
+    """
     at = now.isoformat()
     messages: list[Message] = []
     if "grid" in heard:
         messages.append(("grid", {"type": "telemetry.grid", "at": at, "stale": False, "heat": heat(samples)}))
-    by_node: dict[str, list[GpuSample]] = defaultdict(list)
-    for s in samples:
-        by_node[s.hostname].append(s)
+    by_node = _by_node(samples)
     pools = dict(Node.objects.values_list("name", "pool__name")) if pools is None else pools
     by_pool: dict[str, list[GpuSample]] = defaultdict(list)
-    for node, node_samples in by_node.items():
+    for node, gpus in _by_node(samples if node_samples is None else node_samples).items():
         if f"telemetry.node.{node}" in heard:
-            rows = [[s.gpu, *(_value(s, attr) for attr, _ in FIELDS)] for s in node_samples]
+            rows = [[s.gpu, *(_value(s, attr) for attr, _ in FIELDS)] for s in gpus]
             messages.append((f"telemetry.node.{node}", {"type": "telemetry.node", "at": at, "node": node, "gpus": rows}))
+    for node, gpus in by_node.items():
         pool = pools.get(node, "")
         if pool and f"telemetry.pool.{pool}" in heard:
-            by_pool[pool].extend(node_samples)
+            by_pool[pool].extend(gpus)
     for pool, pool_samples in by_pool.items():
         messages.append(
             (f"telemetry.pool.{pool}", {"type": "telemetry.pool", "at": at, "pool": pool, **_pool_figures(pool_samples)})
@@ -288,15 +291,37 @@ def live_messages(
     return messages
 
 
+def _by_node(samples: Iterable[GpuSample]) -> dict[str, list[GpuSample]]:
+    by_node: dict[str, list[GpuSample]] = defaultdict(list)
+    for s in samples:
+        by_node[s.hostname].append(s)
+    return by_node
+
+
 def live_messages_for_listeners(
-    samples: list[GpuSample], by_job: dict[int, list[GpuSample]], jobs: list[HeldJob], now: datetime
+    samples: list[GpuSample],
+    by_job: dict[int, list[GpuSample]],
+    jobs: list[HeldJob],
+    now: datetime,
+    source: TelemetrySource | None = None,
 ) -> tuple[list[Message], set[str]]:
-    """The messages for the groups that have a listener now (one cache read for all), and those groups."""
+    """The messages for the groups that have a listener now (one cache read for all), and those groups.
+
+    The grid's samples may lack what only node pages show (power, from the recorded series): the
+    nodes whose page is open are read again whole from `source`, a small query for a few nodes.
+    """
     pools = dict(Node.objects.values_list("name", "pool__name"))
     groups = {"grid", *(f"telemetry.node.{s.hostname}" for s in samples), *(f"telemetry.pool.{p}" for p in pools.values())}
     groups.update(f"job.{job_id}" for job_id in by_job)
     heard = listeners.listened(groups)
-    return live_messages(samples, by_job, jobs, now, heard, pools), heard
+    watched = {s.hostname for s in samples if f"telemetry.node.{s.hostname}" in heard}
+    node_samples = [s for s in samples if s.hostname in watched]
+    if watched and source is not None:
+        try:
+            node_samples = source.samples(sorted(watched), now)
+        except TelemetryUnavailable as exc:
+            log.warning("node pages get the grid's samples (no power): %s", exc)
+    return live_messages(samples, by_job, jobs, now, heard, pools, node_samples), heard
 
 
 def _pool_figures(samples: list[GpuSample]) -> dict[str, float | None]:

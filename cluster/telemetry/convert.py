@@ -119,8 +119,9 @@ def recorded_samples(rows: Iterable[Mapping[str, Any]], names: MetricNames, how:
     """A Prometheus answer of recorded series (names.RECORDED) to one sample per GPU that reported a
     temperature, sorted by host and GPU.
 
-    The same samples `to_samples` makes from the raw series, less what the cycle never reads (the
-    UUID, free memory: NaN here); a GPU with no recorded XID has none (0). Written for speed: it
+    The same samples `to_samples` makes from the raw series, less what the cycle reads only for the
+    nodes whose page is open (power) or never (the UUID, free memory): NaN here. A GPU with no
+    recorded XID has none (0). Written for speed: it
     runs over every series of the grid (40,000 at a thousand nodes) each cycle.
     """
     column = {name: i for i, (name, _) in enumerate(RECORDED)}
@@ -149,7 +150,7 @@ def recorded_samples(rows: Iterable[Mapping[str, Any]], names: MetricNames, how:
 def _recorded(
     host: str, gpu: int, row: list[float], labels: Mapping[str, str], names: MetricNames, how: Attribution
 ) -> GpuSample:
-    temperature, utilization, fb_used, power, engine_active, xid = row
+    temperature, utilization, fb_used, engine_active, xid = row
     return GpuSample(
         hostname=host,
         gpu=gpu,
@@ -157,7 +158,7 @@ def _recorded(
         model=labels.get(names.model_label, ""),
         utilization=utilization * names.utilization_scale,
         temperature_c=temperature,
-        power_w=power,
+        power_w=MISSING,
         fb_used_mib=fb_used * names.memory_scale,
         fb_free_mib=MISSING,
         engine_active=engine_active,

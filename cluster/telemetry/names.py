@@ -87,12 +87,12 @@ def _convert(key: str, value: str) -> Any:
 
 # Recorded series (monitoring/prometheus-rules.yml) -> GpuSample attribute. One series per GPU and
 # metric with only the labels the portal reads, so the whole grid's answer is a fraction of the raw
-# series' (dcgm-exporter puts ten labels on each); XID codes come only for GPUs that have one.
+# series' (dcgm-exporter puts ten labels on each); XID codes come only for GPUs that have one. Power
+# is read by the node pages alone: the cycle asks the raw series of the nodes whose page is open.
 RECORDED: tuple[tuple[str, str], ...] = (
     ("gpu:temperature_c", "temperature_c"),
     ("gpu:utilization", "utilization"),
     ("gpu:fb_used", "fb_used_mib"),
-    ("gpu:power_w", "power_w"),
     ("gpu:engine_active", "engine_active"),
     ("gpu:xid_nonzero", "xid_errors"),
 )
@@ -108,7 +108,6 @@ def recording_rules(names: MetricNames) -> dict[str, str]:
         "gpu:temperature_c": f"max by ({ident}) ({names.temperature})",
         "gpu:utilization": f"max by ({gpu}) ({names.utilization})",
         "gpu:fb_used": f"max by ({gpu}) ({names.fb_used})",
-        "gpu:power_w": f"max by ({gpu}) ({names.power})",
         "gpu:engine_active": f"max by ({gpu}) ({names.engine_active})",
         "gpu:xid_nonzero": f"max by ({gpu}) ({names.xid}) != 0",
     }

@@ -3,7 +3,9 @@ and stale data still decides nothing."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -149,3 +151,30 @@ def test_a_job_whose_samples_are_stale_is_not_counted_idle(
     assert report.idle == [] and JobEfficiency.objects.get(portal_job_id=job.pk).idle_since is None
     report = telemetry.run_cycle()
     assert [o.portal_job_id for o in report.idle] == [job.pk]
+
+
+class RecordedOnly:
+    """Like the Prometheus source: the grid's samples without power; a few hosts' whole."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str] | None] = []
+
+    def samples(self, hosts: list[str] | None = None, at: datetime | None = None) -> list[GpuSample]:
+        self.asked.append(hosts)
+        whole = SimulatorTelemetry().samples(hosts, at)
+        return whole if hosts is not None else [replace(s, power_w=math.nan) for s in whole]
+
+    def history(self, hosts: list[str], start: datetime, end: datetime, step_s: float) -> list[tuple[datetime, list[GpuSample]]]:
+        return []
+
+
+def test_a_watched_node_page_gets_its_gpus_read_whole_and_no_other_node_is_read(grid: SimulatorBackend) -> None:
+    source = RecordedOnly()
+    listeners.join("web-1", ["telemetry.node.onprem-h100-01"])
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("telemetry.node.onprem-h100-01", channel)
+    assert telemetry.run_cycle(source=source).groups == 1
+    assert source.asked == [None, ["onprem-h100-01"]]
+    message = async_to_sync(layer.receive)(channel)
+    assert message["node"] == "onprem-h100-01" and all(row[4] is not None for row in message["gpus"])  # power

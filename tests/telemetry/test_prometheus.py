@@ -18,6 +18,7 @@ from pytest_django.live_server_helper import LiveServer
 
 from cluster.models import Node
 from cluster.simulator.backend import SimulatorBackend
+from cluster.simulator.model import GpuSample
 from cluster.states import NodeState
 from cluster.telemetry import TelemetryUnavailable, get_telemetry
 from cluster.telemetry import prometheus as prometheus_module
@@ -128,15 +129,20 @@ def test_a_slow_or_absent_prometheus_is_unavailable_not_a_crash() -> None:
         source.samples()
 
 
+def _all_24(source: PrometheusTelemetry) -> list[GpuSample]:
+    samples = source.samples()
+    return samples if len(samples) == 24 else []
+
+
 def test_without_the_recording_rules_the_portal_asks_their_expressions_itself(
     scraped: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = get_telemetry()
     assert isinstance(source, PrometheusTelemetry)
-    recorded = wait_for(lambda: (s := source.samples()) and len(s) == 24 and s)
+    recorded = wait_for(lambda: _all_24(source))
     # As if Prometheus had not loaded monitoring/prometheus-rules.yml: the recorded names find nothing.
     monkeypatch.setattr(prometheus_module, "RECORDED", tuple((f"absent:{name}", attr) for name, attr in RECORDED))
-    direct = wait_for(lambda: (s := source.samples()) and len(s) == 24 and s)
+    direct = wait_for(lambda: _all_24(source))
     assert [(s.hostname, s.gpu, s.model, s.portal_job_id) for s in direct] == [
         (s.hostname, s.gpu, s.model, s.portal_job_id) for s in recorded
     ]
