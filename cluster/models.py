@@ -137,6 +137,14 @@ class SimJob(RestrictedModel):
     outcome_reason = models.CharField(max_length=120, blank=True)
     load = models.FloatField()
     memory_fraction = models.FloatField()
+    # Checkpoints (docs/artifacts.md): the job writes its progress every `checkpoint_every_s` of simulated
+    # work into `checkpoint_dir`; a new attempt after preemption starts from the last one.
+    checkpoint_dir = models.CharField(max_length=500, blank=True)
+    checkpoint_every_s = models.FloatField(default=0.0, help_text="Simulated seconds of work between checkpoints; 0: none.")
+    work_total_s = models.FloatField(default=0.0, help_text="Simulated seconds of work the whole job needs.")
+    work_done_s = models.FloatField(default=0.0, help_text="Simulated seconds of work done before this attempt started.")
+    last_checkpoint_s = models.FloatField(default=0.0, help_text="The work saved in the last checkpoint written.")
+    attempts = models.PositiveIntegerField(default=1)
 
     class Meta:
         indexes = [models.Index(fields=["state"])]

@@ -7,10 +7,13 @@ is up finish, waiting jobs are placed), so web, worker and beat processes all se
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -26,12 +29,55 @@ from cluster.backends.base import (
 )
 from cluster.gpus import GPU_MODELS
 from cluster.models import SimJob, SimNode
-from cluster.simulator.model import PoolSpec, decide_outcome, log_lines, parse_pools, script_syntax_error
+from cluster.simulator.model import (
+    PoolSpec,
+    checkpoint_progress,
+    decide_outcome,
+    log_lines,
+    parse_pools,
+    resumed_work,
+    script_syntax_error,
+)
 from cluster.states import NodeState, PoolKind
 from portal.locks import transaction_lock
 
 LOCK = "simulator-grid"
 FAULTS = ("overheat", "xid", "down")
+# Where a job finds its checkpoint location and interval (artifacts.services.job_environment sets them).
+CHECKPOINT_DIR_ENV = "GRID_CHECKPOINT_DIR"
+CHECKPOINT_INTERVAL_ENV = "GRID_CHECKPOINT_INTERVAL_S"
+CHECKPOINT_FILE = "sim-checkpoint.json"
+RESTARTABLE = (RemoteJobState.PREEMPTED,)  # a new submit of such a job is its next attempt
+
+
+def read_checkpoint(directory: str, portal_job_id: int) -> float | None:
+    """The work saved in the job's checkpoint file, or None when there is none (or it is another job's)."""
+    if not directory:
+        return None
+    try:
+        saved = json.loads((Path(directory) / CHECKPOINT_FILE).read_text(encoding="utf-8"))
+        if int(saved["portal_job_id"]) != portal_job_id:
+            return None
+        return float(saved["progress_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_checkpoint(directory: str, portal_job_id: int, progress_s: float, total_s: float, at: datetime) -> None:
+    """Write the job's checkpoint as a job would: the new file replaces the old one whole, never half-written."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    body = {"portal_job_id": portal_job_id, "progress_s": progress_s, "total_s": total_s, "written_at": at.isoformat()}
+    partial = folder / f".{CHECKPOINT_FILE}.partial"
+    partial.write_text(json.dumps(body), encoding="utf-8")
+    os.replace(partial, folder / CHECKPOINT_FILE)
+
+
+def checkpoint_interval(env: dict[str, str]) -> float:
+    try:
+        return max(0.0, float(env.get(CHECKPOINT_INTERVAL_ENV, "0")))
+    except ValueError:
+        return 0.0
 
 
 class SimulatorBackend(ClusterBackend):
@@ -72,9 +118,29 @@ class SimulatorBackend(ClusterBackend):
             self.ensure_grid()
             for job in SimJob.objects.filter(state=RemoteJobState.RUNNING, ends_at__lte=now):
                 self._finish(job, job.outcome_state, job.outcome_exit_code, job.outcome_reason, job.ends_at)
+            self._write_checkpoints(now)
             self._place_waiting(now)
 
+    def _saved_work(self, job: SimJob, at: datetime) -> float:
+        """The work in the last checkpoint the running job has written by `at`."""
+        elapsed = (at - job.started_at).total_seconds() * self.speed if job.started_at else 0.0
+        return checkpoint_progress(job.work_done_s, elapsed, job.checkpoint_every_s, job.work_total_s)
+
+    def _checkpoint(self, job: SimJob, at: datetime, done: bool = False) -> None:
+        saved = job.work_total_s if done else self._saved_work(job, at)
+        if saved > job.last_checkpoint_s and job.checkpoint_dir:
+            write_checkpoint(job.checkpoint_dir, job.portal_job_id, saved, job.work_total_s, at)
+            SimJob.objects.filter(pk=job.pk).update(last_checkpoint_s=saved)
+
+    def _write_checkpoints(self, now: datetime) -> None:
+        """The checkpoints running jobs have written since the grid last advanced (the newest one each)."""
+        for job in SimJob.objects.filter(state=RemoteJobState.RUNNING, checkpoint_every_s__gt=0).exclude(checkpoint_dir=""):
+            self._checkpoint(job, now)
+
     def _finish(self, job: SimJob, state: str, exit_code: int | None, reason: str, at: datetime | None) -> None:
+        if job.state == RemoteJobState.RUNNING and job.checkpoint_every_s > 0 and at is not None:
+            # The checkpoints it wrote before it ended, up to the last one; a job that completes writes its whole work.
+            self._checkpoint(job, at, done=state == RemoteJobState.SUCCEEDED)
         SimJob.objects.filter(pk=job.pk, state__in=[RemoteJobState.PENDING, RemoteJobState.RUNNING]).update(
             state=state, exit_code=exit_code, reason=reason, ended_at=at
         )
@@ -117,9 +183,13 @@ class SimulatorBackend(ClusterBackend):
         if request.gpu_model not in GPU_MODELS:
             raise BackendRejected(f"unknown GPU model {request.gpu_model!r}")
         existing = SimJob.objects.filter(portal_job_id=request.portal_job_id).first()
+        if existing is not None and existing.state in RESTARTABLE:
+            return self._restart(existing, request)
         if existing is not None:
             return str(existing.pk)  # a repeated submit of the same portal job is the same job
         outcome = decide_outcome(request.portal_job_id, request.walltime_s, self.failure_rate)
+        checkpoint_dir = request.env.get(CHECKPOINT_DIR_ENV, "")
+        done = resumed_work(outcome.runtime_s, read_checkpoint(checkpoint_dir, request.portal_job_id))
         if request.script and (problem := script_syntax_error(request.script)):
             # Fail as Slurm's bash would, early, instead of pretending the job ran.
             outcome = dataclasses.replace(outcome, runtime_s=1.0, state="failed", exit_code=2, reason=f"script: {problem}"[:120])
@@ -136,7 +206,12 @@ class SimulatorBackend(ClusterBackend):
                     nodes_wanted=request.nodes,
                     requested_nodes=list(request.node_names),
                     submitted_at=self.clock(),
-                    runtime_s=outcome.runtime_s / self.speed,
+                    runtime_s=(outcome.runtime_s - done) / self.speed,
+                    work_total_s=outcome.runtime_s,
+                    work_done_s=done,
+                    last_checkpoint_s=done,
+                    checkpoint_dir=checkpoint_dir,
+                    checkpoint_every_s=checkpoint_interval(request.env),
                     outcome_state=outcome.state,
                     outcome_exit_code=outcome.exit_code,
                     outcome_reason=outcome.reason,
@@ -148,6 +223,30 @@ class SimulatorBackend(ClusterBackend):
         if self.submit_delay_s:
             time.sleep(self.submit_delay_s)  # the job exists on the grid, the portal has not heard back yet
         return str(job.pk)
+
+    def _restart(self, job: SimJob, request: JobRequest) -> str:
+        """The next attempt of a preempted job: it starts from its last checkpoint, so only the rest of its work remains."""
+        checkpoint_dir = request.env.get(CHECKPOINT_DIR_ENV, "") or job.checkpoint_dir
+        done = resumed_work(job.work_total_s, read_checkpoint(checkpoint_dir, job.portal_job_id))
+        with transaction.atomic():
+            transaction_lock(LOCK)
+            SimJob.objects.filter(pk=job.pk, state__in=RESTARTABLE).update(
+                state=RemoteJobState.PENDING, placement={}, requested_nodes=list(request.node_names), reason="",
+                exit_code=None, started_at=None, ends_at=None, ended_at=None, submitted_at=self.clock(),
+                runtime_s=(job.work_total_s - done) / self.speed, work_done_s=done, last_checkpoint_s=done,
+                checkpoint_dir=checkpoint_dir, checkpoint_every_s=checkpoint_interval(request.env),
+                attempts=job.attempts + 1,
+            )  # fmt: skip
+        self.advance()
+        return str(job.pk)
+
+    def preempt(self, backend_job_id: str, grace_s: int) -> None:
+        """Stop the job for preemption; it has written its checkpoints up to now, and a new submit resumes it."""
+        with transaction.atomic():
+            transaction_lock(LOCK)
+            job = SimJob.objects.filter(pk=int(backend_job_id)).first()
+            if job is not None:
+                self._finish(job, RemoteJobState.PREEMPTED, None, "Preempted", self.clock())
 
     def cancel(self, backend_job_id: str) -> None:
         with transaction.atomic():
@@ -182,11 +281,15 @@ class SimulatorBackend(ClusterBackend):
         if job is None or job.started_at is None or job.ends_at is None:
             return []
         end = job.ended_at or self.clock()
-        span = (job.ends_at - job.started_at).total_seconds() or 1.0
-        progress = (end - job.started_at).total_seconds() / span
+        if job.work_total_s > 0:  # an attempt resumed from a checkpoint goes on from where that left off
+            progress = (job.work_done_s + (end - job.started_at).total_seconds() * self.speed) / job.work_total_s
+        else:
+            progress = (end - job.started_at).total_seconds() / ((job.ends_at - job.started_at).total_seconds() or 1.0)
         final = None
         if job.state == RemoteJobState.CANCELLED:
             final = "cancelled"
+        elif job.state == RemoteJobState.PREEMPTED:
+            final = "preempted"
         elif job.state in (RemoteJobState.SUCCEEDED, RemoteJobState.FAILED):
             final = f"finished: exit code {job.exit_code}" + (f" ({job.reason})" if job.reason else "")
         lines = log_lines(job.kind, job.name, job.portal_job_id, progress, final, job.command)

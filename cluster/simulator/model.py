@@ -280,3 +280,25 @@ def gpu_sample(
         xid_errors=xid_errors,
         portal_job_id=span.portal_job_id if span else None,
     )
+
+
+# --- checkpoints: what a preempted or killed job resumes from -------------------------------------
+
+
+def checkpoint_progress(done_before_s: float, elapsed_s: float, every_s: float, total_s: float) -> float:
+    """The work (simulated seconds) saved in a job's last checkpoint, `elapsed_s` simulated seconds into an
+    attempt that started from `done_before_s`: the job writes one every `every_s` of work, and a last one when
+    its work is done. No checkpointing (`every_s` <= 0): what it resumed from, nothing more."""
+    if every_s <= 0:
+        return done_before_s
+    if done_before_s + elapsed_s >= total_s:
+        return total_s
+    return min(total_s, done_before_s + math.floor(max(0.0, elapsed_s) / every_s) * every_s)
+
+
+def resumed_work(total_s: float, checkpoint_s: float | None) -> float:
+    """Work already done when a job starts (again) from a checkpoint at `checkpoint_s`; a checkpoint
+    outside the job's work (another job's, or a corrupt one) counts as none."""
+    if checkpoint_s is None or not 0.0 <= checkpoint_s <= total_s:
+        return 0.0
+    return checkpoint_s

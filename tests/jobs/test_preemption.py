@@ -48,7 +48,7 @@ def test_a_team_reclaims_its_guarantee_from_a_preemptible_borrower(
     victim = preempting.get()
     assert victim.team.slug == "render"
     assert JobEvent.objects.filter(job=victim, to_state=JobState.PREEMPTING, reason__contains=f"#{mine.pk}").exists()
-    assert SimJob.objects.get(portal_job_id=victim.pk).state == "cancelled"
+    assert SimJob.objects.get(portal_job_id=victim.pk).state == "preempted"  # its next submit resumes it
 
     assert services.run_admission_cycle() == []  # the victim still holds its GPUs: no second victim
     assert Job.objects.filter(state=JobState.PREEMPTING).count() == 1
