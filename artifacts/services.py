@@ -154,7 +154,7 @@ def download(job: Job, path: str) -> Download:
     path = layout.clean_path(path)
     key = JobLayout(job.team.slug, job.pk).prefix + path
     target, filename = store(), path.rsplit("/", 1)[-1]
-    if not any(f.key == key for f in target.list(key)):
+    if not target.exists(key):
         raise StoreError(f"no file {path!r} in job #{job.pk}'s artifacts", retryable=False)
     url = target.download_url(key, settings.ARTIFACT_DOWNLOAD_URL_TTL_S, filename)
     return Download(filename, url=url) if url else Download(filename, stream=target.open(key))

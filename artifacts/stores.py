@@ -58,6 +58,10 @@ class ArtifactStore(abc.ABC):
         """The file's bytes; StoreError (not retryable) when there is no such file."""
 
     @abc.abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether a file is stored under exactly this key."""
+
+    @abc.abstractmethod
     def delete_prefix(self, prefix: str) -> int:
         """Delete every file under `prefix`; returns how many went."""
 
@@ -125,6 +129,10 @@ class FileStore(ArtifactStore):
         with _os_errors(f"open {key}"):
             return path.open("rb")
 
+    def exists(self, key: str) -> bool:
+        path = self.path(key)
+        return path.is_file() and not path.name.endswith(".partial")
+
     def delete_prefix(self, prefix: str) -> int:
         base = self.path(prefix.rstrip("/"))
         if not base.is_dir():
@@ -174,6 +182,17 @@ class S3Store(ArtifactStore):
                 raise StoreError(f"no file {key!r}", retryable=False) from exc
             raise
         return body
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise StoreError(f"cannot look for {key}: {exc}", retryable=True) from exc
+        return True
 
     def delete_prefix(self, prefix: str) -> int:
         keys = [self._key(f.key) for f in self.list(prefix)]

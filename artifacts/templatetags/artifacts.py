@@ -6,6 +6,7 @@ from typing import Any
 
 from django import template
 
+from artifacts import services
 from artifacts.views import files_context
 
 register = template.Library()
@@ -25,3 +26,15 @@ def filesize(size: int) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{size} B"
+
+
+@register.inclusion_tag("artifacts/_team_usage.html")
+def team_artifacts(team: Any, user: Any) -> dict[str, object]:
+    """The team's artifact storage beside its quotas; nothing without a store or for someone outside the team."""
+    if not services.configured():
+        return {"usage": None}
+    try:
+        figure = services.usage(user, team)
+    except services.StoreError as exc:
+        return {"usage": None, "error": str(exc)}
+    return {"team": team, "usage": figure}

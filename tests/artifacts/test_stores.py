@@ -24,6 +24,7 @@ def test_it_puts_lists_opens_measures_and_deletes(any_store: str) -> None:
         ("vision/1/output/a.txt", 5),
     ]
     assert store.open("vision/1/output/a.txt").read() == b"hello"
+    assert store.exists("vision/1/output/a.txt") and not store.exists("vision/1/output/") and not store.exists("vision/1/nope")
     assert store.usage("vision/") == 5 + 300 + 9
     assert store.delete_prefix("vision/1/") == 2
     assert store.list("vision/1/") == [] and store.usage("vision/") == 9
