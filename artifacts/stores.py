@@ -212,7 +212,7 @@ class S3Store(ArtifactStore):
         params = {
             "Bucket": self.bucket,
             "Key": self._key(key),
-            "ResponseContentDisposition": f'attachment; filename="{filename}"',
+            "ResponseContentDisposition": f'attachment; filename="{filename.replace(chr(34), "_")}"',
         }
         with _s3_errors(f"sign a download of {key}"):
             url: str = self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
