@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from pytest_django import Settings as SettingsWrapper
 
 from artifacts import services
 from artifacts.stores import s3_client
+from cluster.simulator.backend import CHECKPOINT_FILE, SimulatorBackend
+from cluster.simulator.model import parse_pools
+from tests.conftest import TEST_POOLS
 
 KEY_ID, KEY = "artifact-tests", "artifact-tests-secret"
 _buckets = itertools.count(1)
@@ -77,3 +83,31 @@ def put() -> Callable[[Any, str, bytes], None]:
         services.store().put(JobLayout(job.team.slug, job.pk).prefix + path, io.BytesIO(data))
 
     return write
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = timezone.now()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def backend(clock: Clock, db: None) -> SimulatorBackend:
+    return SimulatorBackend(pools=parse_pools(TEST_POOLS), speed=1.0, failure_rate=0.0, clock=clock)
+
+
+def saved(job: Any, root: Path) -> float:
+    """The work saved in the job's simulated checkpoint file on a path store."""
+    body = json.loads((root / f"vision/{job.pk}/checkpoints" / CHECKPOINT_FILE).read_text())
+    assert body["portal_job_id"] == job.pk
+    return float(body["progress_s"])

@@ -3,45 +3,21 @@ its checkpoint location, and its next attempt after preemption only has the rest
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from django.utils import timezone
 
 from artifacts import services
 from cluster.backends.base import JobRequest, RemoteJobState
 from cluster.models import SimJob
 from cluster.simulator.backend import CHECKPOINT_FILE, SimulatorBackend
-from cluster.simulator.model import checkpoint_progress, parse_pools, resumed_work
+from cluster.simulator.model import checkpoint_progress, resumed_work
 from jobs.models import Job
 from portal.models import User
-from tests.conftest import TEST_POOLS
+from tests.artifacts.conftest import Clock, saved
 
 EVERY_S = 60
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = timezone.now()
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def backend(clock: Clock, db: None) -> SimulatorBackend:
-    return SimulatorBackend(pools=parse_pools(TEST_POOLS), speed=1.0, failure_rate=0.0, clock=clock)
 
 
 def request_for(job: Job) -> JobRequest:
@@ -50,12 +26,6 @@ def request_for(job: Job) -> JobRequest:
         gpus_per_node=1, nodes=1, node_names=(), walltime_s=job.walltime_s, image="img", command=("python", "train.py"),
         env=services.job_environment(job),
     )  # fmt: skip
-
-
-def saved(job: Job, root: Path) -> float:
-    body = json.loads((root / f"vision/{job.pk}/checkpoints" / CHECKPOINT_FILE).read_text())
-    assert body["portal_job_id"] == job.pk
-    return float(body["progress_s"])
 
 
 def test_the_last_checkpoint_is_the_last_whole_interval_of_work() -> None:
