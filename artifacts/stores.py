@@ -257,7 +257,10 @@ def s3_client(endpoint_url: str | None, region: str | None, key_id: str | None, 
         region_name=region or None,
         aws_access_key_id=key_id or None,
         aws_secret_access_key=key or None,
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4"),
+        # Pages list a job's files while they render: a store that is away fails fast instead of hanging them.
+        config=Config(
+            retries={"max_attempts": 3, "mode": "standard"}, signature_version="s3v4", connect_timeout=5, read_timeout=30
+        ),
     )
 
 

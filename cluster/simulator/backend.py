@@ -355,7 +355,13 @@ class SimulatorBackend(ClusterBackend):
                 SimNode.objects.filter(name=node).update(state=NodeState.DOWN, reason="node not responding")
                 for job in SimJob.objects.filter(state=RemoteJobState.RUNNING):
                     if node in job.placement:
-                        self._finish(job, RemoteJobState.FAILED, None, "NodeFail", now)
+                        self._lost(job, now)
+
+    def _lost(self, job: SimJob, now: datetime) -> None:
+        """A job whose node died: one that checkpoints is requeued to resume from its last checkpoint (as Slurm's
+        --requeue does), one that does not fails."""
+        checkpoints = job.checkpoint_every_s > 0 and bool(job.checkpoint_dir)
+        self._finish(job, RemoteJobState.PREEMPTED if checkpoints else RemoteJobState.FAILED, None, "NodeFail", now)
 
     def clear_fault(self, node: str) -> None:
         SimNode.objects.filter(name=node).update(fault="", fault_since=None)
@@ -387,5 +393,5 @@ class SimulatorBackend(ClusterBackend):
             transaction_lock(LOCK)
             for job in SimJob.objects.filter(state=RemoteJobState.RUNNING):
                 if name in job.placement:
-                    self._finish(job, RemoteJobState.FAILED, None, "NodeFail", now)
+                    self._lost(job, now)
             SimNode.objects.filter(name=name, pool_kind=PoolKind.CLOUD).delete()

@@ -73,7 +73,7 @@ def test_a_preempted_job_resumes_from_its_last_checkpoint(
     assert saved(job, file_store) == pytest.approx(total)
 
 
-def test_a_job_killed_by_a_node_failure_keeps_its_checkpoints(
+def test_a_job_killed_by_a_node_failure_resumes_from_its_checkpoints(
     file_store: Path, backend: SimulatorBackend, clock: Clock, alice: User, submit: Callable[..., Job]
 ) -> None:
     job = submit(alice, checkpoint_interval=EVERY_S, walltime=3600)
@@ -81,8 +81,24 @@ def test_a_job_killed_by_a_node_failure_keeps_its_checkpoints(
     node = next(iter(SimJob.objects.get(pk=backend_id).placement))
     clock.tick(EVERY_S * 3 + 10)
     backend.inject_fault(node, "down")
-    assert backend.find_job(job.pk).reason == "NodeFail"  # type: ignore[union-attr]
+    lost = backend.find_job(job.pk)
+    assert lost is not None and (lost.state, lost.reason) == (RemoteJobState.PREEMPTED, "NodeFail")  # the portal requeues it
     assert saved(job, file_store) == EVERY_S * 3
+    backend.clear_fault(node)
+    backend.submit(request_for(job))
+    sim = SimJob.objects.get(pk=backend_id)
+    assert (sim.state, sim.work_done_s, sim.runtime_s) == ("running", EVERY_S * 3, pytest.approx(sim.work_total_s - EVERY_S * 3))
+
+
+def test_a_job_without_checkpoints_fails_with_its_node_as_before(
+    backend: SimulatorBackend, clock: Clock, alice: User, submit: Callable[..., Job]
+) -> None:
+    job = submit(alice, walltime=3600)
+    backend_id = backend.submit(request_for(job))
+    clock.tick(100)
+    backend.inject_fault(next(iter(SimJob.objects.get(pk=backend_id).placement)), "down")
+    lost = backend.find_job(job.pk)
+    assert lost is not None and (lost.state, lost.reason) == (RemoteJobState.FAILED, "NodeFail")
 
 
 def test_without_a_checkpoint_location_a_preempted_job_starts_over(
