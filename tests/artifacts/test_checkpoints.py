@@ -87,7 +87,9 @@ def test_a_job_killed_by_a_node_failure_resumes_from_its_checkpoints(
     backend.clear_fault(node)
     backend.submit(request_for(job))
     sim = SimJob.objects.get(pk=backend_id)
-    assert (sim.state, sim.work_done_s, sim.runtime_s) == ("running", EVERY_S * 3, pytest.approx(sim.work_total_s - EVERY_S * 3))
+    assert (sim.state, sim.work_done_s) == ("running", EVERY_S * 3) and sim.runtime_s == pytest.approx(
+        sim.work_total_s - EVERY_S * 3
+    )
 
 
 def test_a_job_without_checkpoints_fails_with_its_node_as_before(
