@@ -101,3 +101,36 @@ def insert_select(
     if returning:
         text += " RETURNING " + ", ".join(quote(c) for c in returning)
     return Sql(text.strip(), tuple(params))
+
+
+def update_rows(
+    model: type[Model], columns: Sequence[str], rows: Sequence[tuple[Any, ...]], *, key: str = "id", guard: str = ""
+) -> list[Sql]:
+    """`UPDATE` many rows to their own values in one statement per thousand rows: each row is
+    (key, [guard,] *values of `columns`). With `guard`, a row is written only while its `guard`
+    column still holds the given value (a conditional update, as `filter(...).update(...)` is).
+    Values are prepared as the ORM prepares them; PostgreSQL gets each one cast to its column's type."""
+    fields = {f.column: f for f in model._meta.concrete_fields}
+    names = [key, *([guard] if guard else []), *columns]
+    unknown = [n for n in names if n not in fields]
+    if unknown:
+        raise ValueError(f"no such columns: {', '.join(unknown)}")
+    quote = connection.ops.quote_name
+    cast = connection.vendor == "postgresql"
+    placeholder = ", ".join(f"CAST(%s AS {fields[n].db_type(connection)})" if cast else "%s" for n in names)
+    table = quote(model._meta.db_table)
+    where = f"{table}.{quote(key)} = v.{quote(key)}" + (f" AND {table}.{quote(guard)} = v.{quote(guard)}" if guard else "")
+    assignments = ", ".join(f"{quote(c)} = v.{quote(c)}" for c in columns)
+    statements: list[Sql] = []
+    for start in range(0, len(rows), UPDATE_CHUNK):
+        chunk = rows[start : start + UPDATE_CHUNK]
+        params = [fields[n].get_db_prep_save(value, connection) for row in chunk for n, value in zip(names, row, strict=True)]
+        text = (
+            f"WITH v ({', '.join(quote(n) for n in names)}) AS (VALUES {', '.join(f'({placeholder})' for _ in chunk)}) "
+            f"UPDATE {table} SET {assignments} FROM v WHERE {where}"
+        )
+        statements.append(Sql(text, tuple(params)))
+    return statements
+
+
+UPDATE_CHUNK = 1000  # rows per statement: SQLite allows 32,766 parameters

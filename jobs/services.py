@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -636,21 +636,25 @@ def _preempt(preemptions: list[policy.Preemption]) -> None:
             after_commit("jobs.tasks.preempt_on_backend", int(victim.job_id))
 
 
-def _record_explanations(
-    waiting: list[Job], explanations: Mapping[policy.JobId, policy.Explanation], admitted: set[policy.JobId]
-) -> None:
-    """Store why each job still waits, writing only the rows whose explanation changed."""
+def _record_explanations(waiting: list[Job], explanations: policy.Explanations, admitted: set[policy.JobId]) -> None:
+    """Store why each job still waits, writing only the rows whose explanation changed, in bulk (one
+    statement per thousand rows, each row only while its job is still in the state read)."""
+    rows = explanations.rows
+    changed: list[tuple[Any, ...]] = []
     for job in waiting:
-        found = explanations.get(job.pk)
+        found = rows.get(job.pk)
         if found is None or job.pk in admitted:
             continue
-        start = datetime.fromtimestamp(found.estimated_start, tz=UTC) if found.estimated_start is not None else None
-        new = (str(found.reason), found.detail[:300], found.team_position, found.pool_position, start)
+        reason, detail, team_position, pool_position, estimated = found
+        start = datetime.fromtimestamp(estimated, tz=UTC) if estimated is not None else None
+        new = (str(reason), detail[:300], team_position, pool_position, start)
         old = (job.reason, job.reason_detail, job.team_position, job.pool_position, job.estimated_start)
         if _changed(old, new):
-            Job.objects.filter(pk=job.pk, state=job.state).update(
-                reason=new[0], reason_detail=new[1], team_position=new[2], pool_position=new[3], estimated_start=new[4]
-            )
+            changed.append((job.pk, job.state, *new))
+    columns = ("reason", "reason_detail", "team_position", "pool_position", "estimated_start")
+    with connection.cursor() as cursor:
+        for statement in bulk.update_rows(Job, columns, changed, guard="state"):
+            cursor.execute(statement.text, statement.params)
 
 
 def _changed(old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
