@@ -196,6 +196,8 @@ def may_set_retention(user: Any, team: Team) -> bool:
 def set_retention(user: Any, team: Team, days: object) -> TeamArtifacts:
     """Set the team's retention (days after a job ends; None: the site default). A team lead or an operator."""
     value = layout.check_retention(days)
+    if not may_set_retention(user, team):  # asked before the row is made: a refused call changes nothing
+        raise ArtifactForbidden("only the team's lead or an operator may set its retention")
     row = policy(team)
     if not TeamArtifacts.objects.restrict(user, CHANGE).filter(pk=row.pk).exists():
         raise ArtifactForbidden("only the team's lead or an operator may set its retention")

@@ -108,6 +108,10 @@ TABLE: dict[str, Row] = {
     ),
     "jobs/<int:job_id>/": R(MEMBERS),
     "jobs/<int:job_id>/cancel/": R(POST_ONLY, post=(LOGIN, 302, 404, 302, 302, 404)),
+    # Artifacts: no store is configured here, so a download finds no file (the stores' own tests: tests/artifacts/).
+    "artifacts/jobs/<int:job_id>/": R(MEMBERS),
+    "artifacts/jobs/<int:job_id>/files/<path:path>": R((LOGIN, 404, 404, 404, 404, 404)),
+    "artifacts/teams/<slug:slug>/": R(MEMBERS, post=(LOGIN, 403, 404, 302, 302, 404), body={"retention_days": "30"}),
     "planning/": R(OPERATOR, post=(LOGIN, 404, 404, 404, 302, 404), body={"gpu_model": "a100", "days": "1"}),
     "planning/<int:run_id>/": R(OPERATOR),
     "planning/<int:run_id>/status": R(OPERATOR),
@@ -160,6 +164,10 @@ TABLE: dict[str, Row] = {
     "api/v1/jobs/<pk>/cancel/": R(None, post=API_MEMBERS, body={"reason": "matrix"}),
     "api/v1/jobs/<pk>/events/": R(API_MEMBERS),
     "api/v1/jobs/<pk>/logs/": R(API_MEMBERS),
+    "api/v1/artifacts/jobs/<int:job_id>/": R(API_MEMBERS),
+    # Who may ask is checked after the request is read: a request without its size is a 400 for those who see the job.
+    "api/v1/artifacts/jobs/<int:job_id>/uploads/": R(None, post=(401, 400, 404, 400, 400, 404), body={"path": "output/x"}),
+    "api/v1/artifacts/teams/<slug:slug>/": R(API_MEMBERS),
     "api/v1/templates/": R(API_ALL),
     "api/v1/templates/<slug>/": R(API_ALL),
     "api/v1/teams/": R(API_ALL),
