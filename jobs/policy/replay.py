@@ -20,6 +20,12 @@ Jain's index over the teams' slowdowns (1 = all teams slowed alike, 1/n = one te
 delay); `small_team_wait_ratio` is the mean wait of jobs from teams with below-median demand over the
 mean wait of all jobs (below 1: small teams are not crowded out).
 
+Traces may carry more columns, all optional: `gpu_type` (the pool a job runs in; `--nodes` takes a
+pool spec like `a100:64x8,t4:32x4`), `priority_class` (any names, mapped to the portal's classes by
+`--class-map LS=critical,BE=preemptible`), `user` (the team when `team` is empty) and `gpu_fraction`
+(part of one GPU, rounded up to a whole GPU). Bad rows are reported with their line and skipped, or
+refused with `--strict`. See docs/scheduler.md, "Trace replay".
+
 Run: `python -m jobs.policy.replay TRACE.csv --nodes 96 --gpus-per-node 8 --policy fair --baseline fifo`
 or the same through `manage.py replay_trace`.
 """
@@ -34,7 +40,7 @@ import math
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,21 +48,78 @@ from typing import Any
 from jobs.policy.cycle import run_cycle
 from jobs.policy.fairshare import advance_usage
 from jobs.policy.fifo import fifo_cycle
-from jobs.policy.model import Cluster, CycleResult, NodeState, PendingJob, PolicyConfig, Quota, Reservation, RunningJob
+from jobs.policy.model import (
+    DEFAULT_CLASSES,
+    Cluster,
+    CycleResult,
+    NodeState,
+    PendingJob,
+    PolicyConfig,
+    Quota,
+    Reservation,
+    RunningJob,
+)
 
 MODEL, POOL = "gpu", "replay"
 POLICIES = ("fair", "fifo")
+CLASSES = tuple(c.name for c in DEFAULT_CLASSES)  # the portal's priority classes
+DEFAULT_CLASS = "standard"
+DEFAULT_TEAM = "default"  # the team of a row with neither team nor user
+REQUIRED_COLUMNS = ("job_id", "submit_time_s", "duration_s", "num_gpus")
+MAX_POOL_NODES = 1_000_000
+MAX_GPUS_PER_NODE = 1024
+MAX_REPORTED_ERRORS = 20
+
+
+class TraceError(ValueError):
+    """A trace or a replay option that cannot be used; the message names the field (and line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """One GPU model of the simulated grid: `nodes` nodes of `gpus_per_node` GPUs each."""
+
+    model: str
+    nodes: int
+    gpus_per_node: int
+
+    @property
+    def gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
 
 
 @dataclass(frozen=True, slots=True)
 class TraceJob:
-    """One row of a trace: `job_id, submit_time_s, duration_s, num_gpus, team`."""
+    """One row of a trace: `job_id, submit_time_s, duration_s, num_gpus, team`, and the optional columns.
+
+    `gpu_type` empty = the grid's default (first) pool; `priority` is a portal class, `priority_class`
+    the trace's own name for it (empty when the trace has none); `gpu_fraction` is what the row asked
+    for when it wanted part of one GPU (the job runs on a whole one).
+    """
 
     id: str
     submit_time: float
     duration: float
     gpus: int
     team: str
+    gpu_type: str = ""
+    priority: str = DEFAULT_CLASS
+    priority_class: str = ""
+    user: str = ""
+    gpu_fraction: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceLoad:
+    """A read trace: the good jobs, the bad rows' errors (line: field: why), and what was adjusted."""
+
+    jobs: list[TraceJob]
+    errors: list[str]
+    fractional_jobs_rounded: int = 0
+
+    @property
+    def skipped_rows(self) -> int:
+        return len(self.errors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,27 +132,204 @@ class ReplaySpec:
     checkpoint_interval_s: float = 1800.0
     quotas: tuple[Quota, ...] | None = None
     config: PolicyConfig = field(default_factory=lambda: PolicyConfig(explain=False))
+    pools: tuple[Pool, ...] = ()  # several GPU models; empty: one pool of `nodes` x `gpus_per_node`
+
+    @property
+    def grid(self) -> tuple[Pool, ...]:
+        return self.pools or (Pool(MODEL, self.nodes, self.gpus_per_node),)
+
+
+def parse_pools(spec: str | int, gpus_per_node: int = 8) -> tuple[Pool, ...]:
+    """`--nodes`: a node count (of `gpus_per_node` GPUs, one pool) or a pool spec `a100:64x8,t4:32x4`.
+
+    The first pool is the default model, the one a row with an empty `gpu_type` runs on.
+    """
+    text = str(spec).strip()
+    if text.isdigit():
+        nodes = int(text)
+        if not 1 <= nodes <= MAX_POOL_NODES:
+            raise TraceError(f"nodes: {nodes} is outside 1-{MAX_POOL_NODES}")
+        if not 1 <= gpus_per_node <= MAX_GPUS_PER_NODE:
+            raise TraceError(f"gpus_per_node: {gpus_per_node} is outside 1-{MAX_GPUS_PER_NODE}")
+        return (Pool(MODEL, nodes, gpus_per_node),)
+    pools: list[Pool] = []
+    for part in text.split(","):
+        model, colon, size = part.strip().partition(":")
+        count, x, per_node = size.strip().lower().partition("x")
+        model = model.strip()
+        if not colon or not x or not model or not count.strip().isdigit() or not per_node.strip().isdigit():
+            raise TraceError(f"nodes: {part.strip()!r} is not MODEL:NODESxGPUS (like a100:64x8), nor a node count")
+        if any(p.model == model for p in pools):
+            raise TraceError(f"nodes: GPU model {model!r} is given twice")
+        nodes, per = int(count), int(per_node)
+        if not 1 <= nodes <= MAX_POOL_NODES:
+            raise TraceError(f"nodes: {model}: {nodes} nodes is outside 1-{MAX_POOL_NODES}")
+        if not 1 <= per <= MAX_GPUS_PER_NODE:
+            raise TraceError(f"nodes: {model}: {per} GPUs per node is outside 1-{MAX_GPUS_PER_NODE}")
+        pools.append(Pool(model, nodes, per))
+    return tuple(pools)
+
+
+def parse_class_map(spec: str | None) -> dict[str, str]:
+    """`--class-map LS=critical,BE=preemptible`: trace class names to the portal's classes."""
+    mapping: dict[str, str] = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        name, equals, target = (s.strip() for s in part.partition("="))
+        if not equals or not name:
+            raise TraceError(f"class_map: {part.strip()!r} is not NAME=CLASS")
+        if target not in CLASSES:
+            raise TraceError(f"class_map: {name}={target}: the class must be one of {', '.join(CLASSES)}")
+        if mapping.get(name, target) != target:
+            raise TraceError(f"class_map: {name} is mapped twice")
+        mapping[name] = target
+    return mapping
 
 
 def load_trace(path: str | Path) -> list[TraceJob]:
-    with open(path, newline="") as handle:
-        return [
-            TraceJob(row["job_id"], float(row["submit_time_s"]), float(row["duration_s"]), int(row["num_gpus"]), row["team"])
-            for row in csv.DictReader(handle)
-        ]
+    """Every job of a trace, refusing it at its first bad row (`read_trace` skips and reports them)."""
+    return read_trace(path, strict=True).jobs
 
 
-def default_quotas(teams: Sequence[str], total_gpus: int) -> tuple[Quota, ...]:
-    """Equal guarantees that add up to at most the grid, and the whole grid as every team's limit."""
+def read_trace(
+    source: str | Path | Iterable[str],
+    pools: Sequence[Pool] | None = None,
+    class_map: Mapping[str, str] | None = None,
+    strict: bool = False,
+) -> TraceLoad:
+    """Read a CSV trace (a path, or its lines): required `job_id, submit_time_s, duration_s, num_gpus`;
+    optional `team, user, gpu_type, priority_class, gpu_fraction`; other columns are ignored.
+
+    A bad row is skipped and reported as `line N: field: why`; with `strict`, the first bad rows raise
+    `TraceError`. With `pools`, a row whose `gpu_type` has no pool, or that asks for more GPUs than its
+    pool holds, is bad. A `priority_class` neither a portal class nor in `class_map` refuses the trace.
+    """
+    if isinstance(source, (str, Path)):
+        with open(source, newline="") as handle:
+            return _read_rows(handle, pools, class_map or {}, strict)
+    return _read_rows(source, pools, class_map or {}, strict)
+
+
+def _read_rows(lines: Iterable[str], pools: Sequence[Pool] | None, class_map: Mapping[str, str], strict: bool) -> TraceLoad:
+    reader = csv.DictReader(lines)
+    columns = [c.strip() for c in reader.fieldnames or []]
+    reader.fieldnames = columns
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise TraceError(f"trace: missing column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'})")
+    by_model = {p.model: p for p in pools or ()}
+    default = pools[0] if pools else None
+    jobs: list[TraceJob] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    unmapped: dict[str, int] = {}
+    rounded = 0
+    for row in reader:
+        line = reader.line_num
+        try:
+            job = _row(row, by_model, default, class_map, seen)
+        except _BadRow as exc:
+            errors.append(f"line {line}: {exc}")
+            if strict and len(errors) >= MAX_REPORTED_ERRORS:
+                break
+            continue
+        except _Unmapped as exc:
+            unmapped[str(exc.args[0])] = unmapped.get(str(exc.args[0]), 0) + 1
+            continue
+        seen.add(job.id)
+        jobs.append(job)
+        rounded += job.gpu_fraction is not None and job.gpu_fraction < 1
+    if unmapped:
+        names = ", ".join(f"{name!r} ({count} rows)" for name, count in sorted(unmapped.items()))
+        raise TraceError(
+            f"priority_class: {names} not mapped to a portal class; map them with --class-map NAME=CLASS "
+            f"(classes: {', '.join(CLASSES)})"
+        )
+    if strict and errors:
+        raise TraceError(
+            f"trace: {len(errors)}{'+' if len(errors) >= MAX_REPORTED_ERRORS else ''} bad row(s):\n" + "\n".join(errors)
+        )
+    return TraceLoad(jobs, errors, rounded)
+
+
+class _BadRow(Exception):
+    pass
+
+
+class _Unmapped(Exception):
+    pass
+
+
+def _number(row: Mapping[str, str | None], name: str) -> float:
+    text = (row.get(name) or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise _BadRow(f"{name}: {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise _BadRow(f"{name}: {text!r} must be a finite number >= 0")
+    return value
+
+
+def _row(
+    row: Mapping[str, str | None],
+    pools: Mapping[str, Pool],
+    default: Pool | None,
+    class_map: Mapping[str, str],
+    seen: set[str],
+) -> TraceJob:
+    job_id = (row.get("job_id") or "").strip()
+    if not job_id:
+        raise _BadRow("job_id: empty")
+    if job_id in seen:
+        raise _BadRow(f"job_id: {job_id!r} appears twice")
+    submit, duration = _number(row, "submit_time_s"), _number(row, "duration_s")
+    text = (row.get("num_gpus") or "").strip()
+    try:
+        gpus = int(text)
+    except ValueError:
+        raise _BadRow(f"num_gpus: {text!r} is not a whole number") from None
+    if gpus < 1:
+        raise _BadRow(f"num_gpus: {gpus} must be at least 1")
+    fraction_text = (row.get("gpu_fraction") or "").strip()
+    fraction = None
+    if fraction_text:
+        try:
+            fraction = float(fraction_text)
+        except ValueError:
+            raise _BadRow(f"gpu_fraction: {fraction_text!r} is not a number") from None
+        if not 0 < fraction <= 1:
+            raise _BadRow(f"gpu_fraction: {fraction_text} is outside (0, 1]")
+        if gpus != 1:
+            raise _BadRow(f"gpu_fraction: a fraction needs num_gpus 1, not {gpus}")
+    gpu_type = (row.get("gpu_type") or "").strip()
+    pool = pools.get(gpu_type) if gpu_type else default
+    if pools and pool is None:
+        raise _BadRow(f"gpu_type: no pool for {gpu_type!r} (pools: {', '.join(pools)})")
+    if pool is not None and shape(gpus, pool.gpus_per_node)[1] > pool.nodes:
+        raise _BadRow(f"num_gpus: {gpus} is more than pool {pool.model!r} can ever hold ({pool.nodes}x{pool.gpus_per_node})")
+    name = (row.get("priority_class") or "").strip()
+    priority = class_map.get(name, name if name in CLASSES else "") if name else DEFAULT_CLASS
+    if not priority:
+        raise _Unmapped(name)
+    user = (row.get("user") or "").strip()
+    team = (row.get("team") or "").strip() or user or DEFAULT_TEAM
+    return TraceJob(job_id, submit, duration, gpus, team, gpu_type, priority, name, user, fraction)
+
+
+def default_quotas(teams: Sequence[str], total_gpus: int, model: str = MODEL) -> tuple[Quota, ...]:
+    """Equal guarantees that add up to at most the pool, and the whole pool as every team's limit."""
     share = total_gpus // max(1, len(teams))
-    return tuple(Quota(team, MODEL, share, total_gpus) for team in sorted(set(teams)))
+    return tuple(Quota(team, model, share, total_gpus) for team in sorted(set(teams)))
 
 
-def load_quotas(path: str | Path) -> tuple[Quota, ...]:
-    """JSON: {"team": {"guarantee": 64, "limit": 768, "weight": 1, "lendable": true}, ...}."""
+def load_quotas(path: str | Path, models: Sequence[str] = (MODEL,)) -> tuple[Quota, ...]:
+    """JSON: {"team": {"guarantee": 64, "limit": 768, "weight": 1, "lendable": true}, ...}, the same in every pool."""
     data = json.loads(Path(path).read_text())
     return tuple(
-        Quota(team, MODEL, int(q["guarantee"]), int(q["limit"]), float(q.get("weight", 1.0)), bool(q.get("lendable", True)))
+        Quota(team, model, int(q["guarantee"]), int(q["limit"]), float(q.get("weight", 1.0)), bool(q.get("lendable", True)))
+        for model in models
         for team, q in data.items()
     )
 
@@ -107,12 +347,25 @@ class _Simulation:
     def __init__(self, trace: Sequence[TraceJob], spec: ReplaySpec) -> None:
         self.spec = spec
         self.trace = {job.id: job for job in trace}
-        self.total_gpus = spec.nodes * spec.gpus_per_node
-        self.quotas = spec.quotas or default_quotas([j.team for j in trace], self.total_gpus)
-        self.limits = {q.team: q.limit for q in self.quotas}
-        self.guarantees = {q.team: q.guarantee for q in self.quotas}
+        grid = spec.grid
+        pools = {p.model: p for p in grid}
+        # Each job's model and shape (GPUs per node, nodes) in its pool; an empty gpu_type is the first pool.
+        self.model = {j.id: j.gpu_type or grid[0].model for j in trace}
+        unknown = sorted({m for m in self.model.values() if m not in pools})
+        if unknown:
+            raise TraceError(f"gpu_type: no pool for {', '.join(unknown)} (pools: {', '.join(pools)})")
+        self.shapes = {j.id: shape(j.gpus, pools[self.model[j.id]].gpus_per_node) for j in trace}
+        self.total_gpus = sum(p.gpus for p in grid)
+        teams = [j.team for j in trace]
+        self.quotas = spec.quotas or tuple(q for p in grid for q in default_quotas(teams, p.gpus, p.model))
+        self.limits = {(q.team, q.gpu_model): q.limit for q in self.quotas}
+        self.guarantees = {(q.team, q.gpu_model): q.guarantee for q in self.quotas}
         self._node_states: dict[tuple[str, int], NodeState] = {}
-        self.free = {f"node{i:04d}": spec.gpus_per_node for i in range(spec.nodes)}
+        self.node_pool: dict[str, Pool] = {}
+        for pool in grid:
+            for i in range(pool.nodes):
+                self.node_pool[f"node{i:04d}" if len(grid) == 1 else f"{pool.model}-node{i:04d}"] = pool
+        self.free = {name: pool.gpus_per_node for name, pool in self.node_pool.items()}
         self.arrivals = sorted(trace, key=lambda j: j.submit_time)
         self.pending: dict[str, PendingJob] = {}
         self.running: dict[str, RunningJob] = {}
@@ -125,7 +378,8 @@ class _Simulation:
         self.estimated_done: set[str] = set()
         self.estimate_outcomes: list[tuple[float, float]] = []  # (estimated wait, actual wait) from the estimate
         self.done: dict[str, float] = {}
-        self.held_gpus: dict[str, int] = defaultdict(int)
+        self.held_gpus: dict[str, int] = defaultdict(int)  # per team, all models (fair-share usage)
+        self.held_by_model: dict[tuple[str, str], int] = defaultdict(int)  # per (team, model), for the limits
         self.usage: dict[str, float] = {}
         self.clock = 0.0
         self.busy_gpu_s = 0.0
@@ -167,8 +421,10 @@ class _Simulation:
         self.clock = now
 
     def _arrive(self, job: TraceJob) -> PendingJob:
-        gpus_per_node, nodes = shape(job.gpus, self.spec.gpus_per_node)
-        pending = PendingJob(job.id, job.team, MODEL, gpus_per_node, nodes, "standard", job.submit_time, job.duration)
+        gpus_per_node, nodes = self.shapes[job.id]
+        pending = PendingJob(
+            job.id, job.team, self.model[job.id], gpus_per_node, nodes, job.priority, job.submit_time, job.duration
+        )
         self._enqueue(pending)
         return pending
 
@@ -182,7 +438,9 @@ class _Simulation:
             return False
         if self.spec.policy == "fifo":
             return was_empty
-        return any(self.free.values()) or any(self.held_gpus[j.team] + j.gpus <= self.guarantees.get(j.team, 0) for j in arrived)
+        return any(self.free.values()) or any(
+            self.held_by_model[(j.team, j.gpu_model)] + j.gpus <= self.guarantees.get((j.team, j.gpu_model), 0) for j in arrived
+        )
 
     def _enqueue(self, job: PendingJob) -> None:
         self.pending[str(job.id)] = job
@@ -201,6 +459,7 @@ class _Simulation:
         for node, gpus in job.placement.items():
             self.free[node] += gpus
         self.held_gpus[job.team] -= job.gpus
+        self.held_by_model[(job.team, job.gpu_model)] -= job.gpus
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -220,7 +479,8 @@ class _Simulation:
     def _node_state(self, name: str, free: int) -> NodeState:
         state = self._node_states.get((name, free))
         if state is None:
-            state = self._node_states[(name, free)] = NodeState(name, POOL, MODEL, self.spec.gpus_per_node, free)
+            pool = self.node_pool[name]
+            state = self._node_states[(name, free)] = NodeState(name, POOL, pool.model, pool.gpus_per_node, free)
         return state
 
     def _decide(self, cluster: Cluster, pending: list[PendingJob], running: list[RunningJob]) -> CycleResult:
@@ -248,9 +508,11 @@ class _Simulation:
         self.preemptions += 1
         self._release(job)
         trace = self.trace[str(job.id)]
-        gpus_per_node, nodes = shape(trace.gpus, self.spec.gpus_per_node)
+        gpus_per_node, nodes = self.shapes[trace.id]
         self._enqueue(
-            PendingJob(job.id, job.team, MODEL, gpus_per_node, nodes, "standard", trace.submit_time, self.left[str(job.id)])
+            PendingJob(
+                job.id, job.team, job.gpu_model, gpus_per_node, nodes, trace.priority, trace.submit_time, self.left[str(job.id)]
+            )
         )
 
     def _start(self, job_id: str, placement: Any) -> None:
@@ -269,13 +531,14 @@ class _Simulation:
                 self.violations += 1
         end = self.clock + job.walltime_s
         self.running[job_id] = RunningJob(
-            job.id, job.team, MODEL, dict(placement), job.priority, self.clock, end, self.spec.checkpoint_interval_s
+            job.id, job.team, job.gpu_model, dict(placement), job.priority, self.clock, end, self.spec.checkpoint_interval_s
         )
         self.held_gpus[job.team] += job.gpus
+        self.held_by_model[(job.team, job.gpu_model)] += job.gpus
         heapq.heappush(self.ends, (end, job_id, self.clock))
 
     def _check(self) -> None:
-        self.violations += sum(1 for team, gpus in self.held_gpus.items() if gpus > self.limits.get(team, 0))
+        self.violations += sum(1 for key, gpus in self.held_by_model.items() if gpus > self.limits.get(key, 0))
 
     # -- figures --------------------------------------------------------------------------
 
@@ -300,6 +563,7 @@ class _Simulation:
             "lost_gpu_s": round(self.lost_gpu_s, 1),
             "per_team": per_team,
             "fairness": _fairness(per_team, self.wait, self.trace, self.done),
+            **({"per_class": self._per_class()} if any(j.priority_class for j in self.trace.values()) else {}),
             **({"estimates": estimate_accuracy(self.estimate_outcomes)} if self.spec.config.explain else {}),
             "wall_s": round(wall_s, 2),
         }
@@ -308,7 +572,7 @@ class _Simulation:
         demand: dict[str, float] = defaultdict(float)
         jobs: dict[str, list[str]] = defaultdict(list)
         for job in self.trace.values():
-            gpus_per_node, nodes = shape(job.gpus, self.spec.gpus_per_node)
+            gpus_per_node, nodes = self.shapes[job.id]
             demand[job.team] += job.duration * gpus_per_node * nodes
             jobs[job.team].append(job.id)
         total_demand, total_busy = sum(demand.values()) or 1.0, self.busy_gpu_s or 1.0
@@ -323,6 +587,22 @@ class _Simulation:
                 "share_of_gpu_time": round(self.team_busy[team] / total_busy, 4),
                 "share_of_demand": round(demand[team] / total_demand, 4),
                 "slowdown": round(sum(self.done[j] - self.trace[j].submit_time for j in done) / run, 3),
+            }
+        return table
+
+    def _per_class(self) -> dict[str, dict[str, float]]:
+        """Per portal class (the trace's names mapped): jobs, completed, mean and max wait."""
+        jobs: dict[str, list[str]] = defaultdict(list)
+        for job in self.trace.values():
+            jobs[job.priority].append(job.id)
+        table = {}
+        for name in sorted(jobs):
+            waits = [self.wait[j] for j in jobs[name] if j in self.done]
+            table[name] = {
+                "jobs": len(jobs[name]),
+                "completed": len(waits),
+                "mean_wait_s": round(statistics.fmean(waits), 1) if waits else 0.0,
+                "max_wait_s": round(max(waits), 1) if waits else 0.0,
             }
         return table
 
@@ -385,9 +665,18 @@ def estimate_accuracy(outcomes: Sequence[tuple[float, float]]) -> dict[str, Any]
 
 
 def add_arguments(parser: argparse.ArgumentParser | Any) -> None:
-    parser.add_argument("trace", help="CSV with job_id, submit_time_s, duration_s, num_gpus, team")
-    parser.add_argument("--nodes", type=int, default=96)
-    parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument(
+        "trace",
+        help="CSV with job_id, submit_time_s, duration_s, num_gpus; optional team, user, gpu_type, priority_class, gpu_fraction",
+    )
+    parser.add_argument(
+        "--nodes",
+        default="96",
+        help="a node count (of --gpus-per-node GPUs), or pools MODEL:NODESxGPUS,... like a100:64x8,t4:32x4",
+    )
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node when --nodes is a count")
+    parser.add_argument("--class-map", default="", help="trace priority classes to the portal's, like LS=critical,BE=preemptible")
+    parser.add_argument("--strict", action="store_true", help="refuse a trace with bad rows instead of skipping them")
     parser.add_argument("--policy", choices=POLICIES, default="fair")
     parser.add_argument("--baseline", choices=POLICIES, default=None, help="a second policy to compare with")
     parser.add_argument(
@@ -402,19 +691,37 @@ def add_arguments(parser: argparse.ArgumentParser | Any) -> None:
 
 
 def run_from_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Replay the trace under the chosen policy (and baseline) and return {policy: figures, ...}."""
-    trace = load_trace(options["trace"])
-    quotas = load_quotas(options["quotas"]) if options.get("quotas") else None
+    """Replay the trace under the chosen policy (and baseline) and return {policy: figures, ...}.
+
+    Raises `TraceError` for a bad pool spec or class map, an unmapped class, or (with `strict`) bad rows.
+    """
+    pools = parse_pools(options["nodes"], options["gpus_per_node"])
+    loaded = read_trace(options["trace"], pools, parse_class_map(options.get("class_map")), strict=bool(options.get("strict")))
+    trace = loaded.jobs
+    quotas = load_quotas(options["quotas"], [p.model for p in pools]) if options.get("quotas") else None
     policies = [options["policy"]] + ([options["baseline"]] if options.get("baseline") not in (None, options["policy"]) else [])
     overrides: dict[str, Any] = options.get("policy_config") or {}  # other PolicyConfig fields, for experiments
     config = PolicyConfig(explain=bool(options.get("estimates")), half_life_s=options["half_life"], **overrides)
+    plain = str(options["nodes"]).strip().isdigit()
     report: dict[str, Any] = {
         "trace": str(options["trace"]),
-        "nodes": options["nodes"],
+        "nodes": int(options["nodes"]) if plain else str(options["nodes"]),
         "gpus_per_node": options["gpus_per_node"],
+        "pools": {p.model: {"nodes": p.nodes, "gpus_per_node": p.gpus_per_node} for p in pools},
+        "skipped_rows": loaded.skipped_rows,
+        "row_errors": loaded.errors[:MAX_REPORTED_ERRORS],
+        "fractional_jobs_rounded": loaded.fractional_jobs_rounded,
     }
     for policy in policies:
-        spec = ReplaySpec(options["nodes"], options["gpus_per_node"], policy, options["checkpoint_interval"], quotas, config)
+        spec = ReplaySpec(
+            sum(p.nodes for p in pools),
+            pools[0].gpus_per_node,
+            policy,
+            options["checkpoint_interval"],
+            quotas,
+            config,
+            pools=() if plain else pools,
+        )
         report[policy] = replay(trace, spec)
     return report
 
@@ -427,6 +734,10 @@ SUMMARY_KEYS = (
 
 def format_report(report: dict[str, Any], write: Callable[[str], Any]) -> None:
     policies = [p for p in POLICIES if p in report]
+    if report.get("skipped_rows"):
+        write(f"skipped {report['skipped_rows']} bad row(s); first: " + "; ".join(report["row_errors"][:5]))
+    if report.get("fractional_jobs_rounded"):
+        write(f"{report['fractional_jobs_rounded']} job(s) asking for part of a GPU ran on a whole GPU")
     write(f"{'':<18}" + "".join(f"{p:>14}" for p in policies))
     for key in SUMMARY_KEYS:
         write(f"{key:<18}" + "".join(f"{report[p][key]:>14}" for p in policies))
@@ -438,7 +749,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Replay a GPU job trace through the admission policy.")
     add_arguments(parser)
     options = vars(parser.parse_args(argv))
-    report = run_from_options(options)
+    try:
+        report = run_from_options(options)
+    except TraceError as exc:
+        parser.exit(2, f"replay: {exc}\n")
     if options["json"]:
         print(json.dumps(report, indent=2))
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from jobs.policy import replay
 
@@ -18,7 +18,10 @@ class Command(BaseCommand):
         replay.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = replay.run_from_options(options)
+        try:
+            report = replay.run_from_options(options)
+        except replay.TraceError as exc:
+            raise CommandError(str(exc)) from exc
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2))
         else:
