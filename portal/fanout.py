@@ -382,17 +382,23 @@ def _signed_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     announce_access_change(users=[user.pk] if user is not None else [], sessions=[session_key] if session_key else [])
 
 
+def _tokens_revoked(sender: Any, key_hashes: Iterable[str], **kwargs: Any) -> None:
+    announce_access_change(sessions=[token_standing_key(h) for h in key_hashes])
+
+
 def connect_announcements() -> None:
     """Announce every change of access to the live pages (called from PortalConfig.ready)."""
     from django.contrib.auth.signals import user_logged_out
     from django.db.models.signals import post_delete, post_save
 
     from portal.models import Membership
+    from portal.tokens import tokens_revoked
 
     post_save.connect(_membership_changed, sender=Membership, dispatch_uid="fanout-membership-saved")
     post_delete.connect(_membership_changed, sender=Membership, dispatch_uid="fanout-membership-deleted")
     post_save.connect(_user_saved, sender=User, dispatch_uid="fanout-user-saved")
     user_logged_out.connect(_signed_out, dispatch_uid="fanout-signed-out")
+    tokens_revoked.connect(_tokens_revoked, dispatch_uid="fanout-tokens-revoked")
 
 
 # --- the consumers' base ----------------------------------------------------------------------------

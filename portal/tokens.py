@@ -17,12 +17,16 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from portal.cache import REDIS_ERRORS, ResilientRedisCache
 from portal.models import ApiToken, hash_token
 from portal.permissions import CHANGE
+
+# Sent with `key_hashes` when tokens are revoked (portal.fanout closes the websockets they opened).
+tokens_revoked = Signal()
 
 
 def token_cache_key(key_hash: str) -> str:
@@ -166,11 +170,8 @@ def revoke_all(user: Any) -> int:
 
 
 def _end_token_sockets(hashes: Iterable[str]) -> None:
-    """Close the websockets these tokens opened, in every process, once the revocation commits."""
-    from portal.fanout import announce_access_change
-    from portal.viewers import token_standing_key
-
-    announce_access_change(sessions=[token_standing_key(h) for h in hashes])
+    """Tell whoever listens (portal.fanout: the websockets these tokens opened) that they were revoked."""
+    tokens_revoked.send(sender=ApiToken, key_hashes=list(hashes))
 
 
 def live_count(user: Any) -> int:
