@@ -480,7 +480,8 @@ class _Simulation:
         state = self._node_states.get((name, free))
         if state is None:
             pool = self.node_pool[name]
-            state = self._node_states[(name, free)] = NodeState(name, POOL, pool.model, pool.gpus_per_node, free)
+            pool_name = POOL if len(self.spec.grid) == 1 else f"{POOL}-{pool.model}"  # one portal pool per model
+            state = self._node_states[(name, free)] = NodeState(name, pool_name, pool.model, pool.gpus_per_node, free)
         return state
 
     def _decide(self, cluster: Cluster, pending: list[PendingJob], running: list[RunningJob]) -> CycleResult:
