@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "jobs",
     "billing",
     "artifacts",
+    "sweeps",
     "grid",  # the top layer: pages and cycles across the apps (docs/architecture.md)
 ]
 
@@ -485,3 +486,13 @@ ARTIFACT_STORAGE_RATE_PER_GB_MONTH = env_str("ARTIFACT_STORAGE_RATE_PER_GB_MONTH
 ARTIFACT_USAGE_INTERVAL_S = env_float("ARTIFACT_USAGE_INTERVAL_S", 3600.0, minimum=60, maximum=86400)
 CELERY_BEAT_SCHEDULE["artifact-usage"] = {"task": "artifacts.tasks.measure_usage", "schedule": ARTIFACT_USAGE_INTERVAL_S}
 CELERY_BEAT_SCHEDULE["artifact-retention"] = {"task": "artifacts.tasks.purge_expired", "schedule": ARTIFACT_USAGE_INTERVAL_S}
+
+# Sweeps (docs/sweeps.md): the most trials one sweep may have and may run at once, what a trial may
+# report, the address a trial's job reports to, and how often running sweeps are advanced.
+SWEEP_MAX_TRIALS = env_int("SWEEP_MAX_TRIALS", 500, minimum=1, maximum=100_000)
+SWEEP_MAX_PARALLEL = env_int("SWEEP_MAX_PARALLEL", 32, minimum=1, maximum=10_000)
+SWEEP_MAX_REPORTS_PER_TRIAL = env_int("SWEEP_MAX_REPORTS_PER_TRIAL", 10_000, minimum=1, maximum=1_000_000)
+SWEEP_MAX_STEP = env_int("SWEEP_MAX_STEP", 10**9, minimum=1, maximum=2**31 - 1)
+SWEEP_REPORT_BASE_URL = (env_str("SWEEP_REPORT_BASE_URL", "http://localhost:8000") or "").rstrip("/")
+SWEEP_CYCLE_S = env_float("SWEEP_CYCLE_S", 15.0, minimum=1, maximum=3600)
+CELERY_BEAT_SCHEDULE["sweep-cycle"] = {"task": "sweeps.tasks.advance_sweeps", "schedule": SWEEP_CYCLE_S}

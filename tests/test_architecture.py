@@ -1,6 +1,7 @@
 """The layers (docs/architecture.md): apps import down only, and no module imports itself in a circle.
 
     grid                      the top: settings, routing, dashboard, console, cross-app pages and cycles
+    sweeps                    hyperparameter sweeps: trials run as jobs
     bursting                  cloud bursts
     billing                   metering, invoices, budgets
     jobs                      submission, admission, dispatch
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["portal", "cluster", "quotas", "jobs", "billing", "artifacts", "bursting", "grid"]  # bottom to top
+LAYERS = ["portal", "cluster", "quotas", "jobs", "billing", "artifacts", "bursting", "sweeps", "grid"]  # bottom to top
 RANK = {app: rank for rank, app in enumerate(LAYERS)}
 
 

@@ -27,6 +27,7 @@ from grid.urls import router
 from jobs.models import Job, WhatIfRun
 from portal.models import ApiToken, User
 from quotas.models import TeamQuota
+from sweeps import services as sweep_services
 
 # Billing's routes have their own table of who gets what (finance, the team's lead, researchers,
 # outsiders, anonymous) in tests/billing/test_access.py, with invoices to point at.
@@ -42,7 +43,7 @@ PUBLIC = "public"  # served to anyone (200, or 503 from /healthz while something
 class Route:
     """One route: a sample URL, the methods it serves, and what each kind of caller gets."""
 
-    url: str  # placeholders: {job} alice's job, {token} alice's token, {node}, {pool}, {quota} vision's a100 quota, {run} a what-if run
+    url: str  # placeholders: {sweep} alice's sweep, {trial} its first trial, {job} alice's job, {token} alice's token, {node}, {pool}, {quota} vision's a100 quota, {run} a what-if run
     anonymous: str | int
     outsider: str | int  # carol, on vision's objects
     rightful: tuple[str, str | int]  # persona, status
@@ -76,6 +77,14 @@ ROUTES: dict[str, Route] = {
         "/artifacts/jobs/{job}/files/output/model.pt", LOGIN, 404, ("bob", 404)
     ),
     "artifacts/teams/<slug:slug>/": Route("/artifacts/teams/vision/", LOGIN, 404, ("bob", 200), ("get", "post")),
+    # Sweeps: the team's rule, as for jobs; the report endpoint takes a trial's token only, never a session.
+    "sweeps/": Route("/sweeps/", LOGIN, 200, ("alice", 200)),
+    "sweeps/new/": Route("/sweeps/new/", LOGIN, 200, ("alice", 200), ("get", "post")),
+    "sweeps/<int:sweep_id>/": Route("/sweeps/{sweep}/", LOGIN, 404, ("bob", 200)),
+    "sweeps/<int:sweep_id>/data": Route("/sweeps/{sweep}/data", LOGIN, 404, ("bob", 200)),
+    "sweeps/<int:sweep_id>/cancel/": Route("/sweeps/{sweep}/cancel/", LOGIN, 404, ("bob", 302), ("post",)),
+    "sweeps/<int:sweep_id>/best-job/": Route("/sweeps/{sweep}/best-job/", LOGIN, 404, ("bob", 302), ("post",)),
+    "sweeps/<int:sweep_id>/katib.yaml": Route("/sweeps/{sweep}/katib.yaml", LOGIN, 404, ("bob", 200)),
     "sim/metrics": Route("/sim/metrics", 403, 403, ("olivia", 200)),
     "sim/nodes/<str:node>/metrics": Route("/sim/nodes/{node}/metrics", 403, 403, ("olivia", 200)),
     # API documentation
@@ -94,6 +103,12 @@ ROUTES: dict[str, Route] = {
         "/api/v1/artifacts/jobs/{job}/uploads/", 401, 404, ("alice", 400), ("post",), {"path": "output/model.pt"}
     ),
     "api/v1/artifacts/teams/<slug:slug>/": Route("/api/v1/artifacts/teams/vision/", 401, 404, ("bob", 200), ("get", "put")),
+    "api/v1/sweeps/": Route("/api/v1/sweeps/", 401, 200, ("alice", 200), ("get", "post")),
+    "api/v1/sweeps/<int:sweep_id>/": Route("/api/v1/sweeps/{sweep}/", 401, 404, ("bob", 200)),
+    "api/v1/sweeps/<int:sweep_id>/cancel/": Route("/api/v1/sweeps/{sweep}/cancel/", 401, 404, ("bob", 200), ("post",)),
+    "api/v1/sweeps/trials/<int:trial_id>/report": Route(
+        "/api/v1/sweeps/trials/{trial}/report", 401, 401, ("alice", 401), ("post",), {"step": "1", "value": "0.5"}
+    ),
     "api/v1/templates/": Route("/api/v1/templates/", 401, 200, ("alice", 200)),
     "api/v1/templates/<slug>/": Route("/api/v1/templates/custom/", 401, 200, ("alice", 200)),
     "api/v1/teams/": Route("/api/v1/teams/", 401, 200, ("alice", 200)),
@@ -111,6 +126,12 @@ ROUTES: dict[str, Route] = {
     "api/v1/tokens/": Route("/api/v1/tokens/", 401, 200, ("alice", 200), ("get", "post")),
     "api/v1/tokens/<pk>/": Route("/api/v1/tokens/{token}/", 401, 404, ("alice", 204), ("delete",)),
 }
+
+SWEEP_SAMPLE = {
+    "name": "lr-search", "metric": "loss", "max_trials": 2, "max_parallel": 1, "sampler": "random",
+    "base": {"name": "train", "command": ["python", "train.py", "--lr", "{lr}"], "gpu_model": "a100", "gpus_per_node": 1, "walltime": 600},
+    "space": {"lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}},
+}  # fmt: skip
 
 CLOSE_UNAUTHENTICATED = 4401
 WEBSOCKETS: dict[str, str] = {  # route -> sample path; anonymous sockets are closed with 4401
@@ -181,6 +202,7 @@ def values(alice: User, bob: User, carol: User, olivia: User, submit: Callable[.
     assert node is not None
     token, _ = ApiToken.issue(alice, "alice-laptop")
     quota = TeamQuota.objects.get(team__slug="vision", gpu_model="a100")
+    sweep = sweep_services.create_sweep(alice, SWEEP_SAMPLE)
     return {
         "job": submit(alice, name="vision-alice-resnet").pk,
         "token": token.pk,
@@ -188,6 +210,8 @@ def values(alice: User, bob: User, carol: User, olivia: User, submit: Callable[.
         "pool": node.pool.name,
         "quota": quota.pk,
         "run": WhatIfRun.objects.create(requested_by=olivia, gpu_model="a100", days=1).pk,
+        "sweep": sweep.pk,
+        "trial": sweep.trials.get(number=0).pk,
     }
 
 
@@ -226,7 +250,7 @@ def test_every_api_router_registration_is_in_the_access_table() -> None:
 
 @pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: r or "dashboard")
 def test_each_sample_url_resolves_to_the_route_of_its_row(route: str) -> None:
-    sample = ROUTES[route].url.format(job=1, token=1, node="node-1", pool="pool-1", quota=1, run=1)
+    sample = ROUTES[route].url.format(job=1, token=1, node="node-1", pool="pool-1", quota=1, run=1, sweep=1, trial=1)
     assert normalized(resolve(sample).route) == route
 
 
