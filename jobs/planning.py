@@ -1,5 +1,10 @@
 """What-if capacity planning: replay recent real submissions through the admission policy, on the
-grid as it is and as it might be (more or fewer nodes, other quotas), and compare."""
+grid as it is and as it might be (more or fewer nodes, other quotas), and compare.
+
+An uploaded trace (the replay's CSV format, optional columns included) replaces the grid's history,
+a pool spec (`a100:64x8,t4:32x4`) replaces the grid's nodes as "now" (the scenario adds nodes to its
+first pool), and a class map maps the trace's priority classes, all read by the replay's own loader.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,20 @@ from django.utils import timezone
 from cluster.models import Node
 from jobs import admission, policy
 from jobs.models import Job, WhatIfRun, WhatIfState
+from jobs.policy.replay import (
+    MAX_REPORTED_ERRORS,
+    Pool,
+    ReplaySpec,
+    TraceError,
+    TraceJob,
+    TraceLoad,
+    parse_class_map,
+    parse_pools,
+    read_trace,
+    replay,
+)
 from jobs.policy.replay import MODEL as REPLAY_MODEL
-from jobs.policy.replay import ReplaySpec, TraceJob, replay
+from jobs.policy.replay import default_quotas as replay_default_quotas
 from portal import inputs
 from portal.charts import grouped_bar_figure
 from portal.queue import after_commit
@@ -24,6 +41,7 @@ MAX_DAYS = 90
 MAX_JOBS = 50_000
 MAX_ADDED_NODES = 10_000
 MAX_GPUS = 1_000_000  # a quota override beyond this is a typo, not a scenario
+MAX_TRACE_BYTES = 8_000_000  # an uploaded trace; MAX_JOBS rows fit well within it
 PROGRESS_STEP = 0.02
 HOUR = 3600.0
 
@@ -36,23 +54,63 @@ class PlanningError(Exception):
         self.errors = errors
 
 
-def start(user: Any, gpu_model: str, days: int, add_nodes: int, quota_overrides: Mapping[str, Any]) -> WhatIfRun:
-    errors = _check(gpu_model, days, add_nodes, quota_overrides)
+def start(
+    user: Any,
+    gpu_model: str,
+    days: int,
+    add_nodes: int,
+    quota_overrides: Mapping[str, Any],
+    trace_csv: str = "",
+    pools: str = "",
+    class_map: str = "",
+) -> WhatIfRun:
+    errors = _check(gpu_model, days, add_nodes, quota_overrides, trace_csv, pools.strip(), class_map.strip())
     if errors:
         raise PlanningError(errors)
     with transaction.atomic():
         run = WhatIfRun.objects.create(
-            requested_by=user, gpu_model=gpu_model, days=days, add_nodes=add_nodes, quota_overrides=dict(quota_overrides)
+            requested_by=user,
+            gpu_model=gpu_model,
+            days=days,
+            add_nodes=add_nodes,
+            quota_overrides=dict(quota_overrides),
+            trace_csv=trace_csv,
+            pools=pools.strip(),
+            class_map=class_map.strip(),
         )
         after_commit("jobs.tasks.run_what_if", run.pk)
     return run
 
 
-def _check(gpu_model: str, days: int, add_nodes: int, overrides: Mapping[str, Any]) -> dict[str, list[str]]:
+def _check(
+    gpu_model: str,
+    days: int,
+    add_nodes: int,
+    overrides: Mapping[str, Any],
+    trace_csv: str = "",
+    pool_spec: str = "",
+    class_map: str = "",
+) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     nodes = Node.objects.filter(gpu_model=gpu_model).count()
-    if not Node.objects.filter(gpu_model=gpu_model).exists():
+    pools: tuple[Pool, ...] | None = None
+    if pool_spec:
+        try:
+            pools = parse_pools(pool_spec)
+            nodes = pools[0].nodes
+        except TraceError as exc:
+            errors["pools"] = [str(exc).removeprefix("nodes: ")]
+    elif not Node.objects.filter(gpu_model=gpu_model).exists():
         errors["gpu_model"] = [f"the grid has no {gpu_model!r} nodes"]
+    try:
+        mapping = parse_class_map(class_map)
+    except TraceError as exc:
+        errors["class_map"] = [str(exc).removeprefix("class_map: ")]
+        mapping = {}
+    if trace_csv and "pools" not in errors and "class_map" not in errors:
+        problem = _trace_problem(trace_csv, pools, mapping)
+        if problem:
+            errors["trace"] = [problem]
     if not 1 <= days <= MAX_DAYS:
         errors["days"] = [f"{days} is outside 1-{MAX_DAYS}"]
     if nodes + add_nodes < 1 or add_nodes > MAX_ADDED_NODES:
@@ -70,6 +128,24 @@ def _check(gpu_model: str, days: int, add_nodes: int, overrides: Mapping[str, An
         if guarantee > limit:
             errors.setdefault("quota_overrides", []).append(f"{team}: need 0 <= guarantee <= limit")
     return errors
+
+
+def _trace_problem(trace_csv: str, pools: tuple[Pool, ...] | None, class_map: Mapping[str, str]) -> str:
+    if len(trace_csv.encode()) > MAX_TRACE_BYTES:
+        return f"is larger than {MAX_TRACE_BYTES:,} bytes"
+    try:
+        loaded = _load(trace_csv, pools, class_map)
+    except TraceError as exc:
+        return str(exc)
+    if not loaded.jobs:
+        return "has no job to replay" + (f" (first bad row: {loaded.errors[0]})" if loaded.errors else "")
+    if len(loaded.jobs) > MAX_JOBS:
+        return f"has {len(loaded.jobs):,} jobs; at most {MAX_JOBS:,}"
+    return ""
+
+
+def _load(trace_csv: str, pools: tuple[Pool, ...] | None, class_map: Mapping[str, str]) -> TraceLoad:
+    return read_trace(trace_csv.splitlines(), pools, class_map)
 
 
 def trace(gpu_model: str, days: int, now: datetime) -> list[TraceJob]:
@@ -121,6 +197,8 @@ def execute(run_id: int) -> None:
 
 
 def _replay_both(run: WhatIfRun) -> dict[str, Any]:
+    if run.pools or run.trace_csv:
+        return _replay_both_given(run)
     jobs = trace(run.gpu_model, run.days, timezone.now())
     WhatIfRun.objects.filter(pk=run.pk).update(jobs_replayed=len(jobs))
     nodes = Node.objects.filter(gpu_model=run.gpu_model)
@@ -142,6 +220,51 @@ def _replay_both(run: WhatIfRun) -> dict[str, Any]:
         "scenario": reports["scenario"],
         "nodes": {"now": now_nodes, "scenario": now_nodes + run.add_nodes},
     }
+
+
+def _replay_both_given(run: WhatIfRun) -> dict[str, Any]:
+    """An uploaded trace and/or a pool spec: the replay's loader, default quotas per pool plus the overrides."""
+    if run.pools:
+        pools = parse_pools(run.pools)
+    else:
+        nodes = Node.objects.filter(gpu_model=run.gpu_model)
+        pools = (Pool(REPLAY_MODEL, nodes.count(), nodes.aggregate(m=Max("gpus"))["m"] or 8),)
+    loaded = _load(run.trace_csv, pools, parse_class_map(run.class_map)) if run.trace_csv else None
+    jobs = loaded.jobs if loaded else trace(run.gpu_model, run.days, timezone.now())
+    WhatIfRun.objects.filter(pk=run.pk).update(jobs_replayed=len(jobs))
+    first = pools[0]
+    grids = {"now": pools, "scenario": (Pool(first.model, first.nodes + run.add_nodes, first.gpus_per_node), *pools[1:])}
+    teams = sorted({j.team for j in jobs})
+    reports = {}
+    for index, (label, grid) in enumerate(grids.items()):
+        overrides = run.quota_overrides if label == "scenario" else {}
+        quotas = tuple(
+            _override(q, overrides.get(q.team, {}), p.gpus) for p in grid for q in replay_default_quotas(teams, p.gpus, p.model)
+        )
+        spec = ReplaySpec(sum(p.nodes for p in grid), first.gpus_per_node, quotas=quotas or None, pools=grid)
+        reports[label] = replay(jobs, spec, _progress_reporter(run.pk, index * 0.5))
+    return {
+        "now": reports["now"],
+        "scenario": reports["scenario"],
+        "nodes": {label: sum(p.nodes for p in grid) for label, grid in grids.items()},
+        "pools": {label: {p.model: f"{p.nodes}x{p.gpus_per_node}" for p in grid} for label, grid in grids.items()},
+        "skipped_rows": loaded.skipped_rows if loaded else 0,
+        "row_errors": loaded.errors[:MAX_REPORTED_ERRORS] if loaded else [],
+        "fractional_jobs_rounded": loaded.fractional_jobs_rounded if loaded else 0,
+    }
+
+
+def _override(quota: policy.Quota, override: Mapping[str, Any], total: int) -> policy.Quota:
+    if not override:
+        return quota
+    return policy.Quota(
+        quota.team,
+        quota.gpu_model,
+        min(int(override.get("guarantee", quota.guarantee)), total),
+        min(int(override.get("limit", quota.limit)), total),
+        float(override.get("weight", quota.weight)),
+        quota.lendable,
+    )
 
 
 def _progress_reporter(run_id: int, offset: float) -> Any:

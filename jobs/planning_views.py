@@ -33,6 +33,9 @@ def planning_list(request: HttpRequest) -> HttpResponse:
                 inputs.integer(request.POST.get("days"), "days", 1, planning.MAX_DAYS),
                 inputs.integer(request.POST.get("add_nodes"), "add_nodes", 0, planning.MAX_ADDED_NODES, default=0),
                 overrides,
+                trace_csv=_uploaded_trace(request),
+                pools=inputs.check_text("pools", request.POST.get("pools", ""), 200),
+                class_map=inputs.check_text("class_map", request.POST.get("class_map", ""), 200),
             )
         except inputs.BadInput as exc:
             errors = {exc.field: [exc.message]}
@@ -42,6 +45,20 @@ def planning_list(request: HttpRequest) -> HttpResponse:
             return redirect("planning_detail", run_id=run.pk)
     context = {"runs": WhatIfRun.objects.all()[:20], "models": sorted(cluster_services.capacity_by_model()), "errors": errors}
     return render(request, "jobs/planning_list.html", context)
+
+
+def _uploaded_trace(request: HttpRequest) -> str:
+    """The uploaded trace file as text ("" when none): UTF-8, at most planning.MAX_TRACE_BYTES."""
+    upload = request.FILES.get("trace")
+    if upload is None:
+        return ""
+    if upload.size is not None and upload.size > planning.MAX_TRACE_BYTES:
+        raise inputs.BadInput("trace", f"is larger than {planning.MAX_TRACE_BYTES:,} bytes")
+    try:
+        data: bytes = upload.read()
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise inputs.BadInput("trace", "is not UTF-8 text (a CSV file)") from None
 
 
 @login_required

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -246,3 +247,80 @@ def test_the_module_exits_non_zero_on_strict(tmp_path: Path, capsys: pytest.Capt
         main([str(trace), "--nodes", "a100:2x8,t4:2x4", "--strict"])
     assert exited.value.code == 2
     assert "line 4: duration_s" in capsys.readouterr().err
+
+
+# -- the what-if planner -------------------------------------------------------------------
+
+PLANNER_TRACE = "\n".join(
+    [HEADER]
+    + [
+        f"p{i},{i * 60},{1800 + i},{(1, 2, 4, 8)[i % 4]},{('', 'vision')[i % 2]},u{i % 3},{('', 't4')[i % 4 == 1]},"
+        f"{('LS', 'BE')[i % 2]},{'0.5' if i % 4 == 0 else ''},z"
+        for i in range(40)
+    ]
+    + ["bad,0,10,64,x,,t4,,,"]
+)
+
+
+def _upload(text: str) -> object:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile("trace.csv", text.encode(), content_type="text/csv")
+
+
+@pytest.mark.django_db
+def test_the_planner_replays_an_uploaded_trace_on_a_pool_spec(web: Any, olivia: Any, grid: Any) -> None:
+    from jobs import planning
+    from jobs.models import WhatIfRun
+
+    form = {"gpu_model": "a100", "days": "1", "add_nodes": "2", "pools": "a100:2x8,t4:2x4"}
+    response = web(olivia).post(
+        "/planning/", {**form, "class_map": "LS=standard,BE=preemptible", "trace": _upload(PLANNER_TRACE)}
+    )
+    assert response.status_code == 302
+    run = WhatIfRun.objects.get()
+    assert run.pools == "a100:2x8,t4:2x4" and run.class_map == "LS=standard,BE=preemptible"
+    planning.execute(run.pk)
+    run.refresh_from_db()
+    assert run.state == "done" and run.result is not None and run.jobs_replayed == 40
+    assert run.result["skipped_rows"] == 1 and run.result["row_errors"][0].startswith("line 42: num_gpus: 64")
+    assert run.result["fractional_jobs_rounded"] == 10
+    assert run.result["pools"] == {"now": {"a100": "2x8", "t4": "2x4"}, "scenario": {"a100": "4x8", "t4": "2x4"}}
+    for label in ("now", "scenario"):
+        figures = run.result[label]
+        assert figures["completed"] == 40 and figures["limit_violations"] == 0
+        assert set(figures["per_class"]) == {"standard", "preemptible"}
+        assert set(figures["per_team"]) == {"vision", "u0", "u1", "u2"}  # empty team: the user
+    assert run.result["scenario"]["mean_wait_s"] <= run.result["now"]["mean_wait_s"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ({"pools": "a100:2"}, "pools", "not MODEL:NODESxGPUS"),
+        ({"pools": "a100:0x8"}, "pools", "0 nodes is outside"),
+        ({"class_map": "LS=urgent"}, "class_map", "the class must be one of"),
+        ({"trace": "job_id,team\na,x\n"}, "trace", "missing column"),
+        ({"trace": PLANNER_TRACE}, "trace", "priority_class: 'BE' (20 rows), 'LS' (20 rows) not mapped"),
+        ({"trace": PLANNER_TRACE, "class_map": "LS=critical", "pools": "a100:2x8,t4:2x4"}, "trace", "'BE' (20 rows)"),
+        (
+            {"trace": "job_id,submit_time_s,duration_s,num_gpus\nx,0,1,0\n"},
+            "trace",
+            "has no job to replay (first bad row: line 2",
+        ),
+    ],
+)
+def test_the_planner_form_names_the_bad_field(
+    web: Any, olivia: Any, grid: Any, extra: dict[str, str], field: str, message: str
+) -> None:
+    from jobs.models import WhatIfRun
+
+    data: dict[str, object] = {"gpu_model": "a100", "days": "1", "add_nodes": "0", **extra}
+    if "trace" in extra:
+        data["trace"] = _upload(extra["trace"])
+    response = web(olivia).post("/planning/", data)
+    assert response.status_code == 200 and not WhatIfRun.objects.exists()
+    errors = response.context["errors"]
+    assert list(errors) == [field]
+    assert message in " ".join(errors[field])
