@@ -42,10 +42,11 @@ from cluster.safeguards import (
     parse_thermal,
     summarise,
     tally,
+    thermal_floor,
 )
 from cluster.simulator.model import GpuSample
 from cluster.states import NodeState
-from cluster.telemetry.convert import present
+from cluster.telemetry.convert import GuardView, present
 from portal.access import operators
 from portal.models import User
 
@@ -72,6 +73,28 @@ def node_readings(samples: Iterable[GpuSample], nodes: Mapping[str, int]) -> dic
     return {name: NodeReading(temps[name], xids[name], gpus) if name in temps else None for name, gpus in nodes.items()}
 
 
+def view_readings(view: GuardView, nodes: Mapping[str, int]) -> dict[str, NodeReading | None]:
+    """`node_readings` from a filtered answer: the GPUs below the floor that reported are `cool`.
+
+    The same readings decide the same way (tests/telemetry/test_guard_filter.py): a node that
+    reported nothing fresh has None, as a node whose GPUs are stale has in `node_readings`.
+    """
+    out: dict[str, NodeReading | None] = {}
+    for name, gpus in nodes.items():
+        reporting = view.reporting.get(name, 0)
+        if not reporting:
+            out[name] = None
+            continue
+        hot = dict(view.hot.get(name, {}))
+        out[name] = NodeReading(hot, dict(view.xid.get(name, {})), gpus, cool=max(reporting - len(hot), 0))
+    return out
+
+
+def floor_c() -> float:
+    """The temperature below which a GPU's value decides nothing (the lowest clear threshold)."""
+    return thermal_floor(thermal_table())
+
+
 def thermal_table() -> dict[str, ThermalLimits]:
     return parse_thermal(
         settings.GUARD_THERMAL_C, settings.GUARD_THERMAL_MODELS, settings.GUARD_HOT_WINDOW_S, settings.GUARD_COOL_WINDOW_S
@@ -88,11 +111,15 @@ class GuardOutcome:
     reason: str
 
 
-def guard_nodes(samples: list[GpuSample], now: datetime | None = None) -> list[GuardOutcome]:
-    """One cycle of the thermal/XID guard over every node the portal knows."""
+def guard_nodes(samples: list[GpuSample] | GuardView, now: datetime | None = None) -> list[GuardOutcome]:
+    """One cycle of the thermal/XID guard over every node the portal knows, from every GPU's sample
+    or from the filtered answer (`GuardView`, asked with `floor_c()`): the same decisions."""
     now = now or timezone.now()
     nodes = {n.name: n for n in Node.objects.all()}
-    readings = node_readings(samples, {name: n.gpus for name, n in nodes.items()})
+    gpus = {name: n.gpus for name, n in nodes.items()}
+    if isinstance(samples, GuardView) and samples.floor_c > floor_c():
+        raise ValueError(f"guard view asked above {samples.floor_c:g} °C: the guard's floor is {floor_c():g} °C")
+    readings = view_readings(samples, gpus) if isinstance(samples, GuardView) else node_readings(samples, gpus)
     states = {g.node: g for g in GuardState.objects.filter(node__in=list(nodes))}
     table = thermal_table()
     outcomes, changed = [], []

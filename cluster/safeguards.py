@@ -37,15 +37,21 @@ class ThermalLimits:
 
 @dataclass(frozen=True)
 class NodeReading:
-    """One cycle's telemetry of one node: temperatures and XID codes of the GPUs that reported."""
+    """One cycle's telemetry of one node: temperatures and XID codes of the GPUs that reported.
+
+    `cool`: GPUs that reported a temperature below every clear threshold, whose values were not
+    asked for (the cycle asks Prometheus only for GPUs at or above the lowest clear threshold, see
+    `thermal_floor`). They count towards `complete` and are cool; they can never be the hottest.
+    """
 
     temperatures: Mapping[int, float]  # gpu index -> °C
     xid: Mapping[int, int]  # gpu index -> last XID code (0: none)
     expected_gpus: int
+    cool: int = 0
 
     @property
     def complete(self) -> bool:
-        return len(self.temperatures) >= self.expected_gpus
+        return len(self.temperatures) + self.cool >= self.expected_gpus
 
     def hottest(self) -> tuple[int, float] | None:
         if not self.temperatures:
@@ -98,7 +104,7 @@ def evaluate_node(
 
     `suppressed`: an operator override is in force; the guard keeps watching but does not cordon.
     """
-    if reading is None or (not reading.temperatures and not any(reading.xid.values())):
+    if reading is None or (not reading.temperatures and not reading.cool and not any(reading.xid.values())):
         # Nothing to go on: streaks end, no decision either way.
         return replace(memory, hot_since=None, cool_since=None), KEEP
     xid = _first_xid(reading)
@@ -143,7 +149,8 @@ def _on_not_hot(memory: GuardMemory, reading: NodeReading, limits: ThermalLimits
     if memory.trip != Trip.THERMAL:
         return replace(memory, cool_since=None), KEEP
     hottest = reading.hottest()
-    cool = reading.complete and hottest is not None and hottest[1] < limits.clear_c
+    # No hottest value: every GPU that reported is among the `cool` ones (below every clear threshold).
+    cool = reading.complete and (hottest is None or hottest[1] < limits.clear_c)
     if not cool:
         return replace(memory, cool_since=None), KEEP
     cool_since = memory.cool_since if memory.cool_since is not None else now
@@ -155,6 +162,15 @@ def _on_not_hot(memory: GuardMemory, reading: NodeReading, limits: ThermalLimits
 
 def limits_for(model: str, table: Mapping[str, ThermalLimits], default: ThermalLimits) -> ThermalLimits:
     return table.get(model, default)
+
+
+def thermal_floor(table: Mapping[str, ThermalLimits]) -> float:
+    """The lowest temperature any guard decision depends on: the lowest clear threshold of any model.
+
+    A GPU below it is below every model's clear (and cordon) threshold, so the guard needs only to
+    know it reported, not its value: the cycle asks Prometheus for the GPUs at or above it.
+    """
+    return min(limits.clear_c for limits in table.values())
 
 
 # --- idle GPUs -----------------------------------------------------------------------------------

@@ -167,6 +167,63 @@ def _recorded(
     )
 
 
+@dataclass(frozen=True)
+class GuardView:
+    """What the thermal/XID guard reads of one cycle, from a filtered answer (names.guard_query).
+
+    `hot`: host -> GPU index -> °C, only the GPUs at or above the floor it was asked with;
+    `xid`: host -> GPU index -> non-zero XID code; `reporting`: host -> fresh GPUs that reported a
+    temperature at all. A host missing from `reporting` reported nothing fresh (stale or absent).
+    """
+
+    floor_c: float
+    hot: Mapping[str, Mapping[int, float]]
+    xid: Mapping[str, Mapping[int, int]]
+    reporting: Mapping[str, int]
+
+
+def guard_view(rows: Iterable[Mapping[str, Any]], names: MetricNames, floor_c: float) -> GuardView:
+    """A Prometheus answer to names.guard_query as a GuardView."""
+    hot: dict[str, dict[int, float]] = {}
+    xid: dict[str, dict[int, int]] = {}
+    reporting: dict[str, int] = {}
+    for row in rows:
+        metric = row["metric"]
+        host = names.host(metric)
+        if host is None:
+            continue
+        value = float(row["value"][1])
+        part = metric.get("part")
+        if part == "reporting":
+            reporting[host] = reporting.get(host, 0) + int(value)
+            continue
+        index = metric.get(names.gpu_label, "")
+        if not index.isdigit():
+            continue
+        if part == "hot":
+            hot.setdefault(host, {})[int(index)] = value
+        elif part == "xid" and int(value):
+            xid.setdefault(host, {})[int(index)] = int(value)
+    return GuardView(floor_c, hot, xid, reporting)
+
+
+def view_of_samples(samples: Iterable[GpuSample], floor_c: float) -> GuardView:
+    """The GuardView the filtered query gives for these samples (what `guard_query` asks Prometheus)."""
+    hot: dict[str, dict[int, float]] = {}
+    xid: dict[str, dict[int, int]] = {}
+    reporting: dict[str, int] = {}
+    for s in samples:
+        temperature = present(s.temperature_c)
+        if temperature is None:
+            continue
+        reporting[s.hostname] = reporting.get(s.hostname, 0) + 1
+        if temperature >= floor_c:
+            hot.setdefault(s.hostname, {})[s.gpu] = temperature
+        if s.xid_errors:
+            xid.setdefault(s.hostname, {})[s.gpu] = s.xid_errors
+    return GuardView(floor_c, hot, xid, reporting)
+
+
 def present(value: float) -> float | None:
     """None for a metric that was not exported, so JSON and the safeguards never see NaN."""
     return None if math.isnan(value) else value

@@ -121,3 +121,32 @@ def fresh_only(expr: str, names: MetricNames, stale_after_s: float, recorded: bo
     ages = [names.temperature, *(["gpu:temperature_c"] if recorded else [])]
     old = " or ".join(f"time() - timestamp({metric}) > {stale_after_s:g}" for metric in ages)
     return f"({expr}) unless on ({gpu}) ({old})"
+
+
+def guard_query(names: MetricNames, floor_c: float, stale_after_s: float, recorded: bool = True) -> str:
+    """What the thermal/XID guard needs, in one answer of a few series instead of one per GPU:
+
+    - `part="hot"`: the fresh GPUs at or above `floor_c` (the lowest clear threshold, see
+      cluster.safeguards.thermal_floor), with their temperature; cooler GPUs decide nothing by value;
+    - `part="xid"`: the fresh GPUs with a non-zero XID (and a temperature, as a sample needs);
+    - `part="reporting"`: per node, how many fresh GPUs reported a temperature, so that a node whose
+      GPUs are all absent from "hot" is known cool, and a node with stale GPUs is not.
+
+    `recorded` False: the rules' expressions asked directly (Prometheus without the rules).
+    """
+    rules = recording_rules(names)
+    gpu = ", ".join((*names.host_labels, names.gpu_label))
+    hosts = ", ".join(names.host_labels)
+    temp = "gpu:temperature_c" if recorded else f"({rules['gpu:temperature_c']})"
+    xid = "gpu:xid_nonzero" if recorded else f"({rules['gpu:xid_nonzero']})"
+    reported = f"{temp} == {temp}"  # NaN is no reading
+
+    def fresh(expr: str) -> str:
+        return fresh_only(expr, names, stale_after_s, recorded=recorded)
+
+    parts = {
+        "hot": fresh(f"{temp} >= {floor_c:g}"),
+        "xid": fresh(f"{xid} and on ({gpu}) ({reported})"),
+        "reporting": f"count by ({hosts}) ({fresh(reported)})",
+    }
+    return " or ".join(f'label_replace({expr}, "part", "{part}", "", "")' for part, expr in parts.items())

@@ -13,9 +13,9 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from cluster.simulator.model import GpuSample
-from cluster.telemetry.convert import LABELS_ONLY, Attribution, recorded_samples, to_samples
+from cluster.telemetry.convert import LABELS_ONLY, Attribution, GuardView, guard_view, recorded_samples, to_samples
 from cluster.telemetry.errors import TelemetryUnavailable
-from cluster.telemetry.names import RECORDED, MetricNames, fresh_only, recording_rules
+from cluster.telemetry.names import RECORDED, MetricNames, fresh_only, guard_query, recording_rules
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,17 @@ class PrometheusTelemetry:
             log.warning("Prometheus has no recorded GPU temperature (rules not loaded, or every GPU stale): asking raw series")
             rows = self.direct(params)
         return recorded_samples(rows, self.names, self.attribution)
+
+    def guard_view(self, floor_c: float, at: datetime | None = None) -> GuardView:
+        """What the thermal/XID guard needs (names.guard_query): hot and erroring GPUs, and per node
+        how many fresh GPUs reported; a few hundred series for a thousand nodes, not one per GPU.
+        Without the recording rules (nothing reported), the rules' expressions are asked directly."""
+        params = {"time": (at or datetime.now(UTC)).timestamp()}
+        rows = self._call("custom_query", guard_query(self.names, floor_c, self.stale_after_s), params=params)
+        if not rows:
+            log.warning("Prometheus has no recorded GPU temperature (rules not loaded, or every GPU stale): asking raw series")
+            rows = self._call("custom_query", guard_query(self.names, floor_c, self.stale_after_s, recorded=False), params=params)
+        return guard_view(rows, self.names, floor_c)
 
     def direct(self, params: dict[str, float]) -> list[dict[str, Any]]:
         """The recording rules' expressions asked directly (their answers named as the rules would)."""
