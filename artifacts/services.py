@@ -149,6 +149,14 @@ def list_files(job: Job) -> list[ArtifactFile]:
     return [ArtifactFile(f.key[len(prefix) :], f.size, f.modified) for f in store().list(prefix)]
 
 
+def purged_at(job: Job) -> datetime | None:
+    """When retention deleted the job's files, if it did."""
+    if not configured():
+        return None
+    found: datetime | None = JobArtifacts.objects.filter(job_id=job.pk).values_list("purged_at", flat=True).first()
+    return found
+
+
 def download(job: Job, path: str) -> Download:
     """The file at `path` in the job's location. Call only after the job's access check."""
     path = layout.clean_path(path)

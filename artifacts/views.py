@@ -35,7 +35,12 @@ def files_context(job: Job) -> dict[str, object]:
         files = services.list_files(job)
     except (StoreError, services.NoStore) as exc:
         return {"artifact_files": [], "artifact_error": str(exc)}
-    return {"artifact_files": files, "artifact_total": sum(f.size for f in files), "artifact_store": services.configured()}
+    return {
+        "artifact_files": files,
+        "artifact_total": sum(f.size for f in files),
+        "artifact_store": services.configured(),
+        "artifact_purged_at": services.purged_at(job),
+    }
 
 
 @login_required

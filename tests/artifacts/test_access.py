@@ -173,3 +173,20 @@ def test_the_team_page_shows_artifact_storage_beside_the_quotas(
     page = web(alice).get("/teams/vision/").content.decode()
     assert 'id="artifact-usage"' in page and "2.5 KB in 1 file" in page and "0.05 per GB-month" in page
     assert page.index("Quotas, use and lending") < page.index("Artifact storage")
+
+
+def test_the_job_page_says_when_retention_deleted_the_files(
+    job: Job, alice: User, olivia: User, web: Callable[[User | None], Client]
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from artifacts import services
+    from jobs.states import JobState
+
+    Job.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED, finished_at=timezone.now() - timedelta(days=3))
+    services.set_retention(olivia, job.team, 1)
+    assert services.purge_expired() == 1
+    page = web(alice).get(f"/jobs/{job.pk}/").content.decode()
+    assert "deleted on" in page and "retention policy" in page and "output/model.pt" not in page

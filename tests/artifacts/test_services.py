@@ -90,6 +90,7 @@ def test_retention_deletes_files_of_jobs_finished_longer_ago_in_batches(
     assert all(len(services.list_files(job)) == 1 for job in (recent, running, other_team))
     assert JobArtifacts.objects.filter(purged_at__isnull=False).count() == 5
     assert services.purge_expired(batch=2) == 0  # nothing twice
+    assert services.purged_at(old[0]) is not None and services.purged_at(recent) is None
     settings.ARTIFACT_RETENTION_DAYS = 365  # now the site's default reaches render's job
     assert services.purge_expired() == 1 and services.list_files(other_team) == []
 
