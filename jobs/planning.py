@@ -102,6 +102,8 @@ def _check(
             errors["pools"] = [str(exc).removeprefix("nodes: ")]
     elif not Node.objects.filter(gpu_model=gpu_model).exists():
         errors["gpu_model"] = [f"the grid has no {gpu_model!r} nodes"]
+    else:
+        pools = _grid_pools(gpu_model)
     try:
         mapping = parse_class_map(class_map)
     except TraceError as exc:
@@ -128,6 +130,12 @@ def _check(
         if guarantee > limit:
             errors.setdefault("quota_overrides", []).append(f"{team}: need 0 <= guarantee <= limit")
     return errors
+
+
+def _grid_pools(gpu_model: str) -> tuple[Pool, ...]:
+    """The grid's nodes of `gpu_model` as the replay's one pool, named after the model (a trace's `gpu_type`)."""
+    nodes = Node.objects.filter(gpu_model=gpu_model)
+    return (Pool(gpu_model, nodes.count(), nodes.aggregate(m=Max("gpus"))["m"] or 8),)
 
 
 def _trace_problem(trace_csv: str, pools: tuple[Pool, ...] | None, class_map: Mapping[str, str]) -> str:
@@ -224,11 +232,7 @@ def _replay_both(run: WhatIfRun) -> dict[str, Any]:
 
 def _replay_both_given(run: WhatIfRun) -> dict[str, Any]:
     """An uploaded trace and/or a pool spec: the replay's loader, default quotas per pool plus the overrides."""
-    if run.pools:
-        pools = parse_pools(run.pools)
-    else:
-        nodes = Node.objects.filter(gpu_model=run.gpu_model)
-        pools = (Pool(REPLAY_MODEL, nodes.count(), nodes.aggregate(m=Max("gpus"))["m"] or 8),)
+    pools = parse_pools(run.pools) if run.pools else _grid_pools(run.gpu_model)
     loaded = _load(run.trace_csv, pools, parse_class_map(run.class_map)) if run.trace_csv else None
     jobs = loaded.jobs if loaded else trace(run.gpu_model, run.days, timezone.now())
     WhatIfRun.objects.filter(pk=run.pk).update(jobs_replayed=len(jobs))

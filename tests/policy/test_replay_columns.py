@@ -295,6 +295,23 @@ def test_the_planner_replays_an_uploaded_trace_on_a_pool_spec(web: Any, olivia: 
 
 
 @pytest.mark.django_db
+def test_without_a_pool_spec_an_uploaded_trace_runs_on_the_grids_nodes_of_the_model(web: Any, olivia: Any, grid: Any) -> None:
+    from jobs import planning
+    from jobs.models import WhatIfRun
+
+    trace = "\n".join([HEADER, "a,0,600,8,x,,a100,,,", "b,0,600,8,x,,,,,", "c,10,600,4,y,,,,,", "d,0,1,1,x,,t4,,,"])
+    response = web(olivia).post("/planning/", {"gpu_model": "a100", "days": "1", "add_nodes": "1", "trace": _upload(trace)})
+    assert response.status_code == 302
+    run = WhatIfRun.objects.get()
+    planning.execute(run.pk)
+    run.refresh_from_db()
+    assert run.result is not None and run.result["pools"]["now"] == {"a100": "2x8"}
+    assert run.result["row_errors"] == ["line 5: gpu_type: no pool for 't4' (pools: a100)"]
+    assert run.result["now"]["completed"] == 3 and run.result["now"]["max_wait_s"] == 590.0
+    assert run.result["scenario"]["max_wait_s"] == 0.0  # a third node
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("extra", "field", "message"),
     [
@@ -302,7 +319,8 @@ def test_the_planner_replays_an_uploaded_trace_on_a_pool_spec(web: Any, olivia: 
         ({"pools": "a100:0x8"}, "pools", "0 nodes is outside"),
         ({"class_map": "LS=urgent"}, "class_map", "the class must be one of"),
         ({"trace": "job_id,team\na,x\n"}, "trace", "missing column"),
-        ({"trace": PLANNER_TRACE}, "trace", "priority_class: 'BE' (20 rows), 'LS' (20 rows) not mapped"),
+        # On the grid's a100 nodes alone, the ten t4 rows are bad rows, and not counted as unmapped.
+        ({"trace": PLANNER_TRACE}, "trace", "priority_class: 'BE' (10 rows), 'LS' (20 rows) not mapped"),
         ({"trace": PLANNER_TRACE, "class_map": "LS=critical", "pools": "a100:2x8,t4:2x4"}, "trace", "'BE' (20 rows)"),
         (
             {"trace": "job_id,submit_time_s,duration_s,num_gpus\nx,0,1,0\n"},
