@@ -324,8 +324,9 @@ def watched_groups(args: argparse.Namespace, nodes: list[str], pools: list[str],
 
 
 # The cycle's laps (grid.telemetry.run_cycle): writes are the efficiency rows' UPDATE; the guard's
-# writes (changed memories only) are inside `guard`.
-PARTS = ("query", "attribute", "guard", "idle", "writes", "finalise", "fan_out")
+# writes (changed memories only) are inside `guard`; `guard_query` is the guard's filtered answer
+# (hot and erroring GPUs, GPUs reporting per node).
+PARTS = ("query", "guard_query", "attribute", "guard", "idle", "writes", "finalise", "fan_out")
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -367,6 +368,7 @@ def query_parts(repeats: int) -> dict[str, Any]:
     does when Prometheus has not loaded the rules."""
     from datetime import UTC, datetime
 
+    from cluster import guard
     from cluster.telemetry.convert import recorded_samples
     from cluster.telemetry.names import RECORDED, fresh_only
     from cluster.telemetry.prometheus import PrometheusTelemetry
@@ -379,8 +381,11 @@ def query_parts(repeats: int) -> dict[str, Any]:
         "direct_queries_ms": [],
         "answer_transfer_ms": [],  # the recorded query's answer as bytes: Prometheus's work and the transfer
         "json_decode_ms": [],  # the same bytes decoded (the rest of recorded_query_ms is the client library)
+        "guard_query_ms": [],  # the guard's filtered answer (names.guard_query), read into a GuardView
+        "heat_query_ms": [],  # only the heat map's two series per GPU (temperature, utilisation), for comparison
     }
-    size = 0
+    size = guard_size = heat_size = 0
+    heat_query = '{__name__=~"gpu:temperature_c|gpu:utilization"}'
     for _ in range(repeats):
         t0 = time.perf_counter()
         jobs = telemetry.held_jobs()
@@ -400,16 +405,23 @@ def query_parts(repeats: int) -> dict[str, Any]:
         t5 = time.perf_counter()
         json.loads(body)
         t6 = time.perf_counter()
-        spans = ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6))
+        view = source.guard_view(guard.floor_c())
+        t7 = time.perf_counter()
+        heat = source._call("custom_query", fresh_only(heat_query, source.names, source.stale_after_s), params=params)
+        t8 = time.perf_counter()
+        spans = ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t6, t7), (t7, t8))
         for key, (a, b) in zip(parts, spans, strict=True):
             parts[key].append((b - a) * 1000)
-        size = len(rows)
+        size, heat_size = len(rows), len(heat)
+        guard_size = sum(map(len, view.hot.values())) + sum(map(len, view.xid.values())) + len(view.reporting)
         assert samples and len(direct) == len(rows)
     assert isinstance(source, PrometheusTelemetry)
     payload = httpx.get(f"{source.client.url}/api/v1/query", params={"query": f'{{__name__=~"{wanted}"}}'}, timeout=30).content
     raw = httpx.get(f"{source.client.url}/api/v1/query", params={"query": source.selector(None)}, timeout=30).content
     return {
         "series_returned": size,
+        "guard_series_returned": guard_size,
+        "heat_series_returned": heat_size,
         "response_bytes": len(payload),
         "raw_series_response_bytes": len(raw),  # what the cycle asked for before the recording rules
         **{k: stats(v) for k, v in parts.items()},
