@@ -744,6 +744,11 @@ def format_report(report: dict[str, Any], write: Callable[[str], Any]) -> None:
         write(f"{key:<18}" + "".join(f"{report[p][key]:>14}" for p in policies))
     for key in ("jain_slowdown", "max_team_slowdown", "small_team_wait_ratio"):
         write(f"{key:<18}" + "".join(f"{report[p]['fairness'][key]:>14}" for p in policies))
+    classes = sorted({c for p in policies for c in report[p].get("per_class", {})})
+    for name in classes:
+        for key in ("mean_wait_s", "max_wait_s"):
+            cells = (report[p].get("per_class", {}).get(name, {}).get(key, "-") for p in policies)
+            write(f"{name[:11] + ' ' + key.split('_')[0] + ' wait':<18}" + "".join(f"{cell:>14}" for cell in cells))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -247,6 +247,9 @@ def test_the_module_exits_non_zero_on_strict(tmp_path: Path, capsys: pytest.Capt
         main([str(trace), "--nodes", "a100:2x8,t4:2x4", "--strict"])
     assert exited.value.code == 2
     assert "line 4: duration_s" in capsys.readouterr().err
+    main([str(trace), "--nodes", "a100:2x8,t4:2x4", "--class-map", "LS=critical"])
+    table = capsys.readouterr().out
+    assert "skipped 9 bad row(s); first: line 3: submit_time_s" in table and "mean_wait_s" in table
 
 
 # -- the what-if planner -------------------------------------------------------------------
@@ -292,6 +295,8 @@ def test_the_planner_replays_an_uploaded_trace_on_a_pool_spec(web: Any, olivia: 
         assert set(figures["per_class"]) == {"standard", "preemptible"}
         assert set(figures["per_team"]) == {"vision", "u0", "u1", "u2"}  # empty team: the user
     assert run.result["scenario"]["mean_wait_s"] <= run.result["now"]["mean_wait_s"]
+    page = web(olivia).get(f"/planning/{run.pk}/").content.decode()
+    assert "1 bad row(s) skipped; first: line 42: num_gpus: 64" in page and "10 job(s) asking for part of a GPU" in page
 
 
 @pytest.mark.django_db
