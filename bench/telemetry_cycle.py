@@ -324,9 +324,8 @@ def watched_groups(args: argparse.Namespace, nodes: list[str], pools: list[str],
 
 
 # The cycle's laps (grid.telemetry.run_cycle): writes are the efficiency rows' UPDATE; the guard's
-# writes (changed memories only) are inside `guard`; `guard_query` is the guard's filtered answer
-# (hot and erroring GPUs, GPUs reporting per node).
-PARTS = ("query", "guard_query", "attribute", "guard", "idle", "writes", "finalise", "fan_out")
+# writes (changed memories only) are inside `guard`.
+PARTS = ("query", "attribute", "guard", "idle", "writes", "finalise", "fan_out")
 
 
 def stats(values: list[float]) -> dict[str, float]:

@@ -32,7 +32,7 @@ from cluster.models import JobEfficiency, Node, SafeguardKind
 from cluster.safeguards import Action, IdleAction, IdlePolicy, IdleVerdict, parse_team_actions
 from cluster.simulator.model import GpuSample
 from cluster.telemetry import TelemetrySource, TelemetryUnavailable, get_telemetry
-from cluster.telemetry.convert import Attribution, GuardView, pod_pattern, portal_hpc_job, present
+from cluster.telemetry.convert import Attribution, pod_pattern, portal_hpc_job, present
 from cluster.telemetry.prometheus import PrometheusTelemetry
 from jobs import services as job_services
 from jobs import tasks as job_tasks
@@ -122,27 +122,20 @@ def run_cycle(source: TelemetrySource | None = None, now: datetime | None = None
     report = CycleReport()
     clock = _Stopwatch(report)
     jobs = held_jobs()
-    reader = source or source_for(jobs)
-    view: GuardView | None = None
     try:
-        samples = reader.samples(None, now)
-        clock.lap("query")
-        if isinstance(reader, PrometheusTelemetry) and settings.GUARD_ENABLED:
-            # The guard's own small answer (hot and erroring GPUs, GPUs reporting per node): the
-            # same decisions as from every sample, and the per-GPU answer can shrink without it.
-            view = reader.guard_view(guard.floor_c(), now)
+        samples = (source or source_for(jobs)).samples(None, now)
     except TelemetryUnavailable as exc:
         log.warning("telemetry cycle stale: %s", exc)
         report.stale = True
         stale = stale_messages(jobs, now, str(exc))
         report.groups = fan_out(stale, listeners.listened(g for g, _ in stale))
         return report
-    clock.lap("guard_query")
+    clock.lap("query")
     report.gpus = len(samples)
     by_job = samples_by_job(samples, {j.id for j in jobs})
     clock.lap("attribute")
     with transaction.atomic():
-        report.guarded = guard.guard_nodes(view if view is not None else samples, now) if settings.GUARD_ENABLED else []
+        report.guarded = guard.guard_nodes(samples, now) if settings.GUARD_ENABLED else []
         _tell_owners_of_guarded_nodes(report.guarded, jobs)
         clock.lap("guard")
         running = [j for j in jobs if j.state == JobState.RUNNING]

@@ -139,7 +139,7 @@ def guard_query(names: MetricNames, floor_c: float, stale_after_s: float, record
     hosts = ", ".join(names.host_labels)
     temp = "gpu:temperature_c" if recorded else f"({rules['gpu:temperature_c']})"
     xid = "gpu:xid_nonzero" if recorded else f"({rules['gpu:xid_nonzero']})"
-    reported = f"{temp} == {temp}"  # NaN is no reading
+    reported = f"{temp} >= -Inf"  # NaN is no reading (a filter, not a join of the series with themselves)
 
     def fresh(expr: str) -> str:
         return fresh_only(expr, names, stale_after_s, recorded=recorded)
