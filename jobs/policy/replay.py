@@ -366,6 +366,8 @@ class _Simulation:
             for i in range(pool.nodes):
                 self.node_pool[f"node{i:04d}" if len(grid) == 1 else f"{pool.model}-node{i:04d}"] = pool
         self.free = {name: pool.gpus_per_node for name, pool in self.node_pool.items()}
+        # One portal pool per GPU model (the policy places a job among its model's pools).
+        self.pool_names = {p.model: POOL if len(grid) == 1 else f"{POOL}-{p.model}" for p in grid}
         self.arrivals = sorted(trace, key=lambda j: j.submit_time)
         self.pending: dict[str, PendingJob] = {}
         self.running: dict[str, RunningJob] = {}
@@ -480,8 +482,8 @@ class _Simulation:
         state = self._node_states.get((name, free))
         if state is None:
             pool = self.node_pool[name]
-            pool_name = POOL if len(self.spec.grid) == 1 else f"{POOL}-{pool.model}"  # one portal pool per model
-            state = self._node_states[(name, free)] = NodeState(name, pool_name, pool.model, pool.gpus_per_node, free)
+            state = NodeState(name, self.pool_names[pool.model], pool.model, pool.gpus_per_node, free)
+            self._node_states[(name, free)] = state
         return state
 
     def _decide(self, cluster: Cluster, pending: list[PendingJob], running: list[RunningJob]) -> CycleResult:
