@@ -380,6 +380,7 @@ def query_parts(repeats: int) -> dict[str, Any]:
         "direct_queries_ms": [],
         "answer_transfer_ms": [],  # the recorded query's answer as bytes: Prometheus's work and the transfer
         "json_decode_ms": [],  # the same bytes decoded (the rest of recorded_query_ms is the client library)
+        "answer_transfer_identity_ms": [],  # the same answer not compressed (Accept-Encoding: identity)
         "guard_query_ms": [],  # the guard's filtered answer (names.guard_query), read into a GuardView
         "heat_query_ms": [],  # only the heat map's two series per GPU (temperature, utilisation), for comparison
     }
@@ -408,7 +409,10 @@ def query_parts(repeats: int) -> dict[str, Any]:
         t7 = time.perf_counter()
         heat = source._call("custom_query", fresh_only(heat_query, source.names, source.stale_after_s), params=params)
         t8 = time.perf_counter()
-        spans = ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t6, t7), (t7, t8))
+        identity = {"Accept-Encoding": "identity"}
+        httpx.get(f"{source.client.url}/api/v1/query", params={"query": query, **params}, headers=identity, timeout=30)
+        t9 = time.perf_counter()
+        spans = ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t8, t9), (t6, t7), (t7, t8))
         for key, (a, b) in zip(parts, spans, strict=True):
             parts[key].append((b - a) * 1000)
         size, heat_size = len(rows), len(heat)

@@ -40,13 +40,17 @@ def get_telemetry() -> TelemetrySource:
     if not settings.PROMETHEUS_URL:
         return SimulatorTelemetry()
     return _prometheus(
-        settings.PROMETHEUS_URL, settings.TELEMETRY_NAMES, settings.PROMETHEUS_TIMEOUT_S, settings.TELEMETRY_STALE_AFTER_S
+        settings.PROMETHEUS_URL,
+        settings.TELEMETRY_NAMES,
+        settings.PROMETHEUS_TIMEOUT_S,
+        settings.TELEMETRY_STALE_AFTER_S,
+        bool(getattr(settings, "PROMETHEUS_COMPRESS", False)),
     )
 
 
 @functools.lru_cache(maxsize=4)
-def _prometheus(url: str, names: str, timeout_s: float, stale_after_s: float) -> PrometheusTelemetry:
+def _prometheus(url: str, names: str, timeout_s: float, stale_after_s: float, compress: bool = False) -> PrometheusTelemetry:
     """One client per configuration, so the cycles of a process reuse its HTTP connection."""
     from cluster.telemetry.prometheus import PrometheusTelemetry
 
-    return PrometheusTelemetry(url, parse_names(names), timeout_s=timeout_s, stale_after_s=stale_after_s)
+    return PrometheusTelemetry(url, parse_names(names), timeout_s=timeout_s, stale_after_s=stale_after_s, compress=compress)

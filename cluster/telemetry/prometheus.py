@@ -32,9 +32,14 @@ class PrometheusTelemetry:
         timeout_s: float = 2.0,
         stale_after_s: float = 15.0,
         attribution: Attribution = LABELS_ONLY,
+        compress: bool = False,
     ) -> None:
         # No retries: a slow Prometheus must make this cycle stale, not stall the next one.
-        self.client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_s)
+        # `compress` False: answers uncompressed (Accept-Encoding: identity). The grid's answer is
+        # ~4 MB at a thousand nodes; gzip costs Prometheus and the portal more CPU than the bytes
+        # cost on a local network (PROMETHEUS_COMPRESS=true for a Prometheus across a slow link).
+        headers = None if compress else {"Accept-Encoding": "identity"}
+        self.client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_s, headers=headers)
         self.names = names
         self.stale_after_s = stale_after_s
         self.attribution = attribution
