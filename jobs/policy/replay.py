@@ -320,8 +320,9 @@ def _row(
 
 def default_quotas(teams: Sequence[str], total_gpus: int, model: str = MODEL) -> tuple[Quota, ...]:
     """Equal guarantees that add up to at most the pool, and the whole pool as every team's limit."""
-    share = total_gpus // max(1, len(teams))
-    return tuple(Quota(team, model, share, total_gpus) for team in sorted(set(teams)))
+    distinct = sorted(set(teams))
+    share = total_gpus // max(1, len(distinct))
+    return tuple(Quota(team, model, share, total_gpus) for team in distinct)
 
 
 def load_quotas(path: str | Path, models: Sequence[str] = (MODEL,)) -> tuple[Quota, ...]:

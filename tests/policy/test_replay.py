@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from jobs.policy import PolicyConfig, Quota
-from jobs.policy.replay import ReplaySpec, TraceJob, load_trace, replay, shape
+from jobs.policy.replay import ReplaySpec, TraceJob, default_quotas, load_trace, replay, shape
 
 TRACE = Path(__file__).resolve().parent.parent / "fixtures" / "traces" / "itp-dev.csv"
 
@@ -92,3 +92,8 @@ def test_a_start_estimate_is_shown_as_the_measured_range() -> None:
     with override_settings(START_ESTIMATE_RATIO_LOW=1.0, START_ESTIMATE_RATIO_HIGH=3.0):
         assert start_range(now + timedelta(hours=1), now) == (now + timedelta(hours=1), now + timedelta(hours=3))
         assert start_range(now - timedelta(minutes=5), now) == (now, now)  # overdue: "now", never the past
+
+
+def test_default_quotas_split_the_pool_among_teams_not_jobs() -> None:
+    quotas = default_quotas(["a", "b", "a", "a", "c", "b"], 768, "a100")
+    assert [(q.team, q.guarantee, q.limit) for q in quotas] == [("a", 256, 768), ("b", 256, 768), ("c", 256, 768)]
