@@ -35,12 +35,16 @@ def answer(sweep: Sweep) -> dict[str, Any]:
     return present.sweep_dict(sweep, trials, services.best_trial(sweep))
 
 
-@extend_schema(tags=["sweeps"], request=dict, responses={200: dict, 201: dict, 400: OpenApiResponse(description="Field errors")})
+@extend_schema(methods=["GET"], tags=["sweeps"], operation_id="v1_sweeps_list", responses={200: dict})
+@extend_schema(
+    methods=["POST"], tags=["sweeps"], operation_id="v1_sweeps_create", request=dict,
+    responses={201: dict, 400: OpenApiResponse(description="Field errors")},
+)  # fmt: skip
 @api_view(["GET", "POST"])
 def sweeps(request: Request) -> Response:
     if request.method == "GET":
         rows = Sweep.objects.restrict(request.user).select_related("team", "owner")[:100]
-        return Response([{"id": s.pk, "name": s.name, "team": s.team.slug, "state": s.state} for s in rows])
+        return Response({"results": [{"id": s.pk, "name": s.name, "team": s.team.slug, "state": s.state} for s in rows]})
     try:
         sweep = services.create_sweep(request.user, request.data)
     except SpecError as exc:

@@ -20,8 +20,10 @@ from cluster.simulator.backend import SimulatorBackend
 from jobs.models import Job, WhatIfRun
 from portal.models import ApiToken, Team, User
 from quotas.models import TeamQuota
+from sweeps import services as sweep_services
 from tests.billing.conftest import at, job_with_history  # noqa: F401 - fixture used by `world`
 from tests.bursting.conftest import catalogue, policy  # noqa: F401 - fixtures used by `world`
+from tests.security.test_url_coverage import SWEEP_SAMPLE
 
 ROLES = ("anonymous", "alice", "carol", "bob", "olivia", "fiona")
 
@@ -90,4 +92,6 @@ def world(
         "team": alice.teams.get().pk,
         "budget": Budget.objects.get(team__slug="vision").pk,
         "rate_card": rate_card.pk,
+        "sweep": (sweep := sweep_services.create_sweep(alice, SWEEP_SAMPLE)).pk,
+        "trial": sweep.trials.get(number=0).pk,
     }

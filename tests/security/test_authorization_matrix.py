@@ -165,6 +165,18 @@ TABLE: dict[str, Row] = {
     "api/v1/jobs/<pk>/events/": R(API_MEMBERS),
     "api/v1/jobs/<pk>/logs/": R(API_MEMBERS),
     "api/v1/artifacts/jobs/<int:job_id>/": R(API_MEMBERS),
+    # Sweeps: the jobs' rule; the report endpoint takes a trial's token, never a session or API token.
+    "sweeps/": R(ALL_SIGNED_IN),
+    "sweeps/new/": R(ALL_SIGNED_IN, post=(LOGIN, 400, 400, 400, 400, 400)),
+    "sweeps/<int:sweep_id>/": R(MEMBERS),
+    "sweeps/<int:sweep_id>/data": R(MEMBERS),
+    "sweeps/<int:sweep_id>/katib.yaml": R(MEMBERS),
+    "sweeps/<int:sweep_id>/cancel/": R(None, post=(LOGIN, 302, 404, 302, 302, 404)),
+    "sweeps/<int:sweep_id>/best-job/": R(None, post=(LOGIN, 302, 404, 302, 302, 404)),
+    "api/v1/sweeps/": R(API_ALL, post=(401, 400, 400, 400, 400, 400)),
+    "api/v1/sweeps/<int:sweep_id>/": R(API_MEMBERS),
+    "api/v1/sweeps/<int:sweep_id>/cancel/": R(None, post=(401, 200, 404, 200, 200, 404)),
+    "api/v1/sweeps/trials/<int:trial_id>/report": R(None, post=(401, 401, 401, 401, 401, 401)),
     # Who may ask is checked after the request is read: a request without its size is a 400 for those who see the job.
     "api/v1/artifacts/jobs/<int:job_id>/uploads/": R(None, post=(401, 400, 404, 400, 400, 404), body={"path": "output/x"}),
     "api/v1/artifacts/teams/<slug:slug>/": R(API_MEMBERS),

@@ -35,7 +35,7 @@ def test_the_outsider_is_refused_every_sweep_route(
         assert browser.post(url.format(sweep.pk)).status_code == 404, url
     assert client.get(f"/api/v1/sweeps/{sweep.pk}/").status_code == 404
     assert client.post(f"/api/v1/sweeps/{sweep.pk}/cancel/").status_code == 404
-    assert sweep.pk not in [s["id"] for s in client.get("/api/v1/sweeps/").json()]
+    assert sweep.pk not in [s["id"] for s in client.get("/api/v1/sweeps/").json()["results"]]
     assert "lr-search" not in browser.get("/sweeps/").content.decode()
     sweep.refresh_from_db()
     assert sweep.state == "running"
