@@ -162,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--month", help="YYYY-MM (default: this month)")
     cost.set_defaults(run=cmd_cost)
 
+    sweeps = command(
+        "sweeps",
+        "hyperparameter sweeps: list them, show one with its trials (SWEEP), start one (--create SPEC) or cancel one",
+        reads=True,
+    )
+    sweeps.add_argument("sweep", type=int, nargs="?", metavar="SWEEP", help="a sweep id: show it and its trials")
+    sweeps.add_argument("--create", metavar="SPEC", help="start a sweep from a YAML/JSON file ('-' for stdin; docs/sweeps.md)")
+    sweeps.add_argument("--cancel", action="store_true", help="cancel SWEEP and its unfinished trials")
+    sweeps.set_defaults(run=cmd_sweeps)
+
     templates = command("templates", "the job templates and their placeholders", reads=True)
     templates.set_defaults(run=cmd_templates)
 
@@ -402,6 +412,45 @@ def cmd_cost(ctx: Context) -> int:
             output.table(rows, [(title, _getter("name")), (f"COST ({currency})", _getter("cost"))], ctx.out)
 
     ctx.show(report, render)
+    return errors.OK
+
+
+def cmd_sweeps(ctx: Context) -> int:
+    args, client = ctx.args, ctx.client()
+    if args.create and (args.sweep is not None or args.cancel):
+        raise UsageError("--create starts a new sweep: give no SWEEP and no --cancel with it")
+    if args.cancel and args.sweep is None:
+        raise UsageError("--cancel needs the SWEEP to cancel")
+    if args.create:
+        sweep = client.post("/api/v1/sweeps/", spec.load(args.create))
+    elif args.cancel:
+        sweep = client.post(f"/api/v1/sweeps/{args.sweep}/cancel/", {})
+    elif args.sweep is not None:
+        sweep = client.get(f"/api/v1/sweeps/{args.sweep}/")
+    else:
+        rows = client.get("/api/v1/sweeps/")["results"]
+        columns = [(k.upper(), _getter(k)) for k in ("id", "name", "team", "state")]
+        ctx.show(rows, lambda: output.table(rows, columns, ctx.out))
+        return errors.OK
+
+    def render() -> None:
+        best = sweep.get("best") or {}
+        ctx.out.write(
+            f"Sweep {sweep['id']} ({sweep['name']}, team {sweep['team']}): {sweep['state']}"
+            f"{' - ' + sweep['detail'] if sweep.get('detail') else ''}\n"
+            f"{sweep['direction']} {sweep['metric']} with {sweep['sampler']}, {len(sweep['trials'])} of "
+            f"{sweep['max_trials']} trials, at most {sweep['max_parallel']} at once, early stopping: {sweep['early_stopping']}\n"
+        )
+        if best:
+            ctx.out.write(f"best: trial {best['number']} = {best['value']} with {best['params']}\n")
+        ctx.out.write("\n")
+        columns = [(title, _getter(key)) for title, key in (
+            ("TRIAL", "number"), ("STATE", "state"), ("VALUE", "value"), ("STEP", "last_step"), ("JOB", "job"),
+            ("PARAMS", "params"),
+        )]  # fmt: skip
+        output.table(sweep["trials"], columns, ctx.out)
+
+    ctx.show(sweep, render)
     return errors.OK
 
 
