@@ -119,7 +119,8 @@ def fresh_only(expr: str, names: MetricNames, stale_after_s: float, recorded: bo
     freshness costs no second answer."""
     gpu = ", ".join((*names.host_labels, names.gpu_label))
     ages = [names.temperature, *(["gpu:temperature_c"] if recorded else [])]
-    old = " or ".join(f"time() - timestamp({metric}) > {stale_after_s:g}" for metric in ages)
+    # `timestamp(…) < time() - S`: one comparison with a scalar per series, no subtraction per series.
+    old = " or ".join(f"timestamp({metric}) < time() - {stale_after_s:g}" for metric in ages)
     return f"({expr}) unless on ({gpu}) ({old})"
 
 
