@@ -671,6 +671,11 @@ def _changed(old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
 # --- dispatch --------------------------------------------------------------------------------
 
 
+# What every job finds in its environment from apps above this one (artifacts: its output and checkpoint
+# locations); each registers a provider in its AppConfig.ready(), so jobs imports none of them.
+JOB_ENVIRONMENT: list[Callable[[Job], dict[str, str]]] = []
+
+
 def job_request(job: Job) -> JobRequest:
     return JobRequest(
         portal_job_id=job.pk,
@@ -687,7 +692,7 @@ def job_request(job: Job) -> JobRequest:
         command=tuple(job.command),
         priority_class=job.priority,
         checkpoint_dir=job.checkpoint_dir,
-        env=dict(job.env),
+        env={**job.env, **{k: v for provide in JOB_ENVIRONMENT for k, v in provide(job).items()}},
         script=job.script,
     )
 
