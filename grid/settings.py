@@ -389,6 +389,8 @@ if REDIS_URL:  # rate-limit counters shared by every process; each process count
 # Unset: telemetry comes from the simulator directly, so the embedded default needs no servers.
 PROMETHEUS_URL = env_str("PROMETHEUS_URL", "") or ""
 PROMETHEUS_TIMEOUT_S = env_float("PROMETHEUS_TIMEOUT_S", 2.0, minimum=0.1, maximum=60)
+# Ask Prometheus for gzip answers: worth it across a slow link, a cost on a local one (docs/telemetry.md).
+PROMETHEUS_COMPRESS = env_bool("PROMETHEUS_COMPRESS", False)
 # Overrides of dcgm-exporter metric/label names and units, e.g. host_labels=hostname,utilization_scale=100.
 TELEMETRY_NAMES = env_str("TELEMETRY_NAMES", "") or ""
 TELEMETRY_SCRAPE_INTERVAL_S = env_int("TELEMETRY_SCRAPE_INTERVAL_S", 2, minimum=1, maximum=60)
