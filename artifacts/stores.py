@@ -11,12 +11,14 @@ import abc
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
+
+from portal.backup.targets import s3_errors
 
 S3_SCHEME = "s3://"
 FILE_SCHEME = "file://"
@@ -227,21 +229,9 @@ def _os_errors(action: str) -> Iterator[None]:
         raise StoreError(f"cannot {action}: {exc.strerror or exc}", retryable=True) from exc
 
 
-@contextmanager
-def _s3_errors(action: str) -> Iterator[None]:
+def _s3_errors(action: str) -> AbstractContextManager[None]:
     """boto3's errors as StoreError, saying whether a retry can help."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-
-    try:
-        yield
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        retryable = code in {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"}
-        raise StoreError(f"cannot {action}: {exc}", retryable=retryable) from exc
-    except BotoCoreError as exc:
-        retryable = isinstance(exc, BotoConnectionError) and not isinstance(exc, NoCredentialsError)
-        raise StoreError(f"cannot {action}: {exc}", retryable=retryable) from exc
+    return s3_errors(action, StoreError)
 
 
 def s3_client(endpoint_url: str | None, region: str | None, key_id: str | None, key: str | None) -> Any:

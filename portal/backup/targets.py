@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -117,16 +117,16 @@ class S3Bucket(Target):
         self.location = f"{S3_SCHEME}{bucket}/{self.prefix}"
 
     def put(self, key: str, source: Path) -> None:
-        with _s3_errors(f"upload {self.location}{key}"):
+        with s3_errors(f"upload {self.location}{key}"):
             self.client.upload_file(str(source), self.bucket, self.prefix + key)
 
     def get(self, key: str, dest: Path) -> None:
-        with _s3_errors(f"download {self.location}{key}"):
+        with s3_errors(f"download {self.location}{key}"):
             self.client.download_file(self.bucket, self.prefix + key, str(dest))
 
     def keys(self, prefix: str = "") -> list[str]:
         found: list[str] = []
-        with _s3_errors(f"list {self.location}"):
+        with s3_errors(f"list {self.location}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
             for page in pages:
                 found.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
@@ -135,13 +135,14 @@ class S3Bucket(Target):
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             objects = [{"Key": self.prefix + key} for key in keys[start : start + 1000]]
-            with _s3_errors(f"delete from {self.location}"):
+            with s3_errors(f"delete from {self.location}"):
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
 
 
 @contextmanager
-def _s3_errors(action: str) -> Iterator[None]:
-    """Turn boto3's errors into TargetError, saying whether a retry can help."""
+def s3_errors(action: str, error: Callable[..., Exception] = TargetError) -> Iterator[None]:
+    """Turn boto3's errors into `error(message, retryable=...)` (TargetError here; the artifact store
+    passes its own), saying whether a retry can help."""
     from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, NoCredentialsError
 
     try:
@@ -149,10 +150,10 @@ def _s3_errors(action: str) -> Iterator[None]:
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         retryable = code in {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"}
-        raise TargetError(f"cannot {action}: {exc}", retryable=retryable) from exc
+        raise error(f"cannot {action}: {exc}", retryable=retryable) from exc
     except BotoCoreError as exc:
         retryable = isinstance(exc, ConnectionError) and not isinstance(exc, NoCredentialsError)
-        raise TargetError(f"cannot {action}: {exc}", retryable=retryable) from exc
+        raise error(f"cannot {action}: {exc}", retryable=retryable) from exc
 
 
 def secret(name: str) -> str | None:
