@@ -28,6 +28,7 @@ from jobs import services
 from jobs.models import Job, JobTemplate
 from jobs.states import JobState
 from portal.models import ApiToken, User
+from tests.jobs.test_lifecycle import run_cycle as run_cycle  # the grid one step: admit, dispatch, sync
 
 pytestmark = [pytest.mark.postgres]
 
@@ -78,13 +79,6 @@ def cli(portal: str) -> Cli:
         return Result(code, out.getvalue(), err.getvalue())
 
     return run
-
-
-def run_cycle() -> None:
-    services.run_admission_cycle()
-    for job_id in Job.objects.filter(state=JobState.ADMITTED).values_list("id", flat=True):
-        services.dispatch(job_id)
-    services.sync_jobs()
 
 
 def finish_running() -> None:
