@@ -70,11 +70,9 @@ def websocket_user(scope: dict[str, Any]) -> User | None:
         return None
     header = scope.get("api_token_header")
     if header is not None:  # opened with an API token (portal.security.TokenWebsocket): that token must still hold
-        from portal.security import token_user
+        from portal.security import handshake_request, token_user
 
-        request = HttpRequest()
-        request.META.update(HTTP_AUTHORIZATION=header, REMOTE_ADDR=(scope.get("client") or ("",))[0])
-        current = token_user(request)
+        current = token_user(handshake_request(scope))
         if current is None or current.pk != user.pk:
             return None
         return User.objects.filter(pk=user.pk, is_active=True).first()

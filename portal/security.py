@@ -256,7 +256,7 @@ class TokenScheme(OpenApiAuthenticationExtension):
 # --- websockets opened with a token ----------------------------------------------------------
 
 
-def _handshake_request(scope: dict[str, Any]) -> HttpRequest:
+def handshake_request(scope: dict[str, Any]) -> HttpRequest:
     """The handshake as a request the token authentication can read (headers, client address)."""
     request = HttpRequest()
     for name, value in scope.get("headers", []):
@@ -290,7 +290,7 @@ class TokenWebsocket:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] != "websocket":
             return await self.session_app(scope, receive, send)
-        request = _handshake_request(scope)
+        request = handshake_request(scope)
         if presented_prefix(request, ApiTokenAuthentication.keyword) is None:
             return await self.session_app(scope, receive, send)
         user = await database_sync_to_async(token_user)(request)
