@@ -507,6 +507,31 @@ class FakeApiServer:
             created.append(pod_name)
         return created
 
+    def end_pod(self, namespace: str, name: str, exit_code: int, reason: str = "") -> Obj:
+        """The kubelet's report of a pod whose container ended: phase and the container's terminated state."""
+
+        def change(pod: Obj) -> None:
+            terminated = {
+                "exitCode": exit_code,
+                "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+                "startedAt": pod["metadata"]["creationTimestamp"],
+                "finishedAt": _now(),
+            }
+            statuses = [
+                {
+                    "name": c["name"],
+                    "image": c["image"],
+                    "imageID": f"{c['image']}@sha256:{'0' * 64}",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": terminated},
+                }
+                for c in pod["spec"]["containers"]
+            ]
+            pod["status"] = {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": statuses}
+
+        return self.modify("", "pods", namespace, name, change)
+
     def _machinedeployment_controller(self, res: Resource, md: Obj) -> None:
         """Cluster API stand-in: after a MachineDeployment changes, Nodes appear or go to match replicas."""
         if res.plural != "machinedeployments":

@@ -93,6 +93,57 @@ def test_it_submits_a_volcano_job_and_a_failure_carries_its_reason(
     assert "PodFailed" in job.reason_detail and "exited with code 3" in job.reason_detail
 
 
+def test_the_exit_code_and_the_nodes_of_a_volcano_job_flow_into_the_portal_job(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
+    job = admit(submit(alice, image=IMAGE, kind="simulation", gpus_per_node=2))
+    [chosen] = job.placement
+    elsewhere = next(n for n in ("onprem-a100-01", "onprem-a100-02") if n != chosen)  # the scheduler chose otherwise
+    assert services.dispatch(job.pk, backend=k8s)
+    name = f"gp-{job.pk}"
+    [pod] = fake.run_pods("batch.volcano.sh", "jobs", NS, name, [elsewhere])
+    fake.set_volcano_phase(NS, name, "Running")
+    job = sync(job, k8s)
+    assert (job.state, job.placement, job.exit_code) == (JobState.RUNNING, {elsewhere: 2}, None)
+
+    fake.end_pod(NS, pod, 3)
+    fake.set_volcano_phase(NS, name, "Failed", "PodFailed", "task main failed")
+    job = sync(job, k8s)
+    assert (job.state, job.exit_code, job.placement) == (JobState.FAILED, 3, {elsewhere: 2})
+    assert job.reason_detail.endswith("(exit code 3)")
+
+
+def test_a_pytorchjob_gang_reports_both_nodes_and_the_first_failing_pods_exit_code(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
+    job = admit(submit(alice, image=IMAGE, kind="training", nodes=2, gpus_per_node=8))
+    assert services.dispatch(job.pk, backend=k8s)
+    name = f"gp-{job.pk}"
+    master, worker = fake.run_pods("kubeflow.org", "pytorchjobs", NS, name, ["onprem-a100-02", "onprem-a100-01"])
+    fake.set_pytorch_condition(NS, name, "Running", "PyTorchJobRunning")
+    assert sync(job, k8s).placement == {"onprem-a100-01": 8, "onprem-a100-02": 8}
+
+    fake.end_pod(NS, worker, 137, "OOMKilled")
+    fake.end_pod(NS, master, 1)
+    fake.set_pytorch_condition(NS, name, "Failed", "PyTorchJobFailed", "master failed")
+    job = sync(job, k8s)
+    assert (job.state, job.exit_code) == (JobState.FAILED, 1)  # the master's, first by name
+    [remote] = k8s.list_jobs([job.pk])
+    assert remote.node_names == ("onprem-a100-01", "onprem-a100-02") and remote.exit_code == 1
+
+
+def test_pods_are_only_listed_for_jobs_that_left_pending(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
+    job = admit(submit(alice, image=IMAGE, kind="simulation"))
+    k8s.submit(services.job_request(job))
+    fake.set_volcano_phase(NS, f"gp-{job.pk}", "Pending")
+    before = len(fake.store.requests)
+    [remote] = k8s.list_jobs([job.pk])
+    listed = [path for _, path in fake.store.requests[before:]]
+    assert remote.node_names == () and not any("/pods" in path for path in listed)
+
+
 def test_a_repeated_submit_finds_the_first_object_and_creates_nothing_new(
     alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
 ) -> None:

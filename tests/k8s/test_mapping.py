@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from cluster.backends.base import BackendRejected, BackendUnavailable, RemoteJobState
+from cluster.backends.base import BackendRejected, BackendUnavailable, RemoteJob, RemoteJobState
 from cluster.backends.kubernetes import errors, status
 from cluster.backends.kubernetes.backend import parse_burst_machinedeployments
+from cluster.backends.kubernetes.manifests import JOB_ID_LABEL
 from cluster.states import NodeState
 
 
@@ -121,3 +122,39 @@ def test_burst_pools_parse_from_the_environment_form() -> None:
     }
     with pytest.raises(ValueError):
         parse_burst_machinedeployments("burst-a10g=md-without-namespace")
+
+
+def pod(name: str, node: str, *codes: int | None, job: str = "7") -> dict[str, Any]:
+    statuses: list[dict[str, Any]] = [
+        {"state": {"terminated": {"exitCode": c}} if c is not None else {"running": {}}} for c in codes
+    ]
+    return {
+        "metadata": {"name": name, "labels": {JOB_ID_LABEL: job}},
+        "spec": {"nodeName": node},
+        "status": {"containerStatuses": statuses},
+    }
+
+
+@pytest.mark.parametrize(
+    ("pods", "expected"),
+    [
+        ([], None),
+        ([pod("gp-7-main-0", "n1", None)], None),  # still running: no exit code yet
+        ([pod("gp-7-main-0", "n1", 0), pod("gp-7-main-1", "n2", 0)], 0),
+        ([pod("gp-7-worker-0", "n2", 137), pod("gp-7-master-0", "n1", 2)], 2),  # the master sorts first
+        ([pod("gp-7-master-0", "n1", 0), pod("gp-7-worker-0", "n2", 0, 143)], 143),  # a sidecar's failure counts
+    ],
+)
+def test_a_jobs_exit_code_is_the_first_failure_of_its_pods(pods: list[dict[str, Any]], expected: int | None) -> None:
+    assert status.job_exit_code(pods) == expected
+
+
+def test_pods_give_their_job_nodes_only_once_it_left_pending_and_an_exit_code_once_it_ended() -> None:
+    seen = status.pods_by_job([pod("gp-7-a", "n2", 1), pod("gp-7-b", "n1", None), pod("gp-8-a", "n3", 0, job="8")])
+    assert seen[7] == status.PodsSeen(("n1", "n2"), 1) and seen[8] == status.PodsSeen(("n3",), 0)
+    base = RemoteJob(7, "jobs/team-vision/gp-7", RemoteJobState.PENDING)
+    assert status.with_pods(base, seen[7]) == base
+    running = status.with_pods(RemoteJob(7, "x", RemoteJobState.RUNNING), seen[7])
+    assert (running.node_names, running.exit_code) == (("n1", "n2"), None)
+    failed = status.with_pods(RemoteJob(7, "x", RemoteJobState.FAILED), seen[7])
+    assert (failed.node_names, failed.exit_code) == (("n1", "n2"), 1)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from cluster.backends.base import BackendRejected, ClusterBackend, JobRequest, RemoteJob, RemoteNode
+from cluster.backends.base import BackendRejected, ClusterBackend, JobRequest, RemoteJob, RemoteJobState, RemoteNode
 from cluster.backends.kubernetes import manifests, status
 from cluster.backends.kubernetes.errors import ConflictError, NotFoundError, TooManyRequests
 from cluster.backends.kubernetes.manifests import JOB_ID_LABEL, MACHINE_DEPLOYMENT_API, PYTORCH_JOB_API, VOLCANO_JOB_API, Manifest
@@ -176,7 +176,19 @@ class KubernetesBackend(ClusterBackend):
         for selector in self._selectors(portal_job_ids):
             for api in JOB_APIS:
                 found.extend(self._list_kind(api, selector))
-        return sorted(found, key=lambda r: r.portal_job_id)
+        seen = self._pods_seen([r.portal_job_id for r in found if r.state != RemoteJobState.PENDING])
+        return sorted((status.with_pods(r, seen.get(r.portal_job_id)) for r in found), key=lambda r: r.portal_job_id)
+
+    def _pods_seen(self, portal_job_ids: list[int]) -> dict[int, status.PodsSeen]:
+        """Nodes and exit codes from the pods of jobs that left pending (one list per id chunk; none when
+        every job still waits): neither Volcano Jobs nor PyTorchJobs carry them in their own status."""
+        pods: list[Manifest] = []
+        for selector in self._selectors(portal_job_ids) if portal_job_ids else []:
+            listing = self.api.call(
+                "list pods of jobs", self.api.core.list_pod_for_all_namespaces, label_selector=selector
+            )  # fmt: skip
+            pods.extend(listing.get("items") or [])
+        return status.pods_by_job(pods)
 
     @staticmethod
     def _selectors(portal_job_ids: list[int] | None) -> list[str]:

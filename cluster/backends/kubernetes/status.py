@@ -6,6 +6,7 @@ allocatable GPUs, the GPU product label, `spec.unschedulable` and a Ready condit
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -125,6 +126,60 @@ def pytorch_remote(obj: Mapping[str, Any]) -> RemoteJob | None:
         started_at=parse_time(status.get("startTime")),
         ended_at=parse_time(status.get("completionTime") or condition.get("lastTransitionTime")) if state in TERMINAL else None,
     )
+
+
+# --- pods of a job -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PodsSeen:
+    """What a job's pods say that its Volcano Job or PyTorchJob does not: where they ran, how they ended."""
+
+    node_names: tuple[str, ...] = ()
+    exit_code: int | None = None
+
+
+def container_exit_codes(pod: Mapping[str, Any]) -> list[int]:
+    """Exit codes of the pod's containers that have terminated, in the order the kubelet lists them."""
+    codes = []
+    for c in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (c.get("state") or {}).get("terminated") or {}
+        if isinstance(terminated.get("exitCode"), int):
+            codes.append(terminated["exitCode"])
+    return codes
+
+
+def job_exit_code(pods: Iterable[Mapping[str, Any]]) -> int | None:
+    """The job's exit code: the first non-zero one, pods by name (a PyTorchJob's master, a Volcano Job's
+    task 0 first); 0 when every terminated container exited 0; None when none has terminated."""
+    ordered = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("name", "")))
+    codes = [code for pod in ordered for code in container_exit_codes(pod)]
+    return next((code for code in codes if code != 0), 0 if codes else None)
+
+
+def pods_by_job(pods: Iterable[Mapping[str, Any]]) -> dict[int, PodsSeen]:
+    """Per portal job id (the pods' label): the nodes its pods were placed on and its exit code."""
+    grouped: dict[int, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        portal_id = _portal_id(pod)
+        if portal_id is not None:
+            grouped.setdefault(portal_id, []).append(pod)
+    return {
+        portal_id: PodsSeen(
+            node_names=tuple(sorted({str(n) for p in group if (n := (p.get("spec") or {}).get("nodeName"))})),
+            exit_code=job_exit_code(group),
+        )
+        for portal_id, group in grouped.items()
+    }
+
+
+def with_pods(remote: RemoteJob, seen: PodsSeen | None) -> RemoteJob:
+    """The job with its pods' placement (once it left pending) and exit code (once it ended), as Slurm
+    reports a job's nodes and exit code."""
+    if seen is None or remote.state == S.PENDING:
+        return remote
+    exit_code = seen.exit_code if remote.state in TERMINAL else None
+    return dataclasses.replace(remote, node_names=seen.node_names, exit_code=exit_code)
 
 
 # --- nodes ----------------------------------------------------------------------------------
