@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "billing",
     "artifacts",
     "sweeps",
+    "notebooks",
     "grid",  # the top layer: pages and cycles across the apps (docs/architecture.md)
 ]
 
@@ -498,3 +499,20 @@ SWEEP_MAX_STEP = env_int("SWEEP_MAX_STEP", 10**9, minimum=1, maximum=2**31 - 1)
 SWEEP_REPORT_BASE_URL = (env_str("SWEEP_REPORT_BASE_URL", "http://localhost:8000") or "").rstrip("/")
 SWEEP_CYCLE_S = env_float("SWEEP_CYCLE_S", 15.0, minimum=1, maximum=3600)
 CELERY_BEAT_SCHEDULE["sweep-cycle"] = {"task": "sweeps.tasks.advance_sweeps", "schedule": SWEEP_CYCLE_S}
+
+# Notebooks (docs/notebooks.md): server types offered, lifetimes, GPUs per session, the culling rule
+# (kernel AND GPUs idle for NOTEBOOK_IDLE_S; the owner warned NOTEBOOK_WARN_S before), how long a
+# started job's server has to answer, and where sessions run their servers on each backend.
+NOTEBOOK_SERVER_TYPES = env_list("NOTEBOOK_SERVER_TYPES", ["jupyter"])
+NOTEBOOK_MAX_LIFETIME_S = env_int("NOTEBOOK_MAX_LIFETIME_S", 12 * 3600, minimum=60, maximum=14 * 86400)
+NOTEBOOK_DEFAULT_LIFETIME_S = env_int("NOTEBOOK_DEFAULT_LIFETIME_S", 4 * 3600, minimum=60, maximum=NOTEBOOK_MAX_LIFETIME_S)
+NOTEBOOK_MAX_GPUS = env_int("NOTEBOOK_MAX_GPUS", 8, minimum=1, maximum=64)
+NOTEBOOK_IDLE_S = env_float("NOTEBOOK_IDLE_S", 3600.0, minimum=1, maximum=7 * 86400)
+NOTEBOOK_WARN_S = env_float("NOTEBOOK_WARN_S", 600.0, minimum=0, maximum=86400)
+NOTEBOOK_START_TIMEOUT_S = env_int("NOTEBOOK_START_TIMEOUT_S", 300, minimum=5, maximum=3600)
+NOTEBOOK_CYCLE_S = env_float("NOTEBOOK_CYCLE_S", 30.0, minimum=1, maximum=3600)
+NOTEBOOK_WORK_DIR = env_str("NOTEBOOK_WORK_DIR", "/tmp/grid-notebooks") or "/tmp/grid-notebooks"
+NOTEBOOK_NODE_PYTHON = env_str("NOTEBOOK_NODE_PYTHON", "python3") or "python3"
+NOTEBOOK_NODE_HOST = env_str("NOTEBOOK_NODE_HOST", "") or ""  # empty: the node's `hostname -f`
+NOTEBOOK_IMAGE = env_str("NOTEBOOK_IMAGE", "quay.io/jupyter/base-notebook:2025-01-13") or "quay.io/jupyter/base-notebook"
+CELERY_BEAT_SCHEDULE["notebook-cull"] = {"task": "notebooks.tasks.cull_notebooks", "schedule": NOTEBOOK_CYCLE_S}

@@ -9,6 +9,7 @@ import billing.api
 import bursting.api
 import cluster.api
 import jobs.api
+import notebooks.api
 import portal.api
 import quotas.api
 import sweeps.api
@@ -19,7 +20,7 @@ from portal import probes
 
 # The REST API, one way: each app's api.py lists its viewsets in ROUTES and its function views in
 # PATHS; all of them live under /api/v1/ in one router with one browsable root.
-API_MODULES = (portal.api, cluster.api, quotas.api, jobs.api, billing.api, artifacts.api, bursting.api, sweeps.api)
+API_MODULES = (portal.api, cluster.api, quotas.api, jobs.api, billing.api, artifacts.api, bursting.api, sweeps.api, notebooks.api)
 router = DefaultRouter()
 for module in API_MODULES:
     for prefix, viewset, basename in module.ROUTES:
@@ -43,6 +44,7 @@ urlpatterns = [
     path("billing/", include("billing.urls")),
     path("artifacts/", include("artifacts.urls")),
     path("sweeps/", include("sweeps.urls")),
+    path("notebooks/", include("notebooks.urls")),
     path("console/", include("grid.console_urls")),
     path("api/v1/", include([*api_paths, *router.urls])),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

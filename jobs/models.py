@@ -19,6 +19,7 @@ class JobKind(models.TextChoices):
     RENDERING = "rendering", "Rendering"
     SIMULATION = "simulation", "Scientific simulation"
     CUSTOM = "custom", "Custom script"
+    INTERACTIVE = "interactive", "Interactive session"  # a notebook (notebooks app): runs until stopped or culled
 
 
 class JobTemplate(RestrictedModel):

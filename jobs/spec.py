@@ -24,7 +24,7 @@ MAX_ARGS = 256
 MAX_ARG_CHARS = 4096
 MAX_ENV = 64
 MAX_PARAM_CHARS = 200
-KINDS = ("training", "rendering", "simulation", "custom")
+KINDS = ("training", "rendering", "simulation", "custom", "interactive")
 
 
 @dataclass(frozen=True)

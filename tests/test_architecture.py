@@ -2,6 +2,7 @@
 
     grid                      the top: settings, routing, dashboard, console, cross-app pages and cycles
     sweeps                    hyperparameter sweeps: trials run as jobs
+    notebooks                 interactive sessions: a job plus the proxy to its server
     bursting                  cloud bursts
     billing                   metering, invoices, budgets
     jobs                      submission, admission, dispatch
@@ -23,7 +24,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["portal", "cluster", "quotas", "jobs", "billing", "artifacts", "bursting", "sweeps", "grid"]  # bottom to top
+LAYERS = [
+    "portal",
+    "cluster",
+    "quotas",
+    "jobs",
+    "billing",
+    "artifacts",
+    "bursting",
+    "sweeps",
+    "notebooks",
+    "grid",
+]  # bottom to top
 RANK = {app: rank for rank, app in enumerate(LAYERS)}
 
 

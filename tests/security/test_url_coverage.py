@@ -25,6 +25,7 @@ from grid.asgi import application
 from grid.routing import websocket_urlpatterns
 from grid.urls import router
 from jobs.models import Job, WhatIfRun
+from notebooks import services as notebook_services
 from portal.models import ApiToken, User
 from quotas.models import TeamQuota
 from sweeps import services as sweep_services
@@ -43,7 +44,7 @@ PUBLIC = "public"  # served to anyone (200, or 503 from /healthz while something
 class Route:
     """One route: a sample URL, the methods it serves, and what each kind of caller gets."""
 
-    url: str  # placeholders: {sweep} alice's sweep, {trial} its first trial, {job} alice's job, {token} alice's token, {node}, {pool}, {quota} vision's a100 quota, {run} a what-if run
+    url: str  # placeholders: {sweep} alice's sweep, {trial} its first trial, {job} alice's job, {token} alice's token, {node}, {pool}, {quota} vision's a100 quota, {run} a what-if run, {notebook} alice's notebook
     anonymous: str | int
     outsider: str | int  # carol, on vision's objects
     rightful: tuple[str, str | int]  # persona, status
@@ -85,6 +86,15 @@ ROUTES: dict[str, Route] = {
     "sweeps/<int:sweep_id>/cancel/": Route("/sweeps/{sweep}/cancel/", LOGIN, 404, ("bob", 302), ("post",)),
     "sweeps/<int:sweep_id>/best-job/": Route("/sweeps/{sweep}/best-job/", LOGIN, 404, ("bob", 302), ("post",)),
     "sweeps/<int:sweep_id>/katib.yaml": Route("/sweeps/{sweep}/katib.yaml", LOGIN, 404, ("bob", 200)),
+    # Notebooks: one person's (the owner, and operators); the proxy answers 409 while the server is starting.
+    "notebooks/": Route("/notebooks/", LOGIN, 200, ("alice", 200)),
+    "notebooks/new/": Route("/notebooks/new/", LOGIN, 200, ("alice", 200), ("get", "post")),
+    "notebooks/<int:notebook_id>/": Route("/notebooks/{notebook}/", LOGIN, 404, ("alice", 200)),
+    "notebooks/<int:notebook_id>/stop/": Route("/notebooks/{notebook}/stop/", LOGIN, 404, ("alice", 302), ("post",)),
+    "notebooks/<int:notebook_id>/proxy/": Route("/notebooks/{notebook}/proxy/", LOGIN, 404, ("alice", 409), ("get", "post")),
+    "notebooks/<int:notebook_id>/proxy/<path:path>": Route(
+        "/notebooks/{notebook}/proxy/api/status", LOGIN, 404, ("alice", 409), ("get", "post")
+    ),
     "sim/metrics": Route("/sim/metrics", 403, 403, ("olivia", 200)),
     "sim/nodes/<str:node>/metrics": Route("/sim/nodes/{node}/metrics", 403, 403, ("olivia", 200)),
     # API documentation
@@ -109,6 +119,9 @@ ROUTES: dict[str, Route] = {
     "api/v1/sweeps/trials/<int:trial_id>/report": Route(
         "/api/v1/sweeps/trials/{trial}/report", 401, 401, ("alice", 401), ("post",), {"step": "1", "value": "0.5"}
     ),
+    "api/v1/notebooks/": Route("/api/v1/notebooks/", 401, 200, ("alice", 200), ("get", "post")),
+    "api/v1/notebooks/<int:notebook_id>/": Route("/api/v1/notebooks/{notebook}/", 401, 404, ("alice", 200)),
+    "api/v1/notebooks/<int:notebook_id>/stop/": Route("/api/v1/notebooks/{notebook}/stop/", 401, 404, ("alice", 200), ("post",)),
     "api/v1/templates/": Route("/api/v1/templates/", 401, 200, ("alice", 200)),
     "api/v1/templates/<slug>/": Route("/api/v1/templates/custom/", 401, 200, ("alice", 200)),
     "api/v1/teams/": Route("/api/v1/teams/", 401, 200, ("alice", 200)),
@@ -137,6 +150,7 @@ CLOSE_UNAUTHENTICATED = 4401
 WEBSOCKETS: dict[str, str] = {  # route -> sample path; anonymous sockets are closed with 4401
     "ws/grid/": "/ws/grid/",
     "ws/jobs/<int:job_id>/": "/ws/jobs/1/",
+    "notebooks/<int:notebook_id>/proxy/<path:rest>": "/notebooks/1/proxy/api/kernels/k1/channels",
 }
 
 FORMAT_SUFFIX = re.compile(r"\\\.\(\?P<format>[^)]*\)/\?")
@@ -212,6 +226,7 @@ def values(alice: User, bob: User, carol: User, olivia: User, submit: Callable[.
         "run": WhatIfRun.objects.create(requested_by=olivia, gpu_model="a100", days=1).pk,
         "sweep": sweep.pk,
         "trial": sweep.trials.get(number=0).pk,
+        "notebook": notebook_services.start(alice, {"team": "vision", "gpu_model": "a100"}).pk,
     }
 
 
@@ -250,7 +265,7 @@ def test_every_api_router_registration_is_in_the_access_table() -> None:
 
 @pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: r or "dashboard")
 def test_each_sample_url_resolves_to_the_route_of_its_row(route: str) -> None:
-    sample = ROUTES[route].url.format(job=1, token=1, node="node-1", pool="pool-1", quota=1, run=1, sweep=1, trial=1)
+    sample = ROUTES[route].url.format(job=1, token=1, node="node-1", pool="pool-1", quota=1, run=1, sweep=1, trial=1, notebook=1)
     assert normalized(resolve(sample).route) == route
 
 

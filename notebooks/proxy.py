@@ -1,0 +1,153 @@
+"""The authenticated reverse proxy to a notebook's server: HTTP (an async view) and websockets (a consumer).
+
+Only the notebook's owner and operators (audited, in notebooks.services.proxy_target) get through;
+everyone else gets 404 or a closed socket. The proxy adds the server's token to each request and
+strips the portal's own cookies and credentials, so neither the token reaches the browser nor the
+portal's session reaches the server. The server listens only where the portal can reach it; the
+proxy is its one way in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any, cast
+
+import httpx
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.typing import Subprotocol
+
+from notebooks import services
+from portal.access import websocket_user
+from portal.fanout import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from portal.security import same_origin
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+     "transfer-encoding", "upgrade", "host", "content-length"}
+)  # fmt: skip
+NOT_UPSTREAM = HOP_BY_HOP | {"cookie", "authorization", "origin", "referer", "x-csrftoken"}
+NOT_DOWNSTREAM = HOP_BY_HOP | {"set-cookie", "content-encoding"}  # the body comes decoded
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CLOSE_NOT_READY = 1013  # try again later: the server is starting or has ended
+CLOSE_UNREACHABLE = 1011
+UPSTREAM_TIMEOUT_S = 60.0
+
+
+def _from_this_site(request: HttpRequest) -> bool:
+    """A state-changing request must come from the portal's own pages (the server's XSRF check is bypassed
+    by the token the proxy adds, so the proxy does that check itself)."""
+    origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    if origin.count("/") > 2:
+        origin = "/".join(origin.split("/")[:3])
+    return same_origin(origin, request.get_host(), list(getattr(settings, "CSRF_TRUSTED_ORIGINS", [])))
+
+
+def _upstream_headers(request: HttpRequest, token: str) -> dict[str, str]:
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_UPSTREAM}
+    headers["Authorization"] = f"token {token}"
+    return headers
+
+
+@csrf_exempt  # the Origin check below stands in for it: the server's own pages carry no portal CSRF token
+async def http_proxy(request: HttpRequest, notebook_id: int, path: str = "") -> HttpResponse:
+    user = await request.auser()
+    if not user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    try:
+        target = await sync_to_async(services.proxy_target)(user, notebook_id)
+    except services.NotebookNotOpen as exc:
+        return HttpResponse(f"{exc}; its page says when it is ready.", status=409, content_type="text/plain")
+    if target is None:
+        raise Http404("No such notebook")
+    if request.method not in SAFE_METHODS and not _from_this_site(request):
+        return HttpResponse("refused: the request did not come from this site", status=403, content_type="text/plain")
+    query = request.META.get("QUERY_STRING", "")
+    url = f"{target.url}{request.path}" + (f"?{query}" if query else "")
+    try:
+        async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT_S) as client:
+            answer = await client.request(
+                str(request.method), url, content=request.body, headers=_upstream_headers(request, target.token)
+            )
+    except httpx.HTTPError as exc:
+        return HttpResponse(f"the notebook's server did not answer: {type(exc).__name__}", status=502, content_type="text/plain")
+    await sync_to_async(services.record_proxy_activity)(target.notebook_id)
+    response = HttpResponse(answer.content, status=answer.status_code)
+    for name, value in answer.headers.multi_items():
+        if name.lower() not in NOT_DOWNSTREAM:
+            response[name] = value
+    return response
+
+
+class NotebookProxyConsumer(AsyncWebsocketConsumer):
+    """One browser websocket (a kernel's channels, a terminal) joined to the same path on the server."""
+
+    upstream: ClientConnection | None = None
+    pump: asyncio.Task[None] | None = None
+    notebook_id = 0
+    noted_at = 0.0
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        current = await database_sync_to_async(websocket_user)(self.scope) if user is not None and user.is_authenticated else None
+        if current is None:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.notebook_id = int(self.scope["url_route"]["kwargs"]["notebook_id"])
+        try:
+            target = await database_sync_to_async(services.proxy_target)(current, self.notebook_id)
+        except services.NotebookNotOpen:
+            await self.close(code=CLOSE_NOT_READY)
+            return
+        if target is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        await self._open_upstream(target)
+
+    async def _open_upstream(self, target: services.ProxyTarget) -> None:
+        query = self.scope.get("query_string", b"").decode("latin-1")
+        url = "ws" + target.url.removeprefix("http") + self.scope["path"] + (f"?{query}" if query else "")
+        offered = [Subprotocol(p) for p in self.scope.get("subprotocols") or []]
+        try:
+            self.upstream = await connect(
+                url, additional_headers={"Authorization": f"token {target.token}"}, subprotocols=offered or None,
+                max_size=None, open_timeout=10,
+            )  # fmt: skip
+        except (OSError, TimeoutError, WebSocketException):
+            await self.close(code=CLOSE_UNREACHABLE)
+            return
+        await self.accept(subprotocol=self.upstream.subprotocol)
+        self.pump = asyncio.create_task(self._pump(self.upstream))
+
+    async def _pump(self, upstream: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for message in upstream:
+                if isinstance(message, bytes):
+                    await self.send(bytes_data=message)
+                else:
+                    await self.send(text_data=message)
+        await self.close()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.upstream is None:
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await self.upstream.send(bytes_data if bytes_data is not None else cast(str, text_data))
+        if time.monotonic() - self.noted_at >= services.ACTIVITY_EVERY_S:
+            self.noted_at = time.monotonic()
+            await database_sync_to_async(services.record_proxy_activity)(self.notebook_id)
+
+    async def disconnect(self, code: Any) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        if self.upstream is not None:
+            await self.upstream.close()

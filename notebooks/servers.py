@@ -1,0 +1,118 @@
+"""Where a notebook's server runs, per cluster backend, behind one small interface and a registry.
+
+`job_fields` says what the notebook's job runs; `locate` finds the server's http://host:port once
+the job runs (None: not yet); `stop` cleans up what the job's own end does not. The simulator runs
+no jobs, so its launcher starts a real `jupyter server` on this machine for each running session.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from jobs import services as job_services
+from jobs.models import Job
+from notebooks import launch
+from notebooks.models import Notebook
+
+LOOPBACK = "127.0.0.1"
+
+
+class Launcher(abc.ABC):
+    """How one backend's nodes start, find and stop notebook servers."""
+
+    @abc.abstractmethod
+    def job_fields(self, server_type: str) -> dict[str, Any]:
+        """The job submission's fields that make it start the server (command, script, image)."""
+
+    @abc.abstractmethod
+    def locate(self, notebook: Notebook, job: Job, token: str) -> tuple[str, int | None] | None:
+        """(server URL, local pid or None) once the running job's server has an address; None before."""
+
+    def stop(self, notebook: Notebook) -> None:
+        """What to clean up once the notebook's job has ended (its server dies with the job)."""
+        return None
+
+
+class LocalLauncher(Launcher):
+    """The simulator's stand-in: a real Jupyter server on this machine, bound to the loopback address."""
+
+    def job_fields(self, server_type: str) -> dict[str, Any]:
+        return {"command": ["jupyter", "server"]}  # shown on the job page; the simulator runs nothing itself
+
+    def locate(self, notebook: Notebook, job: Job, token: str) -> tuple[str, int | None] | None:
+        if notebook.server_url:
+            return notebook.server_url, notebook.server_pid
+        port = free_port()
+        work = Path(settings.NOTEBOOK_WORK_DIR) / f"notebook-{notebook.pk}"
+        (work / "root").mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ, launch.TOKEN_ENV: token, "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+            "JUPYTER_DATA_DIR": str(work / "data"), "IPYTHONDIR": str(work / "ipython"),
+        }  # fmt: skip
+        argv = launch.jupyter_argv(sys.executable, LOOPBACK, port, launch.base_url(notebook.pk), str(work / "root"))
+        argv.append("--ServerApp.allow_root=True")  # the portal's own machine may run it as root (containers, CI)
+        with open(work / "server.log", "ab") as log:
+            # Its own session: it outlives the request or task that started it, until the notebook ends.
+            process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return f"http://{LOOPBACK}:{port}", process.pid
+
+    def stop(self, notebook: Notebook) -> None:
+        if notebook.server_pid:
+            stop_local_server(notebook.server_pid, launch.base_url(notebook.pk))
+
+
+class SlurmLauncher(Launcher):
+    """A batch script starts the server on the node and prints its host:port to the job's log."""
+
+    def job_fields(self, server_type: str) -> dict[str, Any]:
+        return {"script": launch.slurm_script(server_type, settings.NOTEBOOK_NODE_PYTHON, settings.NOTEBOOK_NODE_HOST)}
+
+    def locate(self, notebook: Notebook, job: Job, token: str) -> tuple[str, int | None] | None:
+        found = launch.parse_address(job_services.read_log(job, 0, 50))
+        return None if found is None else (f"http://{found[0]}:{found[1]}", None)
+
+
+class KubernetesLauncher(Launcher):
+    """The job's pod runs the server; a ClusterIP Service in the team's namespace reaches it (notebooks.launch)."""
+
+    def job_fields(self, server_type: str) -> dict[str, Any]:
+        return {"image": settings.NOTEBOOK_IMAGE, "command": launch.kube_command(server_type)}
+
+    def locate(self, notebook: Notebook, job: Job, token: str) -> tuple[str, int | None] | None:
+        return launch.kube_url(notebook.pk, f"{settings.K8S_NAMESPACE_PREFIX}{job.team.slug}"), None
+
+
+LAUNCHERS: dict[str, type[Launcher]] = {"simulator": LocalLauncher, "slurm": SlurmLauncher, "kubernetes": KubernetesLauncher}
+
+
+def launcher_for(backend: str) -> Launcher:
+    return LAUNCHERS.get(backend or settings.CLUSTER_BACKEND, LocalLauncher)()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def stop_local_server(pid: int, marker: str) -> bool:
+    """Stop the local server with this pid, only if it is still the one serving `marker` (pids are reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    if marker not in cmdline:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)  # the server and its kernels (it leads its own session)
+    return True
