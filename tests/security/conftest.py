@@ -18,6 +18,7 @@ from bursting.models import BurstPolicy, BurstProposal, InstanceType
 from cluster.models import Node
 from cluster.simulator.backend import SimulatorBackend
 from jobs.models import Job, WhatIfRun
+from notebooks import services as notebook_services
 from portal.models import ApiToken, Team, User
 from quotas.models import TeamQuota
 from sweeps import services as sweep_services
@@ -94,4 +95,5 @@ def world(
         "rate_card": rate_card.pk,
         "sweep": (sweep := sweep_services.create_sweep(alice, SWEEP_SAMPLE)).pk,
         "trial": sweep.trials.get(number=0).pk,
+        "notebook": notebook_services.start(alice, {"team": "vision", "gpu_model": "a100"}).pk,
     }

@@ -77,6 +77,9 @@ API_BILLING: Answers = (401, 403, 403, 200, 403, 200)
 API_FINANCE_WRITE: Answers = (401, 403, 403, 403, 403, 200)
 API_OPERATOR: Answers = (401, 403, 403, 403, 200, 403)
 POST_ONLY: Answers = (LOGIN, 405, 405, 405, 405, 405)
+OWNER: Answers = (LOGIN, 200, 404, 404, 200, 404)  # one person's (a notebook): its owner and the operator
+API_OWNER: Answers = (401, 200, 404, 404, 200, 404)
+PROXY: Answers = (LOGIN, 409, 404, 404, 409, 404)  # the owner and the operator reach it; it is still starting
 JOB = {"name": "matrix", "command": ["python", "train.py"], "gpu_model": "a100", "gpus_per_node": 1, "walltime": 600}
 
 TABLE: dict[str, Row] = {
@@ -86,6 +89,16 @@ TABLE: dict[str, Row] = {
     "livez": R((200,) * 6),  # the process answers: public, says nothing else
     "metrics": R(SCRAPE),
     "sim/metrics": R(SCRAPE),
+    # Notebooks are their owner's (and the operators', audited); the proxy answers 409 while the server starts.
+    "notebooks/": R(ALL_SIGNED_IN),
+    "notebooks/new/": R(ALL_SIGNED_IN, post=(LOGIN, 400, 400, 400, 400, 400)),
+    "notebooks/<int:notebook_id>/": R(OWNER),
+    "notebooks/<int:notebook_id>/stop/": R(POST_ONLY, post=(LOGIN, 302, 404, 404, 302, 404)),
+    "notebooks/<int:notebook_id>/proxy/": R(PROXY, post=PROXY),
+    "notebooks/<int:notebook_id>/proxy/<path:path>": R(PROXY, post=PROXY),
+    "api/v1/notebooks/": R(API_ALL, post=(401, 400, 400, 400, 400, 400)),
+    "api/v1/notebooks/<int:notebook_id>/": R(API_OWNER),
+    "api/v1/notebooks/<int:notebook_id>/stop/": R(None, post=(401, 200, 404, 404, 200, 404)),
     "sim/nodes/<str:node>/metrics": R(SCRAPE),
     "tokens/": R(ALL_SIGNED_IN, post=ALL_SIGNED_IN, body={"name": "matrix"}),
     "tokens/<int:token_id>/revoke/": R(POST_ONLY, post=(LOGIN, 302, 302, 302, 302, 302)),  # only alice's revokes (see below)
@@ -553,6 +566,11 @@ WEBSOCKETS: dict[str, tuple[str, tuple[str | int, ...]]] = {
     "ws/jobs/<int:job_id>/": (
         "/ws/jobs/{job}/",
         (CLOSE_UNAUTHENTICATED, ACCEPTED, CLOSE_FORBIDDEN, ACCEPTED, ACCEPTED, CLOSE_FORBIDDEN),
+    ),
+    # A notebook's kernel socket: its owner and the operator get "try again later" while it starts; others are refused.
+    "notebooks/<int:notebook_id>/proxy/<path:rest>": (
+        "/notebooks/{notebook}/proxy/api/kernels/k1/channels",
+        (CLOSE_UNAUTHENTICATED, 1013, CLOSE_FORBIDDEN, CLOSE_FORBIDDEN, 1013, CLOSE_FORBIDDEN),
     ),
 }
 
