@@ -70,11 +70,11 @@ def decide(facts: Facts, policy: Policy) -> Decision:
     cull_at, why = due(facts, policy)
     warn = timedelta(seconds=policy.warn_s)
     if facts.warned_at is not None:
+        if facts.now < cull_at - warn:
+            return Decision(Action.UNWARN, "", cull_at)  # used again: no longer due within the warning
         cull_at = max(cull_at, facts.warned_at + warn)  # the owner always gets the whole warning
         if facts.now >= cull_at:
             return Decision(Action.CULL, why, cull_at)
-        if why == "lifetime" and facts.now < cull_at - warn:
-            return Decision(Action.UNWARN, "", cull_at)  # active again, and the lifetime is not near
         return Decision(Action.KEEP, why, cull_at)
     if facts.now >= cull_at - warn:
         return Decision(Action.WARN, why, max(cull_at, facts.now + warn))

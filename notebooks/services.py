@@ -316,7 +316,7 @@ def judge(notebook: Notebook, now: datetime | None = None) -> culling.Decision:
         _end(notebook, reason, "culler", "culled: " + ("idle" if reason == EndReason.IDLE else "maximum lifetime reached"))
     elif decision.action == culling.Action.WARN:
         _warn(notebook, decision, now)
-    elif decision.action == culling.Action.UNWARN or (notebook.state == NotebookState.WARNED and not decision.why):
+    elif decision.action == culling.Action.UNWARN:
         _move(notebook, NotebookState.READY, "culler", EventKind.ACTIVE_AGAIN, "in use again", warned_at=None)
     return decision
 
