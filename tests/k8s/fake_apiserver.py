@@ -606,8 +606,8 @@ def _check_metadata(res: Resource, obj: Obj) -> list[tuple[str, str]]:
     return causes
 
 
-def _validate(res: Resource, obj: Obj, query: dict[str, str]) -> Obj:
-    """Validate as the API server would; returns the object as it will be stored."""
+def _validate(res: Resource, obj: Obj, query: dict[str, str], old: Obj | None = None) -> Obj:
+    """Validate as the API server would (`old`: the stored object, on an update); returns the object as it will be stored."""
     name = (obj.get("metadata") or {}).get("name", "")
     if obj.get("kind") != res.kind or obj.get("apiVersion") != res.api_version:
         raise ApiError(
@@ -625,6 +625,7 @@ def _validate(res: Resource, obj: Obj, query: dict[str, str]) -> Obj:
             )
         obj = res.crd.prune(obj)
         causes += res.crd.errors(obj)
+        causes += res.crd.cel_errors(obj, old)
     elif res.plural in ("namespaces", "priorityclasses", "poddisruptionbudgets"):
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=query.get("fieldValidation") == "Strict")
@@ -691,7 +692,7 @@ def _replace(store: Store, res: Resource, namespace: str, name: str, obj: Obj, q
     if sent is None and res.crd is not None:
         raise _invalid(res, name, [("metadata.resourceVersion", "Invalid value: 0x0: must be specified for an update")])
     _check_version(res, current, sent, name)
-    obj = _validate(res, obj, query)
+    obj = _validate(res, obj, query, current)
     if res.crd is not None:  # the status subresource: a replace cannot change status
         obj.pop("status", None)
         if "status" in current:
@@ -727,7 +728,7 @@ def _patch(store: Store, res: Resource, namespace: str, name: str, body: Any, co
     _check_version(res, current, ((body or {}).get("metadata") or {}).get("resourceVersion"), name)
     patched = merge_patch(copy.deepcopy(current), body)
     patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-    patched = _validate(res, patched, query)
+    patched = _validate(res, patched, query, current)
     return _store_update(store, res, current, patched)
 
 

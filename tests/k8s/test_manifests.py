@@ -1,12 +1,15 @@
 """Every object the Kubernetes backend produces is valid for the real CRDs and for Kubernetes itself.
 
-Custom resources are checked against the project's copies of the CRD schemas (schemas/crds/);
+Custom resources are checked against the project's copies of the CRD schemas (schemas/crds/),
+their CEL rules (`x-kubernetes-validations`) included;
 core objects (pods, namespaces, priority classes, RBAC) with kubernetes-validate, offline.
 These tests need no server.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import re
 from typing import Any
 
@@ -19,7 +22,7 @@ from cluster.backends.kubernetes import manifests, rbac
 from cluster.backends.kubernetes.manifests import ManifestConfig, ManifestError
 from cluster.gpus import GPU_MODELS
 from quotas import volcano
-from tests.k8s.crd_schemas import crd_for
+from tests.k8s.crd_schemas import CelRule, crd_for, load_crds
 
 K8S_VERSION = "1.33"
 CONFIG = ManifestConfig()
@@ -51,6 +54,8 @@ def assert_valid_custom_resource(obj: dict[str, Any]) -> None:
     crd = crd_for(obj["apiVersion"], obj["kind"])
     assert crd.errors(obj) == []
     assert crd.unknown_fields(obj) == []
+    assert crd.cel_errors(obj) == []  # the CRD's CEL rules, as on a create
+    assert crd.cel_errors(obj, old=obj) == []  # and its transition rules, as on an update that keeps every field
 
 
 def assert_valid_core(obj: dict[str, Any]) -> None:
@@ -277,3 +282,42 @@ def test_kubernetes_validate_works_offline_from_its_bundled_schemas(monkeypatch:
 
     monkeypatch.setattr(socket, "create_connection", no_network)
     assert_valid_core(rbac.team_namespace("vision", CONFIG))
+
+
+# --- CEL rules of the CRDs --------------------------------------------------------------------------
+
+
+def test_every_cel_rule_of_the_crds_compiles_and_the_pytorchjob_queue_rule_is_among_them() -> None:
+    rules = {key: crd.cel_rules() for key, crd in load_crds().items()}  # compiles each rule
+    queue_rule = CelRule(
+        "spec.runPolicy.schedulingPolicy.queue", "self == oldSelf", "spec.runPolicy.schedulingPolicy.queue is immutable", True
+    )
+    assert queue_rule in rules[("kubeflow.org", "v1", "pytorchjobs")]
+
+
+def test_a_pytorchjob_update_that_moves_it_to_another_queue_breaks_the_crds_cel_rule() -> None:
+    job = manifests.job_manifest(request(nodes=2), CONFIG)
+    crd = crd_for(job["apiVersion"], job["kind"])
+    moved = copy.deepcopy(job)
+    moved["spec"]["runPolicy"]["schedulingPolicy"]["queue"] = "team-render-a100"
+    assert crd.cel_errors(moved) == []  # a create has no old object: transition rules do not apply
+    assert crd.cel_errors(moved, old=job) == [
+        ("spec.runPolicy.schedulingPolicy.queue", "Invalid value: spec.runPolicy.schedulingPolicy.queue is immutable")
+    ]
+
+
+def test_a_rule_without_oldself_is_checked_on_every_manifest() -> None:
+    """Volcano's CRD has no CEL rules (its admission webhook checks jobs), so a rule is added to a copy of
+    its schema: the gang may not need more pods than the job's task has, as the webhook insists."""
+    job = manifests.job_manifest(request(nodes=2, kind="simulation"), CONFIG)
+    real = crd_for(job["apiVersion"], job["kind"])
+    schema = copy.deepcopy(real.schema)
+    rule = {
+        "rule": "self.tasks.exists(t, t.replicas >= self.minAvailable)",
+        "message": "minAvailable is more than the job's pods",
+    }
+    schema["properties"]["spec"]["x-kubernetes-validations"] = [rule]
+    crd = dataclasses.replace(real, schema=schema)
+    assert crd.cel_errors(job) == []
+    job["spec"]["minAvailable"] = 3
+    assert crd.cel_errors(job) == [("spec", "Invalid value: minAvailable is more than the job's pods")]
