@@ -47,13 +47,15 @@ def slurm_script(server_type: str, python: str, host: str) -> str:
     `host` empty: the node's own name (`hostname -f`), which the portal must be able to reach.
     """
     workdir = '"${TMPDIR:-/tmp}/grid-notebook-${SLURM_JOB_ID:-$$}"'
-    port_cmd = f"{shlex.quote(python)} -c 'import socket; s = socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])'"
+    # The node's Python may be a command with arguments (`env PYTHONPATH=... python3`, a wrapper): each word quoted.
+    python_words = " ".join(shlex.quote(word) for word in shlex.split(python))
+    port_cmd = f"{python_words} -c 'import socket; s = socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])'"
     if server_type == "code-server":
         server = " ".join(shlex.quote(a) for a in code_server_argv("$HOST", "$PORT")).replace("'$HOST:$PORT'", '"$HOST:$PORT"')
         server = f'PASSWORD="${TOKEN_ENV}" {server}'
     else:
-        argv = jupyter_argv(python, "HOSTX", "PORTX", "BASEX", "ROOTX")
-        server = " ".join(shlex.quote(a) for a in argv)
+        argv = jupyter_argv("PYX", "HOSTX", "PORTX", "BASEX", "ROOTX")
+        server = " ".join(shlex.quote(a) for a in argv).replace("PYX", python_words, 1)
         for mark, value in (("HOSTX", "$HOST"), ("PORTX", "$PORT"), ("BASEX", f"${BASE_URL_ENV}"), ("ROOTX", "$WORK")):
             server = server.replace(mark, f'"{value}"')
     return "\n".join(
