@@ -1,7 +1,8 @@
 """The admission policy as a pure core: plain frozen data in, decisions out; no ORM, clock or I/O.
 
 `run_cycle` is the fair policy (classes, weighted fair share, gangs, backfill with reservations,
-borrowing and reclaim); `fifo_cycle` is the strict FIFO baseline; `violations` checks a cycle's
+borrowing and reclaim); `fifo_cycle` is the strict FIFO baseline and `FifoShadow` its schedule kept on the side (the fair
+policy's bound on the worst wait); `violations` checks a cycle's
 decisions against the grid's invariants; `jobs.policy.replay` replays a job trace through either.
 """
 
@@ -31,6 +32,7 @@ from jobs.policy.model import (
     Reservation,
     RunningJob,
 )
+from jobs.policy.shadow import FifoShadow
 
 __all__ = [
     "CRITICAL",
@@ -43,6 +45,7 @@ __all__ = [
     "Explanation",
     "ExplanationRow",
     "Explanations",
+    "FifoShadow",
     "JobId",
     "NodeState",
     "PendingJob",

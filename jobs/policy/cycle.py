@@ -65,10 +65,11 @@ def run_cycle(
 ) -> CycleResult:
     """Decide which pending jobs start now, which running jobs are preempted, and why the rest wait.
 
-    `previous`: the last cycle's reservations; read only with `PolicyConfig.keep_reservations`.
+    `previous`: the last cycle's reservations; read only with `PolicyConfig.keep_reservations` (or,
+    for jobs due by their FIFO start, `PolicyConfig.fifo_bound`).
     """
     cycle = _Cycle(now, cluster, quotas, running, usage or {}, config or PolicyConfig())
-    if cycle.config.keep_reservations and previous:
+    if (cycle.config.keep_reservations or cycle.config.fifo_bound) and previous:
         cycle.keep(previous, pending)
     cycle.admit_in_order(pending)
     cycle.reclaim()
@@ -103,6 +104,9 @@ class _Cycle:
         self.specs = {spec.name: spec for spec in config.classes}
         self.starvation_age = config.starvation_age_s  # this cycle's (see PolicyConfig.starvation_relative)
         self._oldest_cutoff = -math.inf  # jobs submitted by then get reservations of their own (reserve_oldest)
+        # A job whose FIFO start is at or before this is due (PolicyConfig.fifo_bound): see `_due`.
+        self.due_by = now + config.fifo_bound_lead_s if config.fifo_bound else -math.inf
+        self._due_reserve_cutoff = math.inf  # due jobs submitted by then get reservations of their own
         self._kept: set[JobId] = set()  # jobs holding a reservation kept from the last cycle
         self.rank_of = {spec.name: spec.rank for spec in config.classes}
         self._shares: dict[tuple[str, str], tuple[int, float]] = {}
@@ -117,6 +121,7 @@ class _Cycle:
         self._walltimes: dict[JobId, float] = {}  # of the jobs given a reservation
         self.reclaimers: list[PendingJob] = []
         self._failed: set[tuple[str, int, int, bool]] = set()
+        self._failed_among: set[tuple[str, int, int, tuple[JobId, ...]]] = set()  # see _place_among_reservations
         self._shape_ok: dict[tuple[str, int, int], bool] = {}
         self._model_shape_ok: dict[tuple[str, int, int], bool] = {}
         # Quota verdicts depend only on (team, model, class, size) and on the model's state, which
@@ -148,8 +153,15 @@ class _Cycle:
         self._shares[(job.team, job.gpu_model)] = (held, share)
         return share
 
+    def _due(self, job: PendingJob) -> bool:
+        """Whether the job has waited (nearly) as long as strict FIFO would have made it wait."""
+        return job.fifo_start is not None and job.fifo_start <= self.due_by
+
+    def _starving(self, job: PendingJob) -> bool:
+        return self.now - job.submit_time >= self.starvation_age or self._due(job)
+
     def _head(self, job: PendingJob) -> tuple[int, float, float]:
-        if self.now - job.submit_time >= self.starvation_age:
+        if self._starving(job):
             return (-self.rank_of[job.priority], -math.inf, job.submit_time)  # starving: by age, ahead of fair share
         share = self._share(job)
         if self.config.aging_s is not None:
@@ -193,7 +205,7 @@ class _Cycle:
         fast = not self.config.explain
         known, waiting, used, version = self._known_waits, self.waiting, self.ledger.used, self._model_version
         team_gpus, shares, rank_of = self.ledger.team_gpus, self._shares, self.rank_of
-        now, starvation_age, aging = self.now, self.starvation_age, self.config.aging_s
+        now, starvation_age, aging, due_by = self.now, self.starvation_age, self.config.aging_s, self.due_by
         while heap:
             team = heap[0][3]
             line, at = lines[team], position[team]
@@ -221,7 +233,8 @@ class _Cycle:
                     break
                 job = line[at]
                 # `_head`, written out for the ten thousand jobs of a busy cycle
-                if now - job.submit_time >= starvation_age:
+                fifo_start = job.fifo_start
+                if now - job.submit_time >= starvation_age or (fifo_start is not None and fifo_start <= due_by):
                     head = (-rank_of[job.priority], -math.inf, job.submit_time, team)
                 else:
                     cached = shares.get((team, job.gpu_model))
@@ -271,13 +284,16 @@ class _Cycle:
                 waiting[job.id] = HELD
             held += on_hold
             starving = [job for job in ordered[:cut] if not job.held] if on_hold else ordered[:cut]
+            if self.config.fifo_bound:  # due jobs starve too; FIFO starts grow with age, but are not bound to
+                starving += [job for job in ordered[cut:] if not job.held and self._due(job)]
+                starving.sort(key=_submit_time)
             ages = list(map(_submit_time, starving))
             if any(map(operator.eq, ages, ages[1:])):
                 starving.sort(key=_age_then_team)  # the heap breaks ties of age by team name
             segment.starving = starving
             lines = segment.lines
             for job in ordered[cut:]:
-                if not job.held:
+                if not job.held and not self._due(job):
                     lines[job.team].append(job)
             segments.append(segment)
         self._segments_seen = segments
@@ -412,10 +428,26 @@ class _Cycle:
     def _place_among_reservations(self, pool: str, job: PendingJob, also: Reservation | None = None) -> Placement | None:
         """Placement in a pool with several reservations: the nodes of those the job ends before (and of `also`)."""
         end = self.now + job.walltime_s
-        usable = [n for r in self._pool_reservations(pool) if end <= r.start or r is also or r.job_id == job.id for n in r.nodes]
-        return self.index.place_with(pool, job, usable) if usable else self.index.place_unreserved(pool, job)
+        held = [r for r in self._pool_reservations(pool) if end <= r.start or r is also or r.job_id == job.id]
+        # Free GPUs only shrink while the cycle admits; they grow back only when a kept reservation ends
+        # (`_admit`, which forgets these failures). So a shape that found no room among the same
+        # reservations finds none again.
+        memo = (pool, job.gpus_per_node, job.nodes, tuple(r.job_id for r in held))
+        if memo in self._failed_among:
+            return None
+        usable = [n for r in held for n in r.nodes]
+        placement = self.index.place_with(pool, job, usable) if usable else self.index.place_unreserved(pool, job)
+        if placement is None:
+            self._failed_among.add(memo)
+        return placement
 
     def _set_oldest_cutoff(self, pending: Sequence[PendingJob]) -> None:
+        count = self.config.fifo_bound_reservations
+        if self.config.fifo_bound and count < len(pending):
+            due = [job.submit_time for job in pending if not job.held and self._due(job)]
+            self._due_reserve_cutoff = heapq.nsmallest(count, due)[-1] if len(due) > count else math.inf
+            if count == 0:
+                self._due_reserve_cutoff = -math.inf
         if self.config.reserve_oldest:
             times = [job.submit_time for job in pending if not job.held]
             if times:
@@ -424,7 +456,7 @@ class _Cycle:
     def _aged(self, job: PendingJob) -> bool:
         """Whether a blocked job gets a reservation of its own (see PolicyConfig.reserve_after_s, reserve_oldest)."""
         after = self.config.reserve_after_s
-        if job.submit_time <= self._oldest_cutoff:
+        if job.submit_time <= self._oldest_cutoff or (self._due(job) and job.submit_time <= self._due_reserve_cutoff):
             return True
         return after is not None and self.now - job.submit_time >= after
 
@@ -469,6 +501,7 @@ class _Cycle:
                     held.remove(reservation)
                     self.index.unreserve(n for n in reservation.nodes if n not in placement)
             self._kept.discard(job.id)
+            self._failed_among.clear()
         self.index.take(placement)
         self.ledger.charge(job.team, job.gpu_model, job.gpus)
         self._model_version[job.gpu_model] += 1
@@ -497,7 +530,9 @@ class _Cycle:
         self._set_oldest_cutoff(pending)
         for old in previous:
             job = waiting.get(old.job_id)
-            if job is None or not self._aged(job) or job.id in self._kept:
+            if job is None or job.id in self._kept or not self._aged(job):
+                continue
+            if not self.config.keep_reservations and not self._due(job):
                 continue
             nodes = [n for n in old.nodes if n in self.index.free and n not in self.index.reserved]
             if len(nodes) != len(old.nodes) or any(self.index.pool_of[n] != old.pool for n in nodes):
@@ -541,7 +576,11 @@ class _Cycle:
     def reclaim(self) -> None:
         if not self.reclaimers or not self.running:
             return
-        victims = VictimIndex(self.running, self._victim_rank, self.now, self.config.min_victim_runtime_s)
+        running: Iterable[RunningJob] = self.running
+        if self.config.fifo_bound and self.config.fifo_bound_shields:
+            lead = self.config.fifo_bound_lead_s
+            running = [j for j in running if j.fifo_start is None or self.now < j.fifo_start - lead]
+        victims = VictimIndex(running, self._victim_rank, self.now, self.config.min_victim_runtime_s)
         gone: set[JobId] = set()
         failed_shapes: set[tuple[str, int, int]] = set()
         for job in self.reclaimers[: self.config.max_reclaims_per_cycle]:
@@ -613,7 +652,7 @@ class _Cycle:
             for job in itertools.chain(segment.starving, segment.considered):
                 if job.id not in waiting:  # admitted
                     continue
-                if job.submit_time <= starving_since:
+                if job.submit_time <= starving_since or self._due(job):
                     old.append(job)
                     continue
                 pair = (job.team, job.gpu_model)

@@ -14,7 +14,8 @@ from jobs.policy.model import Admission, Cluster, CycleResult, Explanation, Pend
 from jobs.policy.placement import FreeIndex, Placement
 
 
-def _place(index: FreeIndex, job: PendingJob) -> tuple[str, Placement] | None:
+def place_in_order(index: FreeIndex, job: PendingJob) -> tuple[str, Placement] | None:
+    """FIFO's placement: the first pool of the job's model with room, best fit there (also the shadow's)."""
     for pool in index.pools_by_model.get(job.gpu_model, ()):
         placement = index.place_unreserved(pool, job)
         if placement:
@@ -41,7 +42,7 @@ def fifo_cycle(
     for at, job in enumerate(queue):
         quota = ledger.quota(job.team, job.gpu_model)
         over_limit = quota is None or ledger.used[(job.team, job.gpu_model)] + job.gpus > quota.limit
-        spot = None if over_limit else _place(index, job)
+        spot = None if over_limit else place_in_order(index, job)
         if spot is None:
             reason = Reason.QUOTA if over_limit else Reason.CAPACITY
             result.waiting[job.id] = Explanation(reason, "head of the queue does not fit", 1, 1, None)

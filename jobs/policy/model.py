@@ -104,6 +104,9 @@ class PendingJob:
     submit_time: float
     walltime_s: float
     held: bool = False
+    # When the job would start under strict FIFO over the same arrivals (jobs.policy.shadow); None:
+    # not known. Read only with `PolicyConfig.fifo_bound`.
+    fifo_start: float | None = None
 
     @property
     def gpus(self) -> int:
@@ -123,6 +126,7 @@ class RunningJob:
     expected_end: float
     checkpoint_interval_s: float | None = None
     last_checkpoint: float | None = None
+    fifo_start: float | None = None  # as PendingJob.fifo_start: when strict FIFO would have started it
 
     @property
     def gpus(self) -> int:
@@ -167,6 +171,17 @@ class PolicyConfig:
     # A job's fair share counts for 1 / (1 + wait / aging_s) of itself (None: no aging), so that
     # a job of a team with much usage comes forward as it waits.
     aging_s: float | None = None
+    # A job still waiting `fifo_bound_lead_s` before its FIFO start (`PendingJob.fifo_start`) is due:
+    # it goes by age ahead of fair share, and gets and keeps a reservation of its own, so that no job
+    # waits much longer than strict FIFO would have made it wait.
+    fifo_bound: bool = False
+    fifo_bound_lead_s: float = 0.0
+    # Only the this many due jobs that FIFO would have started first get reservations of their own
+    # (the rest still go by age); each one drains nodes, so many of them drain the grid as FIFO does.
+    fifo_bound_reservations: int = 1_000_000
+    # A running job that would be due were it pending (strict FIFO would have started it by now) is
+    # no reclaim victim: requeued, it would wait again, past its FIFO bound.
+    fifo_bound_shields: bool = False
     explain: bool = True  # False skips details, positions and estimates (the replay's fast path)
     classes: tuple[PriorityClassSpec, ...] = DEFAULT_CLASSES
 

@@ -41,7 +41,7 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from jobs.policy.model import (
     Reservation,
     RunningJob,
 )
+from jobs.policy.shadow import FifoShadow
 
 MODEL, POOL = "gpu", "replay"
 POLICIES = ("fair", "fifo")
@@ -391,6 +392,13 @@ class _Simulation:
         self.violations = 0
         self.team_busy: dict[str, float] = defaultdict(float)
         self.reservations: list[Reservation] = []  # the last fair cycle's, handed to the next
+        # Strict FIFO over the same arrivals, for the fair policy's bound (PolicyConfig.fifo_bound).
+        self.shadow = (
+            FifoShadow([self._node_state(name, free) for name, free in self.free.items()], self.quotas)
+            if spec.policy == "fair" and spec.config.fifo_bound
+            else None
+        )
+        self.fifo_start: dict[str, float] = {}
 
     # -- events ---------------------------------------------------------------------------
 
@@ -428,6 +436,9 @@ class _Simulation:
         pending = PendingJob(
             job.id, job.team, self.model[job.id], gpus_per_node, nodes, job.priority, job.submit_time, job.duration
         )
+        if self.shadow is not None:
+            self.fifo_start[job.id] = self.shadow.arrive(pending)
+            pending = replace(pending, fifo_start=self.fifo_start[job.id])
         self._enqueue(pending)
         return pending
 
@@ -515,7 +526,15 @@ class _Simulation:
         gpus_per_node, nodes = self.shapes[trace.id]
         self._enqueue(
             PendingJob(
-                job.id, job.team, job.gpu_model, gpus_per_node, nodes, trace.priority, trace.submit_time, self.left[str(job.id)]
+                job.id,
+                job.team,
+                job.gpu_model,
+                gpus_per_node,
+                nodes,
+                trace.priority,
+                trace.submit_time,
+                self.left[str(job.id)],
+                fifo_start=self.fifo_start.get(trace.id),
             )
         )
 
@@ -535,7 +554,15 @@ class _Simulation:
                 self.violations += 1
         end = self.clock + job.walltime_s
         self.running[job_id] = RunningJob(
-            job.id, job.team, job.gpu_model, dict(placement), job.priority, self.clock, end, self.spec.checkpoint_interval_s
+            job.id,
+            job.team,
+            job.gpu_model,
+            dict(placement),
+            job.priority,
+            self.clock,
+            end,
+            self.spec.checkpoint_interval_s,
+            fifo_start=job.fifo_start,
         )
         self.held_gpus[job.team] += job.gpus
         self.held_by_model[(job.team, job.gpu_model)] += job.gpus
