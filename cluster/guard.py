@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import astuple, dataclass, replace
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -27,26 +27,25 @@ from cluster.models import GuardState, JobEfficiency, Node, SafeguardEvent, Safe
 from cluster.safeguards import (
     Action,
     EfficiencyTally,
-    GpuReading,
     GuardMemory,
     IdleMemory,
     IdlePolicy,
     IdleVerdict,
     NodeReading,
+    Seen,
     ThermalLimits,
     Trip,
-    activity,
-    evaluate_idle,
     evaluate_node,
+    evaluate_seen,
     limits_for,
     parse_thermal,
     summarise,
-    tally,
     thermal_floor,
 )
 from cluster.simulator.model import GpuSample
 from cluster.states import NodeState
 from cluster.telemetry.convert import GuardView, present
+from cluster.telemetry.summaries import JobSeen
 from portal.access import operators
 from portal.models import User
 
@@ -236,19 +235,6 @@ class IdleOutcome:
     idle_for_s: float
 
 
-def track_jobs(
-    samples_by_job: Mapping[int, list[GpuSample]],
-    gpus_by_job: Mapping[int, int],
-    policies: Mapping[int, IdlePolicy],
-    now: datetime | None = None,
-) -> list[IdleOutcome]:
-    """One cycle of idle detection and efficiency sums for the running jobs given (id -> GPUs held)."""
-    now = now or timezone.now()
-    changes, outcomes = decide_jobs(samples_by_job, gpus_by_job, policies, now)
-    write_efficiency(changes, now)
-    return outcomes
-
-
 @dataclass(frozen=True)
 class EfficiencyChange:
     """A job's new idle memory and this cycle's sums, to add to its efficiency row (`new`: no row yet)."""
@@ -260,52 +246,38 @@ class EfficiencyChange:
 
 
 def decide_jobs(
-    samples_by_job: Mapping[int, list[GpuSample]],
+    seen: Mapping[int, JobSeen],
+    tallies: Mapping[int, EfficiencyTally] | None,
     gpus_by_job: Mapping[int, int],
     policies: Mapping[int, IdlePolicy],
     now: datetime,
 ) -> tuple[list[EfficiencyChange], list[IdleOutcome]]:
-    """Idle verdicts and efficiency sums of the running jobs, from their idle memories (one query).
+    """Idle verdicts (and, when the view brought them, this cycle's efficiency sums) of the running
+    jobs, from their idle memories (one query).
 
-    Only the jobs whose row must change are returned: new samples to add, a new idle memory, or no
-    row yet. A job without samples this cycle (its GPUs unseen or stale) adds nothing and, since a
-    gap ends its idle streak, changes only if it had a streak to end.
+    Only the jobs whose row must change are returned: new sums to add, a new idle memory, or no row
+    yet. A job not seen this cycle (its GPUs unseen or stale) adds nothing and, since a gap ends
+    its idle streak, changes only if it had a streak to end.
     """
     rows = JobEfficiency.objects.filter(portal_job_id__in=list(gpus_by_job)).values_list(
         "portal_job_id", "idle_since", "warned_at", "idle_decision"
     )
     memories = {job_id: IdleMemory(_ts(since), _ts(warned), decision) for job_id, since, warned, decision in rows}
     outcomes, changes = [], []
+    nothing = EfficiencyTally()
     for job_id, gpus in gpus_by_job.items():
         before = memories.get(job_id)
-        change, verdict, idle_for = _track_one(
-            job_id, before or IdleMemory(), samples_by_job.get(job_id, []), gpus, policies[job_id], now
-        )
+        how = seen[job_id].seen(gpus) if job_id in seen else Seen.GAP
+        memory, verdict = evaluate_seen(before or IdleMemory(), how, policies[job_id], now.timestamp())
+        added = tallies.get(job_id, nothing) if tallies is not None else nothing
         if before is None:
-            changes.append(replace(change or EfficiencyChange(job_id, IdleMemory(), EfficiencyTally()), new=True))
-        elif change is not None:
-            changes.append(change)
+            changes.append(EfficiencyChange(job_id, memory, added, new=True))
+        elif memory != before or added.samples > 0:
+            changes.append(EfficiencyChange(job_id, memory, added))
         if verdict != IdleVerdict.NONE:
+            idle_for = (now.timestamp() - memory.idle_since) if memory.idle_since else 0.0
             outcomes.append(IdleOutcome(job_id, verdict, idle_for))
     return changes, outcomes
-
-
-def _track_one(
-    job_id: int, before: IdleMemory, samples: list[GpuSample], gpus: int, policy: IdlePolicy, now: datetime
-) -> tuple[EfficiencyChange | None, IdleVerdict, float]:
-    acts = [activity(present(s.engine_active), present(s.utilization)) for s in samples]
-    # Fewer samples than GPUs held: part of the job is unseen, which is missing data, not idleness.
-    observed = acts if len(acts) >= gpus else None
-    memory, verdict = evaluate_idle(before, observed, policy, now.timestamp())
-    readings = [
-        GpuReading(s.utilization, a, s.fb_used_mib)
-        for s, a in zip(samples, acts, strict=True)
-        if a is not None and present(s.utilization) is not None and present(s.fb_used_mib) is not None
-    ]
-    added = tally(EfficiencyTally(), readings, policy.threshold)
-    idle_for = (now.timestamp() - memory.idle_since) if memory.idle_since else 0.0
-    changed = memory != before or added.samples > 0
-    return (EfficiencyChange(job_id, memory, added) if changed else None), verdict, idle_for
 
 
 def write_efficiency(changes: list[EfficiencyChange], now: datetime) -> None:
@@ -393,6 +365,50 @@ FIELDS = [
     "idle_decision",
     "updated_at",
 ]
+
+
+_UPSERT_SQL = """
+INSERT INTO {table} AS e (portal_job_id, samples, utilization_sum, idle_samples, memory_peak_mib, idle_decision, final, updated_at)
+SELECT v.portal_job_id, v.samples, v.utilization_sum, v.idle_samples, v.memory_peak_mib, '', false, %s
+FROM unnest(%s::bigint[], %s::integer[], %s::double precision[], %s::integer[], %s::double precision[])
+    AS v(portal_job_id, samples, utilization_sum, idle_samples, memory_peak_mib)
+ON CONFLICT (portal_job_id) DO UPDATE SET
+    samples = e.samples + EXCLUDED.samples,
+    utilization_sum = e.utilization_sum + EXCLUDED.utilization_sum,
+    idle_samples = e.idle_samples + EXCLUDED.idle_samples,
+    memory_peak_mib = GREATEST(e.memory_peak_mib, EXCLUDED.memory_peak_mib),
+    updated_at = EXCLUDED.updated_at
+WHERE NOT e.final
+"""
+
+
+def add_tallies(tallies: Mapping[int, EfficiencyTally], now: datetime) -> int:
+    """Add a window's sums (the accounting pass) to the jobs' efficiency rows, creating missing rows;
+    a row already made final is left as it is. The idle memories are not touched. Returns the jobs."""
+    jobs = sorted(job for job, t in tallies.items() if t.samples > 0)
+    if not jobs:
+        return 0
+    if connection.vendor == "postgresql":
+        columns = (
+            jobs,
+            [tallies[j].samples for j in jobs],
+            [tallies[j].utilization_sum for j in jobs],
+            [tallies[j].idle_samples for j in jobs],
+            [tallies[j].memory_peak_mib for j in jobs],
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(_UPSERT_SQL.format(table=JobEfficiency._meta.db_table), [now, *columns])
+        return len(jobs)
+    rows = {e.portal_job_id: e for e in JobEfficiency.objects.filter(portal_job_id__in=jobs)}
+    for job in jobs:
+        row = rows.get(job) or JobEfficiency(portal_job_id=job)
+        if row.final:
+            continue
+        t = _sum(EfficiencyTally(row.samples, row.utilization_sum, row.idle_samples, row.memory_peak_mib), tallies[job])
+        row.samples, row.utilization_sum, row.idle_samples, row.memory_peak_mib = astuple(t)
+        row.updated_at = now
+        row.save()
+    return len(jobs)
 
 
 def finalise(portal_job_ids: Iterable[int]) -> int:

@@ -221,3 +221,17 @@ class JobEfficiency(RestrictedModel):
 
     def __str__(self) -> str:
         return f"efficiency of job #{self.portal_job_id}"
+
+
+class EfficiencyCursor(models.Model):
+    """Up to when the recorded job summaries in Prometheus were added to JobEfficiency (one row).
+
+    Moved in the same transaction as the sums it covers, so a window is added once: never twice
+    after a crash, never skipped.
+    """
+
+    name = models.CharField(max_length=40, unique=True)
+    until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} accounted until {self.until:%Y-%m-%d %H:%M:%S}"

@@ -218,15 +218,35 @@ def activity(engine_active: float | None, utilization_percent: float | None) -> 
     return None
 
 
+class Seen(StrEnum):
+    """How a running job's GPUs looked in one cycle."""
+
+    GAP = "gap"  # a GPU without an activity, or fewer GPUs reported than the job holds: missing data
+    IDLE = "idle"  # every GPU reported, all below the idle threshold
+    BUSY = "busy"
+
+
+def seen_of(activities: Sequence[float | None] | None, threshold: float) -> Seen:
+    """`activities`: one per GPU of the job (None: that GPU reported no activity), or None for a gap."""
+    if not activities or any(a is None for a in activities):
+        return Seen.GAP
+    return Seen.IDLE if max(a for a in activities if a is not None) < threshold else Seen.BUSY
+
+
 def evaluate_idle(
     memory: IdleMemory, activities: Sequence[float | None] | None, policy: IdlePolicy, now: float
 ) -> tuple[IdleMemory, IdleVerdict]:
     """One cycle of idle detection for one running job; `activities`: one per GPU of the job."""
+    return evaluate_seen(memory, seen_of(activities, policy.threshold), policy, now)
+
+
+def evaluate_seen(memory: IdleMemory, seen: Seen, policy: IdlePolicy, now: float) -> tuple[IdleMemory, IdleVerdict]:
+    """One cycle of idle detection for one running job, from how its GPUs looked."""
     if memory.decision == "stopped":
         return memory, IdleVerdict.NONE
-    if not activities or any(a is None for a in activities):
+    if seen == Seen.GAP:
         return replace(memory, idle_since=None), IdleVerdict.NONE
-    if max(a for a in activities if a is not None) >= policy.threshold:
+    if seen == Seen.BUSY:
         again = memory.warned_at is not None or memory.decision == "reclaimable"
         return IdleMemory(), (IdleVerdict.ACTIVE_AGAIN if again else IdleVerdict.NONE)
     idle_since = memory.idle_since if memory.idle_since is not None else now

@@ -399,7 +399,11 @@ TELEMETRY_CYCLE_S = env_float("TELEMETRY_CYCLE_S", 2.0, minimum=0.5, maximum=300
 TELEMETRY_STALE_AFTER_S = env_float("TELEMETRY_STALE_AFTER_S", 15.0, minimum=1, maximum=3600)
 # Pages get GPU telemetry pushed by the cycle (needs a channel layer shared across processes, i.e. Redis);
 # without it each page's websocket reads the (simulated) telemetry itself.
-TELEMETRY_PUSH = env_bool("TELEMETRY_PUSH", bool(REDIS_URL))
+# With Prometheus the cycle reads per-node and per-job summaries, not every GPU: pages read what they
+# show themselves (once per process per tick), so the default is off there.
+TELEMETRY_PUSH = env_bool("TELEMETRY_PUSH", bool(REDIS_URL) and not PROMETHEUS_URL)
+# How often the jobs' efficiency sums are read from Prometheus' recorded summaries (grid.telemetry.account_efficiency).
+TELEMETRY_ACCOUNTING_S = env_float("TELEMETRY_ACCOUNTING_S", 60.0, minimum=5, maximum=3600)
 # What the `hpc_job` label holds: the portal job id (simulator) or the backend's job id (Slurm's HPC job mapping).
 TELEMETRY_HPC_JOB_ID = env_choice("TELEMETRY_HPC_JOB_ID", "portal", ("portal", "backend"))
 TELEMETRY_POD_JOB_PATTERN = env_str("TELEMETRY_POD_JOB_PATTERN", r"^gp-(\d+)(?:-|$)") or r"^gp-(\d+)(?:-|$)"
@@ -436,6 +440,7 @@ def _check_telemetry_settings() -> None:
 
 _check_telemetry_settings()
 CELERY_BEAT_SCHEDULE["telemetry-cycle"] = {"task": "grid.tasks.telemetry_cycle", "schedule": TELEMETRY_CYCLE_S}
+CELERY_BEAT_SCHEDULE["efficiency-accounting"] = {"task": "grid.tasks.efficiency_accounting", "schedule": TELEMETRY_ACCOUNTING_S}
 
 # --- Cloud bursting (docs/bursting.md) ----------------------------------------------------------
 # How often the burst cycle runs: triggers, expiry, provisioning, reconciliation, idle release.

@@ -16,3 +16,11 @@ def telemetry_cycle() -> dict[str, Any]:
     with timed("telemetry"):
         report = telemetry.run_cycle()
     return {"stale": report.stale, "gpus": report.gpus, "guard": len(report.guarded), "idle": len(report.idle)}
+
+
+@shared_task(acks_late=False, ignore_result=True, expires=60)
+def efficiency_accounting() -> dict[str, Any]:
+    """Add what Prometheus recorded since the last pass to the jobs' efficiency sums (a cursor makes it once)."""
+    with timed("efficiency"):
+        report = telemetry.account_efficiency()
+    return {"skipped": report.skipped, "jobs": report.jobs}

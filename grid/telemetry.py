@@ -18,22 +18,24 @@ import time
 from collections import defaultdict
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from cluster import guard
-from cluster.models import JobEfficiency, Node, SafeguardKind
+from cluster.models import EfficiencyCursor, JobEfficiency, Node, SafeguardKind
 from cluster.safeguards import Action, IdleAction, IdlePolicy, IdleVerdict, parse_team_actions
 from cluster.simulator.model import GpuSample
 from cluster.telemetry import TelemetrySource, TelemetryUnavailable, get_telemetry
 from cluster.telemetry.convert import Attribution, pod_pattern, portal_hpc_job, present
 from cluster.telemetry.prometheus import PrometheusTelemetry
+from cluster.telemetry.summaries import CycleView, view_of_samples
 from jobs import services as job_services
 from jobs import tasks as job_tasks
 from jobs.models import Job
@@ -117,13 +119,21 @@ def idle_policies(teams: Iterable[str]) -> dict[str, IdlePolicy]:
 # --- the cycle ------------------------------------------------------------------------------------
 
 
+def read_view(source: TelemetrySource, now: datetime) -> CycleView:
+    """What this cycle decides from: Prometheus' recorded summaries, or (any other source) every GPU's sample."""
+    if isinstance(source, PrometheusTelemetry):
+        return source.cycle_view(settings.IDLE_THRESHOLD, now)
+    return view_of_samples(source.samples(None, now), settings.IDLE_THRESHOLD)
+
+
 def run_cycle(source: TelemetrySource | None = None, now: datetime | None = None) -> CycleReport:
     now = now or timezone.now()
     report = CycleReport()
     clock = _Stopwatch(report)
     jobs = held_jobs()
+    source = source or source_for(jobs)
     try:
-        samples = (source or source_for(jobs)).samples(None, now)
+        view = read_view(source, now)
     except TelemetryUnavailable as exc:
         log.warning("telemetry cycle stale: %s", exc)
         report.stale = True
@@ -131,27 +141,103 @@ def run_cycle(source: TelemetrySource | None = None, now: datetime | None = None
         report.groups = fan_out(stale, listeners.listened(g for g, _ in stale))
         return report
     clock.lap("query")
-    report.gpus = len(samples)
-    by_job = samples_by_job(samples, {j.id for j in jobs})
-    clock.lap("attribute")
+    report.gpus = view.gpus
     with transaction.atomic():
-        report.guarded = guard.guard_nodes(samples, now) if settings.GUARD_ENABLED else []
+        report.guarded = guard.guard_nodes(view.guard, now) if settings.GUARD_ENABLED else []
         _tell_owners_of_guarded_nodes(report.guarded, jobs)
         clock.lap("guard")
         running = [j for j in jobs if j.state == JobState.RUNNING]
         policies = idle_policies(j.team for j in running)
         changes, report.idle = guard.decide_jobs(
-            by_job, {j.id: j.gpus for j in running}, {j.id: policies[j.team] for j in running}, now
+            view.jobs, view.tallies, {j.id: j.gpus for j in running}, {j.id: policies[j.team] for j in running}, now
         )
         clock.lap("idle")
         guard.write_efficiency(changes, now)
         clock.lap("writes")
         _act_on_idle(report.idle, {j.id: j for j in running})
-        report.finalised = guard.finalise(ended_job_ids())
+        report.finalised = guard.finalise(_ended(view))
     clock.lap("finalise")
-    report.groups = fan_out(*live_messages_for_listeners(samples, by_job, jobs, now, source))
+    samples = view.samples
+    if samples is None and settings.TELEMETRY_PUSH:
+        samples = _every_gpu(source, now)
+    if samples is not None:
+        by_job = samples_by_job(samples, {j.id for j in jobs})
+        report.groups = fan_out(*live_messages_for_listeners(samples, by_job, jobs, now, source))
     clock.lap("fan_out")
     return report
+
+
+def _ended(view: CycleView) -> list[int]:
+    """The jobs whose efficiency summary may be fixed now: with sums from history (no tallies in the
+    view), those whose end the accounting pass has covered."""
+    if view.tallies is not None:
+        return ended_job_ids()
+    until = accounted_until()
+    return ended_job_ids(until) if until is not None else []
+
+
+def _every_gpu(source: TelemetrySource, now: datetime) -> list[GpuSample] | None:
+    """Every GPU's sample, for pages that wait for pushes (TELEMETRY_PUSH) when the view had none."""
+    try:
+        return source.samples(None, now)
+    except TelemetryUnavailable as exc:
+        log.warning("live pages get nothing this cycle: %s", exc)
+        return None
+
+
+# --- efficiency from Prometheus' history ------------------------------------------------------------
+
+CURSOR = "summaries"
+
+
+@dataclass
+class AccountingReport:
+    skipped: str = ""
+    start: datetime | None = None
+    end: datetime | None = None
+    jobs: int = 0
+
+
+def accounted_until() -> datetime | None:
+    return EfficiencyCursor.objects.filter(name=CURSOR).values_list("until", flat=True).first()
+
+
+def account_efficiency(source: TelemetrySource | None = None, now: datetime | None = None) -> AccountingReport:
+    """Add to every job's efficiency row what Prometheus recorded since the last pass (the recorded
+    summaries, one per rule evaluation), in windows of at most ACCOUNTING_WINDOW, and move the
+    cursor in the same transaction: a crash adds nothing, the next pass adds it all, once.
+
+    Only for Prometheus: other sources bring their sums with every cycle (CycleView.tallies).
+    """
+    now = now or timezone.now()
+    source = source or source_for(held_jobs())
+    if not isinstance(source, PrometheusTelemetry):
+        return AccountingReport(skipped="the telemetry source keeps no history: each cycle adds its own sums")
+    # Leave the last evaluations out: a summary stamped before `end` may not be written yet.
+    end = (now - timedelta(seconds=2 * settings.TELEMETRY_SCRAPE_INTERVAL_S + 1)).replace(microsecond=0)
+    report = AccountingReport(end=end)
+    with transaction.atomic():
+        cursor, _ = EfficiencyCursor.objects.select_for_update().get_or_create(
+            name=CURSOR, defaults={"until": end - timedelta(seconds=settings.TELEMETRY_ACCOUNTING_S)}
+        )
+        start = report.start = cursor.until
+        if end - start > ACCOUNTING_CATCH_UP:
+            log.warning("efficiency accounting: %s behind, adding the last %s only", end - start, ACCOUNTING_CATCH_UP)
+            start = end - ACCOUNTING_CATCH_UP
+        while start < end:
+            stop = min(end, start + ACCOUNTING_WINDOW)
+            tallies = source.tallies(settings.IDLE_THRESHOLD, start, stop)
+            known = set(Job.objects.filter(pk__in=list(tallies)).values_list("pk", flat=True))
+            report.jobs += guard.add_tallies({j: t for j, t in tallies.items() if j in known}, now)
+            start = stop
+        if end > cursor.until:
+            cursor.until = end
+            cursor.save(update_fields=["until"])
+    return report
+
+
+ACCOUNTING_WINDOW = timedelta(hours=1)
+ACCOUNTING_CATCH_UP = timedelta(days=1)
 
 
 class _Stopwatch:
@@ -172,9 +258,14 @@ def samples_by_job(samples: Iterable[GpuSample], job_ids: set[int]) -> dict[int,
     return out
 
 
-def ended_job_ids() -> list[int]:
+def ended_job_ids(accounted_until: datetime | None = None) -> list[int]:
+    """Jobs whose efficiency row is still open though they ended; with `accounted_until`, only those
+    that ended before it (their last sums are in)."""
     open_ids = JobEfficiency.objects.filter(final=False).values("portal_job_id")
-    return list(Job.objects.filter(pk__in=open_ids, state__in=TERMINAL).values_list("id", flat=True))
+    ended = Job.objects.filter(pk__in=open_ids, state__in=TERMINAL)
+    if accounted_until is not None:
+        ended = ended.filter(Q(finished_at__lte=accounted_until) | Q(finished_at__isnull=True))
+    return list(ended.values_list("id", flat=True))
 
 
 def _tell_owners_of_guarded_nodes(outcomes: list[guard.GuardOutcome], jobs: list[HeldJob]) -> None:

@@ -29,6 +29,7 @@ PERIOD_SETTINGS = {
     "sync": "GRID_CYCLE_S",
     "nodes": "GRID_CYCLE_S",
     "telemetry": "TELEMETRY_CYCLE_S",
+    "efficiency": "TELEMETRY_ACCOUNTING_S",
 }
 NODES_PERIOD_FACTOR = 5  # sync-nodes runs every fifth grid cycle (grid/settings.py CELERY_BEAT_SCHEDULE)
 

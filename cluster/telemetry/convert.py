@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,14 @@ def pod_pattern(pattern: str) -> Callable[[str, str], int | None]:
 LABELS_ONLY = Attribution(portal_hpc_job, pod_pattern(r"^gp-(\d+)(?:-|$)"), {})
 
 
-def attribute(labels: Mapping[str, str], host: str, gpu: int, names: MetricNames, how: Attribution) -> int | None:
+def attribute(
+    labels: Mapping[str, str], host: str, gpu: int, names: MetricNames, how: Attribution, labelled: Container[str] = ()
+) -> int | None:
+    """The portal job using this GPU: from its pod or HPC job label, else from the allocation record.
+
+    `labelled`: hosts where the exporter labels GPUs with their job; there a GPU without a label runs
+    no job, so the allocation record (one job on the node) does not claim it.
+    """
     pod = labels.get(names.pod_label)
     if pod:
         found = how.pod(labels.get(names.namespace_label, ""), pod)
@@ -59,7 +66,20 @@ def attribute(labels: Mapping[str, str], host: str, gpu: int, names: MetricNames
         found = how.hpc_job(hpc)
         if found is not None:
             return found
+    if host in labelled:
+        return None
     return how.allocation.get((host, gpu), how.allocation.get((host, None)))
+
+
+def labelled_hosts(labels: Iterable[Mapping[str, str]], names: MetricNames) -> set[str]:
+    """The hosts some series of which name a job (pod or HPC job label)."""
+    out = set()
+    for metric in labels:
+        if metric.get(names.pod_label) or metric.get(names.job_label):
+            host = names.host(metric)
+            if host:
+                out.add(host)
+    return out
 
 
 @dataclass
@@ -90,14 +110,16 @@ def to_samples(
 ) -> list[GpuSample]:
     """One sample per GPU that reported a temperature; other missing metrics are NaN (XID: 0)."""
     samples = []
-    for (host, gpu), entry in sorted(group_by_gpu(series, names).items()):
+    gpus = group_by_gpu(series, names)
+    labelled = labelled_hosts((entry.labels for entry in gpus.values()), names)
+    for (host, gpu), entry in sorted(gpus.items()):
         if "temperature_c" not in entry.values:
             continue
-        samples.append(_sample(host, gpu, entry, names, how))
+        samples.append(_sample(host, gpu, entry, names, how, labelled))
     return samples
 
 
-def _sample(host: str, gpu: int, entry: _Gpu, names: MetricNames, how: Attribution) -> GpuSample:
+def _sample(host: str, gpu: int, entry: _Gpu, names: MetricNames, how: Attribution, labelled: Container[str]) -> GpuSample:
     v = entry.values
     return GpuSample(
         hostname=host,
@@ -111,7 +133,7 @@ def _sample(host: str, gpu: int, entry: _Gpu, names: MetricNames, how: Attributi
         fb_free_mib=v.get("fb_free_mib", MISSING) * names.memory_scale,
         engine_active=v.get("engine_active", MISSING),
         xid_errors=int(v.get("xid_errors", 0) or 0),
-        portal_job_id=attribute(entry.labels, host, gpu, names, how),
+        portal_job_id=attribute(entry.labels, host, gpu, names, how, labelled),
     )
 
 
@@ -144,11 +166,18 @@ def recorded_samples(rows: Iterable[Mapping[str, Any]], names: MetricNames, how:
         if i == 0:
             labels[key] = metric
     gpus = sorted((host, int(index)) for host, index in labels if index.isdigit())
-    return [_recorded(host, gpu, values[host, str(gpu)], labels[host, str(gpu)], names, how) for host, gpu in gpus]
+    labelled = labelled_hosts(labels.values(), names)
+    return [_recorded(host, gpu, values[host, str(gpu)], labels[host, str(gpu)], names, how, labelled) for host, gpu in gpus]
 
 
 def _recorded(
-    host: str, gpu: int, row: list[float], labels: Mapping[str, str], names: MetricNames, how: Attribution
+    host: str,
+    gpu: int,
+    row: list[float],
+    labels: Mapping[str, str],
+    names: MetricNames,
+    how: Attribution,
+    labelled: Container[str],
 ) -> GpuSample:
     temperature, utilization, fb_used, engine_active, xid = row
     return GpuSample(
@@ -163,7 +192,7 @@ def _recorded(
         fb_free_mib=MISSING,
         engine_active=engine_active,
         xid_errors=int(xid),
-        portal_job_id=attribute(labels, host, gpu, names, how),
+        portal_job_id=attribute(labels, host, gpu, names, how, labelled),
     )
 
 

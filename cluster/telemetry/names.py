@@ -7,6 +7,7 @@ therefore a setting (TELEMETRY_NAMES), with the 3.x-4.8 defaults below.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -49,7 +50,7 @@ class MetricNames:
     def all_metrics(self) -> list[str]:
         return [self.metric(field) for _, field in SAMPLE_METRICS]
 
-    def host(self, labels: dict[str, str]) -> str | None:
+    def host(self, labels: Mapping[str, str]) -> str | None:
         return next((labels[key] for key in self.host_labels if labels.get(key)), None)
 
 
@@ -151,3 +152,83 @@ def guard_query(names: MetricNames, floor_c: float, stale_after_s: float, record
         "reporting": f"count by ({hosts}) ({fresh(reported)})",
     }
     return " or ".join(f'label_replace({expr}, "part", "{part}", "", "")' for part, expr in parts.items())
+
+
+# --- summaries: what one telemetry cycle decides from, per node and per job ------------------------
+
+# Recorded by the rules below (group SUMMARY_GROUP), so a cycle reads a few thousand small series at
+# a thousand nodes instead of every GPU's, and Prometheus computes nothing when it is asked: every
+# aggregation, join and filter runs at rule evaluation, off the cycle's path.
+SUMMARY_GROUP = "gpu-grid-portal-summaries"
+LOADED = "portal:summaries:loaded"  # one series; its labels say which idle threshold the rules were written for
+NODE_HOTTEST = "node:gpu_temperature_c:hottest"  # per node, the hottest GPU (its `gpu` label) and its °C
+NODE_REPORTING = "node:gpus_reporting:count"  # per node, GPUs that reported a temperature
+NODE_XID = "node:gpu_xid:nonzero"  # per GPU with a non-zero XID
+JOB_GPU_TEMPERATURE = "job_gpu:temperature_c"  # per GPU, with its job's labels (read by the rules below)
+JOB_GPU_ACTIVITY = "job_gpu:activity"  # per GPU: engine-active ratio, else utilisation / 100
+JOB_GPU_READING = "job_gpu:reading_utilization"  # per GPU with activity, utilisation and memory: its utilisation
+JOB_GPUS = "job:gpus:count"  # per job and host, GPUs reporting; `state`: idle | busy | partial
+JOB_READINGS = "job:readings:count"  # per job and host, GPUs with activity, utilisation and memory
+JOB_UTILIZATION = "job:utilization:sum"  # their utilisation (%), summed
+JOB_IDLE_READINGS = "job:idle_readings:count"  # those whose activity is below the idle threshold
+JOB_MEMORY = "job:fb_used:max"  # the most frame-buffer memory (MiB) one of them used
+JOB_TALLIES = (JOB_READINGS, JOB_UTILIZATION, JOB_IDLE_READINGS, JOB_MEMORY)
+CYCLE_SERIES = (LOADED, NODE_HOTTEST, NODE_REPORTING, NODE_XID, JOB_GPUS)
+IDLE_LABEL = "idle_below"
+
+
+@dataclass(frozen=True)
+class Rule:
+    record: str
+    expr: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+def _scaled(expr: str, scale: float) -> str:
+    return expr if scale == 1 else f"({expr}) * {scale:g}"
+
+
+def summary_rules(names: MetricNames, idle_threshold: float) -> list[Rule]:
+    """The per-node and per-job summaries one cycle reads, for these names and idle threshold.
+
+    A job is keyed by its host and its attribution labels (`hpc_job`, `pod`, `namespace`), as the
+    portal attributes a GPU (cluster.telemetry.convert.attribute): a job on several nodes has one
+    series per node, which the portal adds up. A GPU's activity is its engine-active ratio, else
+    its utilisation / 100 (cluster.safeguards.activity). A job is `partial` when one of its GPUs
+    reported a temperature but no activity (a gap: no idle decision), else `idle` when every GPU's
+    activity is below the threshold, else `busy`. The threshold is written into the rules (label
+    `idle_below`); the portal reads only summaries written for its own IDLE_THRESHOLD.
+    """
+    hosts = ", ".join(names.host_labels)
+    gpu = f"{hosts}, {names.gpu_label}"
+    job = ", ".join((*names.host_labels, names.job_label, names.pod_label, names.namespace_label))
+    per_gpu = f"{job}, {names.gpu_label}"
+    util = _scaled(f"max by ({per_gpu}) ({names.utilization})", names.utilization_scale)
+    memory = _scaled(f"max by ({per_gpu}) ({names.fb_used})", names.memory_scale)
+    threshold = f"{idle_threshold:g}"
+    idle = ((IDLE_LABEL, threshold),)
+    # Per GPU with its job's labels, evaluated once and read by the rules after them (a group's rules
+    # run in order at one evaluation time, each seeing the ones before).
+    reporting = f"count by ({job}) ({JOB_GPU_TEMPERATURE})"
+    complete = f"(count by ({job}) ({JOB_GPU_ACTIVITY}) == on ({job}) {reporting})"
+    most_active = f"max by ({job}) ({JOB_GPU_ACTIVITY})"
+
+    def state(name: str) -> tuple[tuple[str, str], ...]:
+        return (("state", name), *idle)
+
+    return [
+        Rule(LOADED, "vector(1)", idle),
+        Rule(NODE_HOTTEST, f"topk by ({hosts}) (1, max by ({gpu}) ({names.temperature}))"),
+        Rule(NODE_REPORTING, f"count by ({hosts}) (max by ({gpu}) ({names.temperature}))"),
+        Rule(NODE_XID, f"max by ({gpu}) ({names.xid}) != 0"),
+        Rule(JOB_GPU_TEMPERATURE, f"max by ({per_gpu}) ({names.temperature})"),
+        Rule(JOB_GPU_ACTIVITY, f"max by ({per_gpu}) ({names.engine_active}) or on ({gpu}) {util} / 100"),
+        Rule(JOB_GPU_READING, f"{util} and on ({gpu}) {JOB_GPU_ACTIVITY} and on ({gpu}) {memory}"),
+        Rule(JOB_GPUS, f"{reporting} unless on ({job}) {complete}", state("partial")),
+        Rule(JOB_GPUS, f"{reporting} and on ({job}) {complete} and on ({job}) ({most_active} < {threshold})", state("idle")),
+        Rule(JOB_GPUS, f"{reporting} and on ({job}) {complete} and on ({job}) ({most_active} >= {threshold})", state("busy")),
+        Rule(JOB_READINGS, f"count by ({job}) ({JOB_GPU_READING})", idle),
+        Rule(JOB_UTILIZATION, f"sum by ({job}) ({JOB_GPU_READING})", idle),
+        Rule(JOB_IDLE_READINGS, f"count by ({job}) ({JOB_GPU_ACTIVITY} < {threshold} and on ({gpu}) {JOB_GPU_READING})", idle),
+        Rule(JOB_MEMORY, f"max by ({job}) ({memory} and on ({gpu}) {JOB_GPU_READING})", idle),
+    ]

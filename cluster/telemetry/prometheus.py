@@ -12,10 +12,23 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
+from cluster.safeguards import EfficiencyTally
 from cluster.simulator.model import GpuSample
 from cluster.telemetry.convert import LABELS_ONLY, Attribution, GuardView, guard_view, recorded_samples, to_samples
 from cluster.telemetry.errors import TelemetryUnavailable
-from cluster.telemetry.names import RECORDED, MetricNames, fresh_only, guard_query, recording_rules
+from cluster.telemetry.names import (
+    IDLE_LABEL,
+    JOB_IDLE_READINGS,
+    JOB_MEMORY,
+    JOB_READINGS,
+    JOB_UTILIZATION,
+    RECORDED,
+    MetricNames,
+    fresh_only,
+    guard_query,
+    recording_rules,
+)
+from cluster.telemetry.summaries import CycleView, SummariesMissing, cycle_query, summary_view, tallies_of, view_of_samples
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +115,32 @@ class PrometheusTelemetry:
             log.warning("Prometheus has no recorded GPU temperature (rules not loaded, or every GPU stale): asking raw series")
             rows = self._call("custom_query", guard_query(self.names, floor_c, self.stale_after_s, recorded=False), params=params)
         return guard_view(rows, self.names, floor_c)
+
+    def cycle_view(self, threshold: float, at: datetime | None = None) -> CycleView:
+        """What one cycle decides from, read from the recorded summaries (names.summary_rules): a few
+        series per node and per job. Without them (rules not loaded, or written for another idle
+        threshold), from every GPU's sample, which costs more at a thousand nodes."""
+        moment = at or datetime.now(UTC)
+        rows = self._call("custom_query", cycle_query(), params={"time": moment.timestamp()})
+        try:
+            return summary_view(rows, self.names, self.attribution, threshold, moment.timestamp(), self.stale_after_s)
+        except SummariesMissing as exc:
+            log.warning("%s: reading every GPU instead", exc)
+            return view_of_samples(self.samples(None, moment), threshold)
+
+    def tallies(self, threshold: float, start: datetime, end: datetime) -> dict[int, EfficiencyTally]:
+        """Per job, its efficiency sums over (start, end]: every recorded summary in the window (one per
+        rule evaluation), not one sample per cycle. Nothing where no summaries were recorded then."""
+        # A millisecond short of the window: Prometheus 2 includes both ends of a range, and back-to-back
+        # windows must not share the sample on their boundary.
+        window_ms = max(1, round((end - start).total_seconds() * 1000) - 1)
+        label = f'{{{IDLE_LABEL}="{threshold:g}"}}'
+        parts = ((JOB_READINGS, "sum"), (JOB_UTILIZATION, "sum"), (JOB_IDLE_READINGS, "sum"), (JOB_MEMORY, "max"))
+        query = " or ".join(
+            f'label_replace({how}_over_time({name}{label}[{window_ms}ms]), "tally", "{name}", "", "")' for name, how in parts
+        )
+        rows = self._call("custom_query", query, params={"time": end.timestamp()})
+        return tallies_of(rows, self.names, self.attribution)
 
     def direct(self, params: dict[str, float]) -> list[dict[str, Any]]:
         """The recording rules' expressions asked directly (their answers named as the rules would)."""

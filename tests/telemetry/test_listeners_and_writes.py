@@ -21,6 +21,7 @@ from cluster.simulator.backend import SimulatorBackend
 from cluster.simulator.model import GpuSample
 from cluster.simulator.telemetry import SimulatorTelemetry
 from cluster.states import NodeState
+from cluster.telemetry.summaries import view_of_samples
 from grid import telemetry
 from jobs.models import Job
 from portal import listeners
@@ -106,9 +107,14 @@ def test_only_jobs_with_news_are_written(grid: SimulatorBackend, alice: User, su
     seen, unseen = running(submit(alice)), running(submit(alice))
     telemetry.run_cycle()  # creates both rows
     policy = telemetry.idle_policy("vision")
-    samples = telemetry.samples_by_job(SimulatorTelemetry().samples(), {seen.pk})  # the other job's GPUs unseen
+    mine = [s for s in SimulatorTelemetry().samples() if s.portal_job_id == seen.pk]  # the other job's GPUs unseen
+    view = view_of_samples(mine, policy.threshold)
     changes, _ = guard.decide_jobs(
-        samples, {seen.pk: seen.gpus, unseen.pk: unseen.gpus}, {seen.pk: policy, unseen.pk: policy}, timezone.now()
+        view.jobs,
+        view.tallies,
+        {seen.pk: seen.gpus, unseen.pk: unseen.gpus},
+        {seen.pk: policy, unseen.pk: policy},
+        timezone.now(),
     )
     assert [c.job_id for c in changes] == [seen.pk]  # the unseen job adds nothing and had no streak to end
     before = JobEfficiency.objects.get(portal_job_id=unseen.pk)

@@ -3,6 +3,7 @@ and asks for metrics that exist."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -12,8 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
+from django.core.management import call_command
 
-from cluster.telemetry.names import RECORDED, RECORDED_GROUP, MetricNames, recording_rules
+from cluster.telemetry.names import RECORDED, RECORDED_GROUP, SUMMARY_GROUP, MetricNames, recording_rules, summary_rules
 
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
 PORTAL_METRICS = {"gridportal_queue_gpus", "gridportal_admission_wait_seconds_bucket", "gridportal_admissions_total",
@@ -45,6 +47,26 @@ def test_the_recording_rules_are_the_ones_the_portal_reads_and_asks_for_without_
     # The names the cycle queries, and the same expressions it asks itself when the rules are not loaded.
     assert list(shipped) == [name for name, _ in RECORDED]
     assert shipped == recording_rules(MetricNames())
+
+
+def test_the_summary_rules_are_the_ones_the_cycle_reads_for_the_default_threshold(settings: Any) -> None:
+    group = next(g for g in _rules()["groups"] if g["name"] == SUMMARY_GROUP)
+    shipped = [(r["record"], " ".join(r["expr"].split()), tuple(sorted(r.get("labels", {}).items()))) for r in group["rules"]]
+    expected = [(r.record, r.expr, tuple(sorted(r.labels))) for r in summary_rules(MetricNames(), 0.05)]
+    assert shipped == expected
+    assert settings.IDLE_THRESHOLD == 0.05  # the shipped file is written for the default
+    # `manage.py prometheus_rules` prints the same groups for a site's own names and threshold.
+    settings.IDLE_THRESHOLD = 0.2
+    printed = yaml.safe_load(_print_rules())
+    summaries = next(g for g in printed["groups"] if g["name"] == SUMMARY_GROUP)
+    assert {r.get("labels", {}).get("idle_below") for r in summaries["rules"]} == {None, "0.2"}
+    assert any("< 0.2" in r["expr"] for r in summaries["rules"])
+
+
+def _print_rules() -> str:
+    out = io.StringIO()
+    call_command("prometheus_rules", stdout=out)
+    return out.getvalue()
 
 
 def test_the_rules_cover_thermal_exporter_down_and_queue_wait() -> None:

@@ -14,10 +14,13 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
+from django.utils import timezone
 from pytest_django import Settings
 from pytest_django.live_server_helper import LiveServer
 
-from cluster.models import Node
+from cluster import guard
+from cluster.models import JobEfficiency, Node, SimJob
+from cluster.safeguards import Seen
 from cluster.simulator.backend import SimulatorBackend
 from cluster.simulator.model import GpuSample
 from cluster.states import NodeState
@@ -25,7 +28,12 @@ from cluster.telemetry import TelemetryUnavailable, get_telemetry
 from cluster.telemetry import prometheus as prometheus_module
 from cluster.telemetry.names import RECORDED, MetricNames
 from cluster.telemetry.prometheus import PrometheusTelemetry
+from cluster.telemetry.summaries import CycleView, view_of_samples
 from grid import telemetry
+from jobs import services
+from jobs.models import Job
+from jobs.states import JobState
+from portal.models import User
 from tests.stack import free_port
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.django_db(transaction=True)]
@@ -169,3 +177,106 @@ def test_gpus_whose_series_are_stale_are_left_out_and_decide_nothing(scraped: st
     report = telemetry.run_cycle(source=stale)
     assert report.gpus == 0 and report.guarded == []
     assert Node.objects.get(name="onprem-h100-01").state == NodeState.READY
+
+
+# --- the recorded summaries (names.summary_rules): what the cycle reads at scale ---------------------
+
+
+def _running(job: Job, load: float) -> Job:
+    services.run_admission_cycle()
+    services.dispatch(job.pk)
+    services.sync_jobs()
+    SimJob.objects.filter(portal_job_id=job.pk).update(load=load)
+    job.refresh_from_db()
+    assert job.state == JobState.RUNNING, job.state
+    return job
+
+
+def _summaries_and_samples_agree(source: PrometheusTelemetry, jobs: list[Job]) -> CycleView | None:
+    view = source.cycle_view(0.05)
+    every_gpu = view_of_samples(source.samples(), 0.05)
+    if view.samples is not None or view.guard.reporting != every_gpu.guard.reporting:
+        return None
+    if any(view.jobs.get(j.pk) != every_gpu.jobs.get(j.pk) or j.pk not in view.jobs for j in jobs):
+        return None  # a scrape between the two reads; the next try agrees
+    return view
+
+
+def test_the_cycle_reads_the_recorded_summaries_and_sees_what_every_gpu_shows(
+    scraped: str, alice: User, submit: Callable[..., Job]
+) -> None:
+    busy, idle = _running(submit(alice), 0.9), _running(submit(alice), 0.0)
+    source = telemetry.source_for(telemetry.held_jobs())
+    assert isinstance(source, PrometheusTelemetry)
+    view = wait_for(lambda: _summaries_and_samples_agree(source, [busy, idle]))
+    assert view is not None and view.tallies is None  # the sums come from history, by the accounting pass
+    assert sum(view.guard.reporting.values()) == 24
+    assert view.jobs[busy.pk].seen(busy.gpus) == Seen.BUSY and view.jobs[idle.pk].seen(idle.gpus) == Seen.IDLE
+    hottest = {host: max(temps.values()) for host, temps in view.guard.hot.items()}
+    every: dict[str, float] = {}
+    for s in source.samples():
+        every[s.hostname] = max(every.get(s.hostname, 0.0), s.temperature_c)
+    assert set(hottest) == set(every) and all(abs(hottest[h] - every[h]) < 15 for h in every)
+
+
+def test_without_summaries_for_this_threshold_the_cycle_reads_every_gpu(scraped: str) -> None:
+    source = get_telemetry()
+    assert isinstance(source, PrometheusTelemetry)
+    wait_for(lambda: _all_24(source))
+    view = source.cycle_view(0.123)  # the shipped rules are written for 0.05
+    assert view.samples is not None and len(view.samples) == 24 and view.tallies is not None
+
+
+def test_the_accounting_pass_adds_what_prometheus_recorded_once(
+    scraped: str, alice: User, submit: Callable[..., Job], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.TELEMETRY_SCRAPE_INTERVAL_S = 1
+    job = _running(submit(alice), 0.9)
+    source = telemetry.source_for(telemetry.held_jobs())
+    assert isinstance(source, PrometheusTelemetry)
+    wait_for(lambda: job.pk in source.cycle_view(0.05).jobs)
+    time.sleep(4)  # the pass leaves out the last two evaluations and a second (not written yet, maybe)
+    first = telemetry.account_efficiency(source)  # opens the cursor TELEMETRY_ACCOUNTING_S back
+    assert first.start is not None and first.end is not None and first.end - first.start == timedelta(seconds=60)
+    row = JobEfficiency.objects.get(portal_job_id=job.pk)
+    assert row.samples > 0 and row.utilization_sum > 0 and row.memory_peak_mib > 0
+    # A pass that dies half-way adds nothing and leaves the cursor: the next one adds the window once.
+    time.sleep(3)
+    later = timezone.now()
+    monkeypatch.setattr(guard, "add_tallies", _boom)
+    with pytest.raises(RuntimeError):
+        telemetry.account_efficiency(source, later)
+    assert telemetry.accounted_until() == first.end
+    assert JobEfficiency.objects.get(portal_job_id=job.pk).samples == row.samples
+    monkeypatch.undo()
+    again = telemetry.account_efficiency(source, later)
+    assert again.start == first.end and again.end is not None and again.end > first.end
+    added = JobEfficiency.objects.get(portal_job_id=job.pk).samples - row.samples
+    # One reading per GPU per rule evaluation (every second here) in the window, at most.
+    seconds = (again.end - first.end).total_seconds()
+    assert 0 < added <= job.gpus * (seconds + 1)
+    # The same moment again: the cursor is there already, nothing is added twice.
+    telemetry.account_efficiency(source, later)
+    assert JobEfficiency.objects.get(portal_job_id=job.pk).samples == row.samples + added
+
+
+def _boom(*args: Any, **kwargs: Any) -> int:
+    raise RuntimeError("the worker died here")
+
+
+def test_an_ended_job_is_made_final_only_once_its_end_is_accounted(
+    scraped: str, alice: User, submit: Callable[..., Job], settings: Settings
+) -> None:
+    settings.TELEMETRY_SCRAPE_INTERVAL_S = 1
+    job = _running(submit(alice), 0.9)
+    source = telemetry.source_for(telemetry.held_jobs())
+    assert isinstance(source, PrometheusTelemetry)
+    wait_for(lambda: job.pk in source.tallies(0.05, timezone.now() - timedelta(seconds=30), timezone.now()))
+    telemetry.run_cycle(source)
+    services.cancel(alice, job)
+    telemetry.run_cycle(source)
+    assert not JobEfficiency.objects.get(portal_job_id=job.pk).final  # its last seconds are not accounted yet
+    telemetry.account_efficiency(source, timezone.now() + timedelta(seconds=30))
+    telemetry.run_cycle(source)
+    row = JobEfficiency.objects.get(portal_job_id=job.pk)
+    assert row.final and row.samples > 0 and row.mean_utilization is not None
