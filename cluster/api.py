@@ -13,7 +13,13 @@ from rest_framework.response import Response
 
 from cluster import services
 from cluster.models import Node, Pool
-from cluster.serializers import NodeActionSerializer, NodeEventSerializer, NodeSerializer, PoolSerializer
+from cluster.serializers import (
+    DrainedNodeSerializer,
+    NodeActionSerializer,
+    NodeEventSerializer,
+    NodeSerializer,
+    PoolSerializer,
+)
 from portal.access import IsOperator
 
 
@@ -38,30 +44,32 @@ class NodeViewSet(viewsets.ReadOnlyModelViewSet[Node]):
             return [permissions.IsAuthenticated(), IsOperator()]
         return super().get_permissions()
 
-    def _act(self, request: Request, change: Any) -> Response:
+    def _act(self, request: Request, change: Any) -> Node:
         node = self.get_object()
         body = NodeActionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            node = change(node.name, request.user.get_username(), body.validated_data["reason"])
+            changed: Node = change(node.name, request.user.get_username(), body.validated_data["reason"])
         except services.NodeActionError as exc:
             raise exceptions.ValidationError({"reason": [str(exc)]}) from None
-        return Response(NodeSerializer(node).data)
+        return changed
 
     @extend_schema(request=NodeActionSerializer, responses={200: NodeSerializer})
     @action(detail=True, methods=["post"])
     def cordon(self, request: Request, name: str | None = None) -> Response:
-        return self._act(request, services.cordon)
+        return Response(NodeSerializer(self._act(request, services.cordon)).data)
 
-    @extend_schema(request=NodeActionSerializer, responses={200: NodeSerializer})
+    @extend_schema(request=NodeActionSerializer, responses={200: DrainedNodeSerializer})
     @action(detail=True, methods=["post"])
     def drain(self, request: Request, name: str | None = None) -> Response:
-        return self._act(request, services.drain)
+        """Drain the node; the answer carries the drain's report (pods a disruption budget kept, and why)."""
+        node = self._act(request, services.drain)
+        return Response({**NodeSerializer(node).data, "drain_report": services.last_drain_report(node)})
 
     @extend_schema(request=NodeActionSerializer, responses={200: NodeSerializer})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, name: str | None = None) -> Response:
-        return self._act(request, services.resume)
+        return Response(NodeSerializer(self._act(request, services.resume)).data)
 
     @extend_schema(responses={200: NodeEventSerializer(many=True)})
     @action(detail=True, methods=["get"])

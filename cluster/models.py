@@ -61,6 +61,9 @@ class NodeEvent(RestrictedModel):
     to_state = models.CharField(max_length=12, choices=NodeState.choices)
     actor = models.CharField(max_length=150, help_text="Username, or 'system' for automatic changes.")
     reason = models.CharField(max_length=255, blank=True)
+    drain_report = models.JSONField(
+        default=dict, blank=True, help_text="A drain's report from the backend: {evicted, blocked: {pod: why}, skipped}."
+    )
 
     class Meta:
         ordering = ["-at", "-id"]

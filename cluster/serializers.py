@@ -24,7 +24,18 @@ class NodeSerializer(serializers.ModelSerializer[Node]):
 class NodeEventSerializer(serializers.ModelSerializer[NodeEvent]):
     class Meta:
         model = NodeEvent
-        fields = ["at", "from_state", "to_state", "actor", "reason"]
+        fields = ["at", "from_state", "to_state", "actor", "reason", "drain_report"]
+
+
+class DrainedNodeSerializer(NodeSerializer):
+    """A node after a drain, with what the drain did (pods evicted, pods a disruption budget kept)."""
+
+    drain_report = serializers.JSONField(
+        read_only=True, allow_null=True, help_text="{evicted: [pod], blocked: {pod: why}, skipped: [pod]}"
+    )
+
+    class Meta(NodeSerializer.Meta):
+        fields = [*NodeSerializer.Meta.fields, "drain_report"]
 
 
 class NodeActionSerializer(serializers.Serializer[dict[str, Any]]):

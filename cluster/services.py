@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Max, Model, Q, Sum
@@ -22,6 +23,7 @@ from portal.broadcast import send_on_commit
 from portal.states import move
 
 GRID_HISTORY_KEPT = timedelta(days=7)
+BACKEND_ACTOR = "backend"  # node events seen by sync, not asked for: they carry no drain report
 
 
 class NodeActionError(Exception):
@@ -40,7 +42,7 @@ def sync_nodes(backend: ClusterBackend | None = None) -> int:
                 defaults=dict(pool=pool, gpu_model=r.gpu_model, gpus=r.gpus, state=r.state, reason=r.reason),
             )
             if not created and node.state != r.state:
-                NodeEvent.objects.create(node=node, from_state=node.state, to_state=r.state, actor="backend", reason=r.reason)
+                NodeEvent.objects.create(node=node, from_state=node.state, to_state=r.state, actor=BACKEND_ACTOR, reason=r.reason)
             Node.objects.filter(pk=node.pk).update(
                 pool=pool,
                 gpu_model=r.gpu_model,
@@ -63,23 +65,36 @@ def _change_node(name: str, to: NodeState, actor: str, reason: str) -> Node:
         raise NodeActionError("reason: a reason is required to cordon or drain a node")
     if len(reason) > 255:
         raise NodeActionError("reason: at most 255 characters")
-    backend = get_backend()
+    report = _act_on_backend(get_backend(), name, to, reason)
+    with transaction.atomic():
+        left = move(Node, node.pk, to, NODE_TRANSITIONS, reason=reason, updated_at=timezone.now())
+        if left is not None:
+            NodeEvent.objects.create(
+                node=node, from_state=left, to_state=to, actor=actor, reason=reason, drain_report=report or {}
+            )
+            send_on_commit("grid", {"type": "grid.changed"})
+    node.refresh_from_db()
+    return node
+
+
+def _act_on_backend(backend: ClusterBackend, name: str, to: NodeState, reason: str) -> dict[str, Any] | None:
+    """Tell the backend; a drain's report (pods evicted, pods a disruption budget kept) comes back to be stored."""
     try:
         if to == NodeState.CORDONED:
             backend.cordon(name, reason)
         elif to == NodeState.DRAINING:
-            backend.drain(name, reason)
+            return backend.drain(name, reason).as_dict()
         else:
             backend.resume(name)
     except BackendRejected as exc:
         raise NodeActionError(str(exc)) from exc
-    with transaction.atomic():
-        left = move(Node, node.pk, to, NODE_TRANSITIONS, reason=reason, updated_at=timezone.now())
-        if left is not None:
-            NodeEvent.objects.create(node=node, from_state=left, to_state=to, actor=actor, reason=reason)
-            send_on_commit("grid", {"type": "grid.changed"})
-    node.refresh_from_db()
-    return node
+    return None
+
+
+def last_drain_report(node: Node) -> dict[str, Any] | None:
+    """The report of the node's latest drain (a repeated drain records a draining → draining event), or None."""
+    event = node.events.filter(to_state=NodeState.DRAINING).exclude(actor=BACKEND_ACTOR).first()
+    return event.drain_report if event is not None else None
 
 
 def cordon(name: str, actor: str, reason: str) -> Node:

@@ -20,6 +20,7 @@ from bursting import charts, services
 from bursting.models import BurstEvent, BurstPolicy, BurstProposal, BurstState, InstanceType
 from cluster import services as cluster_services
 from cluster.models import Node
+from cluster.states import NodeState
 from grid import audit, teams
 from jobs.models import Job
 from jobs.states import HOLDS_GPUS, WAITING
@@ -71,17 +72,27 @@ def node_action(request: HttpRequest, name: str) -> HttpResponse:
         error = "action: one of cordon, drain, resume"
     elif request.method == "POST" and request.POST.get("confirm") == "yes":
         try:
-            NODE_ACTIONS[action](node.name, signed_in(request).username, reason)
+            changed = NODE_ACTIONS[action](node.name, signed_in(request).username, reason)
         except cluster_services.NodeActionError as exc:
             error = str(exc)
         else:
-            messages.success(request, f"{node.name}: {action} done")
+            _report_action(request, changed, action)
             return redirect("console_nodes")
     elif request.method == "POST" and action != "resume" and not reason:
         error = "reason: a reason is required to cordon or drain a node"
     affected = jobs_by_node().get(node.name, [])
     context = {"node": node, "action": action, "reason": reason, "affected": affected, "error": error}
+    context["drain_report"] = cluster_services.last_drain_report(node) if node.state == NodeState.DRAINING else None
     return render(request, "bursting/node_action.html", {**context, "confirming": request.method == "POST" and not error})
+
+
+def _report_action(request: HttpRequest, node: Node, action: str) -> None:
+    """A drain the cluster could not finish (pods a disruption budget keeps) is a warning, not a success."""
+    blocked = (cluster_services.last_drain_report(node) or {}).get("blocked") if action == "drain" else None
+    if blocked:
+        messages.warning(request, f"{node.name}: drained, but {len(blocked)} pod(s) not evicted: {', '.join(sorted(blocked))}")
+    else:
+        messages.success(request, f"{node.name}: {action} done")
 
 
 @login_required

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class BackendError(Exception):
@@ -97,6 +98,26 @@ class RemoteNode:
     reason: str = ""
 
 
+@dataclass
+class DrainReport:
+    """What a drain did to the work on a node, for the operator: what was evicted, what a disruption
+    budget kept (with the cluster's reason), what was left alone. Backends whose drain only stops new
+    placements (Slurm, the simulator) evict nothing and report an empty, complete drain."""
+
+    node: str
+    evicted: list[str] = field(default_factory=list)
+    blocked: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.blocked
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as stored with the node's drain event and returned by the API."""
+        return {"evicted": list(self.evicted), "blocked": dict(self.blocked), "skipped": list(self.skipped)}
+
+
 class ClusterBackend(abc.ABC):
     """Submit, cancel, list jobs by portal id, list nodes, cordon/drain/resume, scale a pool."""
 
@@ -144,8 +165,8 @@ class ClusterBackend(abc.ABC):
         """Stop placing new jobs on the node; running jobs continue."""
 
     @abc.abstractmethod
-    def drain(self, node: str, reason: str) -> None:
-        """Cordon the node; it becomes empty as its jobs end."""
+    def drain(self, node: str, reason: str) -> DrainReport:
+        """Cordon the node; it becomes empty as its jobs end (or are evicted). Returns what it did."""
 
     @abc.abstractmethod
     def resume(self, node: str) -> None:

@@ -22,6 +22,7 @@ from django.utils import timezone
 from cluster.backends.base import (
     BackendRejected,
     ClusterBackend,
+    DrainReport,
     JobRequest,
     RemoteJob,
     RemoteJobState,
@@ -322,8 +323,11 @@ class SimulatorBackend(ClusterBackend):
     def cordon(self, node: str, reason: str) -> None:
         self._set_node_state(node, NodeState.CORDONED, reason)
 
-    def drain(self, node: str, reason: str) -> None:
+    def drain(self, node: str, reason: str) -> DrainReport:
+        """As Slurm's drain: nothing new is placed and running jobs end on their own; the simulator
+        evicts nothing, so nothing can be blocked and the report is empty."""
         self._set_node_state(node, NodeState.DRAINING, reason)
+        return DrainReport(node)
 
     def resume(self, node: str) -> None:
         self._set_node_state(node, NodeState.READY, "")

@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from cluster import dcgm
-from cluster.backends.base import BackendRejected, JobRequest, RemoteJob, RemoteJobState
+from cluster import services as cluster_services
+from cluster.backends.base import BackendRejected, DrainReport, JobRequest, RemoteJob, RemoteJobState
 from cluster.gpus import GPU_MODELS
 from cluster.models import SimJob, SimNode
 from cluster.simulator.backend import SimulatorBackend
@@ -143,6 +144,12 @@ def test_drain_cordon_resume_and_unknown_nodes(grid: SimulatorBackend) -> None:
     assert {n.name: n.state for n in grid.list_nodes()}["onprem-a100-01"] == "ready"
     with pytest.raises(BackendRejected, match="no node called"):
         grid.cordon("nope", "x")
+
+
+def test_a_drain_evicts_nothing_so_its_stored_report_is_empty_and_complete(grid: SimulatorBackend) -> None:
+    assert grid.drain("onprem-a100-02", "fan") == DrainReport("onprem-a100-02")
+    node = cluster_services.drain("onprem-a100-01", "olivia", "memory errors")
+    assert cluster_services.last_drain_report(node) == {"evicted": [], "blocked": {}, "skipped": []}
 
 
 def test_a_cloud_pool_scales_up_and_down_but_keeps_busy_nodes_until_they_drain(grid: SimulatorBackend) -> None:

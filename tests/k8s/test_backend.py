@@ -9,13 +9,17 @@ from typing import Any
 
 import pytest
 import yaml
+from django.test import Client
 from pytest_django import Settings
+from rest_framework.test import APIClient
 
+from cluster import services as cluster_services
 from cluster.backends import get_backend
 from cluster.backends.base import BackendRejected, BackendUnavailable
 from cluster.backends.kubernetes.backend import KubernetesBackend
 from cluster.backends.kubernetes.errors import ConflictError
-from cluster.backends.kubernetes.manifests import JOB_ID_LABEL, ManifestConfig
+from cluster.backends.kubernetes.manifests import JOB_ID_LABEL, PYTORCH_JOB_API, ManifestConfig
+from cluster.models import Node
 from cluster.states import NodeState, PoolKind
 from jobs import services
 from jobs.models import Job
@@ -249,7 +253,7 @@ def test_drain_evicts_what_it_may_and_reports_the_pod_a_budget_protects(fake: Fa
     fake.add_pdb(NS, "serve", {"app": "serve"}, min_available=1)
     fake.add_pod("gpu-operator", "dcgm-exporter-abcde", "gpu-a100-1", owner_kind="DaemonSet")
 
-    report = k8s.drain_node("gpu-a100-1", "replace GPU 3")
+    report = k8s.drain("gpu-a100-1", "replace GPU 3")
 
     assert report.evicted == [f"{NS}/gp-7-main-0"]
     assert list(report.blocked) == [f"{NS}/serve-0"] and "disruption budget" in report.blocked[f"{NS}/serve-0"]
@@ -260,8 +264,75 @@ def test_drain_evicts_what_it_may_and_reports_the_pod_a_budget_protects(fake: Fa
     assert node.gpus_used == 1
 
     fake.remove("policy", "poddisruptionbudgets", NS, "serve")  # the budget is lifted: a second drain finishes
-    assert k8s.drain_node("gpu-a100-1", "replace GPU 3").complete
+    assert k8s.drain("gpu-a100-1", "replace GPU 3").complete
     assert k8s.list_nodes()[0].reason == "replace GPU 3"
+
+
+@pytest.fixture
+def portal_on_fake(fake: FakeApiServer, settings: Settings, tmp_path: Path) -> FakeApiServer:
+    """The portal itself (get_backend(), as services, API and console call it) pointed at the fake API server."""
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+        "users": [{"name": "portal", "user": {"token": "not-checked-by-the-fake"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "portal"}}],
+        "current-context": "fake",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    settings.K8S_KUBECONFIG = str(path)
+    settings.CLUSTER_BACKEND = "kubernetes"
+    return fake
+
+
+def node_with_a_protected_pod(fake: FakeApiServer) -> None:
+    fake.add_node("gpu-a100-1")
+    fake.add_pod(NS, "gp-7-main-0", "gpu-a100-1", labels={JOB_ID_LABEL: "7"}, gpus=4)
+    fake.add_pod(NS, "serve-0", "gpu-a100-1", labels={"app": "serve"}, gpus=1)
+    fake.add_pdb(NS, "serve", {"app": "serve"}, min_available=1)
+    cluster_services.sync_nodes()
+
+
+def test_the_pods_a_budget_kept_reach_the_operator_through_the_api_and_the_node_event(
+    portal_on_fake: FakeApiServer, api: Callable[[User | None], APIClient], olivia: User, alice: User
+) -> None:
+    fake = portal_on_fake
+    node_with_a_protected_pod(fake)
+    url = "/api/v1/nodes/gpu-a100-1/drain/"
+    assert api(alice).post(url, {"reason": "x"}).status_code == 403  # an outsider to operations: refused, nothing evicted
+    assert len(fake.items("", "pods")) == 2
+
+    answer = api(olivia).post(url, {"reason": "replace GPU 3"})
+    assert answer.status_code == 200, answer.content
+    report = answer.json()["drain_report"]
+    assert answer.json()["state"] == NodeState.DRAINING and report["evicted"] == [f"{NS}/gp-7-main-0"]
+    assert list(report["blocked"]) == [f"{NS}/serve-0"] and "disruption budget" in report["blocked"][f"{NS}/serve-0"]
+    event = Node.objects.get(name="gpu-a100-1").events.first()
+    assert event is not None and (event.actor, event.drain_report) == ("olivia", report)
+    [listed, *_] = api(olivia).get("/api/v1/nodes/gpu-a100-1/events/").json()
+    assert listed["drain_report"] == report
+
+    fake.remove("policy", "poddisruptionbudgets", NS, "serve")  # the budget is lifted: the operator drains again
+    again = api(olivia).post(url, {"reason": "replace GPU 3"}).json()["drain_report"]
+    assert (again["blocked"], again["evicted"]) == ({}, [f"{NS}/serve-0"])
+    assert Node.objects.get(name="gpu-a100-1").events.filter(to_state=NodeState.DRAINING).count() == 2
+
+
+def test_the_console_warns_of_a_drain_a_budget_blocked_and_the_node_page_lists_the_pods(
+    portal_on_fake: FakeApiServer, web: Callable[[User | None], Client], olivia: User, carol: User
+) -> None:
+    node_with_a_protected_pod(portal_on_fake)
+    url = "/console/nodes/gpu-a100-1/"
+    body = {"action": "drain", "reason": "replace GPU 3", "confirm": "yes"}
+    assert web(carol).post(url, body).status_code == 404  # the console is operators' only
+    assert len(portal_on_fake.items("", "pods")) == 2
+
+    done = web(olivia).post(url, body, follow=True)
+    text = done.content.decode()
+    assert "drained, but 1 pod(s) not evicted: team-vision/serve-0" in text
+    page = web(olivia).get(url).content.decode()
+    assert 'id="drain-blocked"' in page and "team-vision/serve-0" in page and "disruption budget" in page
 
 
 def test_a_node_that_is_not_ready_is_down(fake: FakeApiServer, k8s: KubernetesBackend) -> None:
@@ -362,6 +433,28 @@ def test_a_422_names_the_invalid_field(fake: FakeApiServer, k8s: KubernetesBacke
     with pytest.raises(BackendRejected, match=r"invalid \(422\).*spec\.replicas") as caught:
         k8s.update_custom(MACHINE_DEPLOYMENT_API, "capi", "burst-a10g", bad)
     assert not caught.value.retryable
+
+
+def test_the_fake_api_server_enforces_the_crds_cel_rules_on_updates(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
+    job = admit(submit(alice, image=IMAGE, kind="training", nodes=2, gpus_per_node=8))
+    k8s.submit(services.job_request(job))  # created: the transition rule does not apply, and the create passes
+    name = f"gp-{job.pk}"
+
+    def relabel(obj: dict[str, Any]) -> dict[str, Any]:
+        obj["metadata"].setdefault("labels", {})["note"] = "kept-in-its-queue"
+        return obj
+
+    def move_queue(obj: dict[str, Any]) -> dict[str, Any]:
+        obj["spec"]["runPolicy"]["schedulingPolicy"]["queue"] = "team-render-a100"
+        return obj
+
+    assert k8s.update_custom(PYTORCH_JOB_API, NS, name, relabel)["metadata"]["labels"]["note"] == "kept-in-its-queue"
+    with pytest.raises(BackendRejected, match=r"spec\.runPolicy\.schedulingPolicy\.queue: .*is immutable"):
+        k8s.update_custom(PYTORCH_JOB_API, NS, name, move_queue)
+    stored = fake.get("kubeflow.org", "pytorchjobs", NS, name)
+    assert stored is not None and stored["spec"]["runPolicy"]["schedulingPolicy"]["queue"] == "team-vision-a100"
 
 
 def test_the_seeds_queue_is_refused_and_the_compiled_one_accepted(fake: FakeApiServer, k8s: KubernetesBackend) -> None:

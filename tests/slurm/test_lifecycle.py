@@ -70,7 +70,12 @@ def test_a_drained_node_keeps_its_job_and_comes_back_on_resume(slurm_world: Slur
     remote = slurm_world.find_job(job.pk)
     assert remote and remote.node_names
     node = remote.node_names[0]
-    cluster_services.drain(node, olivia.username, "swap a fan")
+    drained_now = cluster_services.drain(node, olivia.username, "swap a fan")
+    assert cluster_services.last_drain_report(drained_now) == {
+        "evicted": [],
+        "blocked": {},
+        "skipped": [],
+    }  # Slurm evicts nothing
     cluster_services.sync_nodes(slurm_world)
     drained = Node.objects.get(name=node)
     assert drained.state == NodeState.DRAINING and drained.reason == "swap a fan"

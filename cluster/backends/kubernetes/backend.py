@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from cluster.backends.base import BackendRejected, ClusterBackend, JobRequest, RemoteJob, RemoteJobState, RemoteNode
+from cluster.backends.base import BackendRejected, ClusterBackend, DrainReport, JobRequest, RemoteJob, RemoteJobState, RemoteNode
 from cluster.backends.kubernetes import manifests, status
 from cluster.backends.kubernetes.errors import ConflictError, NotFoundError, TooManyRequests
 from cluster.backends.kubernetes.manifests import JOB_ID_LABEL, MACHINE_DEPLOYMENT_API, PYTORCH_JOB_API, VOLCANO_JOB_API, Manifest
@@ -79,20 +79,6 @@ class KubeSettings:
             burst_machinedeployments=parse_burst_machinedeployments(getattr(s, "K8S_BURST_MACHINEDEPLOYMENTS", {})),
             conflict_retries=int(getattr(s, "K8S_CONFLICT_RETRIES", 3)),
         )
-
-
-@dataclass
-class DrainReport:
-    """What a drain did: pods evicted, pods a PodDisruptionBudget kept, pods left alone."""
-
-    node: str
-    evicted: list[str] = field(default_factory=list)
-    blocked: dict[str, str] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return not self.blocked
 
 
 class KubernetesBackend(ClusterBackend):
@@ -277,16 +263,11 @@ class KubernetesBackend(ClusterBackend):
         }
         self._patch_node(node, {"metadata": {"annotations": annotations}, "spec": {"unschedulable": None}}, "uncordon")
 
-    def drain(self, node: str, reason: str) -> None:
-        report = self.drain_node(node, reason)
-        if not report.complete:
-            log.warning("drain of %s: %d pod(s) not evicted: %s", node, len(report.blocked), report.blocked)
-
-    def drain_node(self, node: str, reason: str) -> DrainReport:
+    def drain(self, node: str, reason: str) -> DrainReport:
         """Cordon the node and evict its pods through the Eviction API, which honours PodDisruptionBudgets.
 
-        Pods a budget protects stay (the API answers 429); they are reported here and on the
-        node (annotation), and a later drain tries them again.
+        Pods a budget protects stay (the API answers 429); they are named in the report the portal
+        stores with the node's drain event, and on the node (annotation); a later drain tries them again.
         """
         annotations = {status.CORDON_REASON_ANNOTATION: reason, status.DRAIN_ANNOTATION: "true"}
         self._patch_node(node, {"metadata": {"annotations": annotations}, "spec": {"unschedulable": True}}, "cordon")
@@ -298,6 +279,8 @@ class KubernetesBackend(ClusterBackend):
             self._evict(pod, report)
         blocked = "; ".join(f"{pod}: {why}" for pod, why in sorted(report.blocked.items()))[:1000]
         self._patch_node(node, {"metadata": {"annotations": {status.DRAIN_BLOCKED_ANNOTATION: blocked or None}}}, "annotate")
+        if not report.complete:
+            log.warning("drain of %s: %d pod(s) not evicted: %s", node, len(report.blocked), blocked)
         return report
 
     def _evict(self, pod: Mapping[str, Any], report: DrainReport) -> None:

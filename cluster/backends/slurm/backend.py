@@ -25,6 +25,7 @@ from cluster.backends.base import (
     BackendRejected,
     BackendUnavailable,
     ClusterBackend,
+    DrainReport,
     JobRequest,
     RemoteJob,
     RemoteJobState,
@@ -230,8 +231,11 @@ class SlurmBackend(ClusterBackend):
     def cordon(self, node: str, reason: str) -> None:
         self._update_node(node, "State=DRAIN", f"Reason={CORDON_PREFIX}{_reason(reason)}")
 
-    def drain(self, node: str, reason: str) -> None:
+    def drain(self, node: str, reason: str) -> DrainReport:
+        """State=DRAIN: Slurm places nothing new and lets running jobs end; it evicts nothing, so
+        nothing can be blocked and the report is empty (the node shows `draining` until it is idle)."""
         self._update_node(node, "State=DRAIN", f"Reason={_reason(reason)}")
+        return DrainReport(node)
 
     def resume(self, node: str) -> None:
         self._update_node(node, "State=RESUME")
