@@ -48,9 +48,16 @@ def _class_of(job: Job, known: set[str]) -> str:
 
 
 def pending_jobs(
-    jobs: Iterable[Job], classes: tuple[policy.PriorityClassSpec, ...], lowered: frozenset[str] = frozenset()
+    jobs: Iterable[Job],
+    classes: tuple[policy.PriorityClassSpec, ...],
+    lowered: frozenset[str] = frozenset(),
+    fifo_starts: Mapping[int, float] | None = None,
 ) -> list[policy.PendingJob]:
-    """The policy's view of waiting jobs; teams in `lowered` (a budget action) have every job go as the lowest class."""
+    """The policy's view of waiting jobs; teams in `lowered` (a budget action) have every job go as the lowest class.
+
+    `fifo_starts` (from `fifo_starts`) gives each job its start under strict FIFO, the fair policy's bound.
+    """
+    starts = fifo_starts or {}
     known = {c.name for c in classes}
     lowest = min(classes, key=lambda c: c.rank).name
     return [
@@ -64,9 +71,41 @@ def pending_jobs(
             submit_time=j.submitted_at.timestamp(),
             walltime_s=float(j.walltime_s),
             held=j.state == JobState.HELD,
+            fifo_start=starts.get(j.pk),
         )
         for j in jobs
     ]
+
+
+def fifo_starts(jobs: Iterable[Job], grid: policy.Cluster, team_quotas: Iterable[policy.Quota]) -> dict[int, float]:
+    """Each job's start under strict FIFO over `jobs` (the waiting jobs and those holding GPUs), on the
+    grid's healthy nodes emptied, in submit order: the same `FifoShadow` the replay keeps.
+
+    Jobs that have ended are left out, so these starts are never later than FIFO's over the whole
+    history would be: the bound they give errs on the side of the waiting jobs.
+    """
+    shadow = policy.FifoShadow([replace(node, free=node.gpus) for node in grid.nodes], team_quotas)
+    ordered = sorted(jobs, key=lambda j: (j.submitted_at, j.pk))
+    return {
+        j.pk: shadow.arrive(
+            policy.PendingJob(
+                j.pk,
+                j.team.slug,
+                j.gpu_model,
+                j.gpus_per_node,
+                j.nodes,
+                DEFAULT_CLASS,
+                j.submitted_at.timestamp(),
+                float(j.walltime_s),
+            )
+        )
+        for j in ordered
+    }
+
+
+def with_fifo_starts(running: Iterable[policy.RunningJob], starts: Mapping[int, float]) -> list[policy.RunningJob]:
+    """The running jobs with their FIFO starts (a job that started as late as FIFO's start is not reclaimed)."""
+    return [replace(job, fifo_start=starts.get(int(job.id))) for job in running]
 
 
 QUEUED = frozenset({JobState.ADMITTED, JobState.DISPATCHED})

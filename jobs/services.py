@@ -510,7 +510,10 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
         reserved = reserved_by_node()
         grid = admission.cluster(reserved)
         team_quotas = admission.quotas(pairs)
-        pending = admission.pending_jobs(waiting, classes, lowered)
+        # Each job's start under strict FIFO: the fair policy's bound on the worst wait (PolicyConfig.fifo_bound)
+        starts = admission.fifo_starts([*waiting, *holding], grid, team_quotas)
+        pending = admission.pending_jobs(waiting, classes, lowered, starts)
+        running = admission.with_fifo_starts(running, starts)
         result = policy.run_cycle(
             now=now.timestamp(),
             cluster=grid,

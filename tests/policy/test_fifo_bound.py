@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from jobs.policy import Cluster, NodeState, PendingJob, PolicyConfig, Quota, run_cycle
+from jobs.policy import Cluster, JobId, NodeState, PendingJob, PolicyConfig, Quota, run_cycle
 from jobs.policy.replay import ReplaySpec, TraceJob, _Simulation, replay
 from jobs.policy.shadow import FifoShadow
 from tests.policy.builders import NOW, SUBMITTED, cycle, job, quota, running
@@ -149,3 +149,28 @@ def test_over_a_replay_no_job_waits_longer_than_under_fifo() -> None:
 def test_the_replay_reports_every_job_done_with_the_bound() -> None:
     report = replay(_crowding_trace(), _spec("fair", PolicyConfig(explain=False, fifo_bound=True)))
     assert report["completed"] == report["jobs"] and report["limit_violations"] == 0
+
+
+def _reclaim_case(fifo_start: float | None, config: PolicyConfig) -> list[JobId]:
+    grid = [NodeState("a", "p1", "a100", 8, 0)]
+    quotas = [quota("heavy", 0, 64), quota("light", 8, 64)]  # "heavy" borrows the node "light" is guaranteed
+    busy = [replace(running("r", "heavy", {"a": 8}), fifo_start=fifo_start)]
+    result = cycle(grid, quotas, [job("claim", team="light", gpus=8)], busy, usage=HEAVY, config=config)
+    return [p.job_id for p in result.preempted]
+
+
+def test_a_running_job_past_its_fifo_start_is_no_reclaim_victim_with_shields() -> None:
+    shields = PolicyConfig(fifo_bound=True, fifo_bound_shields=True)
+    assert _reclaim_case(NOW - 100, BOUND) == ["r"]  # shields are off by default
+    assert _reclaim_case(NOW - 100, shields) == []
+    assert _reclaim_case(NOW + 3600, shields) == ["r"]  # FIFO would not have started it yet
+
+
+def test_only_the_first_due_jobs_get_reservations_of_their_own_with_a_cap() -> None:
+    grid = [NodeState(n, "p1", "a100", 8, 0) for n in "abc"]
+    busy = [running(f"r{n}", "light", {n: 8}, end=NOW + 1000 * (i + 1)) for i, n in enumerate("abc")]
+    due = [replace(job(f"d{i}", team="heavy", gpus=8, submit=i), fifo_start=SUBMITTED + 60) for i in range(3)]
+    every = cycle(grid, QUOTAS, due, busy, usage=HEAVY, config=BOUND)
+    assert sorted(r.job_id for r in every.reservations) == ["d0", "d1", "d2"]
+    capped = cycle(grid, QUOTAS, due, busy, usage=HEAVY, config=replace(BOUND, fifo_bound_reservations=1))
+    assert [r.job_id for r in capped.reservations] == ["d0"]
