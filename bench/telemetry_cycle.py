@@ -325,7 +325,7 @@ def watched_groups(args: argparse.Namespace, nodes: list[str], pools: list[str],
 
 # The cycle's laps (grid.telemetry.run_cycle): writes are the efficiency rows' UPDATE; the guard's
 # writes (changed memories only) are inside `guard`.
-PARTS = ("query", "attribute", "guard", "idle", "writes", "finalise", "fan_out")
+PARTS = ("query", "guard", "idle", "writes", "finalise", "fan_out")
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -362,89 +362,74 @@ def run_cycles(count: int, gap_s: float) -> list[dict[str, Any]]:
 
 
 def query_parts(repeats: int) -> dict[str, Any]:
-    """The query step taken apart: the recorded series (stale GPUs left out in the same query), the
-    conversion to samples, and (for comparison) the same expressions asked directly, as the portal
-    does when Prometheus has not loaded the rules."""
-    from datetime import UTC, datetime
+    """The cycle's read taken apart, and what runs beside the cycle:
 
-    from cluster import guard
-    from cluster.telemetry.convert import recorded_samples
-    from cluster.telemetry.names import RECORDED, fresh_only
+    - `reference_ms`: the bare floor of this design, one HTTP request for the summaries and its JSON
+      decoded, nothing else (no portal code);
+    - `summaries_query_ms`: the same through the portal's client, read into a CycleView;
+    - `every_gpu_query_ms`: every GPU's recorded series read into samples (what the cycle read
+      before the summaries; now what a page that shows every GPU reads, once per process per tick);
+    - `heat_read_ms`: the dashboard's heat map as a web process reads it (grid.live.telemetry_grid);
+    - `job_page_read_ms`: one job page's GPUs as its socket reads them (jobs.live.gpu_now);
+    - `accounting_ms`: one accounting pass adding a minute of recorded sums to every job's row
+      (grid.telemetry.account_efficiency, every TELEMETRY_ACCOUNTING_S).
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from django.conf import settings
+
     from cluster.telemetry.prometheus import PrometheusTelemetry
+    from cluster.telemetry.summaries import cycle_query
     from grid import telemetry
+    from grid.live import telemetry_grid
+    from jobs import live as job_live
+    from jobs.models import Job
+    from jobs.states import JobState
 
     parts: dict[str, list[float]] = {
-        "held_jobs_ms": [],
-        "recorded_query_ms": [],
-        "to_samples_ms": [],
-        "direct_queries_ms": [],
-        "answer_transfer_ms": [],  # the recorded query's answer as bytes: Prometheus's work and the transfer
-        "json_decode_ms": [],  # the same bytes decoded (the rest of recorded_query_ms is the client library)
-        "answer_transfer_identity_ms": [],  # the same answer not compressed (Accept-Encoding: identity)
-        "recorded_unfiltered_ms": [],  # the recorded series without the freshness filter: what that filter costs
-        "recorded_subtracting_ms": [],  # the freshness filter as it was: `time() - timestamp(…) > S` per series
-        "guard_query_ms": [],  # the guard's filtered answer (names.guard_query), read into a GuardView
-        "heat_query_ms": [],  # only the heat map's two series per GPU (temperature, utilisation), for comparison
-    }
-    size = guard_size = heat_size = 0
-    heat_query = '{__name__=~"gpu:temperature_c|gpu:utilization"}'
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jobs = telemetry.held_jobs()
-        source = telemetry.source_for(jobs)
-        t1 = time.perf_counter()
-        assert isinstance(source, PrometheusTelemetry)  # the benchmark runs against its own Prometheus
-        params = {"time": datetime.now(UTC).timestamp()}
-        wanted = "|".join(name for name, _ in RECORDED)
-        query = fresh_only(f'{{__name__=~"{wanted}"}}', source.names, source.stale_after_s)
-        rows = source._call("custom_query", query, params=params)
-        t2 = time.perf_counter()
-        samples = recorded_samples(rows, source.names, source.attribution)
-        t3 = time.perf_counter()
-        direct = source.direct(params)
-        t4 = time.perf_counter()
-        body = httpx.get(f"{source.client.url}/api/v1/query", params={"query": query, **params}, timeout=30).content
-        t5 = time.perf_counter()
-        json.loads(body)
-        t6 = time.perf_counter()
-        view = source.guard_view(guard.floor_c())
-        t7 = time.perf_counter()
-        heat = source._call("custom_query", fresh_only(heat_query, source.names, source.stale_after_s), params=params)
-        t8 = time.perf_counter()
-        identity = {"Accept-Encoding": "identity"}
-        httpx.get(f"{source.client.url}/api/v1/query", params={"query": query, **params}, headers=identity, timeout=30)
-        t9 = time.perf_counter()
-        source._call("custom_query", f'{{__name__=~"{wanted}"}}', params=params)
-        t10 = time.perf_counter()
-        source._call("custom_query", _subtracting(query, source.stale_after_s), params=params)
-        t11 = time.perf_counter()
-        spans = (
-            *((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t8, t9), (t9, t10), (t10, t11)),
-            *((t6, t7), (t7, t8)),
+        k: []
+        for k in (
+            "reference_ms",
+            "summaries_query_ms",
+            "every_gpu_query_ms",
+            "heat_read_ms",
+            "job_page_read_ms",
+            "accounting_ms",
         )
-        for key, (a, b) in zip(parts, spans, strict=True):
-            parts[key].append((b - a) * 1000)
-        size, heat_size = len(rows), len(heat)
-        guard_size = sum(map(len, view.hot.values())) + sum(map(len, view.xid.values())) + len(view.reporting)
-        assert samples and len(direct) == len(rows)
-    assert isinstance(source, PrometheusTelemetry)
-    payload = httpx.get(f"{source.client.url}/api/v1/query", params={"query": f'{{__name__=~"{wanted}"}}'}, timeout=30).content
-    raw = httpx.get(f"{source.client.url}/api/v1/query", params={"query": source.selector(None)}, timeout=30).content
-    return {
-        "series_returned": size,
-        "guard_series_returned": guard_size,
-        "heat_series_returned": heat_size,
-        "response_bytes": len(payload),
-        "raw_series_response_bytes": len(raw),  # what the cycle asked for before the recording rules
-        **{k: stats(v) for k, v in parts.items()},
     }
+    source = telemetry.source_for(telemetry.held_jobs())
+    assert isinstance(source, PrometheusTelemetry)  # the benchmark runs against its own Prometheus
+    job = Job.objects.filter(state=JobState.RUNNING).order_by("pk").first()
+    assert job is not None
+    job.started_at = datetime.now(UTC)  # the bench's jobs were written running, with no start time
+    client = httpx.Client(timeout=30, headers={"Accept-Encoding": "identity"})
+    size = body_bytes = 0
+    for i in range(repeats):
+        now = datetime.now(UTC)
+        t0 = time.perf_counter()
+        body = client.get(f"{source.client.url}/api/v1/query", params={"query": cycle_query(), "time": now.timestamp()}).content
+        size = len(json.loads(body)["data"]["result"])
+        body_bytes = len(body)
+        t1 = time.perf_counter()
+        view = source.cycle_view(settings.IDLE_THRESHOLD, now)
+        t2 = time.perf_counter()
+        every = source.samples(None, now)
+        t3 = time.perf_counter()
+        telemetry_grid()
+        t4 = time.perf_counter()
+        job_live.gpu_now(job)
+        t5 = time.perf_counter()
+        if i < 3:  # each pass moves the cursor a minute back in time, as if the worker had been away
+            from cluster.models import EfficiencyCursor
 
-
-def _subtracting(query: str, stale_after_s: float) -> str:
-    """The recorded query with its freshness filter written as before (`time() - timestamp(m) > S`)."""
-    import re
-
-    return re.sub(r"timestamp\(([^)]*)\) < time\(\) - ([0-9.e+-]+)", r"time() - timestamp(\1) > \2", query)
+            EfficiencyCursor.objects.update(until=now - timedelta(seconds=60 + 3 * i))
+            t6 = time.perf_counter()
+            telemetry.account_efficiency(source)
+            parts["accounting_ms"].append((time.perf_counter() - t6) * 1000)
+        assert view.samples is None and len(every) == 8 * len(view.guard.reporting)
+        for key, (a, b) in zip(parts, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)), strict=False):
+            parts[key].append((b - a) * 1000)
+    return {"summary_series": size, "summary_response_bytes": body_bytes, **{k: stats(v) for k, v in parts.items() if v}}
 
 
 def main() -> None:
@@ -458,6 +443,7 @@ def main() -> None:
     parser.add_argument("--watch-nodes", type=int, default=20, help="node pages open (groups with a listener)")
     parser.add_argument("--watch-jobs", type=int, default=200, help="job pages open (groups with a listener)")
     parser.add_argument("--watch-all", action="store_true", help="a listener in every group the cycle could send to")
+    parser.add_argument("--push", action="store_true", help="the cycle also reads every GPU and pushes the pages' figures")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--output", default="telemetry_cycle.json", help="file name under bench/results/")
     args = parser.parse_args()
@@ -493,6 +479,10 @@ def main() -> None:
             settings.PROMETHEUS_URL = prom
             wait_for_series(prom, 8 * args.nodes)
             wait_for_series(prom, 8 * args.nodes, metric="gpu:temperature_c")  # the recording rules ran
+            wait_for_series(prom, args.nodes, metric="node:gpus_reporting:count")  # the summaries too
+            # As a site with Prometheus runs by default: pages read what they show (see docs/telemetry.md);
+            # --push measures the cycle that also reads every GPU and pushes it to the pages listened to.
+            settings.TELEMETRY_PUSH = args.push
             channel = listen_on(groups)
             load_before = os.getloadavg()[0]
             try:
@@ -536,8 +526,12 @@ def main() -> None:
         "nodes": args.nodes,
         "groups_listened": len(groups),
         "parts_median_ms": {k: v["median"] for k, v in result["breakdown_ms"].items()},
-        "direct_queries_median_ms": parts["direct_queries_ms"]["median"],
-        "response_bytes": parts["response_bytes"],
+        "reference_ms": parts["reference_ms"]["median"],
+        "summary_series": parts["summary_series"],
+        "push": args.push,
+        "beside_the_cycle_median_ms": {
+            k: parts[k]["median"] for k in ("accounting_ms", "heat_read_ms", "job_page_read_ms", "every_gpu_query_ms")
+        },
         "loadavg_1m_start_end": result["loadavg_1m_start_end"],
     }
     result["summary"] = summary

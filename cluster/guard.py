@@ -114,23 +114,40 @@ def guard_nodes(samples: list[GpuSample] | GuardView, now: datetime | None = Non
     """One cycle of the thermal/XID guard over every node the portal knows, from every GPU's sample
     or from the filtered answer (`GuardView`, asked with `floor_c()`): the same decisions."""
     now = now or timezone.now()
-    nodes = {n.name: n for n in Node.objects.all()}
+    nodes = {n.name: n for n in Node.objects.only("name", "gpus", "gpu_model", "state")}
     gpus = {name: n.gpus for name, n in nodes.items()}
     if isinstance(samples, GuardView) and samples.floor_c > floor_c():
         raise ValueError(f"guard view asked above {samples.floor_c:g} °C: the guard's floor is {floor_c():g} °C")
     readings = view_readings(samples, gpus) if isinstance(samples, GuardView) else node_readings(samples, gpus)
-    states = {g.node: g for g in GuardState.objects.filter(node__in=list(nodes))}
+    # Every memory (one row per node the guard has seen): cheaper than naming a thousand nodes in an IN list.
+    states = {g.node: g for g in GuardState.objects.all()}
     table = thermal_table()
     outcomes, changed = [], []
     for name, node in nodes.items():
         state = states.get(name) or GuardState(node=name)
-        outcome, moved = _guard_one(node, state, readings[name], limits_for(node.gpu_model, table, table[""]), now)
+        limits = limits_for(node.gpu_model, table, table[""])
+        if _quiet(state, readings[name], limits):
+            continue
+        outcome, moved = _guard_one(node, state, readings[name], limits, now)
         if moved:
             changed.append(state)
         if outcome is not None:
             outcomes.append(outcome)
     _save_states(changed)
     return outcomes
+
+
+def _quiet(state: GuardState, reading: NodeReading | None, limits: ThermalLimits) -> bool:
+    """Nothing to do or remember: a node the guard holds no memory of, neither hot nor in error.
+    (evaluate_node would keep its empty memory and decide nothing; most nodes, most cycles.)"""
+    if state.pk is None or state.trip or state.hot_since is not None or state.cool_since is not None:
+        return False
+    if reading is None:
+        return True
+    if any(reading.xid.values()):
+        return False
+    hottest = reading.hottest()
+    return hottest is None or hottest[1] <= limits.cordon_c
 
 
 def _save_states(states: list[GuardState]) -> None:
@@ -259,9 +276,8 @@ def decide_jobs(
     yet. A job not seen this cycle (its GPUs unseen or stale) adds nothing and, since a gap ends
     its idle streak, changes only if it had a streak to end.
     """
-    rows = JobEfficiency.objects.filter(portal_job_id__in=list(gpus_by_job)).values_list(
-        "portal_job_id", "idle_since", "warned_at", "idle_decision"
-    )
+    # The open rows (running jobs, and ended ones not yet final): no IN list of every running job.
+    rows = JobEfficiency.objects.filter(final=False).values_list("portal_job_id", "idle_since", "warned_at", "idle_decision")
     memories = {job_id: IdleMemory(_ts(since), _ts(warned), decision) for job_id, since, warned, decision in rows}
     outcomes, changes = [], []
     nothing = EfficiencyTally()
