@@ -95,6 +95,7 @@ def loop_once(notebook_id: int) -> None:
 def click_to_usable(user: Any, poll_s: float, timeout_s: float) -> dict[str, float]:
     from django.test import Client
 
+    from jobs import services as job_services
     from jobs.models import Job
     from jobs.states import JobState
     from notebooks import services
@@ -119,7 +120,7 @@ def click_to_usable(user: Any, poll_s: float, timeout_s: float) -> dict[str, flo
             raise SystemExit(f"notebook {notebook.pk} not usable after {timeout_s} s")
         time.sleep(poll_s)
     services.stop(user, notebook)
-    loop_once(notebook.pk)
+    job_services.cancel_on_backend(notebook.job_id)  # the worker's task after a cancel
     running = running_at or usable
     return {
         "click_to_usable_s": usable - clicked,

@@ -292,6 +292,7 @@ def _end(notebook: Notebook, reason: str, actor: str, detail: str) -> None:
     if job.state not in TERMINAL:
         with contextlib.suppress(job_services.JobActionError):  # it ended meanwhile
             job_services.cancel(job.owner, job, f"notebook #{notebook.pk}: {detail}")
+    notebook.refresh_from_db(fields=["server_pid"])  # another process may have started the server since this row was read
     servers.launcher_for(job.backend).stop(notebook)
 
 
