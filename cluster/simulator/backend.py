@@ -49,8 +49,8 @@ CHECKPOINT_DIR_ENV = "GRID_CHECKPOINT_DIR"
 CHECKPOINT_INTERVAL_ENV = "GRID_CHECKPOINT_INTERVAL_S"
 CHECKPOINT_FILE = "sim-checkpoint.json"
 RESTARTABLE = (RemoteJobState.PREEMPTED,)  # a new submit of such a job is its next attempt
-
 INTERACTIVE = "interactive"  # jobs.models.JobKind.INTERACTIVE: a notebook session
+
 
 def read_checkpoint(directory: str, portal_job_id: int) -> float | None:
     """The work saved in the job's checkpoint file, or None when there is none (or it is another job's)."""
@@ -190,12 +190,12 @@ class SimulatorBackend(ClusterBackend):
         if existing is not None:
             return str(existing.pk)  # a repeated submit of the same portal job is the same job
         outcome = decide_outcome(request.portal_job_id, request.walltime_s, self.failure_rate)
-        checkpoint_dir = request.env.get(CHECKPOINT_DIR_ENV, "")
         if request.kind == INTERACTIVE:  # a session runs until it is stopped, culled or its walltime is up
             # Its GPUs idle until the user computes on them (the telemetry then shows a notebook left idle).
             outcome = dataclasses.replace(
                 outcome, runtime_s=float(request.walltime_s), state="succeeded", exit_code=0, reason="", load=0.0
             )
+        checkpoint_dir = request.env.get(CHECKPOINT_DIR_ENV, "")
         done = resumed_work(outcome.runtime_s, read_checkpoint(checkpoint_dir, request.portal_job_id))
         if request.script and (problem := script_syntax_error(request.script)):
             # Fail as Slurm's bash would, early, instead of pretending the job ran.
