@@ -17,6 +17,7 @@ from django.utils import timezone
 from cluster.models import GridSample, GuardState, Node, Pool, SafeguardEvent
 from cluster.states import NodeState
 from cluster.telemetry import TelemetryUnavailable, get_telemetry
+from cluster.telemetry.prometheus import PrometheusTelemetry
 from grid.telemetry import heat
 from jobs import services as job_services
 from jobs.models import Job
@@ -165,8 +166,9 @@ def heatmap_figure(grid: dict[str, Any], metric: str) -> dict[str, Any]:
 def telemetry_grid() -> dict[str, Any]:
     """The heat map's data now, read directly (page load, and every tick when nothing pushes it)."""
     now = timezone.now()
+    source = get_telemetry()
     try:
-        samples = get_telemetry().samples(None, now)
+        samples = source.heat_samples(now) if isinstance(source, PrometheusTelemetry) else source.samples(None, now)
     except TelemetryUnavailable as exc:
         return {"type": "telemetry.grid", "at": now.isoformat(), "stale": True, "why": str(exc)[:200]}
     return {"type": "telemetry.grid", "at": now.isoformat(), "stale": False, "heat": heat(samples)}
@@ -197,23 +199,34 @@ class SharedFigures:
 
     A thousand open dashboards would otherwise each run the same grid queries every tick. A change
     notice (`changed()`) makes the next reader recompute, so a transition still shows at once.
+    `busy_share`: the most of the process's time the computation may take; a value that took `d`
+    seconds is kept at least `d / busy_share` (the heat map of a thousand nodes takes ~1-2 s here).
     """
 
-    def __init__(self, compute: Callable[[], dict[str, Any]], ttl_s: float) -> None:
-        self.compute, self.ttl_s = compute, ttl_s
+    def __init__(
+        self,
+        compute: Callable[[], dict[str, Any]],
+        ttl_s: float,
+        busy_share: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.compute, self.ttl_s, self.busy_share, self.clock = compute, ttl_s, busy_share, clock
         self.lock = threading.Lock()
         self.value: dict[str, Any] | None = None
         self.computed_at = self.changed_at = -math.inf
+        self.kept_s = ttl_s
 
     def changed(self) -> None:
-        self.changed_at = time.monotonic()
+        self.changed_at = self.clock()
 
     def get(self) -> dict[str, Any]:
         with self.lock:
-            now = time.monotonic()
-            if self.value is None or now - self.computed_at >= self.ttl_s or self.computed_at < self.changed_at:
+            now = self.clock()
+            if self.value is None or now - self.computed_at >= self.kept_s or self.computed_at < self.changed_at:
                 self.computed_at = now
                 self.value = self.compute()
+                took = self.clock() - now
+                self.kept_s = max(self.ttl_s, took / self.busy_share) if self.busy_share else self.ttl_s
             return self.value
 
 
@@ -222,7 +235,7 @@ def _grid_figures() -> dict[str, Any]:
 
 
 shared_grid = SharedFigures(_grid_figures, ttl_s=1.0)
-shared_telemetry = SharedFigures(lambda: telemetry_grid(), ttl_s=1.0)
+shared_telemetry = SharedFigures(lambda: telemetry_grid(), ttl_s=1.0, busy_share=0.25)
 # The dashboard's history charts are the grid's, alike for every viewer, and move with the sampling
 # cycles: built (Plotly figures, most of a dashboard request's time) at most once per 2 s per process.
 shared_history = SharedFigures(history_charts, ttl_s=2.0)

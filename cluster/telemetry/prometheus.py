@@ -90,20 +90,25 @@ class PrometheusTelemetry:
         fresh = self._fresh_gpus(ages, moment.timestamp())
         return [s for s in to_samples(_triples(vector), self.names, self.attribution) if (s.hostname, s.gpu) in fresh]
 
-    def grid_samples(self, moment: datetime) -> list[GpuSample]:
+    def grid_samples(self, moment: datetime, only: tuple[str, ...] | None = None) -> list[GpuSample]:
         """Every GPU's sample from the recorded series (monitoring/prometheus-rules.yml), stale GPUs left out.
 
         One answer of one small series per GPU and metric, instead of every raw series with all its
         labels. Where the rules are not loaded (no recorded temperature at all), the same expressions
-        are asked directly, one query each.
+        are asked directly, one query each. `only`: these recorded series alone (the heat map reads
+        the temperature and the utilisation); the others are NaN.
         """
         params = {"time": moment.timestamp()}
-        wanted = "|".join(name for name, _ in RECORDED)
+        wanted = "|".join(name for name, _ in RECORDED if only is None or name in only)
         rows = self._call("custom_query", fresh_only(f'{{__name__=~"{wanted}"}}', self.names, self.stale_after_s), params=params)
         if not any(row["metric"].get("__name__") == RECORDED[0][0] for row in rows):
             log.warning("Prometheus has no recorded GPU temperature (rules not loaded, or every GPU stale): asking raw series")
             rows = self.direct(params)
         return recorded_samples(rows, self.names, self.attribution)
+
+    def heat_samples(self, at: datetime | None = None) -> list[GpuSample]:
+        """Every GPU's temperature and utilisation: what the dashboard's heat map shows."""
+        return self.grid_samples(at or datetime.now(UTC), only=(RECORDED[0][0], RECORDED[1][0]))
 
     def guard_view(self, floor_c: float, at: datetime | None = None) -> GuardView:
         """What the thermal/XID guard needs (names.guard_query): hot and erroring GPUs, and per node

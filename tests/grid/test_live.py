@@ -12,6 +12,7 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from cluster.simulator.backend import SimulatorBackend
+from grid.live import SharedFigures
 from grid.routing import websocket_urlpatterns
 from jobs import live, services
 from jobs.models import Job
@@ -98,3 +99,25 @@ def test_line_figures_are_plain_data_with_one_trace_per_series() -> None:
     assert figure["data"][0]["y"] == (1.0,) or list(figure["data"][0]["y"]) == [1.0]
     assert figure["layout"]["yaxis"]["range"] == [0, 100]
     assert figure["layout"]["title"]["text"] == "T"
+
+
+def test_a_slow_shared_figure_is_kept_long_enough_to_take_at_most_its_share_of_the_process() -> None:
+    now = [0.0]
+    calls = []
+
+    def compute() -> dict[str, Any]:
+        calls.append(now[0])
+        now[0] += 2.0  # the heat map of a thousand nodes: two seconds to read
+        return {"n": len(calls)}
+
+    shared = SharedFigures(compute, ttl_s=1.0, busy_share=0.25, clock=lambda: now[0])
+    assert shared.get() == {"n": 1}
+    now[0] += 5.0  # 7 s after it began, 5 after it ended: within 2 / 0.25 = 8 s
+    assert shared.get() == {"n": 1}
+    now[0] += 1.5
+    assert shared.get() == {"n": 2}
+    quick = SharedFigures(lambda: {"n": 0}, ttl_s=1.0, busy_share=0.25, clock=lambda: now[0])
+    quick.get()
+    assert quick.kept_s == 1.0  # a quick computation keeps the plain TTL
+    shared.changed()
+    assert shared.get() == {"n": 3}  # a change notice still recomputes at once
