@@ -226,7 +226,7 @@ class JobEfficiency(RestrictedModel):
         return f"efficiency of job #{self.portal_job_id}"
 
 
-class EfficiencyCursor(models.Model):
+class EfficiencyCursor(RestrictedModel):
     """Up to when the recorded job summaries in Prometheus were added to JobEfficiency (one row).
 
     Moved in the same transaction as the sums it covers, so a window is added once: never twice

@@ -234,8 +234,11 @@ def test_the_accounting_pass_adds_what_prometheus_recorded_once(
     job = _running(submit(alice), 0.9)
     source = telemetry.source_for(telemetry.held_jobs())
     assert isinstance(source, PrometheusTelemetry)
-    wait_for(lambda: job.pk in source.cycle_view(0.05).jobs)
-    time.sleep(4)  # the pass leaves out the last two evaluations and a second (not written yet, maybe)
+    # The pass leaves out the last two evaluations and a second (maybe not written yet): wait until
+    # the job's sums are recorded before that.
+    wait_for(
+        lambda: job.pk in source.tallies(0.05, timezone.now() - timedelta(seconds=60), timezone.now() - timedelta(seconds=4))
+    )
     first = telemetry.account_efficiency(source)  # opens the cursor TELEMETRY_ACCOUNTING_S back
     assert first.start is not None and first.end is not None and first.end - first.start == timedelta(seconds=60)
     row = JobEfficiency.objects.get(portal_job_id=job.pk)
