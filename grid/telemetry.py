@@ -16,9 +16,10 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -63,6 +64,7 @@ class HeldJob:
     gpus: int
     pool: str
     backend_job_id: str
+    started_at: datetime | None = None
 
 
 @dataclass
@@ -78,18 +80,48 @@ class CycleReport:
 
 def held_jobs() -> list[HeldJob]:
     rows = Job.objects.filter(state__in=HOLDS_GPUS).values_list(
-        "id", "state", "team__slug", "owner_id", "placement", "gpus", "pool", "backend_job_id"
+        "id", "state", "team__slug", "owner_id", "placement", "gpus", "pool", "backend_job_id", "started_at"
     )
     return [HeldJob(*row) for row in rows]
 
 
-def attribution(jobs: list[HeldJob]) -> Attribution:
-    """Labels first; when they say nothing, the portal's allocation record for nodes that run one job."""
-    by_node: dict[str, list[int]] = defaultdict(list)
+class WholeNodeClaims(Mapping[tuple[str, int | None], int]):
+    """(node, None) -> the job holding every GPU of that node: the allocation record's claim on a
+    node whose exporter labels no GPU with its job. The record says how many GPUs of a node a job
+    holds, not which: a job holding part of a node claims nothing (crediting it with the node's free
+    GPUs would water its utilisation down). Node sizes are read only when an unlabelled node is met."""
+
+    def __init__(self, held: dict[str, tuple[int, int]]) -> None:
+        self.held = held  # node -> (its one job, GPUs that job holds there)
+
+    @cached_property
+    def claims(self) -> dict[tuple[str, int | None], int]:
+        sizes = dict(Node.objects.values_list("name", "gpus"))
+        return {(node, None): job for node, (job, gpus) in self.held.items() if sizes.get(node) == gpus}
+
+    def __getitem__(self, key: tuple[str, int | None]) -> int:
+        if key[1] is not None or key[0] not in self.held:
+            raise KeyError(key)
+        return self.claims[key]
+
+    def __iter__(self) -> Iterator[tuple[str, int | None]]:
+        return iter(self.claims)
+
+    def __len__(self) -> int:
+        return len(self.claims)
+
+
+def attribution(jobs: list[HeldJob], started_by: datetime | None = None) -> Attribution:
+    """Labels first; when they say nothing, the portal's allocation record for nodes wholly held by one
+    job (WholeNodeClaims). `started_by`: for sums over a window from then on, only jobs already
+    running then claim a node (a node's readings before its job started are not that job's)."""
+    by_node: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for job in jobs:
-        for node in job.placement:
-            by_node[node].append(job.id)
-    allocation: dict[tuple[str, int | None], int] = {(node, None): ids[0] for node, ids in by_node.items() if len(ids) == 1}
+        claims = started_by is None or (job.started_at is not None and job.started_at <= started_by)
+        for node, gpus in job.placement.items():
+            by_node[node].append((job.id, gpus if claims else -1))
+    held = {node: held[0] for node, held in by_node.items() if len(held) == 1 and held[0][1] > 0}
+    allocation = WholeNodeClaims(held)
     hpc = portal_hpc_job
     if settings.TELEMETRY_HPC_JOB_ID == "backend":
         by_backend = {j.backend_job_id: j.id for j in jobs if j.backend_job_id}
@@ -210,7 +242,7 @@ def account_efficiency(source: TelemetrySource | None = None, now: datetime | No
     Only for Prometheus: other sources bring their sums with every cycle (CycleView.tallies).
     """
     now = now or timezone.now()
-    source = source or source_for(held_jobs())
+    source = source or get_telemetry()
     if not isinstance(source, PrometheusTelemetry):
         return AccountingReport(skipped="the telemetry source keeps no history: each cycle adds its own sums")
     # Leave the last evaluations out: a summary stamped before `end` may not be written yet.
@@ -224,9 +256,11 @@ def account_efficiency(source: TelemetrySource | None = None, now: datetime | No
         if end - start > ACCOUNTING_CATCH_UP:
             log.warning("efficiency accounting: %s behind, adding the last %s only", end - start, ACCOUNTING_CATCH_UP)
             start = end - ACCOUNTING_CATCH_UP
+        jobs = held_jobs()
         while start < end:
             stop = min(end, start + ACCOUNTING_WINDOW)
-            tallies = source.tallies(settings.IDLE_THRESHOLD, start, stop)
+            windowed = source.with_attribution(attribution(jobs, started_by=start))
+            tallies = windowed.tallies(settings.IDLE_THRESHOLD, start, stop)
             known = set(Job.objects.filter(pk__in=list(tallies)).values_list("pk", flat=True))
             report.jobs += guard.add_tallies({j: t for j, t in tallies.items() if j in known}, now)
             start = stop
