@@ -238,3 +238,20 @@ class EfficiencyCursor(RestrictedModel):
 
     def __str__(self) -> str:
         return f"{self.name} accounted until {self.until:%Y-%m-%d %H:%M:%S}"
+
+
+class UnresolvedExporter(RestrictedModel):
+    """A host name in the telemetry that is neither a portal node nor an exporter whose node the
+    cluster backend knows (cluster/telemetry/hosts.py): its series are left out of every decision.
+    Counted on /metrics (`gridportal_telemetry_unresolved_series_total`) and noted on the dashboard."""
+
+    name = models.CharField(max_length=253, unique=True)
+    series = models.BigIntegerField(default=0, help_text="Series left out, over every cycle since first seen.")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.series} series left out, last {self.last_seen:%Y-%m-%d %H:%M:%S}"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Max, Model, Q, Sum
+from django.db.models import F, Max, Model, Q, Sum
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import Signal
 from django.utils import timezone
@@ -17,7 +17,7 @@ from django.utils import timezone
 from cluster.backends import ClusterBackend, get_backend
 from cluster.backends.base import BackendRejected
 from cluster.gpus import GPU_MODELS
-from cluster.models import GridSample, Node, NodeEvent, Pool
+from cluster.models import GridSample, Node, NodeEvent, Pool, UnresolvedExporter
 from cluster.states import NODE_TRANSITIONS, NodeState
 from portal.broadcast import send_on_commit
 from portal.states import move
@@ -55,6 +55,21 @@ def sync_nodes(backend: ClusterBackend | None = None) -> int:
         Node.objects.exclude(name__in=[r.name for r in remote]).delete()
     send_on_commit("grid", {"type": "grid.changed"})
     return len(remote)
+
+
+def record_unresolved(counts: Mapping[str, int], now: datetime) -> None:
+    """Add the series a cycle left out because their host named no node (telemetry/hosts.py)."""
+    for name, series in sorted(counts.items()):
+        row, created = UnresolvedExporter.objects.get_or_create(
+            name=name[:253], defaults={"series": series, "first_seen": now, "last_seen": now}
+        )
+        if not created:
+            UnresolvedExporter.objects.filter(pk=row.pk).update(series=F("series") + series, last_seen=now)
+
+
+def recent_unresolved(since: datetime) -> list[UnresolvedExporter]:
+    """Host names seen since then that named no node: the dashboard's note."""
+    return list(UnresolvedExporter.objects.filter(last_seen__gte=since))
 
 
 def _change_node(name: str, to: NodeState, actor: str, reason: str) -> Node:

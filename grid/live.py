@@ -14,6 +14,7 @@ from typing import Any
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from cluster import services as cluster_services
 from cluster.models import GridSample, GuardState, Node, Pool, SafeguardEvent
 from cluster.states import NodeState
 from cluster.telemetry import TelemetryUnavailable, get_telemetry
@@ -239,6 +240,18 @@ shared_telemetry = SharedFigures(lambda: telemetry_grid(), ttl_s=1.0, busy_share
 # The dashboard's history charts are the grid's, alike for every viewer, and move with the sampling
 # cycles: built (Plotly figures, most of a dashboard request's time) at most once per 2 s per process.
 shared_history = SharedFigures(history_charts, ttl_s=2.0)
+
+
+UNRESOLVED_NOTE = timedelta(minutes=10)
+
+
+def unresolved_note(user: Any) -> dict[str, Any] | None:
+    """Host names in the telemetry of the last minutes that named no node (cluster/telemetry/hosts.py),
+    for the dashboard's note; their names for operators only."""
+    recent = cluster_services.recent_unresolved(timezone.now() - UNRESOLVED_NOTE)
+    if not recent:
+        return None
+    return {"count": len(recent), "names": [r.name for r in recent[:10]] if is_operator(user) else []}
 
 
 def grid_snapshot(user: Any) -> dict[str, Any]:

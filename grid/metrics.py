@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cluster.models import JobEfficiency, Node
+from cluster.models import JobEfficiency, Node, UnresolvedExporter
 from cluster.states import NodeState
 from jobs.models import Job, JobEvent
 from jobs.states import HOLDS_GPUS, WAITING, JobState
@@ -42,6 +42,7 @@ class PortalCollector(Collector):
         yield from self._nodes()
         yield self._efficiency()
         yield from self._loops()
+        yield from self._unresolved()
 
     def _queue(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("gridportal_queue_jobs", "Jobs waiting for admission.", labels=["team", "gpu_model"])
@@ -127,6 +128,22 @@ class PortalCollector(Collector):
             failures.add_metric([loop.name], loop.failures)
             busy.add_metric([loop.name], loop.seconds_total)
         yield from (duration, lag, period, last_ok, runs, failures, busy)
+
+    def _unresolved(self) -> Iterator[Metric]:
+        """Telemetry host names that named no node (cluster/telemetry/hosts.py): their series decide nothing."""
+        label = ["host"]
+        series = CounterMetricFamily(
+            "gridportal_telemetry_unresolved_series",
+            "GPU series left out because their host label named neither a node nor an exporter whose node is known.",
+            labels=label,
+        )
+        last = GaugeMetricFamily(
+            "gridportal_telemetry_unresolved_last_seen_timestamp_seconds", "When the host name was last seen.", labels=label
+        )
+        for row in UnresolvedExporter.objects.order_by("name"):
+            series.add_metric([row.name], row.series)
+            last.add_metric([row.name], row.last_seen.timestamp())
+        yield from (series, last)
 
 
 def _allowed(request: HttpRequest) -> bool:

@@ -304,6 +304,9 @@ K8S_DEFAULT_IMAGE = env_str("K8S_DEFAULT_IMAGE", "") or ""
 K8S_NODE_POOL_LABEL = env_str("K8S_NODE_POOL_LABEL", "portal.gpugrid.io/pool") or "portal.gpugrid.io/pool"
 K8S_BURST_MACHINEDEPLOYMENTS = env_str("K8S_BURST_MACHINEDEPLOYMENTS", "") or ""  # pool=namespace/name,...
 K8S_CONFLICT_RETRIES = env_int("K8S_CONFLICT_RETRIES", 3, minimum=0, maximum=20)
+# The label of the dcgm-exporter pods (the GPU Operator's DaemonSet), to find the node of an exporter
+# whose `Hostname` is its pod's name when Prometheus did not add the node (cluster/telemetry/hosts.py).
+K8S_EXPORTER_SELECTOR = env_str("K8S_EXPORTER_SELECTOR", "app=nvidia-dcgm-exporter") or "app=nvidia-dcgm-exporter"
 K8S_PORTAL_NAMESPACE = env_str("K8S_PORTAL_NAMESPACE", "gpu-grid-portal") or "gpu-grid-portal"
 K8S_SERVICE_ACCOUNT = env_str("K8S_SERVICE_ACCOUNT", "gpu-grid-portal") or "gpu-grid-portal"
 

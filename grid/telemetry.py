@@ -30,6 +30,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from cluster import guard
+from cluster import services as cluster_services
 from cluster.models import EfficiencyCursor, JobEfficiency, Node, SafeguardKind
 from cluster.safeguards import Action, IdleAction, IdlePolicy, IdleVerdict, parse_team_actions
 from cluster.simulator.model import GpuSample
@@ -75,6 +76,7 @@ class CycleReport:
     idle: list[guard.IdleOutcome] = field(default_factory=list)
     finalised: int = 0
     groups: int = 0
+    unresolved: dict[str, int] = field(default_factory=dict)  # host names that named no node -> series
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -174,6 +176,10 @@ def run_cycle(source: TelemetrySource | None = None, now: datetime | None = None
         return report
     clock.lap("query")
     report.gpus = view.gpus
+    if isinstance(source, PrometheusTelemetry) and (unresolved := source.hosts.take_unresolved()):
+        report.unresolved = unresolved
+        log.warning("telemetry names hosts that are no node: %s (left out)", ", ".join(sorted(unresolved)[:10]))
+        cluster_services.record_unresolved(unresolved, now)
     with transaction.atomic():
         report.guarded = guard.guard_nodes(view.guard, now) if settings.GUARD_ENABLED else []
         _tell_owners_of_guarded_nodes(report.guarded, jobs)

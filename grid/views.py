@@ -28,7 +28,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "portal/dashboard.html",
-        {"grid": live.grid_snapshot(request.user), "charts": live.shared_history.get(), "recent": recent},
+        {
+            "grid": live.grid_snapshot(request.user),
+            "charts": live.shared_history.get(),
+            "recent": recent,
+            "unresolved": live.unresolved_note(request.user),
+        },
     )
 
 

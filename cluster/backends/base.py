@@ -8,7 +8,7 @@ already happened.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -179,6 +179,13 @@ class ClusterBackend(abc.ABC):
     @abc.abstractmethod
     def read_log(self, backend_job_id: str, offset: int, limit: int = 500) -> list[str]:
         """Log lines of a job from line `offset` on."""
+
+    def exporter_nodes(self, names: Collection[str]) -> dict[str, str]:
+        """The node each of these telemetry exporters runs on, for exporters that name themselves
+        rather than their node (dcgm-exporter as a Kubernetes DaemonSet: its `Hostname` is its pod's
+        name). Names it does not know are left out. None here: on Slurm and the simulator each
+        exporter names the node it runs on."""
+        return {}
 
     def health(self) -> dict[str, object]:
         """A small status dict for /healthz; raise BackendUnavailable when down."""

@@ -34,7 +34,10 @@ class MetricNames:
     power: str = "DCGM_FI_DEV_POWER_USAGE"
     engine_active: str = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
     xid: str = "DCGM_FI_DEV_XID_ERRORS"
-    host_labels: tuple[str, ...] = ("Hostname", "hostname")  # the first one present wins
+    # The first one present wins: the node Prometheus adds when it scrapes a Kubernetes DaemonSet
+    # (relabelled from __meta_kubernetes_pod_node_name), then the exporter's own `Hostname`, which
+    # under the GPU Operator is the exporter pod's name (telemetry/hosts.py maps it to its node).
+    host_labels: tuple[str, ...] = ("node", "kubernetes_node", "Hostname", "hostname")
     gpu_label: str = "gpu"
     uuid_label: str = "UUID"
     model_label: str = "modelName"

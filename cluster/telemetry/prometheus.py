@@ -16,6 +16,7 @@ from cluster.safeguards import EfficiencyTally
 from cluster.simulator.model import GpuSample
 from cluster.telemetry.convert import LABELS_ONLY, Attribution, GuardView, guard_view, recorded_samples, to_samples
 from cluster.telemetry.errors import TelemetryUnavailable
+from cluster.telemetry.hosts import HostResolver
 from cluster.telemetry.names import (
     IDLE_LABEL,
     JOB_IDLE_READINGS,
@@ -46,6 +47,7 @@ class PrometheusTelemetry:
         stale_after_s: float = 15.0,
         attribution: Attribution = LABELS_ONLY,
         compress: bool = False,
+        hosts: HostResolver | None = None,
     ) -> None:
         # No retries: a slow Prometheus must make this cycle stale, not stall the next one.
         # `compress` False: answers uncompressed (Accept-Encoding: identity). The grid's answer is
@@ -56,6 +58,8 @@ class PrometheusTelemetry:
         self.names = names
         self.stale_after_s = stale_after_s
         self.attribution = attribution
+        # Every answer's rows name a portal node (or are left out and counted): see telemetry/hosts.py.
+        self.hosts = hosts or HostResolver(names)
 
     def with_attribution(self, attribution: Attribution) -> PrometheusTelemetry:
         other = object.__new__(PrometheusTelemetry)
@@ -68,7 +72,8 @@ class PrometheusTelemetry:
         metrics = "|".join(self.names.all_metrics())
         if not hosts:
             return f'{{__name__=~"{metrics}"}}'
-        wanted = "|".join(_regex_escape(h) for h in hosts)
+        # Exporters that name themselves (the GPU Operator's pods) are asked for by their own name too.
+        wanted = "|".join(_regex_escape(h) for h in (*hosts, *self.hosts.aliases(hosts)))
         # The host label's name differs between exporter versions: ask for each.
         return " or ".join(f'{{__name__=~"{metrics}",{label}=~"{wanted}"}}' for label in self.names.host_labels)
 
@@ -77,7 +82,7 @@ class PrometheusTelemetry:
             result = getattr(self.client, method)(*args, **kwargs)
         except (requests.RequestException, PrometheusApiClientException, ValueError) as exc:
             raise TelemetryUnavailable(f"Prometheus {method} failed: {exc}") from exc
-        return list(result)
+        return self.hosts.resolve(result)
 
     def samples(self, hosts: list[str] | None = None, at: datetime | None = None) -> list[GpuSample]:
         """The grid's samples (`hosts` None) from the recorded series; a few hosts' from the raw series."""

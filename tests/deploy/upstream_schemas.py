@@ -4,7 +4,7 @@ schemas/crds/ holds Volcano, Kubeflow and Cluster API's MachineDeployment; the d
 writes a Prometheus Operator ServiceMonitor, Cluster API Provider AWS and GCP machine templates
 and Cluster API's KubeadmConfigTemplate. These schemas are NOT the upstream CRDs: they list only
 the fields deploy/ uses, with the names and types read from the upstream API types
-(prometheus-operator monitoring.coreos.com/v1 ServiceMonitorSpec and Endpoint;
+(prometheus-operator monitoring.coreos.com/v1 ServiceMonitorSpec, Endpoint and RelabelConfig;
 cluster-api-provider-aws api/v1beta2/awsmachine_types.go AWSMachineSpec;
 cluster-api-provider-gcp GCPMachineSpec; cluster-api api/bootstrap/kubeadm/v1beta2
 kubeadm_types.go, where kubeletExtraArgs became a list of {name, value}). Unknown fields are
@@ -43,6 +43,23 @@ _LABEL_SELECTOR = _obj(
     {"matchLabels": STRING_MAP, "matchExpressions": {"type": "array", "items": {"type": "object"}}},
 )
 
+_LABEL_NAME: Schema = {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"}
+_RELABEL_ACTIONS = ("replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep", "lowercase", "uppercase",
+                    "keepequal", "dropequal")  # fmt: skip
+_RELABEL_ACTIONS_CAMEL = ("Replace", "Keep", "Drop", "HashMod", "LabelMap", "LabelDrop", "LabelKeep", "Lowercase",
+                          "Uppercase", "KeepEqual", "DropEqual")  # fmt: skip
+_RELABEL_CONFIG = _obj(
+    {
+        "sourceLabels": {"type": "array", "items": _LABEL_NAME},
+        "separator": STRING,
+        "targetLabel": STRING,
+        "regex": STRING,
+        "modulus": INTEGER,
+        "replacement": STRING,
+        "action": {"enum": [*_RELABEL_ACTIONS, *_RELABEL_ACTIONS_CAMEL]},
+    }
+)
+
 SERVICE_MONITOR = _resource(
     "monitoring.coreos.com/v1",
     "ServiceMonitor",
@@ -62,6 +79,8 @@ SERVICE_MONITOR = _resource(
                         "interval": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
                         "scrapeTimeout": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
                         "authorization": _obj({"type": STRING, "credentials": _SECRET_KEY_SELECTOR}),
+                        "honorLabels": {"type": "boolean"},
+                        "relabelings": {"type": "array", "items": _RELABEL_CONFIG},
                     }
                 ),
             },

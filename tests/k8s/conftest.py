@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
+from pytest_django import Settings
 
 from cluster.backends.kubernetes.api import KubeApi
 from cluster.backends.kubernetes.backend import KubernetesBackend, KubeSettings
@@ -33,3 +36,21 @@ def k8s(fake: FakeApiServer) -> Iterator[KubernetesBackend]:
     api = connect(fake.url)
     yield KubernetesBackend(api, options)
     api.close()
+
+
+@pytest.fixture
+def portal_on_fake(fake: FakeApiServer, settings: Settings, tmp_path: Path) -> FakeApiServer:
+    """The portal itself (get_backend(), as services, API and console call it) pointed at the fake API server."""
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+        "users": [{"name": "portal", "user": {"token": "not-checked-by-the-fake"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "portal"}}],
+        "current-context": "fake",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    settings.K8S_KUBECONFIG = str(path)
+    settings.CLUSTER_BACKEND = "kubernetes"
+    return fake

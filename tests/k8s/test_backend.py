@@ -268,24 +268,6 @@ def test_drain_evicts_what_it_may_and_reports_the_pod_a_budget_protects(fake: Fa
     assert k8s.list_nodes()[0].reason == "replace GPU 3"
 
 
-@pytest.fixture
-def portal_on_fake(fake: FakeApiServer, settings: Settings, tmp_path: Path) -> FakeApiServer:
-    """The portal itself (get_backend(), as services, API and console call it) pointed at the fake API server."""
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
-        "users": [{"name": "portal", "user": {"token": "not-checked-by-the-fake"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "portal"}}],
-        "current-context": "fake",
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(kubeconfig))
-    settings.K8S_KUBECONFIG = str(path)
-    settings.CLUSTER_BACKEND = "kubernetes"
-    return fake
-
-
 def node_with_a_protected_pod(fake: FakeApiServer) -> None:
     fake.add_node("gpu-a100-1")
     fake.add_pod(NS, "gp-7-main-0", "gpu-a100-1", labels={JOB_ID_LABEL: "7"}, gpus=4)
@@ -503,3 +485,22 @@ def test_it_connects_through_a_kubeconfig_named_in_settings(fake: FakeApiServer,
     settings.K8S_KUBECONFIG = str(tmp_path / "missing")
     with pytest.raises(BackendUnavailable, match="cannot load the Kubernetes configuration"):
         get_backend("kubernetes").list_nodes()
+
+
+# --- telemetry exporters ----------------------------------------------------------------------
+
+
+def test_exporter_pods_are_placed_by_the_daemonsets_label_then_by_name(fake: FakeApiServer, k8s: KubernetesBackend) -> None:
+    fake.add_namespace("gpu-operator")
+    fake.add_node("gpu-a100-1")
+    fake.add_node("gpu-a100-2")
+    fake.add_pod("gpu-operator", "nvidia-dcgm-exporter-xpn6b", "gpu-a100-1", labels={"app": "nvidia-dcgm-exporter"})
+    fake.add_pod("gpu-operator", "dcgm-custom-q7w", "gpu-a100-2", labels={"app": "dcgm-custom"})
+    fake.add_pod("gpu-operator", "nvidia-dcgm-exporter-zzzzz", "gpu-a100-2", labels={"app": "nvidia-dcgm-exporter"})
+    wanted = ["nvidia-dcgm-exporter-xpn6b", "dcgm-custom-q7w", "nvidia-dcgm-exporter-gone1"]
+    before = len(fake.store.requests)
+    assert k8s.exporter_nodes(wanted) == {"nvidia-dcgm-exporter-xpn6b": "gpu-a100-1", "dcgm-custom-q7w": "gpu-a100-2"}
+    asked = [path for _, path in fake.store.requests[before:]]
+    # One listing of the DaemonSet's pods, then one lookup for each name it did not hold.
+    assert len(asked) == 3 and "labelSelector=app%3Dnvidia-dcgm-exporter" in asked[0]
+    assert all("fieldSelector=metadata.name" in path for path in asked[1:])

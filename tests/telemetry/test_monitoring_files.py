@@ -97,3 +97,48 @@ def test_every_metric_the_dashboard_asks_for_is_exported() -> None:
         for name in re.findall(r"\b(DCGM_FI_[A-Z_]+|gridportal_[a-z_]+|up)\b", t["expr"])
     }
     assert asked <= known, asked - known
+
+
+DCGM_SCRAPE = MONITORING / "dcgm-exporter-kubernetes-scrape.yml"
+DCGM_MONITOR = MONITORING.parent / "deploy" / "kubernetes" / "base" / "dcgm-servicemonitor.yaml"
+
+
+def test_the_dcgm_scrape_job_and_servicemonitor_add_the_node_the_portal_reads_first() -> None:
+    [job] = yaml.safe_load(DCGM_SCRAPE.read_text())
+    monitor = yaml.safe_load(DCGM_MONITOR.read_text())
+    [endpoint] = monitor["spec"]["endpoints"]
+    first = MetricNames().host_labels[0]
+    from_file = {(tuple(r.get("source_labels", ())), r.get("target_label")) for r in job["relabel_configs"]}
+    from_monitor = {(tuple(r.get("sourceLabels", ())), r.get("targetLabel")) for r in endpoint["relabelings"]}
+    assert (("__meta_kubernetes_pod_node_name",), first) in from_file & from_monitor
+    # The pod labels the exporter writes (the pod using each GPU) are kept, not renamed exported_pod.
+    assert job["honor_labels"] is True and endpoint["honorLabels"] is True
+    assert job["job_name"] == "dcgm" and {"targetLabel": "job", "replacement": "dcgm"} in endpoint["relabelings"]
+
+
+# Upstream's KubernetesSDConfig (discovery/kubernetes/kubernetes.go): its own fields and its roles.
+KUBERNETES_SD_FIELDS = {"api_server", "role", "kubeconfig_file", "namespaces", "selectors", "attach_metadata"}
+KUBERNETES_SD_ROLES = {"endpoints", "endpointslice", "service", "pod", "node", "ingress"}
+
+
+@pytest.mark.prometheus
+def test_the_dcgm_scrape_job_passes_promtool(tmp_path: Path) -> None:
+    """Debian's Prometheus is built without Kubernetes discovery, so its promtool refuses the
+    `kubernetes_sd_configs` block: that block is checked against upstream's fields here, and promtool
+    checks the rest of the job (relabelling, honor_labels, interval) with static targets in its place."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    [job] = yaml.safe_load(DCGM_SCRAPE.read_text())
+    [discovery] = job.pop("kubernetes_sd_configs")
+    assert set(discovery) <= KUBERNETES_SD_FIELDS and discovery["role"] in KUBERNETES_SD_ROLES
+    assert set(discovery.get("namespaces", {})) <= {"own_namespace", "names"}
+    job["static_configs"] = [{"targets": ["127.0.0.1:9400"]}]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"scrape_configs": [job]}))
+    done = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # promtool does refuse what is wrong in the part it checks.
+    job["relabel_configs"][0]["action"] = "keep-if"
+    config.write_text(yaml.safe_dump({"scrape_configs": [job]}))
+    assert subprocess.run([promtool, "check", "config", str(config)], capture_output=True).returncode != 0

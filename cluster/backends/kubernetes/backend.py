@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 JOB_APIS = (VOLCANO_JOB_API, PYTORCH_JOB_API)
 SELECTOR_CHUNK = 100  # ids per label selector, to keep list URLs short
+EXPORTER_LOOKUPS = 20  # exporter pods looked up by name per call, beyond the DaemonSet's listing
 
 
 def parse_burst_machinedeployments(value: Any) -> dict[str, tuple[str, str]]:
@@ -58,6 +59,7 @@ class KubeSettings:
     node_pool_label: str = f"{manifests.DOMAIN}/pool"
     burst_machinedeployments: dict[str, tuple[str, str]] = field(default_factory=dict)
     conflict_retries: int = 3
+    exporter_selector: str = "app=nvidia-dcgm-exporter"
 
     @classmethod
     def from_django(cls) -> KubeSettings:
@@ -78,6 +80,7 @@ class KubeSettings:
             node_pool_label=getattr(s, "K8S_NODE_POOL_LABEL", f"{manifests.DOMAIN}/pool"),
             burst_machinedeployments=parse_burst_machinedeployments(getattr(s, "K8S_BURST_MACHINEDEPLOYMENTS", {})),
             conflict_retries=int(getattr(s, "K8S_CONFLICT_RETRIES", 3)),
+            exporter_selector=getattr(s, "K8S_EXPORTER_SELECTOR", "app=nvidia-dcgm-exporter"),
         )
 
 
@@ -234,6 +237,22 @@ class KubernetesBackend(ClusterBackend):
             for n in nodes.get("items") or []
         )
         return sorted((n for n in found if n is not None), key=lambda n: n.name)
+
+    def exporter_nodes(self, names: Collection[str]) -> dict[str, str]:
+        """The node of each named exporter pod: one listing of the exporter DaemonSet's pods
+        (K8S_EXPORTER_SELECTOR), then, for names it did not hold (an exporter labelled otherwise), a
+        lookup by name, at most EXPORTER_LOOKUPS of them."""
+        wanted = set(names)
+        listing = self.api.call(
+            "list exporter pods", self.api.core.list_pod_for_all_namespaces, label_selector=self.options.exporter_selector
+        )
+        found = status.pod_nodes(listing.get("items") or [], wanted)
+        for name in sorted(wanted - found.keys())[:EXPORTER_LOOKUPS]:
+            pods = self.api.call(
+                f"find pod {name}", self.api.core.list_pod_for_all_namespaces, field_selector=f"metadata.name={name}"
+            )  # fmt: skip
+            found.update(status.pod_nodes(pods.get("items") or [], wanted))
+        return found
 
     def _patch_node(self, node: str, body: Manifest, what: str) -> None:
         try:

@@ -7,7 +7,7 @@ allocatable GPUs, the GPU product label, `spec.unschedulable` and a Ready condit
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from cluster.backends.kubernetes.manifests import (
     JOB_ID_LABEL,
     PYTORCH_JOB_API,
     VOLCANO_JOB_API,
+    Manifest,
     model_for_product,
 )
 from cluster.states import NodeState, PoolKind
@@ -244,3 +245,14 @@ def remote_node(node: Mapping[str, Any], gpus_used: int, pool_label: str, burst_
     state, reason = node_state(node)
     kind = PoolKind.CLOUD if pool in set(burst_pools) else PoolKind.ONPREM
     return RemoteNode(meta["name"], pool, kind, model, gpus, gpus_used, state, reason)
+
+
+def pod_nodes(pods: Iterable[Manifest], names: Container[str]) -> dict[str, str]:
+    """Pod name -> the node it was scheduled on, for the named pods that have one."""
+    out: dict[str, str] = {}
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name", "")
+        node = (pod.get("spec") or {}).get("nodeName")
+        if name in names and node:
+            out[name] = node
+    return out
