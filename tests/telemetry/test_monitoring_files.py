@@ -71,7 +71,7 @@ def _print_rules() -> str:
 
 def test_the_rules_cover_thermal_exporter_down_and_queue_wait() -> None:
     text = (MONITORING / "prometheus-rules.yml").read_text()
-    for alert in ("GpuTemperatureHigh", "GpuXidError", "DcgmExporterDown", "AdmissionWaitTooLong"):
+    for alert in ("GpuTemperatureHigh", "GpuXidError", "GpuTelemetryUnresolved", "DcgmExporterDown", "AdmissionWaitTooLong"):
         assert f"alert: {alert}" in text
 
 
