@@ -41,16 +41,21 @@ def k8s(fake: FakeApiServer) -> Iterator[KubernetesBackend]:
 @pytest.fixture
 def portal_on_fake(fake: FakeApiServer, settings: Settings, tmp_path: Path) -> FakeApiServer:
     """The portal itself (get_backend(), as services, API and console call it) pointed at the fake API server."""
+    settings.K8S_KUBECONFIG = str(write_kubeconfig(fake.url, tmp_path))
+    settings.CLUSTER_BACKEND = "kubernetes"
+    return fake
+
+
+def write_kubeconfig(server: str, folder: Path) -> Path:
+    """A kubeconfig naming this API server, written in folder."""
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
         "users": [{"name": "portal", "user": {"token": "not-checked-by-the-fake"}}],
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "portal"}}],
         "current-context": "fake",
     }
-    path = tmp_path / "kubeconfig"
+    path = folder / "kubeconfig"
     path.write_text(yaml.safe_dump(kubeconfig))
-    settings.K8S_KUBECONFIG = str(path)
-    settings.CLUSTER_BACKEND = "kubernetes"
-    return fake
+    return path

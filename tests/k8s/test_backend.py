@@ -27,6 +27,7 @@ from jobs.states import JobState
 from portal.models import User
 from quotas import volcano
 from quotas.models import TeamQuota
+from tests.k8s.conftest import write_kubeconfig
 from tests.k8s.fake_apiserver import FakeApiServer
 from tests.k8s.test_manifests import SEED_QUEUE
 
@@ -468,17 +469,7 @@ def test_the_seeds_queue_is_refused_and_the_compiled_one_accepted(fake: FakeApiS
 
 
 def test_it_connects_through_a_kubeconfig_named_in_settings(fake: FakeApiServer, settings: Settings, tmp_path: Path) -> None:
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
-        "users": [{"name": "portal", "user": {"token": "not-checked-by-the-fake"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "portal"}}],
-        "current-context": "fake",
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(kubeconfig))
-    settings.K8S_KUBECONFIG = str(path)
+    settings.K8S_KUBECONFIG = str(write_kubeconfig(fake.url, tmp_path))
     backend = get_backend("kubernetes")
     assert backend.health()["server"] == "v1.33.0-fake"
 
