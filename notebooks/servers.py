@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -19,12 +20,21 @@ from typing import Any
 
 from django.conf import settings
 
+from cluster.backends import get_backend
+from cluster.backends.base import BackendError, BackendRejected
+from cluster.backends.kubernetes import manifests
+from cluster.backends.kubernetes.backend import KubernetesBackend
 from jobs import services as job_services
 from jobs.models import Job
 from notebooks import launch
 from notebooks.models import Notebook
 
+log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
+
+
+class LaunchFailed(Exception):
+    """The backend refused what the server needs (retrying cannot help): the notebook fails with this message."""
 
 
 class Launcher(abc.ABC):
@@ -83,13 +93,43 @@ class SlurmLauncher(Launcher):
 
 
 class KubernetesLauncher(Launcher):
-    """The job's pod runs the server; a ClusterIP Service in the team's namespace reaches it (notebooks.launch)."""
+    """The job's pod runs the server; a ClusterIP Service in the team's namespace reaches it (notebooks.launch).
+
+    The Service is made once the job runs and deleted when the notebook ends; it is owned by the
+    job's object, so the cluster's garbage collector removes it with the job if the delete is missed.
+    """
 
     def job_fields(self, server_type: str) -> dict[str, Any]:
         return {"image": settings.NOTEBOOK_IMAGE, "command": launch.kube_command(server_type)}
 
     def locate(self, notebook: Notebook, job: Job, token: str) -> tuple[str, int | None] | None:
-        return launch.kube_url(notebook.pk, f"{settings.K8S_NAMESPACE_PREFIX}{job.team.slug}"), None
+        backend = kubernetes()
+        namespace = manifests.namespace_for(job.team.slug, backend.options.manifest)
+        service = launch.kube_service(notebook.pk, job.pk, namespace, manifests.JOB_ID_LABEL)
+        try:
+            backend.ensure_service(service, job.backend_job_id)
+        except BackendRejected as exc:
+            raise LaunchFailed(f"the notebook's Service was refused: {exc}") from exc
+        except BackendError as exc:
+            log.warning("notebook %s: Service not made yet, tried again on the next refresh: %s", notebook.pk, exc)
+            return None
+        return launch.kube_url(notebook.pk, namespace), None
+
+    def stop(self, notebook: Notebook) -> None:
+        if not notebook.job.backend_job_id:
+            return  # never dispatched: no Service was made
+        backend = kubernetes()
+        namespace = manifests.namespace_for(notebook.job.team.slug, backend.options.manifest)
+        try:
+            backend.delete_service(namespace, launch.kube_service_name(notebook.pk))
+        except BackendError as exc:  # the garbage collector removes it with the job's object
+            log.warning("notebook %s: Service not deleted, left to the job's garbage collection: %s", notebook.pk, exc)
+
+
+def kubernetes() -> KubernetesBackend:
+    backend = get_backend("kubernetes")
+    assert isinstance(backend, KubernetesBackend)  # the registry's entry for the name
+    return backend
 
 
 LAUNCHERS: dict[str, type[Launcher]] = {"simulator": LocalLauncher, "slurm": SlurmLauncher, "kubernetes": KubernetesLauncher}

@@ -182,7 +182,11 @@ def refresh(notebook_id: int) -> str | None:
 
 def _find_server(notebook: Notebook, job: Job) -> None:
     launcher = servers.launcher_for(job.backend)
-    found = launcher.locate(notebook, job, token_for(notebook))
+    try:
+        found = launcher.locate(notebook, job, token_for(notebook))
+    except servers.LaunchFailed as exc:
+        _end(notebook, EndReason.FAILED, "system", str(exc))
+        return
     if found is not None and not notebook.server_url:
         url, pid = found
         if not Notebook.objects.filter(pk=notebook.pk, server_url="").update(server_url=url, server_pid=pid):
@@ -293,6 +297,7 @@ def _end(notebook: Notebook, reason: str, actor: str, detail: str) -> None:
         with contextlib.suppress(job_services.JobActionError):  # it ended meanwhile
             job_services.cancel(job.owner, job, f"notebook #{notebook.pk}: {detail}")
     notebook.refresh_from_db(fields=["server_pid"])  # another process may have started the server since this row was read
+    notebook.job = job  # as it is now (dispatched since the caller read it, perhaps)
     servers.launcher_for(job.backend).stop(notebook)
 
 

@@ -6,7 +6,7 @@ keeps objects in memory, runs no scheduler and no kubelet, and implements only t
 conventions the backend relies on, following the API's rules for each:
 
 - create / get / list / watch / replace / merge-patch / delete for nodes, namespaces, pods,
-  poddisruptionbudgets, priorityclasses and the custom resources jobs.batch.volcano.sh,
+  services, poddisruptionbudgets, priorityclasses and the custom resources jobs.batch.volcano.sh,
   queues.scheduling.volcano.sh, podgroups.scheduling.volcano.sh, pytorchjobs.kubeflow.org,
   machinedeployments.cluster.x-k8s.io;
 - every object has a resourceVersion (one global counter); a replace or patch that names an
@@ -92,6 +92,7 @@ CORE = [
     Resource("", "v1", "nodes", "Node", False),
     Resource("", "v1", "namespaces", "Namespace", False),
     Resource("", "v1", "pods", "Pod", True),
+    Resource("", "v1", "services", "Service", True),
     Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True),
     Resource("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False),
 ]
@@ -626,7 +627,7 @@ def _validate(res: Resource, obj: Obj, query: dict[str, str], old: Obj | None = 
         obj = res.crd.prune(obj)
         causes += res.crd.errors(obj)
         causes += res.crd.cel_errors(obj, old)
-    elif res.plural in ("namespaces", "priorityclasses", "poddisruptionbudgets"):
+    elif res.plural in ("namespaces", "priorityclasses", "poddisruptionbudgets", "services"):
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=query.get("fieldValidation") == "Strict")
         except kubernetes_validate.ValidationError as exc:
@@ -737,13 +738,13 @@ def _delete(store: Store, res: Resource, namespace: str, name: str) -> Obj:
     if obj is None:
         raise _not_found(res, name)
     store.record(res, "DELETED", obj)
-    if res.crd is not None:  # the garbage collector: a job's pods go with it
-        pods = next(r for r in store.resources.values() if r.plural == "pods")
+    if res.crd is not None:  # the garbage collector: a job's pods (and a notebook's Service) go with it
         uid = obj["metadata"].get("uid")
-        for key, pod in list(store.bucket(pods).items()):
-            if any(o.get("uid") == uid for o in pod["metadata"].get("ownerReferences", [])):
-                store.bucket(pods).pop(key)
-                store.record(pods, "DELETED", pod)
+        for owned in (r for r in store.resources.values() if r.plural in ("pods", "services")):
+            for key, child in list(store.bucket(owned).items()):
+                if any(o.get("uid") == uid for o in child["metadata"].get("ownerReferences", [])):
+                    store.bucket(owned).pop(key)
+                    store.record(owned, "DELETED", child)
     return obj
 
 

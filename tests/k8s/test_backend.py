@@ -24,6 +24,7 @@ from cluster.states import NodeState, PoolKind
 from jobs import services
 from jobs.models import Job
 from jobs.states import JobState
+from notebooks import launch
 from portal.models import User
 from quotas import volcano
 from quotas.models import TeamQuota
@@ -227,6 +228,28 @@ def test_it_reads_the_log_of_the_master_pod(
     )
     assert k8s.read_log(backend_id, 1) == ["epoch 2", "epoch 3"]
     assert [n.gpus_used for n in k8s.list_nodes()] == [8, 8]
+
+
+def test_a_jobs_service_is_owned_by_the_job_made_once_and_deleted_safely(
+    alice: User, submit: Callable[..., Job], fake: FakeApiServer, k8s: KubernetesBackend
+) -> None:
+    job = admit(submit(alice, image=IMAGE, kind="interactive"))
+    backend_id = k8s.submit(services.job_request(job))
+    body = launch.kube_service(7, job.pk, NS, JOB_ID_LABEL)
+    k8s.ensure_service(body, backend_id)
+    k8s.ensure_service(body, backend_id)  # a repeat keeps the first
+    [service] = fake.items("", "services")
+    volcano_job = fake.get("batch.volcano.sh", "jobs", NS, f"gp-{job.pk}")
+    assert volcano_job is not None and service["metadata"]["ownerReferences"][0]["uid"] == volcano_job["metadata"]["uid"]
+    with pytest.raises(BackendRejected, match="must be in team-vision"):
+        k8s.ensure_service(launch.kube_service(8, job.pk, "team-render", JOB_ID_LABEL), backend_id)
+
+    k8s.delete_service(NS, "notebook-7")
+    k8s.delete_service(NS, "notebook-7")  # gone already: not an error
+    assert fake.items("", "services") == []
+    k8s.ensure_service(body, backend_id)
+    k8s.cancel(backend_id)  # the garbage collector takes the Service with its owner
+    assert fake.items("", "services") == []
 
 
 # --- nodes --------------------------------------------------------------------------------------

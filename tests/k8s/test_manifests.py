@@ -265,6 +265,7 @@ def test_the_rbac_covers_every_resource_the_backend_touches() -> None:
         ("", "pods"),
         ("", "pods/eviction"),
         ("", "pods/log"),
+        ("", "services"),
         ("batch.volcano.sh", "jobs"),
         ("kubeflow.org", "pytorchjobs"),
         ("scheduling.volcano.sh", "queues"),

@@ -18,6 +18,7 @@ from notebooks import launch, servers, services
 from notebooks.models import Notebook
 from notebooks.states import NotebookState
 from portal.models import User
+from tests.k8s.conftest import fake, portal_on_fake  # noqa: F401  (the fake Kubernetes API server, for test_kubernetes.py)
 
 
 def notebook_request(**fields: Any) -> dict[str, Any]:

@@ -221,6 +221,32 @@ class KubernetesBackend(ClusterBackend):
             return []  # the pod is gone or its container has not started yet
         return str(text or "").splitlines()[offset : offset + limit]
 
+    # --- a job's Service (notebooks) -----------------------------------------------------------
+
+    def ensure_service(self, body: Manifest, backend_job_id: str) -> None:
+        """Create a Service beside the job, owned by the job's object: if the portal never deletes it,
+        the garbage collector does when the job goes. One already there for the same job is kept."""
+        plural, namespace, name = self._split(backend_job_id)
+        group, version, _, kind = next(a for a in JOB_APIS if a[2] == plural)
+        if body["metadata"]["namespace"] != namespace:
+            raise BackendRejected(f"Service {body['metadata']['name']} must be in {namespace}, the job's namespace")
+        job = self.api.call(
+            f"get {kind} {namespace}/{name}", self.api.custom.get_namespaced_custom_object, group, version, namespace, plural, name
+        )  # fmt: skip
+        owner = {"apiVersion": f"{group}/{version}", "kind": kind, "name": name, "uid": job["metadata"]["uid"]}
+        body = {**body, "metadata": {**body["metadata"], "ownerReferences": [owner]}}
+        action = f"create Service {namespace}/{body['metadata']['name']}"
+        try:
+            self.api.call(action, self.api.core.create_namespaced_service, namespace, body, field_validation="Strict")
+        except ConflictError:
+            log.info("%s: already exists; kept", action)
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        try:
+            self.api.call(f"delete Service {namespace}/{name}", self.api.core.delete_namespaced_service, name, namespace)
+        except NotFoundError:
+            return  # gone already (with its job, or deleted before)
+
     # --- nodes ------------------------------------------------------------------------------
 
     def list_nodes(self) -> list[RemoteNode]:

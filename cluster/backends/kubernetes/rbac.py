@@ -38,6 +38,8 @@ def portal_rules() -> list[Manifest]:
         _rule([""], ["pods"], read),
         _rule([""], ["pods/log"], ["get"]),
         _rule([""], ["pods/eviction"], ["create"]),
+        # A notebook's ClusterIP Service in its team's namespace, made when it runs, deleted when it ends.
+        _rule([""], ["services"], ["create", "delete"]),
         _rule(["scheduling.k8s.io"], ["priorityclasses"], read),
         _rule([VOLCANO_JOB_API[0]], [VOLCANO_JOB_API[2]], jobs),
         _rule([PYTORCH_JOB_API[0]], [PYTORCH_JOB_API[2]], jobs),
