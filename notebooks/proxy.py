@@ -1,7 +1,8 @@
 """The authenticated reverse proxy to a notebook's server: HTTP (an async view) and websockets (a consumer).
 
 Only the notebook's owner and operators (audited, in notebooks.services.proxy_target) get through;
-everyone else gets 404 or a closed socket. The proxy adds the server's token to each request and
+everyone else gets 404 or a closed socket. When they may open it but its server cannot be reached
+(starting, ended, or not answering), they get a page saying so (notebooks.unavailable), or JSON. The proxy adds the server's token to each request and
 strips the portal's own cookies and credentials, so neither the token reaches the browser nor the
 portal's session reaches the server. The server listens only where the portal can reach it; the
 proxy is its one way in.
@@ -21,13 +22,16 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.typing import Subprotocol
 
-from notebooks import services
+from notebooks import services, unavailable
+from notebooks.models import Notebook
 from portal.access import websocket_user
 from portal.fanout import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from portal.security import same_origin
@@ -80,7 +84,7 @@ async def http_proxy(request: HttpRequest, notebook_id: int, path: str = "") -> 
     try:
         target = await sync_to_async(services.proxy_target)(user, notebook_id)
     except services.NotebookNotOpen as exc:
-        return HttpResponse(f"{exc}; its page says when it is ready.", status=409, content_type="text/plain")
+        return await sync_to_async(unavailable_answer)(request, exc.notebook, path)
     if target is None:
         raise Http404("No such notebook")
     if request.method not in SAFE_METHODS and not _from_this_site(request):
@@ -92,12 +96,45 @@ async def http_proxy(request: HttpRequest, notebook_id: int, path: str = "") -> 
             str(request.method), url, content=request.body, headers=_upstream_headers(request, target.token)
         )
     except httpx.HTTPError as exc:
-        return HttpResponse(f"the notebook's server did not answer: {type(exc).__name__}", status=502, content_type="text/plain")
+        notebook = await sync_to_async(services.server_unreachable)(target.notebook_id)
+        return await sync_to_async(unavailable_answer)(request, notebook, path, type(exc).__name__)
     await sync_to_async(services.record_proxy_activity)(target.notebook_id)
     response = HttpResponse(answer.content, status=answer.status_code)
     for name, value in answer.headers.multi_items():
         if name.lower() not in NOT_DOWNSTREAM:
             response[name] = value
+    return response
+
+
+def _wants_json(request: HttpRequest, path: str) -> bool:
+    """A script or the server's own page asking (its REST API, XHR, fetch for JSON), not a browser navigating."""
+    if request.headers.get("X-Requested-With") == "XMLHttpRequest":
+        return True
+    accept = request.headers.get("Accept", "")
+    if "text/html" in accept:
+        return False
+    return "json" in accept or path.startswith("api/") or "/api/" in path
+
+
+def unavailable_answer(request: HttpRequest, notebook: Notebook, path: str, cause: str = "") -> HttpResponse:
+    """The page (or JSON) for a notebook whose server cannot be reached: its state, what to do, a link to its page.
+
+    Only called once the user was found allowed to open the notebook: everyone else still gets 404."""
+    session = unavailable.Session(
+        notebook.pk, notebook.state, notebook.get_state_display(), notebook.end_reason,
+        notebook.get_end_reason_display() if notebook.end_reason else "", notebook.detail,
+        notebook.job.get_state_display().lower(), notebook.get_server_type_display(),
+    )  # fmt: skip
+    answer = unavailable.explain(session, cause)
+    page = reverse("notebook_detail", args=[notebook.pk])
+    if _wants_json(request, path):
+        response: HttpResponse = JsonResponse(answer.as_json(session, page), status=answer.status)
+    else:
+        context = {"notebook": notebook, "answer": answer, "page": page}
+        response = render(request, "notebooks/unavailable.html", context, status=answer.status)
+    if answer.retry_after_s:
+        response["Retry-After"] = str(answer.retry_after_s)
+    response["Cache-Control"] = "no-store"
     return response
 
 

@@ -53,6 +53,10 @@ class NotebookActionError(Exception):
 class NotebookNotOpen(NotebookActionError):
     """The notebook exists and may be opened, but its server is not ready (or has ended)."""
 
+    def __init__(self, message: str, notebook: Notebook) -> None:
+        super().__init__(message)
+        self.notebook = notebook
+
 
 # --- the token -------------------------------------------------------------------------------
 
@@ -171,6 +175,10 @@ def refresh(notebook_id: int) -> str | None:
     job = notebook.job
     if job.state in TERMINAL:
         _end(notebook, EndReason.JOB_ENDED, "system", f"job #{job.pk} {job.state}")
+    elif notebook.state in OPEN and job.state != JobState.RUNNING:
+        # Preempted (or requeued after its node failed): the server and its kernels are gone, and a later
+        # run would be a new server with nothing in it. The session ends and its GPUs are not asked for again.
+        _end(notebook, EndReason.JOB_ENDED, "system", f"job #{job.pk} was preempted ({job.state}): its server is gone")
     elif job.state == JobState.RUNNING and notebook.state == NotebookState.STARTING:
         _find_server(notebook, job)
     elif notebook.state in OPEN and notebook.server_url:
@@ -242,14 +250,24 @@ def proxy_target(user: Any, notebook_id: int) -> ProxyTarget | None:
     None when the user may not see it. Raises NotebookNotOpen while it is not ready."""
     if user is None or not user.is_authenticated or not user.is_active:
         return None
-    notebook = Notebook.objects.restrict(user).filter(pk=notebook_id).first()
+    notebook = Notebook.objects.restrict(user).select_related("job").filter(pk=notebook_id).first()
     if notebook is None:
         return None
     if notebook.state not in OPEN or not notebook.server_url:
-        raise NotebookNotOpen(f"notebook #{notebook.pk} is {notebook.get_state_display().lower()}")
+        raise NotebookNotOpen(f"notebook #{notebook.pk} is {notebook.get_state_display().lower()}", notebook)
     if notebook.owner_id != user.pk and is_operator(user):
         _audit_operator_open(notebook, user)
     return ProxyTarget(notebook.pk, notebook.server_url, token_for(notebook))
+
+
+def server_unreachable(notebook_id: int) -> Notebook:
+    """The proxy could not reach an open notebook's server: if its job no longer runs (preempted, failed
+    with its node), end the notebook now rather than at the next cycle. Returns the row as it stands."""
+    notebook = Notebook.objects.select_related("job").get(pk=notebook_id)
+    if notebook.state != NotebookState.ENDED and notebook.job.state != JobState.RUNNING:
+        refresh(notebook_id)
+        notebook = Notebook.objects.select_related("job").get(pk=notebook_id)
+    return notebook
 
 
 def _audit_operator_open(notebook: Notebook, user: Any) -> None:

@@ -114,7 +114,8 @@ def test_a_researcher_starts_a_notebook_runs_a_cell_through_the_proxy_and_sees_i
     reload_until(page, "ended", IDLE_S + WARN_S + 90)
     assert page.inner_text("#notebook-end-reason") == "Culled: idle"
     assert "Warned before culling" in page.inner_text("main")
-    assert page.request.get(portal.url + base + "api/status").status == 409  # the proxy no longer opens it
+    gone = page.request.get(portal.url + base + "api/status")  # the proxy no longer opens it, and says why
+    assert gone.status == 503 and gone.json()["state"] == "ended"
 
     carol = browser.new_page()
     sign_in(carol, portal, "carol")

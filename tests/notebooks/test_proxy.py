@@ -87,12 +87,6 @@ def test_a_request_through_the_proxy_is_activity(
     assert notebook.last_activity is not None and notebook.last_activity > long_ago
 
 
-def test_a_notebook_not_ready_answers_409(grid: Any, web: Callable[[User | None], Client], alice: User) -> None:
-    notebook = services.start(alice, {"team": "vision", "gpu_model": "a100"})
-    answer = web(alice).get(f"{notebook.proxy_path}api/status")
-    assert answer.status_code == 409 and b"starting" in answer.content
-
-
 # --- websockets ------------------------------------------------------------------------------
 
 

@@ -86,14 +86,14 @@ ROUTES: dict[str, Route] = {
     "sweeps/<int:sweep_id>/cancel/": Route("/sweeps/{sweep}/cancel/", LOGIN, 404, ("bob", 302), ("post",)),
     "sweeps/<int:sweep_id>/best-job/": Route("/sweeps/{sweep}/best-job/", LOGIN, 404, ("bob", 302), ("post",)),
     "sweeps/<int:sweep_id>/katib.yaml": Route("/sweeps/{sweep}/katib.yaml", LOGIN, 404, ("bob", 200)),
-    # Notebooks: one person's (the owner, and operators); the proxy answers 409 while the server is starting.
+    # Notebooks: one person's (the owner, and operators); the proxy answers them 503 while the server is starting.
     "notebooks/": Route("/notebooks/", LOGIN, 200, ("alice", 200)),
     "notebooks/new/": Route("/notebooks/new/", LOGIN, 200, ("alice", 200), ("get", "post")),
     "notebooks/<int:notebook_id>/": Route("/notebooks/{notebook}/", LOGIN, 404, ("alice", 200)),
     "notebooks/<int:notebook_id>/stop/": Route("/notebooks/{notebook}/stop/", LOGIN, 404, ("alice", 302), ("post",)),
-    "notebooks/<int:notebook_id>/proxy/": Route("/notebooks/{notebook}/proxy/", LOGIN, 404, ("alice", 409), ("get", "post")),
+    "notebooks/<int:notebook_id>/proxy/": Route("/notebooks/{notebook}/proxy/", LOGIN, 404, ("alice", 503), ("get", "post")),
     "notebooks/<int:notebook_id>/proxy/<path:path>": Route(
-        "/notebooks/{notebook}/proxy/api/status", LOGIN, 404, ("alice", 409), ("get", "post")
+        "/notebooks/{notebook}/proxy/api/status", LOGIN, 404, ("alice", 503), ("get", "post")
     ),
     "sim/metrics": Route("/sim/metrics", 403, 403, ("olivia", 200)),
     "sim/nodes/<str:node>/metrics": Route("/sim/nodes/{node}/metrics", 403, 403, ("olivia", 200)),
