@@ -79,7 +79,7 @@ API_OPERATOR: Answers = (401, 403, 403, 403, 200, 403)
 POST_ONLY: Answers = (LOGIN, 405, 405, 405, 405, 405)
 OWNER: Answers = (LOGIN, 200, 404, 404, 200, 404)  # one person's (a notebook): its owner and the operator
 API_OWNER: Answers = (401, 200, 404, 404, 200, 404)
-PROXY: Answers = (LOGIN, 409, 404, 404, 409, 404)  # the owner and the operator reach it; it is still starting
+PROXY: Answers = (LOGIN, 503, 404, 404, 503, 404)  # the owner and the operator reach it; it is still starting
 JOB = {"name": "matrix", "command": ["python", "train.py"], "gpu_model": "a100", "gpus_per_node": 1, "walltime": 600}
 
 TABLE: dict[str, Row] = {
@@ -89,7 +89,7 @@ TABLE: dict[str, Row] = {
     "livez": R((200,) * 6),  # the process answers: public, says nothing else
     "metrics": R(SCRAPE),
     "sim/metrics": R(SCRAPE),
-    # Notebooks are their owner's (and the operators', audited); the proxy answers 409 while the server starts.
+    # Notebooks are their owner's (and the operators', audited); the proxy answers them 503 while the server starts.
     "notebooks/": R(ALL_SIGNED_IN),
     "notebooks/new/": R(ALL_SIGNED_IN, post=(LOGIN, 400, 400, 400, 400, 400)),
     "notebooks/<int:notebook_id>/": R(OWNER),
