@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, permissions, serializers, viewsets
-from rest_framework.decorators import action
+from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -80,8 +82,53 @@ class BurstViewSet(viewsets.ReadOnlyModelViewSet[BurstProposal]):
         return self._decide(request, services.reject, RejectSerializer(data=request.data))
 
 
+class PowerSerializer(serializers.Serializer[Any]):
+    nodes = serializers.ListField(
+        child=serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", max_length=64),
+        min_length=1,
+        max_length=1000,
+        help_text="Slurm node names, the host list ResumeProgram or SuspendProgram was given, expanded.",
+    )
+
+
+class PowerAnswerSerializer(serializers.Serializer[Any]):
+    done = serializers.ListField(child=serializers.CharField())
+    refused = serializers.DictField(child=serializers.CharField(), help_text="node -> why the portal refused it")
+
+
+def _power(request: Request, act: str) -> Response:
+    if settings.CLUSTER_BACKEND != "slurm":
+        raise exceptions.ValidationError(
+            {"nodes": [f"power-save nodes are Slurm's; CLUSTER_BACKEND is {settings.CLUSTER_BACKEND!r}"]}
+        )
+    body = PowerSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    answer = services.slurm_power(request.user, act, body.validated_data["nodes"])
+    return Response({"done": answer.done, "refused": answer.refused})
+
+
+@extend_schema(tags=["bursting"], request=PowerSerializer, responses={200: PowerAnswerSerializer})
+@api_view(["POST"])
+@permission_classes([permissions.IsAuthenticated, IsOperator])
+def slurm_resume(request: Request) -> Response:
+    """Slurm's ResumeProgram: start instances behind the named power-save nodes an approved burst holds."""
+    return _power(request, "resume")
+
+
+@extend_schema(tags=["bursting"], request=PowerSerializer, responses={200: PowerAnswerSerializer})
+@api_view(["POST"])
+@permission_classes([permissions.IsAuthenticated, IsOperator])
+def slurm_suspend(request: Request) -> Response:
+    """Slurm's SuspendProgram: terminate the instances behind the named power-save nodes."""
+    return _power(request, "suspend")
+
+
 # Mounted under /api/v1/ by grid/urls.py, like every app's ROUTES and PATHS.
 ROUTES = [
     ("bursting/bursts", BurstViewSet, "burst"),
     ("bursting/instance-types", InstanceTypeViewSet, "instance-type"),
+]
+PATHS = [
+    path("bursting/slurm/resume/", slurm_resume, name="burst_slurm_resume"),
+    path("bursting/slurm/suspend/", slurm_suspend, name="burst_slurm_suspend"),
 ]

@@ -210,11 +210,11 @@ class SimCloudInstance(RestrictedModel):
 
 
 class MachineClaim(RestrictedModel):
-    """The Cluster API provider's own record of a node it asked a MachineDeployment for.
+    """A provider's own record of a node it asked for under the portal's name, where the cluster names nodes itself.
 
-    Cluster API names its machines and nodes itself, so a request under the portal's chosen name
-    is a claim; the first unclaimed node that joins the pool is bound to the oldest open claim.
-    The MachineDeployment's replicas are the number of open (pending or bound) claims of its pool.
+    Cluster API: the first unclaimed node that joins the pool is bound to the oldest open claim, and
+    the MachineDeployment's replicas are the number of open (pending or bound) claims of its pool.
+    Slurm's power-save nodes: the claim takes a powered-down slot of slurm.conf at once (`node`).
     """
 
     name = models.CharField(max_length=120, unique=True, help_text="The name the portal asked under.")

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import logging
+import shlex
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -22,6 +26,8 @@ from django.utils import timezone
 from bursting.models import SimCloudInstance
 from cluster.backends import BackendError, BackendRejected
 from cluster.simulator.backend import SimulatorBackend
+
+log = logging.getLogger(__name__)
 
 
 class CapacityError(BackendError):
@@ -84,7 +90,7 @@ class SimulatedCloud(CloudProvider):
         capacity_error_rate: float | None = None,
         seed: int | None = None,
     ) -> None:
-        self.backend = backend or SimulatorBackend()
+        self.backend = backend or SimulatorBackend()  # SimulatedSlotCloud never uses it
         self.clock = clock
         self.delay_s = settings.BURST_PROVISION_DELAY_S if delay_s is None else delay_s
         self.failure_rate = settings.BURST_FAILURE_RATE if failure_rate is None else failure_rate
@@ -99,14 +105,15 @@ class SimulatedCloud(CloudProvider):
             )
 
     def request(self, name: str, pool: str, instance_type: str) -> None:
-        if SimCloudInstance.objects.filter(name=name).exists():
+        if SimCloudInstance.objects.filter(name=name).exclude(state="terminated").exists():
             return
-        self.backend.cloud_pool(pool)
+        self._known_pool(pool)
         if _unit(self.seed, name, "capacity") < self.capacity_error_rate:
             raise CapacityError(f"InsufficientInstanceCapacity: no {instance_type} capacity for {name} right now")
         now = self.clock()
         failed = _unit(self.seed, name, "boot") < self.failure_rate
-        SimCloudInstance.objects.get_or_create(
+        # A Slurm slot's name comes back once its earlier instance has gone: that is a new instance.
+        SimCloudInstance.objects.update_or_create(
             name=name,
             defaults=dict(
                 pool=pool,
@@ -114,6 +121,7 @@ class SimulatedCloud(CloudProvider):
                 requested_at=now,
                 ready_at=now + timedelta(seconds=self.delay_s),
                 outcome="failed" if failed else "ok",
+                state="pending",
             ),
         )
 
@@ -121,16 +129,64 @@ class SimulatedCloud(CloudProvider):
         now = self.clock()
         for booted in SimCloudInstance.objects.filter(state="pending", ready_at__lte=now):
             with transaction.atomic():
-                if booted.outcome == "ok":
-                    self.backend.add_cloud_node(booted.pool, booted.name)
-                SimCloudInstance.objects.filter(pk=booted.pk, state="pending").update(
-                    state="running" if booted.outcome == "ok" else "failed"
-                )
+                problem = self._joined(booted.pool, booted.name) if booted.outcome == "ok" else "instance failed to boot"
+                SimCloudInstance.objects.filter(pk=booted.pk, state="pending").update(state="failed" if problem else "running")
+                if problem:
+                    log.warning("simulated instance %s: %s", booted.name, problem)
         return [
             Instance(i.name, i.pool, i.state, "instance failed to boot" if i.state == "failed" else "")
             for i in SimCloudInstance.objects.exclude(state="terminated")
         ]
 
     def release(self, name: str) -> None:
-        self.backend.remove_cloud_node(name)
+        self._left(name)
         SimCloudInstance.objects.filter(name=name).update(state="terminated")
+
+    # What a booted or terminated instance means to the grid: in the simulator, a node of its pool.
+
+    def _known_pool(self, pool: str) -> None:
+        self.backend.cloud_pool(pool)
+
+    def _joined(self, pool: str, name: str) -> str:
+        """The booted instance joins the grid; returns why it could not ('' when it did)."""
+        self.backend.add_cloud_node(pool, name)
+        return ""
+
+    def _left(self, name: str) -> None:
+        self.backend.remove_cloud_node(name)
+
+
+class SimulatedSlotCloud(SimulatedCloud):
+    """The simulated cloud behind Slurm's power-save slots: instances are named after the slot.
+
+    A booted instance runs BURST_SIM_BOOT_COMMAND with the slot's name (on the dev cluster it starts
+    the slot's slurmd, which registers with slurmctld as a real instance's would); a terminated one
+    runs BURST_SIM_HALT_COMMAND. Without a boot command nothing registers, and Slurm marks the node
+    down after its ResumeTimeout.
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = timezone.now, **draws: Any) -> None:
+        super().__init__(backend=None, clock=clock, **draws)
+        self.boot_command = shlex.split(settings.BURST_SIM_BOOT_COMMAND)
+        self.halt_command = shlex.split(settings.BURST_SIM_HALT_COMMAND)
+
+    def _known_pool(self, pool: str) -> None:
+        pass  # the slot exists in slurm.conf: SlurmPowerSave checked it
+
+    def _joined(self, pool: str, name: str) -> str:
+        return _run(self.boot_command, name)
+
+    def _left(self, name: str) -> None:
+        if problem := _run(self.halt_command, name):
+            log.warning("simulated instance %s: halting it: %s", name, problem)
+
+
+def _run(command: list[str], name: str) -> str:
+    """Run the hook with the instance's name last; why it failed, or ''."""
+    if not command:
+        return ""
+    try:
+        done = subprocess.run([*command, name], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{command[0]}: {exc}"
+    return "" if done.returncode == 0 else f"{command[0]} exited {done.returncode}: {(done.stderr or done.stdout).strip()[:200]}"

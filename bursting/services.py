@@ -36,6 +36,7 @@ from bursting.models import (
 )
 from bursting.provider import CapacityError, CloudProvider, Instance
 from bursting.providers import get_provider
+from bursting.slurm_power import PowerAnswer, SlurmPowerSave
 from cluster import services as cluster_services
 from cluster.backends import BackendError
 from cluster.gpus import GPU_MODELS
@@ -551,8 +552,8 @@ def reconcile(provider: CloudProvider, now: datetime) -> dict[str, int]:
     nodes = {n.name: n for n in BurstNode.objects.select_related("burst", "burst__instance_type")}
     for name, instance in seen.items():
         node = nodes.get(name)
-        if node is None and instance.requested_as:
-            node = _adopt(nodes, instance)
+        if (node is None or node.status not in PAID_NODE_STATES) and instance.requested_as:
+            node = _adopt(nodes, instance) or node  # a reused slot's name may still be on a released node
         if node is None or node.status not in PAID_NODE_STATES:
             counts["orphans"] += _release_orphan(provider, instance, node)
         elif node.status == NodeStatus.REQUESTED and instance.state == "running":
@@ -575,10 +576,14 @@ def reconcile(provider: CloudProvider, now: datetime) -> dict[str, int]:
 
 
 def _adopt(nodes: dict[str, BurstNode], instance: Instance) -> BurstNode | None:
-    """The provider named the node itself (Cluster API): the portal's node takes the name it got."""
+    """The provider named the node itself (Cluster API, Slurm's power-save slots): the portal's node takes that name."""
     node = nodes.get(instance.requested_as)
     if node is None or node.status != NodeStatus.REQUESTED:
         return node
+    # Slurm's power-save slots come back under the same name for every burst: an earlier, released
+    # node gives its name up (its row keeps `<name>~<id>`; its events keep the name they were written with).
+    for earlier in BurstNode.objects.filter(name=instance.name).exclude(status__in=PAID_NODE_STATES):
+        BurstNode.objects.filter(pk=earlier.pk).update(name=f"{earlier.name}~{earlier.pk}"[:120])
     if BurstNode.objects.filter(pk=node.pk, name=node.name).update(name=instance.name):
         record(node.burst_id, SYSTEM, "node_joined", f"requested as {node.name}", node=instance.name)
         node.name = instance.name
@@ -656,6 +661,36 @@ def release_node(node: BurstNode, provider: CloudProvider, now: datetime, why: s
 def finish_if_empty(burst: BurstProposal, now: datetime) -> None:
     if burst.state == BurstState.ACTIVE and not burst.burst_nodes.filter(status__in=PAID_NODE_STATES).exists():
         transition(burst, BurstState.ENDED, SYSTEM, "every node released", ended_at=now)
+
+
+# --- Slurm's power-save programs -------------------------------------------------------------
+
+
+def slurm_power(user: Any, act: str, names: list[str]) -> PowerAnswer:
+    """ResumeProgram or SuspendProgram named these nodes (operators' tokens only); what was done and refused."""
+    if not is_operator(user):
+        raise BurstForbidden("only operators' tokens may resume or suspend cloud nodes")
+    provider = get_provider()
+    if not isinstance(provider, SlurmPowerSave):
+        raise BurstActionError(f"nodes: the burst provider is {type(provider).__name__}, not Slurm's power saving")
+    with transaction.atomic():
+        transaction_lock(LOCK)
+        answer = provider.resume(names) if act == "resume" else provider.suspend(names)
+        for reason in answer.refused.values():
+            log.warning("Slurm %s refused: %s", act, reason)
+        record(
+            None,
+            str(user.username),
+            f"slurm_{act}",
+            _power_summary(answer),
+            after={"done": answer.done, "refused": answer.refused},
+        )
+    return answer
+
+
+def _power_summary(answer: PowerAnswer) -> str:
+    refused = f"; refused {', '.join(sorted(answer.refused))}" if answer.refused else ""
+    return f"{', '.join(answer.done) or 'nothing'}{refused}"
 
 
 # --- the cycle -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from portal.env import (
     ConfigError,
     env_bool,
     env_choice,
+    env_command,
     env_float,
     env_int,
     env_list,
@@ -457,6 +458,10 @@ BURST_PROVISION_DELAY_S = env_float("BURST_PROVISION_DELAY_S", 45.0, minimum=0, 
 BURST_FAILURE_RATE = env_float("BURST_FAILURE_RATE", 0.05, minimum=0, maximum=1)
 BURST_CAPACITY_ERROR_RATE = env_float("BURST_CAPACITY_ERROR_RATE", 0.05, minimum=0, maximum=1)
 BURST_SEED = env_int("BURST_SEED", 0, minimum=0, maximum=2**31)
+# The simulated cloud behind Slurm's power-save slots (CLUSTER_BACKEND=slurm): commands run with the
+# slot's name when its instance boots or is terminated (dev cluster: scripts/slurm-dev-cluster cloud-node up|down).
+BURST_SIM_BOOT_COMMAND = env_command("BURST_SIM_BOOT_COMMAND")
+BURST_SIM_HALT_COMMAND = env_command("BURST_SIM_HALT_COMMAND")
 # Cluster API (CLUSTER_BACKEND=kubernetes): a requested machine whose node has not joined by then has failed.
 BURST_CAPI_JOIN_TIMEOUT_S = env_float("BURST_CAPI_JOIN_TIMEOUT_S", 900.0, minimum=10, maximum=86400)
 CELERY_BEAT_SCHEDULE["burst-cycle"] = {"task": "bursting.tasks.burst_cycle", "schedule": BURST_CYCLE_S}

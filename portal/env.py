@@ -7,6 +7,7 @@ with a message naming the variable and what it accepts.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -21,6 +22,16 @@ def env_str(name: str, default: str | None = None) -> str | None:
     if value is None or value.strip() == "":
         return default
     return value.strip()
+
+
+def env_command(name: str) -> str:
+    """A command line (split like a shell would, never run through one); empty when unset."""
+    raw = env_str(name) or ""
+    try:
+        shlex.split(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r}: not a command line ({exc})") from None
+    return raw
 
 
 def env_bool(name: str, default: bool) -> bool:

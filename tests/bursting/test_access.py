@@ -48,6 +48,9 @@ TABLE = {
     "api/v1/bursting/bursts/<pk>/reject/": ("/api/v1/bursting/bursts/{burst}/reject/", "post", 401, 403, 403, 200),
     "api/v1/bursting/instance-types/": ("/api/v1/bursting/instance-types/", "get", 401, 403, 403, 200),
     "api/v1/bursting/instance-types/<name>/": ("/api/v1/bursting/instance-types/g5.12xlarge/", "get", 401, 403, 403, 200),
+    # Slurm's power-save programs: operators' tokens only; on the simulator even they are refused (no power-save nodes)
+    "api/v1/bursting/slurm/resume/": ("/api/v1/bursting/slurm/resume/", "post", 401, 403, 403, 400),
+    "api/v1/bursting/slurm/suspend/": ("/api/v1/bursting/slurm/suspend/", "post", 401, 403, 403, 400),
 }
 PREFIXES = ("console/", "api/v1/bursting/")
 

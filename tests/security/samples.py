@@ -113,4 +113,6 @@ SAMPLES: dict[str, str] = {
     "api/v1/bursting/bursts/<pk>/reject/": "/api/v1/bursting/bursts/{burst}/reject/",
     "api/v1/bursting/instance-types/": "/api/v1/bursting/instance-types/",
     "api/v1/bursting/instance-types/<name>/": "/api/v1/bursting/instance-types/g5.12xlarge/",
+    "api/v1/bursting/slurm/resume/": "/api/v1/bursting/slurm/resume/",
+    "api/v1/bursting/slurm/suspend/": "/api/v1/bursting/slurm/suspend/",
 }

@@ -249,6 +249,9 @@ TABLE: dict[str, Row] = {
     "api/v1/bursting/bursts/<pk>/reject/": R(None, post=API_OPERATOR, body={"reason": "not now"}),
     "api/v1/bursting/instance-types/": R(API_OPERATOR),
     "api/v1/bursting/instance-types/<name>/": R(API_OPERATOR),
+    # Slurm's ResumeProgram/SuspendProgram with an operator's token; on the simulator the operator's call is refused (400)
+    "api/v1/bursting/slurm/resume/": R(None, post=(401, 403, 403, 403, 400, 403), body={"nodes": ["burst-a10g-1"]}),
+    "api/v1/bursting/slurm/suspend/": R(None, post=(401, 403, 403, 403, 400, 403), body={"nodes": ["burst-a10g-1"]}),
 }
 
 # allauth's pages: sign-in is public, the rest is allauth's own flow; open signup is off.

@@ -29,6 +29,7 @@ from portal.models import Team, User
 from quotas.models import PriorityClass, TeamQuota
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "slurm-dev-cluster"
+CLOUD_PARTITION = "burst-a10g"  # the dev cluster's power-save slots (State=CLOUD), burst-a10g-[1-2]
 _test_numbers = itertools.count(1)
 
 
@@ -65,6 +66,8 @@ def slurm(slurm_cluster: None, settings: Settings, db: None) -> Iterator[SlurmBa
     settings.SLURM_TIMEOUT_S = 5
     settings.SLURM_BACKOFF_MAX_S = 2
     settings.DISPATCH_STALE_S = 600
+    settings.SLURM_CLOUD_PARTITIONS = CLOUD_PARTITION
+    settings.SLURM_PARTITIONS = f"a10g={CLOUD_PARTITION}"  # A10G exists only as burst nodes here
     cache.delete(BREAKER_KEY)
     yield SlurmBackend()
     listed = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, check=False).stdout

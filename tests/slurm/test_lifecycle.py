@@ -9,7 +9,7 @@ import pytest
 from cluster import services as cluster_services
 from cluster.backends.slurm import SlurmBackend
 from cluster.models import Node
-from cluster.states import NodeState
+from cluster.states import NodeState, PoolKind
 from jobs import services as job_services
 from jobs.models import Job, JobEvent
 from jobs.states import JobState
@@ -89,11 +89,15 @@ def test_a_drained_node_keeps_its_job_and_comes_back_on_resume(slurm_world: Slur
 def test_node_sync_reports_pools_models_and_gpus_in_use(slurm_world: SlurmBackend, alice: User) -> None:
     job = portal_job(alice, gpus_per_node=3, command=["sleep", "3"])
     sync_until(job, {JobState.RUNNING})
-    nodes = {n.name: n for n in slurm_world.list_nodes()}
+    listed = slurm_world.list_nodes()
+    nodes = {n.name: n for n in listed if n.pool_kind == PoolKind.ONPREM}
     assert {n.pool for n in nodes.values()} == {"a100", "h100"}
     assert {n.gpu_model for n in nodes.values()} == {"a100", "h100"}
     assert all(n.gpus == 8 for n in nodes.values())
     assert sum(n.gpus_used for n in nodes.values() if n.pool == "a100") >= 3
+    # The power-save slots are a cloud pool, down (nothing may be placed there) while powered off.
+    slots = {(n.name, n.pool, n.gpu_model, n.gpus) for n in listed if n.pool_kind == PoolKind.CLOUD}
+    assert slots == {("burst-a10g-1", "burst-a10g", "a10g", 4), ("burst-a10g-2", "burst-a10g", "a10g", 4)}
 
 
 def test_following_the_backend_admits_the_next_job_once_the_first_gives_its_gpus_back(

@@ -7,16 +7,19 @@ import pytest
 from cluster.backends.base import BackendRejected, BackendUnavailable, RemoteJobState
 from cluster.backends.slurm.mapping import (
     SQUEUE_SEPARATOR,
+    Power,
+    PowerSlot,
     accounted_job,
     exit_code_of,
     expand_hostlist,
     map_state,
+    power_slot,
     remote_job,
     remote_node,
     squeue_record,
 )
 from cluster.backends.slurm.rest import raise_for_errors
-from cluster.states import NodeState
+from cluster.states import NodeState, PoolKind
 
 S = RemoteJobState
 
@@ -96,6 +99,34 @@ def test_node_states(state: str, flags: list[str], reason: str, expected: NodeSt
     )  # fmt: skip
     assert node.state == expected and node.pool == "a100" and (node.gpus, node.gpus_used) == (8, 3)
     assert not node.reason.startswith("cordoned:")
+
+
+# Power-save (State=CLOUD) nodes as slurmrestd 22.05 listed them on the dev cluster through a cycle:
+# off, resume requested, resuming, up, drained and power-down requested, powering down, resume timed out.
+@pytest.mark.parametrize(
+    ("state", "flags", "power", "portal"),
+    [
+        ("idle", ["CLOUD", "POWERED_DOWN"], Power.OFF, NodeState.DOWN),
+        ("idle", ["CLOUD", "POWER_UP"], Power.RESUMING, NodeState.DOWN),
+        ("idle", ["CLOUD", "NOT_RESPONDING", "POWERING_UP"], Power.RESUMING, NodeState.DOWN),
+        ("down", ["CLOUD", "NOT_RESPONDING", "POWERING_UP"], Power.RESUMING, NodeState.DOWN),
+        ("idle", ["CLOUD"], Power.ON, NodeState.READY),
+        ("idle", ["CLOUD", "DRAIN", "POWER_DOWN"], Power.SUSPENDING, NodeState.DOWN),
+        ("idle", ["CLOUD", "POWERING_DOWN"], Power.SUSPENDING, NodeState.DOWN),
+        ("down", ["CLOUD", "POWERED_DOWN", "NOT_RESPONDING"], Power.DOWN, NodeState.DOWN),
+    ],
+)
+def test_power_save_nodes(state: str, flags: list[str], power: str, portal: NodeState) -> None:
+    raw = {"name": "burst-a10g-1", "state": state, "state_flags": flags, "reason": "", "partitions": ["burst-a10g"],
+           "gres": "gpu:a10g:4", "gres_used": "gpu:a10g:0(IDX:N/A)"}  # fmt: skip
+    assert power_slot(raw) == PowerSlot("burst-a10g-1", ("burst-a10g",), "a10g", 4, power)
+    node = remote_node(raw, frozenset({"burst-a10g"}))
+    assert (node.pool_kind, node.state) == (PoolKind.CLOUD, portal)
+    assert node.reason == ("" if power == Power.ON else f"power save: {power}")
+
+
+def test_nodes_without_power_saving_have_no_power_slot() -> None:
+    assert power_slot({"name": "gpu-a100-1", "state": "idle", "state_flags": ["DRAIN"], "gres": "gpu:a100:8"}) is None
 
 
 def test_errors_say_whether_a_retry_can_help() -> None:

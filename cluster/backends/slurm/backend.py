@@ -37,7 +37,9 @@ from cluster.backends.slurm.mapping import (
     CORDON_PREFIX,
     SQUEUE_FORMAT,
     TERMINAL_SLURM,
+    PowerSlot,
     accounted_job,
+    power_slot,
     remote_job,
     remote_node,
     squeue_record,
@@ -242,8 +244,24 @@ class SlurmBackend(ClusterBackend):
 
     def scale_pool(self, pool: str, nodes: int) -> None:
         raise BackendRejected(
-            f"pool {pool!r}: Slurm partitions have fixed nodes here; elastic pools need Slurm's power saving (ResumeProgram)"
+            f"pool {pool!r}: Slurm's elastic pools are power-save slots, resumed one by one (power_up, bursting/slurm_power.py)"
         )
+
+    # --- power-save (State=CLOUD) nodes: bursting/slurm_power.py ------------------------------
+
+    def power_slots(self) -> list[PowerSlot]:
+        """Every power-save node of slurm.conf and where it is in its power cycle."""
+        answer = self._as_portal("GET", f"{API}/nodes", "list nodes")
+        return [slot for slot in (power_slot(node) for node in answer.get("nodes") or []) if slot is not None]
+
+    def power_up(self, node: str) -> None:
+        """Slurm runs ResumeProgram for the node; it is up once the instance's slurmd registers."""
+        self._update_node(node, "State=POWER_UP")
+
+    def power_down(self, node: str) -> None:
+        """Slurm runs SuspendProgram for the node. FORCE: the portal has drained it and seen it idle, and
+        only FORCE also clears the drain, so the slot comes back plain idle for the next burst."""
+        self._update_node(node, "State=POWER_DOWN_FORCE")
 
     def health(self) -> dict[str, object]:
         answer = self._as_portal("GET", f"{API}/ping", "answer a ping")

@@ -10,6 +10,7 @@ whose reason keeps Slurm's word for it.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -189,7 +190,11 @@ def accounted_exit_code(job: dict[str, Any]) -> int | None:
 # --- nodes -------------------------------------------------------------------------------------
 
 GRES_TYPED = re.compile(r"gpu:([A-Za-z0-9_.-]+):(\d+)")
-DOWN_WORDS = frozenset({"DOWN", "FAIL", "FAILING", "NOT_RESPONDING", "UNKNOWN", "INVAL", "FUTURE", "POWERED_DOWN"})
+# A power-save node is down to the portal until its instance has registered (nothing may be placed there).
+DOWN_WORDS = frozenset(
+    {"DOWN", "FAIL", "FAILING", "NOT_RESPONDING", "UNKNOWN", "INVAL", "FUTURE"}
+    | {"POWERED_DOWN", "POWER_UP", "POWERING_UP", "POWER_DOWN", "POWERING_DOWN"}
+)
 CORDON_PREFIX = "cordoned: "
 
 
@@ -211,6 +216,53 @@ def node_state(state: str, flags: list[str], reason: str) -> str:
     return NodeState.READY
 
 
+class Power:
+    """Where a power-save (State=CLOUD) node is in its cycle, in the portal's words."""
+
+    OFF = "off"  # powered down: no instance; the slot may be resumed
+    RESUMING = "resuming"  # ResumeProgram ran; waiting for the instance's slurmd to register
+    ON = "on"
+    SUSPENDING = "suspending"  # SuspendProgram ran; the slot is off after SuspendTimeout
+    DOWN = "down"  # not powered down, yet not responding: the resume failed (ResumeTimeout)
+
+
+@dataclass(frozen=True)
+class PowerSlot:
+    """A power-save node of slurm.conf, its partitions and its power state."""
+
+    name: str
+    partitions: tuple[str, ...]
+    gpu_model: str
+    gpus: int
+    power: str
+    reason: str = ""
+
+
+def power_slot(node: dict[str, Any]) -> PowerSlot | None:
+    """The node's power state if it is a power-save node (its flags say CLOUD or POWER...), else None.
+
+    Slurm 22.05's words: POWER_UP and POWER_DOWN are requested, POWERING_UP and POWERING_DOWN under
+    way, POWERED_DOWN off; a resume that timed out leaves the node DOWN (and POWERED_DOWN).
+    """
+    base = str(node.get("state") or "").upper()
+    words = {base, *(str(f).upper() for f in node.get("state_flags") or [])}
+    if not words & {"CLOUD", "POWERED_DOWN", "POWERING_UP", "POWERING_DOWN", "POWER_DOWN", "POWER_UP"}:
+        return None
+    if words & {"POWERING_DOWN", "POWER_DOWN"}:
+        power = Power.SUSPENDING
+    elif words & {"POWERING_UP", "POWER_UP"}:
+        power = Power.RESUMING
+    elif base == "DOWN" or words & {"NOT_RESPONDING", "FAIL"}:
+        power = Power.DOWN
+    elif "POWERED_DOWN" in words:
+        power = Power.OFF
+    else:
+        power = Power.ON
+    model, gpus = gpus_of(str(node.get("gres") or ""))
+    partitions = tuple(str(p) for p in node.get("partitions") or [])
+    return PowerSlot(str(node["name"]), partitions, model, gpus, power, str(node.get("reason") or ""))
+
+
 def remote_node(node: dict[str, Any], cloud_partitions: frozenset[str]) -> RemoteNode:
     """A node of GET /slurm/v0.0.38/nodes. Its pool is its first partition (one partition per GPU pool)."""
     model, gpus = gpus_of(str(node.get("gres") or ""))
@@ -226,5 +278,10 @@ def remote_node(node: dict[str, Any], cloud_partitions: frozenset[str]) -> Remot
         gpus=gpus,
         gpus_used=used,
         state=node_state(str(node.get("state") or ""), list(node.get("state_flags") or []), reason),
-        reason=reason.removeprefix(CORDON_PREFIX),
+        reason=reason.removeprefix(CORDON_PREFIX) or _power_reason(node),
     )
+
+
+def _power_reason(node: dict[str, Any]) -> str:
+    slot = power_slot(node)
+    return "" if slot is None or slot.power == Power.ON else f"power save: {slot.power}"
