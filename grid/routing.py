@@ -7,6 +7,7 @@ from notebooks.proxy import NotebookProxyConsumer
 websocket_urlpatterns = [
     path("ws/grid/", GridConsumer.as_asgi()),
     path("ws/jobs/<int:job_id>/", JobConsumer.as_asgi()),
-    # A notebook server's own websockets (kernels, terminals), at the paths its pages ask for.
+    # A notebook server's own websockets (kernels, terminals, code-server's remote channel), at the paths its pages ask for.
+    path("notebooks/<int:notebook_id>/proxy/", NotebookProxyConsumer.as_asgi()),
     path("notebooks/<int:notebook_id>/proxy/<path:rest>", NotebookProxyConsumer.as_asgi()),
 ]

@@ -516,7 +516,9 @@ CELERY_BEAT_SCHEDULE["sweep-cycle"] = {"task": "sweeps.tasks.advance_sweeps", "s
 # Notebooks (docs/notebooks.md): server types offered, lifetimes, GPUs per session, the culling rule
 # (kernel AND GPUs idle for NOTEBOOK_IDLE_S; the owner warned NOTEBOOK_WARN_S before), how long a
 # started job's server has to answer, and where sessions run their servers on each backend.
-NOTEBOOK_SERVER_TYPES = env_list("NOTEBOOK_SERVER_TYPES", ["jupyter"])
+NOTEBOOK_SERVER_TYPES = env_list("NOTEBOOK_SERVER_TYPES", ["jupyter", "code-server"])
+if _unknown_server_types := sorted(set(NOTEBOOK_SERVER_TYPES) - {"jupyter", "code-server"}):
+    raise ConfigError(f"NOTEBOOK_SERVER_TYPES: {', '.join(_unknown_server_types)} is not a server type (jupyter, code-server)")
 NOTEBOOK_MAX_LIFETIME_S = env_int("NOTEBOOK_MAX_LIFETIME_S", 12 * 3600, minimum=60, maximum=14 * 86400)
 NOTEBOOK_DEFAULT_LIFETIME_S = env_int("NOTEBOOK_DEFAULT_LIFETIME_S", 4 * 3600, minimum=60, maximum=NOTEBOOK_MAX_LIFETIME_S)
 NOTEBOOK_MAX_GPUS = env_int("NOTEBOOK_MAX_GPUS", 8, minimum=1, maximum=64)
@@ -528,4 +530,7 @@ NOTEBOOK_WORK_DIR = env_str("NOTEBOOK_WORK_DIR", "/tmp/grid-notebooks") or "/tmp
 NOTEBOOK_NODE_PYTHON = env_str("NOTEBOOK_NODE_PYTHON", "python3") or "python3"
 NOTEBOOK_NODE_HOST = env_str("NOTEBOOK_NODE_HOST", "") or ""  # empty: the node's `hostname -f`
 NOTEBOOK_IMAGE = env_str("NOTEBOOK_IMAGE", "quay.io/jupyter/base-notebook:2025-01-13") or "quay.io/jupyter/base-notebook"
+# code-server: the command on the nodes (and, on the simulator, on the portal's machine), and its image on Kubernetes.
+NOTEBOOK_CODE_SERVER = env_str("NOTEBOOK_CODE_SERVER", "code-server") or "code-server"
+NOTEBOOK_CODE_SERVER_IMAGE = env_str("NOTEBOOK_CODE_SERVER_IMAGE", "") or "codercom/code-server:4.139.1"
 CELERY_BEAT_SCHEDULE["notebook-cull"] = {"task": "notebooks.tasks.cull_notebooks", "schedule": NOTEBOOK_CYCLE_S}

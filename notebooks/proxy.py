@@ -2,10 +2,12 @@
 
 Only the notebook's owner and operators (audited, in notebooks.services.proxy_target) get through;
 everyone else gets 404 or a closed socket. When they may open it but its server cannot be reached
-(starting, ended, or not answering), they get a page saying so (notebooks.unavailable), or JSON. The proxy adds the server's token to each request and
-strips the portal's own cookies and credentials, so neither the token reaches the browser nor the
-portal's session reaches the server. The server listens only where the portal can reach it; the
-proxy is its one way in.
+(starting, ended, or not answering), they get a page saying so (notebooks.unavailable), or JSON.
+
+The proxy adds the server's token to each request (code-server: its session cookie made from the
+token, and the proxy's path stripped; notebooks.launch) and strips the portal's own cookies and
+credentials, so neither the token reaches the browser nor the portal's session reaches the server.
+The server listens only where the portal can reach it; the proxy is its one way in.
 """
 
 from __future__ import annotations
@@ -57,10 +59,9 @@ def _from_this_site(request: HttpRequest) -> bool:
     return same_origin(origin, request.get_host(), list(getattr(settings, "CSRF_TRUSTED_ORIGINS", [])))
 
 
-def _upstream_headers(request: HttpRequest, token: str) -> dict[str, str]:
+def _upstream_headers(request: HttpRequest, auth: dict[str, str]) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_UPSTREAM}
-    headers["Authorization"] = f"token {token}"
-    return headers
+    return headers | auth
 
 
 _CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
@@ -90,10 +91,10 @@ async def http_proxy(request: HttpRequest, notebook_id: int, path: str = "") -> 
     if request.method not in SAFE_METHODS and not _from_this_site(request):
         return HttpResponse("refused: the request did not come from this site", status=403, content_type="text/plain")
     query = request.META.get("QUERY_STRING", "")
-    url = f"{target.url}{request.path}" + (f"?{query}" if query else "")
+    url = f"{target.url}{target.path(request.path)}" + (f"?{query}" if query else "")
     try:
         answer = await upstream_client().request(
-            str(request.method), url, content=request.body, headers=_upstream_headers(request, target.token)
+            str(request.method), url, content=request.body, headers=_upstream_headers(request, target.auth())
         )
     except httpx.HTTPError as exc:
         notebook = await sync_to_async(services.server_unreachable)(target.notebook_id)
@@ -165,11 +166,11 @@ class NotebookProxyConsumer(AsyncWebsocketConsumer):
 
     async def _open_upstream(self, target: services.ProxyTarget) -> None:
         query = self.scope.get("query_string", b"").decode("latin-1")
-        url = "ws" + target.url.removeprefix("http") + self.scope["path"] + (f"?{query}" if query else "")
+        url = "ws" + target.url.removeprefix("http") + target.path(self.scope["path"]) + (f"?{query}" if query else "")
         offered = [Subprotocol(p) for p in self.scope.get("subprotocols") or []]
         try:
             self.upstream = await connect(
-                url, additional_headers={"Authorization": f"token {target.token}"}, subprotocols=offered or None,
+                url, additional_headers=target.auth(), subprotocols=offered or None,
                 max_size=None, open_timeout=10,
             )  # fmt: skip
         except (OSError, TimeoutError, WebSocketException):

@@ -2,7 +2,8 @@
 
 `job_fields` says what the notebook's job runs; `locate` finds the server's http://host:port once
 the job runs (None: not yet); `stop` cleans up what the job's own end does not. The simulator runs
-no jobs, so its launcher starts a real `jupyter server` on this machine for each running session.
+no jobs, so its launcher starts a real `jupyter server` (or code-server) on this machine for each
+running session.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import abc
 import contextlib
 import logging
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,38 +57,54 @@ class Launcher(abc.ABC):
 
 
 class LocalLauncher(Launcher):
-    """The simulator's stand-in: a real Jupyter server on this machine, bound to the loopback address."""
+    """The simulator's stand-in: a real Jupyter server (or code-server, NOTEBOOK_CODE_SERVER) on this machine,
+    bound to the loopback address."""
 
     def job_fields(self, server_type: str) -> dict[str, Any]:
-        return {"command": ["jupyter", "server"]}  # shown on the job page; the simulator runs nothing itself
+        # shown on the job page; the simulator runs nothing itself
+        return {"command": [launch.CODE_SERVER] if server_type == launch.CODE_SERVER else ["jupyter", "server"]}
 
     def locate(self, notebook: Notebook, job: Job, token: str) -> tuple[str, int | None] | None:
         if notebook.server_url:
             return notebook.server_url, notebook.server_pid
-        port = free_port()
-        work = Path(settings.NOTEBOOK_WORK_DIR) / f"notebook-{notebook.pk}"
+        port, work = free_port(), work_dir(notebook.pk)
         (work / "root").mkdir(parents=True, exist_ok=True)
+        argv, env = self._server(notebook, port, work, token)
+        with open(work / "server.log", "ab") as log_file:
+            # Its own session: it outlives the request or task that started it, until the notebook ends.
+            process = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        return f"http://{LOOPBACK}:{port}", process.pid
+
+    @staticmethod
+    def _server(notebook: Notebook, port: int, work: Path, token: str) -> tuple[list[str], dict[str, str]]:
+        if notebook.server_type == launch.CODE_SERVER:
+            program = settings.NOTEBOOK_CODE_SERVER
+            if shutil.which(shlex.split(program)[0]) is None:
+                raise LaunchFailed(f"code-server is not installed on the portal's machine (NOTEBOOK_CODE_SERVER={program!r})")
+            argv = launch.code_server_argv(LOOPBACK, port, str(work), str(work / "root"), program)
+            return argv, {**os.environ, launch.HASHED_PASSWORD_ENV: launch.hashed_password(token)}
         env = {
             **os.environ, launch.TOKEN_ENV: token, "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
             "JUPYTER_DATA_DIR": str(work / "data"), "IPYTHONDIR": str(work / "ipython"),
         }  # fmt: skip
         argv = launch.jupyter_argv(sys.executable, LOOPBACK, port, launch.base_url(notebook.pk), str(work / "root"))
         argv.append("--ServerApp.allow_root=True")  # the portal's own machine may run it as root (containers, CI)
-        with open(work / "server.log", "ab") as log:
-            # Its own session: it outlives the request or task that started it, until the notebook ends.
-            process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return f"http://{LOOPBACK}:{port}", process.pid
+        return argv, env
 
     def stop(self, notebook: Notebook) -> None:
         if notebook.server_pid:
-            stop_local_server(notebook.server_pid, launch.base_url(notebook.pk))
+            stop_local_server(notebook.server_pid, notebook.pk)
 
 
 class SlurmLauncher(Launcher):
     """A batch script starts the server on the node and prints its host:port to the job's log."""
 
     def job_fields(self, server_type: str) -> dict[str, Any]:
-        return {"script": launch.slurm_script(server_type, settings.NOTEBOOK_NODE_PYTHON, settings.NOTEBOOK_NODE_HOST)}
+        return {
+            "script": launch.slurm_script(
+                server_type, settings.NOTEBOOK_NODE_PYTHON, settings.NOTEBOOK_NODE_HOST, settings.NOTEBOOK_CODE_SERVER
+            )
+        }
 
     def locate(self, notebook: Notebook, job: Job, token: str) -> tuple[str, int | None] | None:
         found = launch.parse_address(job_services.read_log(job, 0, 50))
@@ -100,7 +119,8 @@ class KubernetesLauncher(Launcher):
     """
 
     def job_fields(self, server_type: str) -> dict[str, Any]:
-        return {"image": settings.NOTEBOOK_IMAGE, "command": launch.kube_command(server_type)}
+        image = settings.NOTEBOOK_CODE_SERVER_IMAGE if server_type == launch.CODE_SERVER else settings.NOTEBOOK_IMAGE
+        return {"image": image, "command": launch.kube_command(server_type)}
 
     def locate(self, notebook: Notebook, job: Job, token: str) -> tuple[str, int | None] | None:
         backend = kubernetes()
@@ -145,8 +165,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def stop_local_server(pid: int, marker: str) -> bool:
-    """Stop the local server with this pid, only if it is still the one serving `marker` (pids are reused)."""
+def work_dir(notebook_id: int) -> Path:
+    """The local server's own directory (its root, state and log); its command line names it."""
+    return Path(settings.NOTEBOOK_WORK_DIR) / f"notebook-{notebook_id}"
+
+
+def stop_local_server(pid: int, notebook_id: int) -> bool:
+    """Stop the local server with this pid, only if it is still this notebook's (pids are reused)."""
+    marker = f"{work_dir(notebook_id)}/"
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:

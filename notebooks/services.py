@@ -24,7 +24,6 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from billing.services.notify import notify
 from cluster.models import JobEfficiency
@@ -75,7 +74,10 @@ def job_environment(job: Job) -> dict[str, str]:
     notebook = Notebook.objects.filter(job_id=job.pk).first()
     if notebook is None:
         return {}
-    return {launch.TOKEN_ENV: token_for(notebook), launch.BASE_URL_ENV: launch.base_url(notebook.pk)}
+    token = token_for(notebook)
+    if notebook.server_type == ServerType.CODE_SERVER:
+        return {launch.HASHED_PASSWORD_ENV: launch.hashed_password(token), launch.BASE_URL_ENV: launch.base_url(notebook.pk)}
+    return {launch.TOKEN_ENV: token, launch.BASE_URL_ENV: launch.base_url(notebook.pk)}
 
 
 # --- start -----------------------------------------------------------------------------------
@@ -141,18 +143,20 @@ class ServerStatus:
 
 
 def server_status(url: str, notebook: Notebook, timeout: float = 2.0) -> ServerStatus:
+    """Ask the server whether it is up and when it was last used (Jupyter's kernels, code-server's heartbeat)."""
+    kind = notebook.server_type
     try:
         answer = httpx.get(
-            f"{url}{launch.base_url(notebook.pk)}api/status",
-            headers={"Authorization": f"token {token_for(notebook)}"},
+            f"{url}{launch.status_path(kind, notebook.pk)}",
+            headers=launch.upstream_auth(kind, token_for(notebook)),
             timeout=timeout,
         )
     except httpx.HTTPError:
         return ServerStatus(False)
     if answer.status_code != 200:
         return ServerStatus(False)
-    with contextlib.suppress(ValueError, TypeError, AttributeError):
-        return ServerStatus(True, parse_datetime(str(answer.json().get("last_activity") or "")))
+    with contextlib.suppress(ValueError):
+        return ServerStatus(True, launch.last_activity(kind, answer.json()))
     return ServerStatus(True)
 
 
@@ -199,7 +203,7 @@ def _find_server(notebook: Notebook, job: Job) -> None:
         url, pid = found
         if not Notebook.objects.filter(pk=notebook.pk, server_url="").update(server_url=url, server_pid=pid):
             if pid:  # another process located it first: ours is one too many
-                servers.stop_local_server(pid, launch.base_url(notebook.pk))
+                servers.stop_local_server(pid, notebook.pk)
             notebook.refresh_from_db()
         else:
             notebook.server_url, notebook.server_pid = url, pid
@@ -238,11 +242,18 @@ def record_proxy_activity(notebook_id: int) -> None:
 
 @dataclass(frozen=True)
 class ProxyTarget:
-    """Where the proxy sends one request: the server's URL on the node and the token it adds."""
+    """Where the proxy sends one request: the server's URL on the node, its kind, and the token it adds."""
 
     notebook_id: int
     url: str
     token: str
+    server_type: str = ServerType.JUPYTER
+
+    def path(self, portal_path: str) -> str:
+        return launch.upstream_path(self.server_type, self.notebook_id, portal_path)
+
+    def auth(self) -> dict[str, str]:
+        return launch.upstream_auth(self.server_type, self.token)
 
 
 def proxy_target(user: Any, notebook_id: int) -> ProxyTarget | None:
@@ -257,7 +268,7 @@ def proxy_target(user: Any, notebook_id: int) -> ProxyTarget | None:
         raise NotebookNotOpen(f"notebook #{notebook.pk} is {notebook.get_state_display().lower()}", notebook)
     if notebook.owner_id != user.pk and is_operator(user):
         _audit_operator_open(notebook, user)
-    return ProxyTarget(notebook.pk, notebook.server_url, token_for(notebook))
+    return ProxyTarget(notebook.pk, notebook.server_url, token_for(notebook), notebook.server_type)
 
 
 def server_unreachable(notebook_id: int) -> Notebook:

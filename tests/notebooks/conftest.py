@@ -14,7 +14,7 @@ from cluster.simulator.backend import SimulatorBackend
 from jobs import services as job_services
 from jobs.models import Job
 from jobs.states import JobState
-from notebooks import launch, servers, services
+from notebooks import servers, services
 from notebooks.models import Notebook
 from notebooks.states import NotebookState
 from portal.models import User
@@ -55,4 +55,4 @@ def start_ready(grid: SimulatorBackend, alice: User) -> Iterator[Callable[..., N
     for notebook in started:
         notebook.refresh_from_db()
         if notebook.server_pid:
-            servers.stop_local_server(notebook.server_pid, launch.base_url(notebook.pk))
+            servers.stop_local_server(notebook.server_pid, notebook.pk)

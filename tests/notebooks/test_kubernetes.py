@@ -56,9 +56,9 @@ def test_the_pod_runs_jupyter_under_the_proxys_path_and_the_service_selects_it(
 NS = "team-vision"
 
 
-def running_on_fake(fake: FakeApiServer, alice: User) -> tuple[Notebook, str]:
+def running_on_fake(fake: FakeApiServer, alice: User, **fields: Any) -> tuple[Notebook, str]:
     """Start a notebook with the portal on the fake API server and drive its Volcano Job to running."""
-    notebook = services.start(alice, notebook_request(gpus=2))
+    notebook = services.start(alice, notebook_request(gpus=2, **fields))
     job_services.run_admission_cycle()
     assert job_services.dispatch(notebook.job_id)
     name = f"gp-{notebook.job_id}"

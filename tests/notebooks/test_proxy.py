@@ -17,7 +17,7 @@ from django.test import Client, RequestFactory
 from django.utils import timezone
 
 from grid.asgi import application
-from notebooks import proxy, services
+from notebooks import launch, proxy, services
 from notebooks.models import Notebook, NotebookEvent
 from notebooks.states import EventKind
 from portal.models import User
@@ -36,7 +36,7 @@ def test_the_owner_reaches_the_server_and_the_token_stays_in_the_portal(
 
 def test_the_proxy_sends_the_token_and_never_the_portals_cookies_or_credentials() -> None:
     request = RequestFactory().get("/", HTTP_COOKIE="sessionid=secret", HTTP_AUTHORIZATION="Token portal-key", HTTP_X_KEEP="1")
-    headers = {k.lower(): v for k, v in proxy._upstream_headers(request, "tok").items()}
+    headers = {k.lower(): v for k, v in proxy._upstream_headers(request, launch.upstream_auth("jupyter", "tok")).items()}
     assert headers["authorization"] == "token tok" and headers["x-keep"] == "1"
     assert "cookie" not in headers and "host" not in headers
 

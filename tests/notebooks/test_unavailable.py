@@ -11,7 +11,7 @@ from django.test import Client
 
 from jobs import services as job_services
 from jobs.states import JobState
-from notebooks import launch, servers, services, unavailable
+from notebooks import servers, services, unavailable
 from notebooks.models import Notebook
 from notebooks.states import EndReason, NotebookState
 from portal.models import User
@@ -37,7 +37,7 @@ def test_it_says_what_each_state_means_and_whether_to_retry() -> None:
 
 def kill_server(notebook: Notebook) -> None:
     """The server dies under a ready notebook (its node failed, it crashed): the row still says ready."""
-    assert notebook.server_pid and servers.stop_local_server(notebook.server_pid, launch.base_url(notebook.pk))
+    assert notebook.server_pid and servers.stop_local_server(notebook.server_pid, notebook.pk)
     os.waitpid(notebook.server_pid, 0)  # reaped: its port refuses connections from now on
 
 

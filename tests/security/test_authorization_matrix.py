@@ -570,7 +570,12 @@ WEBSOCKETS: dict[str, tuple[str, tuple[str | int, ...]]] = {
         "/ws/jobs/{job}/",
         (CLOSE_UNAUTHENTICATED, ACCEPTED, CLOSE_FORBIDDEN, ACCEPTED, ACCEPTED, CLOSE_FORBIDDEN),
     ),
-    # A notebook's kernel socket: its owner and the operator get "try again later" while it starts; others are refused.
+    # A notebook's sockets (a kernel's; code-server's, also at the proxy's root): its owner and the operator get
+    # "try again later" while it starts; others are refused.
+    "notebooks/<int:notebook_id>/proxy/": (
+        "/notebooks/{notebook}/proxy/",
+        (CLOSE_UNAUTHENTICATED, 1013, CLOSE_FORBIDDEN, CLOSE_FORBIDDEN, 1013, CLOSE_FORBIDDEN),
+    ),
     "notebooks/<int:notebook_id>/proxy/<path:rest>": (
         "/notebooks/{notebook}/proxy/api/kernels/k1/channels",
         (CLOSE_UNAUTHENTICATED, 1013, CLOSE_FORBIDDEN, CLOSE_FORBIDDEN, 1013, CLOSE_FORBIDDEN),

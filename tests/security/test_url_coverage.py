@@ -150,6 +150,7 @@ CLOSE_UNAUTHENTICATED = 4401
 WEBSOCKETS: dict[str, str] = {  # route -> sample path; anonymous sockets are closed with 4401
     "ws/grid/": "/ws/grid/",
     "ws/jobs/<int:job_id>/": "/ws/jobs/1/",
+    "notebooks/<int:notebook_id>/proxy/": "/notebooks/1/proxy/",
     "notebooks/<int:notebook_id>/proxy/<path:rest>": "/notebooks/1/proxy/api/kernels/k1/channels",
 }
 
