@@ -204,6 +204,30 @@ def burstable_capacity() -> dict[str, cluster_services.ModelCapacity]:
     return found
 
 
+def teams_only_nodes() -> dict[str, cluster_services.TeamsOnly]:
+    """The paid nodes of open bursts whose policy names its teams: only those teams' jobs may be placed
+    there (registered with cluster; admission keeps other teams off them and says why)."""
+    nodes = list(
+        BurstNode.objects.filter(status__in=PAID_NODE_STATES, burst__state__in=OPEN_STATES).values_list(
+            "name", "burst_id", "burst__policy_id", "burst__policy__name"
+        )
+    )
+    if not nodes:
+        return {}
+    teams: dict[int, set[str]] = {}
+    through = BurstPolicy.allowed_teams.through.objects.filter(burstpolicy_id__in={n[2] for n in nodes})
+    for policy_id, slug in through.values_list("burstpolicy_id", "team__slug"):
+        teams.setdefault(policy_id, set()).add(slug)
+    return {
+        name: cluster_services.TeamsOnly(
+            frozenset(teams[policy_id]),
+            f"node {name} is burst #{burst_id}'s, paid for by policy {policy} for {', '.join(sorted(teams[policy_id]))}",
+        )
+        for name, burst_id, policy_id, policy in nodes
+        if policy_id in teams
+    }
+
+
 # --- transitions -----------------------------------------------------------------------------
 
 

@@ -185,6 +185,36 @@ def _combine(a: ModelCapacity, b: ModelCapacity) -> ModelCapacity:
     )
 
 
+# Higher apps (bursting) say which nodes only some teams may use: the nodes a burst paid for on behalf
+# of a policy's teams. Admission keeps other teams' jobs off them.
+@dataclass(frozen=True)
+class TeamsOnly:
+    """Only `teams` (slugs) may have jobs placed on the node; `why` is the sentence a job kept off it is shown."""
+
+    teams: frozenset[str]
+    why: str
+
+
+TeamsOnlySource = Callable[[], dict[str, TeamsOnly]]
+_teams_only_sources: list[TeamsOnlySource] = []
+
+
+def register_teams_only(source: TeamsOnlySource) -> None:
+    """`source` names nodes that only some teams may use ({node name: TeamsOnly})."""
+    if source not in _teams_only_sources:
+        _teams_only_sources.append(source)
+
+
+def teams_only_nodes() -> dict[str, TeamsOnly]:
+    """Every node some source keeps for some teams; a node two sources name is kept for the teams both allow."""
+    found: dict[str, TeamsOnly] = {}
+    for source in _teams_only_sources:
+        for node, rule in source().items():
+            was = found.get(node)
+            found[node] = rule if was is None else TeamsOnly(was.teams & rule.teams, f"{was.why}; {rule.why}")
+    return found
+
+
 def capacity_with_bursts() -> dict[str, ModelCapacity]:
     """What a job may ask for: the grid's nodes plus what elastic pools can add, so a model only a burst
     offers (an empty cloud pool with a policy) is valid; its jobs wait and the burst policy sees them."""

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 
 from cluster.models import Node
+from cluster.services import TeamsOnly
 from cluster.states import NodeState as NodeStatus
 from cluster.states import PoolKind
 from jobs import policy
@@ -41,6 +42,25 @@ def cluster(reserved: dict[str, int]) -> policy.Cluster:
             for n in Node.objects.select_related("pool")
         ]
     )
+
+
+def kept_off(
+    result: policy.CycleResult, teams_only: Mapping[str, TeamsOnly], team_of: Mapping[policy.JobId, str]
+) -> dict[policy.JobId, str]:
+    """Jobs the policy placed on, or held, nodes their team may not use (another team's burst), with why.
+
+    The pure policy knows no per-team nodes: admission runs it again without these jobs, so the nodes
+    stay free for the teams that paid for them (jobs.services.run_admission_cycle).
+    """
+    claims = [(a.job_id, a.placement.keys()) for a in result.admitted] + [(r.job_id, r.nodes) for r in result.reservations]
+    found: dict[policy.JobId, str] = {}
+    for job_id, nodes in claims:
+        for node in nodes:
+            rule = teams_only.get(node)
+            if rule is not None and team_of.get(job_id) not in rule.teams:
+                found[job_id] = rule.why
+                break
+    return found
 
 
 def _class_of(job: Job, known: set[str]) -> str:

@@ -7,11 +7,13 @@ after the transaction commits.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -514,15 +516,18 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
         starts = admission.fifo_starts([*waiting, *holding], grid, team_quotas)
         pending = admission.pending_jobs(waiting, classes, lowered, starts)
         running = admission.with_fifo_starts(running, starts)
-        result = policy.run_cycle(
+        run = functools.partial(
+            policy.run_cycle,
             now=now.timestamp(),
             cluster=grid,
             quotas=team_quotas,
-            pending=pending,
             running=running,
             usage=team_usage,
             config=config,
         )
+        teams_only = cluster_services.teams_only_nodes()
+        result, kept_off_burst = _run_keeping_burst_nodes(run, pending, teams_only)
+        pending = [p for p in pending if p.id not in kept_off_burst]
         quota_services.store_usage(team_usage, now)
         no_burst = {j.pk for j in waiting if restrictions.DENY_BURSTS in restricted.get(j.team_id, set())}
         allowed, kept_off_cloud = _without_cloud_for(result.admitted, no_burst)
@@ -537,11 +542,54 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
                 view=queue, budget_gpus=backlog_gpus, now=now.timestamp(), quotas=team_quotas, usage=team_usage, config=config
             )
             chosen = backlog.choose(pending, running, allowed, result, by_id)
+            if teams_only:  # queued on the backend ahead of GPUs that free up: not on another team's burst either
+                off = admission.kept_off(policy.CycleResult(admitted=chosen), teams_only, {p.id: p.team for p in pending})
+                chosen = [a for a in chosen if a.job_id not in off]
             backlogged = _admit(chosen, now, queued=True)
         _record_explanations(waiting, result.waiting, {a.job_id for a in allowed} | set(backlogged))
         _explain_kept_off_cloud(kept_off_cloud)
+        _explain_kept_off_burst(kept_off_burst)
         _explain_behind_backlog(behind_backlog)
     return admitted + backlogged
+
+
+# Each rerun leaves out every job the last one put on another team's burst; more than a few in one cycle
+# means many outsiders wait on a model whose free GPUs are all burst nodes: the rest is dropped instead.
+BURST_RERUNS = 3
+
+
+def _run_keeping_burst_nodes(
+    run: Callable[..., policy.CycleResult], pending: list[policy.PendingJob], teams_only: Mapping[str, cluster_services.TeamsOnly]
+) -> tuple[policy.CycleResult, dict[policy.JobId, str]]:
+    """The policy's decisions with no job placed on, or holding, a node its team may not use (a burst
+    another team's policy paid for), and those jobs with why. The pure policy knows no per-team nodes,
+    so it runs again without them: the nodes stay free for their teams in this very cycle."""
+    result = run(pending=pending)
+    if not teams_only:
+        return result, {}
+    team_of = {p.id: p.team for p in pending}
+    kept: dict[policy.JobId, str] = {}
+    for _ in range(BURST_RERUNS):
+        found = admission.kept_off(result, teams_only, team_of)
+        if not found:
+            return result, kept
+        kept |= found
+        result = run(pending=[p for p in pending if p.id not in kept])
+    found = admission.kept_off(result, teams_only, team_of)
+    kept |= found
+    return dataclasses.replace(
+        result,
+        admitted=[a for a in result.admitted if a.job_id not in found],
+        preempted=[p for p in result.preempted if p.for_job not in found],
+        reservations=[r for r in result.reservations if r.job_id not in found],
+    ), kept
+
+
+def _explain_kept_off_burst(kept: Mapping[policy.JobId, str]) -> None:
+    for job_id, why in kept.items():
+        Job.objects.filter(pk=job_id, state__in=WAITING).update(
+            reason=PendingReason.BURST_TEAMS, reason_detail=f"waits for GPUs its team may use: {why}"[:300]
+        )
 
 
 def _backlog_gpus(backend: ClusterBackend | None) -> int:

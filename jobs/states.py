@@ -65,3 +65,4 @@ class PendingReason(models.TextChoices):
     BUDGET = "budget", "Held: team budget"
     NO_NODES = "no_nodes", "No healthy node has this GPU model"
     GANG = "gang", "Not enough nodes free at once for the whole gang"
+    BURST_TEAMS = "burst_teams", "The free nodes are another team's burst"

@@ -21,6 +21,7 @@ REASONS = {
     "priority": "higher-priority jobs go first",
     "budget": "held: team budget",
     "no_nodes": "no healthy node has this GPU model",
+    "burst_teams": "the free nodes are another team's burst",
     "gang": "not enough nodes free at once for the whole gang",
 }
 
