@@ -661,18 +661,40 @@ def scale_down(burst: BurstProposal, provider: CloudProvider, now: datetime) -> 
     return released
 
 
-def _drain(node: BurstNode, reason: str) -> None:
+# A burst node's `error` while a disruption budget keeps pods on it (so release knows to drain again).
+DRAIN_BLOCKED = "drain blocked by a disruption budget: "
+
+
+def _drain(node: BurstNode, reason: str) -> dict[str, str]:
+    """Drain through the cluster app (the node's trail and drain report are in NodeEvent); returns the
+    pods a disruption budget kept on it, each with the cluster's reason."""
     try:
-        cluster_services.drain(node.name, SYSTEM, f"burst #{node.burst_id}: {reason}")
+        drained = cluster_services.drain(node.name, SYSTEM, f"burst #{node.burst_id}: {reason}")
     except cluster_services.NodeActionError as exc:
         log.info("burst node %s not drained: %s", node.name, exc)  # not synced into the portal yet: nothing to drain
+        blocked: dict[str, str] = {}
+    else:
+        blocked = dict((cluster_services.last_drain_report(drained) or {}).get("blocked") or {})
     BurstNode.objects.filter(pk=node.pk).update(draining=True)
+    return blocked
 
 
 def release_node(node: BurstNode, provider: CloudProvider, now: datetime, why: str) -> int:
-    """Drain the node, then give it back to the provider and stop paying for it."""
-    if not node.draining:
-        _drain(node, why)
+    """Drain the node, then give it back to the provider and stop paying for it.
+
+    Pods a disruption budget keeps on the node keep it: releasing would take them down regardless.
+    The node waits, drained again each cycle (the budget may allow the eviction by then), and the
+    operator is told which pods and why once per change (a `release_waits` burst event, the node's
+    error on the burst page, and the drain report on the node's page).
+    """
+    if not node.draining or node.error.startswith(DRAIN_BLOCKED):
+        blocked = _drain(node, why)
+        if blocked:
+            message = (DRAIN_BLOCKED + "; ".join(f"{pod} ({cause})" for pod, cause in sorted(blocked.items())))[:300]
+            if BurstNode.objects.filter(pk=node.pk).exclude(error=message).update(error=message):
+                record(node.burst_id, SYSTEM, "release_waits", message, node=node.name, after={"blocked": blocked})
+            return 0
+        BurstNode.objects.filter(pk=node.pk, error__startswith=DRAIN_BLOCKED).update(error="")
     if busy_nodes([node.name]):  # a job was placed between the idle check and the drain: wait for it
         return 0
     provider.release(node.name)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -23,9 +24,11 @@ from bursting.cluster_api import DELETE_MACHINE, ClusterApiCloud
 from bursting.models import BurstEvent, BurstNode, BurstPolicy, BurstProposal, BurstState, InstanceType, MachineClaim, NodeStatus
 from bursting.providers import get_provider
 from bursting.slurm_power import SlurmPowerSave
+from cluster import services as cluster_services
 from cluster.backends import BackendRejected
 from cluster.backends.kubernetes.backend import KubernetesBackend, KubeSettings
-from tests.k8s.conftest import connect
+from cluster.models import Node
+from tests.k8s.conftest import connect, write_kubeconfig
 from tests.k8s.fake_apiserver import FakeApiServer, Obj, Resource, _delete
 
 pytestmark = pytest.mark.k8s
@@ -248,3 +251,38 @@ def test_the_provider_follows_the_cluster_backend(settings: Settings) -> None:
     assert isinstance(get_provider(), ClusterApiCloud)
     settings.CLUSTER_BACKEND = "slurm"
     assert isinstance(get_provider(), SlurmPowerSave)
+
+
+def test_a_pod_a_disruption_budget_protects_keeps_an_idle_burst_node_and_the_operator_is_told_which(
+    capi: KubernetesBackend, machines: MachineFake, provisioning: BurstProposal, settings: Settings, tmp_path: Path
+) -> None:
+    """The portal drains through its Kubernetes backend; the drain report's blocked pods hold the release."""
+    settings.K8S_KUBECONFIG = str(write_kubeconfig(machines.url, tmp_path))
+    settings.CLUSTER_BACKEND = "kubernetes"
+    settings.K8S_BURST_MACHINEDEPLOYMENTS = f"{POOL}={MD[0]}/{MD[1]}"
+    cloud = ClusterApiCloud(capi)
+    services.provision(provisioning.pk, cloud)
+    older, _ = joined(capi, 2)
+    services.reconcile(cloud, timezone.now())
+    cluster_services.sync_nodes()
+    machines.add_namespace("team-vision")
+    machines.add_pod("team-vision", "serve-0", older, labels={"app": "serve"}, gpus=0)
+    machines.add_pdb("team-vision", "serve", {"app": "serve"}, min_available=1)
+    node = BurstNode.objects.get(name=older)
+
+    assert services.release_node(node, cloud, timezone.now(), "idle") == 0
+    assert services.release_node(BurstNode.objects.get(name=older), cloud, timezone.now(), "idle") == 0  # told once
+
+    node.refresh_from_db()
+    assert node.status == NodeStatus.READY and replicas(machines) == 2
+    [waits] = BurstEvent.objects.filter(action="release_waits")
+    assert waits.node == older and "team-vision/serve-0" in waits.reason and "disruption budget" in waits.reason
+    assert waits.after is not None and list(waits.after["blocked"]) == ["team-vision/serve-0"] and node.error == waits.reason
+    report = cluster_services.last_drain_report(Node.objects.get(name=older))
+    assert report is not None and report["blocked"] == waits.after["blocked"]
+
+    machines.remove("policy", "poddisruptionbudgets", "team-vision", "serve")  # the budget is lifted
+    assert services.release_node(node, cloud, timezone.now(), "idle") == 1
+    node.refresh_from_db()
+    assert (node.status, node.error) == (NodeStatus.RELEASED, "") and replicas(machines) == 1
+    assert not machines.items("", "pods")  # evicted before the machine went
