@@ -82,16 +82,21 @@ class SlurmPowerSave(CloudProvider):
         if MachineClaim.objects.filter(name=name).exists():
             return
         slots = self._slots(pool)
-        with transaction.atomic():  # the claim stays only if Slurm took the power-up
+        with transaction.atomic():
             transaction_lock(LOCK)
             held = set(MachineClaim.objects.filter(state__in=(*OPEN, "failed")).values_list("node", flat=True))
             free = [s.name for s in slots if s.power == Power.OFF and s.name not in held]
             if not free:  # retryable, no attempt spent: a slot powering down is free again after SuspendTimeout
                 raise BackendUnavailable(f"partition {pool}: no powered-down node is free now ({len(slots)} in slurm.conf)")
-            MachineClaim.objects.create(
+            claim = MachineClaim.objects.create(
                 name=name, pool=pool, instance_type=instance_type, requested_at=self.clock(), node=free[0]
             )
-            self.backend.power_up(free[0])
+        # Committed first: Slurm's ResumeProgram may ask the portal about the slot at once.
+        try:
+            self.backend.power_up(claim.node)
+        except BackendError:
+            MachineClaim.objects.filter(pk=claim.pk).delete()  # the claim stays only if Slurm took the power-up
+            raise
 
     def instances(self) -> list[Instance]:
         cloud = {i.name: i for i in self.cloud.instances()}  # boots what is due first

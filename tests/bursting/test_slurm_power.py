@@ -166,3 +166,15 @@ def test_no_free_slot_is_retried_later_without_spending_an_attempt_and_a_wrong_s
         provider.check("burst-a10g", "a10g", 8)
     with pytest.raises(BackendRejected, match="SLURM_CLOUD_PARTITIONS"):
         provider.check("a100", "a100", 8)
+
+
+def test_a_power_up_slurm_refuses_leaves_no_claim_behind(slurm: tuple[FakeSlurm, SlurmPowerSave], db: None) -> None:
+    fake, provider = slurm
+
+    def refuse(node: str) -> None:
+        raise BackendRejected(f"Slurm refused to update node {node}: Invalid node state specified")
+
+    fake.power_up = refuse  # type: ignore[method-assign]
+    with pytest.raises(BackendRejected, match="Invalid node state"):
+        provider.request("burst-a10g-b1-01", "burst-a10g", "g5.12xlarge")
+    assert not MachineClaim.objects.exists()

@@ -133,7 +133,7 @@ def test_an_approved_burst_resumes_a_slurm_cloud_node_through_the_portal_and_sus
     job_services.run_admission_cycle()
     job_services.dispatch(job.pk)
     sync_until(job, {JobState.SUCCEEDED}, timeout=60)
-    assert job.placement == [slot]
+    assert list(job.placement) == [slot]
     assert f"node={slot}" in job_services.read_log(job)  # the slot's own slurmd ran it
 
     burst_services.cycle(provider=power_save)  # idle (idle_release_s=0): drained, then powered down
