@@ -17,7 +17,7 @@ from django.utils import timezone
 from cluster.backends import ClusterBackend, get_backend
 from cluster.backends.base import BackendRejected
 from cluster.gpus import GPU_MODELS
-from cluster.models import GridSample, Node, NodeEvent, Pool, UnresolvedExporter
+from cluster.models import GridSample, JobEfficiency, Node, NodeEvent, Pool, UnresolvedExporter
 from cluster.states import NODE_TRANSITIONS, NodeState
 from portal.broadcast import send_on_commit
 from portal.states import move
@@ -257,3 +257,18 @@ def record_grid_sample(
     GridSample.objects.bulk_create(samples)
     GridSample.objects.filter(at__lt=now - GRID_HISTORY_KEPT).delete()
     return len(samples)
+
+
+# --- telemetry for the scheduler -------------------------------------------------------------------
+
+
+def idle_reclaimable_jobs() -> frozenset[int]:
+    """Portal job ids the telemetry guard marked reclaimable for idle GPUs (`IDLE_TEAM_ACTIONS`) and still running."""
+    rows = JobEfficiency.objects.filter(final=False, idle_decision="reclaimable").values_list("portal_job_id", flat=True)
+    return frozenset(rows)
+
+
+def idle_fractions(job_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """(idle GPU samples, all GPU samples) per portal job id, for the jobs that have any."""
+    rows = JobEfficiency.objects.filter(portal_job_id__in=list(job_ids), samples__gt=0)
+    return {r.portal_job_id: (r.idle_samples, r.samples) for r in rows.only("portal_job_id", "idle_samples", "samples")}

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 
+from cluster import services as cluster_services
 from cluster.models import Node
 from cluster.services import TeamsOnly
 from cluster.states import NodeState as NodeStatus
@@ -131,10 +132,13 @@ def with_fifo_starts(running: Iterable[policy.RunningJob], starts: Mapping[int, 
 QUEUED = frozenset({JobState.ADMITTED, JobState.DISPATCHED})
 
 
-def running_jobs(jobs: Iterable[Job], known: set[str], now: datetime | None = None) -> list[policy.RunningJob]:
+def running_jobs(
+    jobs: Iterable[Job], known: set[str], now: datetime | None = None, idle: frozenset[int] = frozenset()
+) -> list[policy.RunningJob]:
     """The policy's view of jobs holding GPUs. A job not started yet (queued on the backend, or on its
     way there) starts `now` as far as the policy knows: it is no reclaim victim before it has run,
-    and its GPUs free up a walltime after it starts, not after its admission."""
+    and its GPUs free up a walltime after it starts, not after its admission. `idle`: the ids the
+    telemetry guard marked reclaimable for idle GPUs (`cluster.services.idle_reclaimable_jobs`)."""
     out = []
     for j in jobs:
         queued = now if j.started_at is None and j.state in QUEUED else None
@@ -150,9 +154,24 @@ def running_jobs(jobs: Iterable[Job], known: set[str], now: datetime | None = No
                 expected_end=(start + timedelta(seconds=j.walltime_s)).timestamp(),
                 checkpoint_interval_s=float(j.checkpoint_interval_s) if j.checkpoint_interval_s else None,
                 last_checkpoint=j.last_checkpoint_at.timestamp() if j.last_checkpoint_at else None,
+                idle=j.pk in idle,
             )
         )
     return out
+
+
+def idle_shares(now: datetime, window_s: float) -> dict[str, float]:
+    """Each team's idle share: idle GPU samples over all GPU samples of its jobs that held GPUs in the
+    last `window_s` (running, or finished since), from the telemetry's per-job sums (`JobEfficiency`)."""
+    since = now - timedelta(seconds=window_s)
+    recent = Job.objects.filter(state__in=HOLDS_GPUS) | Job.objects.filter(finished_at__gte=since, started_at__isnull=False)
+    team_of = dict(recent.values_list("pk", "team__slug"))
+    idle: dict[str, int] = defaultdict(int)
+    seen: dict[str, int] = defaultdict(int)
+    for job_id, (idle_samples, samples) in cluster_services.idle_fractions(team_of).items():
+        idle[team_of[job_id]] += idle_samples
+        seen[team_of[job_id]] += samples
+    return {team: idle[team] / seen[team] for team in seen if seen[team]}
 
 
 def quotas(pairs: Iterable[tuple[str, str]]) -> list[policy.Quota]:

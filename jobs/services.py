@@ -499,7 +499,7 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
         classes = admission.classes()
         known = {c.name for c in classes}
         lowered = frozenset(j.team.slug for j in waiting if restrictions.LOWER_PRIORITY in restricted.get(j.team_id, set()))
-        running = admission.running_jobs(holding, known, now)
+        running = admission.running_jobs(holding, known, now, idle=cluster_services.idle_reclaimable_jobs())
         pairs = {(j.team.slug, j.gpu_model) for j in [*waiting, *holding]}
         config = policy.PolicyConfig(
             half_life_s=settings.FAIRSHARE_HALF_LIFE_S,
@@ -516,13 +516,19 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
         starts = admission.fifo_starts([*waiting, *holding], grid, team_quotas)
         pending = admission.pending_jobs(waiting, classes, lowered, starts)
         running = admission.with_fifo_starts(running, starts)
+        # Fair share may count idle allocation against a team (FAIRSHARE_IDLE_WEIGHT; 0: off). The
+        # stored usage stays what the teams held.
+        ranked_usage = team_usage
+        if settings.FAIRSHARE_IDLE_WEIGHT > 0:
+            shares = admission.idle_shares(now, config.half_life_s)
+            ranked_usage = policy.with_idle_penalty(team_usage, shares, settings.FAIRSHARE_IDLE_WEIGHT)
         run = functools.partial(
             policy.run_cycle,
             now=now.timestamp(),
             cluster=grid,
             quotas=team_quotas,
             running=running,
-            usage=team_usage,
+            usage=ranked_usage,
             config=config,
         )
         teams_only = cluster_services.teams_only_nodes()

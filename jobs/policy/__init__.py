@@ -7,7 +7,7 @@ decisions against the grid's invariants; `jobs.policy.replay` replays a job trac
 """
 
 from jobs.policy.cycle import run_cycle
-from jobs.policy.fairshare import advance_usage, decay_factor
+from jobs.policy.fairshare import advance_usage, decay_factor, with_idle_penalty
 from jobs.policy.fifo import fifo_cycle
 from jobs.policy.invariants import violations
 from jobs.policy.model import (
@@ -61,4 +61,5 @@ __all__ = [
     "fifo_cycle",
     "run_cycle",
     "violations",
+    "with_idle_penalty",
 ]

@@ -598,9 +598,12 @@ class _Cycle:
                 self.index.give_back(victim.placement)
                 self.ledger.charge(victim.team, victim.gpu_model, -victim.gpus)
                 self._model_version[victim.gpu_model] += 1
-                self.preempted.append(
-                    Preemption(victim.id, f"reclaim: team {job.team} takes back its guarantee", job.id, victims.lost(victim))
+                why = (
+                    f"reclaim: its GPUs were idle and marked reclaimable; team {job.team} needs them within its guarantee"
+                    if victim.idle
+                    else f"reclaim: team {job.team} takes back its guarantee"
                 )
+                self.preempted.append(Preemption(victim.id, why, job.id, victims.lost(victim)))
             self._admit(job, plan.pool, plan.placement, False, tuple(v.id for v in plan.victims))
             del self.waiting[job.id]
 

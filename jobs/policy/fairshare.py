@@ -26,3 +26,14 @@ def advance_usage(
     gained = half_life_s / math.log(2) * (1 - factor) if half_life_s > 0 else 0.0
     teams = set(usage) | {t for t, g in held_gpus.items() if g}
     return {t: usage.get(t, 0.0) * factor + held_gpus.get(t, 0) * gained for t in teams}
+
+
+def with_idle_penalty(usage: Mapping[str, float], idle_share: Mapping[str, float], weight: float) -> dict[str, float]:
+    """Usage as fair share sees it when a site counts idle allocation against a team.
+
+    A team whose held GPUs were idle for `idle_share` (0-1) of their time ranks as if its usage were
+    `1 + weight · idle_share` times what it is; `weight` 0 leaves every team as it was.
+    """
+    if weight <= 0:
+        return dict(usage)
+    return {team: value * (1.0 + weight * min(1.0, max(0.0, idle_share.get(team, 0.0)))) for team, value in usage.items()}

@@ -127,6 +127,9 @@ class RunningJob:
     checkpoint_interval_s: float | None = None
     last_checkpoint: float | None = None
     fifo_start: float | None = None  # as PendingJob.fifo_start: when strict FIFO would have started it
+    # Marked reclaimable by the telemetry guard (its GPUs stayed idle past the warning): the first
+    # reclaim victim, and a victim even while its team is within its guarantee.
+    idle: bool = False
 
     @property
     def gpus(self) -> int:

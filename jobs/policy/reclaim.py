@@ -1,10 +1,11 @@
 """Reclaim: free GPUs for a team's within-guarantee demand by preempting borrowers.
 
 A victim belongs to another team that is borrowing (holds more than its guarantee) in that GPU
-model, is of a preemptible class, and has run at least the minimum runtime (so a job never bounces
-straight back out). Victims are compared by (worst class they include, GPU-seconds of work lost since
-their last checkpoint): the preemptible class goes before standard, and among equals the plan that
-throws away the least work wins.
+model, or was marked reclaimable by the telemetry guard for idle GPUs (`RunningJob.idle`); it is of a
+preemptible class and has run at least the minimum runtime (so a job never bounces straight back
+out). Victims are compared by (whether any of them is busy, worst class they include, GPU-seconds of
+work lost since their last checkpoint): idle-marked jobs go first, the preemptible class before
+standard, and among equals the plan that throws away the least work wins.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from jobs.policy.model import JobId, PendingJob, RunningJob
 from jobs.policy.placement import FreeIndex
 
-Cost = tuple[int, float]  # (highest class rank among the victims, lost GPU-seconds)
+Cost = tuple[int, int, float]  # (1 if any victim is busy, highest class rank among the victims, lost GPU-seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,7 @@ class ReclaimPlan:
     cost: Cost
 
 
-Entry = tuple[int, float, int, RunningJob]  # (class rank, lost GPU-seconds, GPUs on the node, job)
+Entry = tuple[int, int, float, int, RunningJob]  # (1 if busy, class rank, lost GPU-seconds, GPUs on the node, job)
 
 
 class VictimIndex:
@@ -85,8 +86,8 @@ class VictimIndex:
     def on_node(self, node: str) -> list[Entry]:
         entries = self._entries.get(node)
         if entries is None:
-            entries = [(rank, self.lost(job), gpus, job) for rank, gpus, job in self._jobs_on.get(node, ())]
-            entries.sort(key=lambda e: (e[0], e[1]))
+            entries = [(0 if job.idle else 1, rank, self.lost(job), gpus, job) for rank, gpus, job in self._jobs_on.get(node, ())]
+            entries.sort(key=lambda e: (e[0], e[1], e[2]))
             self._entries[node] = entries
         return entries
 
@@ -100,7 +101,7 @@ class Eligible:
     gone: frozenset[JobId]
 
     def __call__(self, victim: RunningJob) -> bool:
-        return victim.team != self.team and victim.team in self.borrowing and victim.id not in self.gone
+        return victim.team != self.team and (victim.idle or victim.team in self.borrowing) and victim.id not in self.gone
 
 
 def _single_node_plan(
@@ -110,28 +111,29 @@ def _single_node_plan(
     if need > victims.freeable[node]:
         return None
     chosen: list[RunningJob] = []
-    worst, lost = 0, 0.0
+    busy, worst, lost = 0, 0, 0.0
     team, borrowing, gone = eligible.team, eligible.borrowing, eligible.gone
-    for rank, work, gpus, victim in victims.on_node(node):
+    for is_busy, rank, work, gpus, victim in victims.on_node(node):
         if need <= 0:
             break
-        if victim.team != team and victim.team in borrowing and victim.id not in gone:
+        if victim.team != team and (victim.idle or victim.team in borrowing) and victim.id not in gone:
             chosen.append(victim)
-            worst, lost, need = max(worst, rank), lost + work, need - gpus
-    return ((worst, lost), chosen) if need <= 0 else None
+            busy, worst, lost, need = max(busy, is_busy), max(worst, rank), lost + work, need - gpus
+    return ((busy, worst, lost), chosen) if need <= 0 else None
 
 
-def _whole_node_worst(index: FreeIndex, victims: VictimIndex, node: str, eligible: Eligible) -> int | None:
-    """The highest class rank a whole-node reclaim of `node` would preempt, or None if it cannot be had."""
+def _whole_node_worst(index: FreeIndex, victims: VictimIndex, node: str, eligible: Eligible) -> tuple[int, int] | None:
+    """(1 if any job on it is busy, the highest class rank) a whole-node reclaim of `node` would preempt,
+    or None if it cannot be had."""
     if node in victims.pinned or index.free[node] + victims.freeable[node] < index.size[node]:
         return None  # a protected job, or GPUs held by something outside the portal
     team, borrowing, gone = eligible.team, eligible.borrowing, eligible.gone
-    worst = 0
+    busy, worst = 0, 0
     for rank, _, victim in victims.jobs_on(node):
-        if victim.team == team or victim.team not in borrowing or victim.id in gone:
+        if victim.team == team or not (victim.idle or victim.team in borrowing) or victim.id in gone:
             return None
-        worst = max(worst, rank)
-    return worst
+        busy, worst = max(busy, 0 if victim.idle else 1), max(worst, rank)
+    return busy, worst
 
 
 def _whole_node_options(
@@ -139,10 +141,10 @@ def _whole_node_options(
 ) -> list[tuple[Cost, str, list[RunningJob]]]:
     """Whole nodes that could be freed for a gang, costed; only those that can be among the cheapest.
 
-    Cost compares the worst class first, so a node whose worst class is above the gang's n-th
-    smallest can never be chosen, and its jobs' lost work is not worked out.
+    Cost compares (busy, worst class) first, so a node whose (busy, worst class) is above the gang's
+    n-th smallest can never be chosen, and its jobs' lost work is not worked out.
     """
-    found: list[tuple[int, str]] = []
+    found: list[tuple[tuple[int, int], str]] = []
     for node in index.pool_nodes[pool]:
         if index.size[node] == job.gpus_per_node:
             worst = _whole_node_worst(index, victims, node, eligible)
@@ -155,7 +157,7 @@ def _whole_node_options(
     for worst, node in found:
         if worst <= cutoff:
             entries = victims.on_node(node)
-            options.append(((worst, sum(e[1] for e in entries)), node, [e[3] for e in entries]))
+            options.append(((*worst, sum(e[2] for e in entries)), node, [e[4] for e in entries]))
     return options
 
 
@@ -184,5 +186,9 @@ def _plan_in_pool(job: PendingJob, pool: str, index: FreeIndex, victims: VictimI
     options.sort(key=lambda o: (o[0], o[1]))
     chosen = options[: job.nodes]
     unique = {v.id: v for _, _, vs in chosen for v in vs}
-    cost = (max((c[0] for c, _, _ in chosen), default=0), sum(victims.lost(v) for v in unique.values()))
+    cost = (
+        max((c[0] for c, _, _ in chosen), default=0),
+        max((c[1] for c, _, _ in chosen), default=0),
+        sum(victims.lost(v) for v in unique.values()),
+    )
     return ReclaimPlan(pool, {node: job.gpus_per_node for _, node, _ in chosen}, tuple(unique.values()), cost)
