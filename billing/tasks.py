@@ -9,6 +9,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from billing import services
+from billing.services import usage
 from billing.services.notify import finance_users, notify
 
 METERING_OVERLAP = timedelta(minutes=30)  # generous: re-metering is idempotent, a missed job is not
@@ -33,6 +34,12 @@ def draft_last_month_invoices() -> dict[str, Any]:
 @shared_task(acks_late=True)
 def meter_usage() -> int:
     return services.meter_recent(since=timezone.now() - METERING_OVERLAP)
+
+
+@shared_task(acks_late=True)
+def meter_jobs(job_ids: list[int]) -> int:
+    """Meter these jobs again now (the telemetry fixed their busy share as they ended)."""
+    return usage.meter_jobs(job_ids)
 
 
 @shared_task(acks_late=True)

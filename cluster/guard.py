@@ -427,14 +427,14 @@ def add_tallies(tallies: Mapping[int, EfficiencyTally], now: datetime) -> int:
     return len(jobs)
 
 
-def finalise(portal_job_ids: Iterable[int]) -> int:
-    """Fix the efficiency summary of jobs that have ended; safe to repeat."""
+def finalise(portal_job_ids: Iterable[int]) -> list[int]:
+    """Fix the efficiency summary of jobs that have ended; returns the ids fixed now (safe to repeat)."""
     rows = list(JobEfficiency.objects.filter(portal_job_id__in=list(portal_job_ids), final=False))
     for row in rows:
         summary = summarise(EfficiencyTally(row.samples, row.utilization_sum, row.idle_samples, row.memory_peak_mib))
         row.mean_utilization, row.idle_fraction, row.final = summary.mean_utilization, summary.idle_fraction, True
     JobEfficiency.objects.bulk_update(rows, ["mean_utilization", "idle_fraction", "final"])
-    return len(rows)
+    return [row.portal_job_id for row in rows]
 
 
 def record_idle(job_id: int, kind: SafeguardKind, reason: str) -> None:

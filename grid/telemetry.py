@@ -29,6 +29,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from billing import tasks as billing_tasks
 from cluster import guard
 from cluster import services as cluster_services
 from cluster.models import EfficiencyCursor, JobEfficiency, Node, SafeguardKind
@@ -193,7 +194,10 @@ def run_cycle(source: TelemetrySource | None = None, now: datetime | None = None
         guard.write_efficiency(changes, now)
         clock.lap("writes")
         _act_on_idle(report.idle, {j.id: j for j in running})
-        report.finalised = guard.finalise(_ended(view))
+        finalised = guard.finalise(_ended(view))
+        report.finalised = len(finalised)
+        if finalised:  # their usage records take the final busy share (billing's allocated vs used GPU-hours)
+            after_commit(billing_tasks.meter_jobs, finalised)
     clock.lap("finalise")
     samples = view.samples
     if samples is None and settings.TELEMETRY_PUSH:

@@ -18,6 +18,7 @@ from billing import metering, pricing
 from billing.choices import InvoiceState
 from billing.models import Invoice, UsageRecord
 from billing.services.rates import all_rates
+from cluster import services as cluster_services
 from cluster.models import Pool
 from jobs.models import Job, JobEvent
 from jobs.states import HOLDS_GPUS, JobState
@@ -55,7 +56,9 @@ def meter_job(job_id: int, now: datetime | None = None, *, rates: list[pricing.R
     with transaction.atomic():
         closed = finalised_months(job.team_id)
         replaced = UsageRecord.objects.filter(job_id=job.pk).exclude(month__in=closed)
-        busy = _busy_fraction(replaced)
+        busy = telemetry_busy_fraction(job.pk)
+        if busy is None:
+            busy = _busy_fraction(replaced)
         records = [
             _record(job, piece, kinds.get(piece.pool, ""), rates, still_holding and piece.end == now, busy)
             for piece in usage_pieces(job, now, rates)
@@ -64,6 +67,16 @@ def meter_job(job_id: int, now: datetime | None = None, *, rates: list[pricing.R
         replaced.delete()
         UsageRecord.objects.bulk_create(records, batch_size=500)
     return len(records)
+
+
+def telemetry_busy_fraction(job_id: int) -> Decimal | None:
+    """The share of the job's GPU samples that were busy (at or above IDLE_THRESHOLD), as the telemetry
+    counted them so far (`cluster.JobEfficiency`); None when it has no samples of the job."""
+    sums = cluster_services.idle_fractions([job_id]).get(job_id)
+    if sums is None:
+        return None
+    idle, samples = sums
+    return (Decimal(samples - idle) / Decimal(samples)).quantize(Decimal("0.000001"))
 
 
 def _busy_fraction(records: QuerySet[UsageRecord]) -> Decimal | None:
