@@ -101,8 +101,10 @@ def team_artifacts(request: Request, slug: str) -> Response:
             "usage_files": figure.usage_files,
             "measured_at": figure.measured_at.isoformat() if figure.measured_at else None,
             "retention_days": figure.retention_days,
-            "rate_per_gb_month": f"{figure.rate_per_gb_month}",
+            "rate_per_gb_month": f"{figure.rate_per_gb_month}" if figure.rate_per_gb_month is not None else None,
             "monthly_cost": f"{figure.monthly_cost}" if figure.monthly_cost is not None else None,
+            "month_gb_months": f"{figure.month_gb_months}",
+            "month_cost": f"{figure.month_cost}",
         }
     )
 

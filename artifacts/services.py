@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import IO, Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -16,6 +17,8 @@ from artifacts import layout
 from artifacts.layout import ArtifactInputError, JobLayout
 from artifacts.models import JobArtifacts, TeamArtifacts
 from artifacts.stores import ArtifactStore, StoreError, open_store
+from billing.metering import month_of
+from billing.services import storage as billing_storage
 from jobs.models import Job
 from jobs.states import TERMINAL
 from portal.env import env_secret
@@ -74,18 +77,6 @@ def store() -> ArtifactStore:
 
 def configured() -> bool:
     return bool(settings.ARTIFACT_STORE)
-
-
-def storage_rate() -> Decimal:
-    """The storage rate per GB-month; 0: storage is not billed."""
-    text = settings.ARTIFACT_STORAGE_RATE_PER_GB_MONTH
-    try:
-        rate = Decimal(text)
-    except InvalidOperation:
-        raise StoreError(f"ARTIFACT_STORAGE_RATE_PER_GB_MONTH={text!r}: must be a decimal number", retryable=False) from None
-    if not rate.is_finite() or rate < 0:
-        raise StoreError(f"ARTIFACT_STORAGE_RATE_PER_GB_MONTH={text!r}: must be 0 or more", retryable=False)
-    return rate
 
 
 # --- a job's locations and what the job is told -----------------------------------------------------
@@ -266,7 +257,11 @@ def purge_expired(now: datetime | None = None, batch: int | None = None, max_bat
 
 
 def measure_usage(now: datetime | None = None) -> dict[int, int]:
-    """Measure the bytes each team keeps on the store and record them; returns {team id: bytes}."""
+    """Measure the bytes each team keeps on the store and record them; returns {team id: bytes}.
+
+    Each pass also bills the span since the team's last pass at the bytes measured then (billing's
+    storage usage), once: the row moves on by a conditional UPDATE on its last measurement time, so a
+    second pass running at the same moment records nothing twice."""
     if not configured():
         return {}
     now, target = now or timezone.now(), store()
@@ -274,22 +269,33 @@ def measure_usage(now: datetime | None = None) -> dict[int, int]:
     for team in Team.objects.all():  # every team: files written through a mounted path count as much as uploads
         files = target.list(layout.team_prefix(team.slug))
         measured[team.pk] = sum(f.size for f in files)
-        TeamArtifacts.objects.update_or_create(
-            team=team, defaults={"usage_bytes": measured[team.pk], "usage_files": len(files), "measured_at": now}
-        )
+        _record_measurement(team, measured[team.pk], len(files), now)
     return measured
+
+
+def _record_measurement(team: Team, used: int, count: int, now: datetime) -> None:
+    row, _ = TeamArtifacts.objects.get_or_create(team=team)
+    with transaction.atomic():
+        moved = TeamArtifacts.objects.filter(pk=row.pk, measured_at=row.measured_at).update(
+            usage_bytes=used, usage_files=count, measured_at=now
+        )
+        if moved and row.measured_at is not None and now > row.measured_at:
+            billing_storage.record(team.pk, row.usage_bytes, row.measured_at, now)
 
 
 @dataclass(frozen=True)
 class Usage:
-    """A team's figure for its pages: bytes kept, when measured, retention and the monthly storage cost."""
+    """A team's figure for its pages: bytes kept, when measured, retention, and, where a storage rate is set
+    (billing's storage rate cards), the rate, the monthly cost at this size and this month's storage so far."""
 
     usage_bytes: int
     usage_files: int
     measured_at: datetime | None
     retention_days: int | None
-    rate_per_gb_month: Decimal
+    rate_per_gb_month: Decimal | None
     monthly_cost: Decimal | None
+    month_gb_months: Decimal
+    month_cost: Decimal
 
 
 def usage(user: Any, team: Team) -> Usage | None:
@@ -297,13 +303,18 @@ def usage(user: Any, team: Team) -> Usage | None:
     if not (is_operator(user) or team.pk in getattr(user, "team_ids", ())):
         return None
     row = TeamArtifacts.objects.restrict(user, VIEW).filter(team=team).first()
-    rate = storage_rate()
+    now = timezone.now()
+    card = billing_storage.rate_on(now.date())
+    rate = Decimal(card.per_gb_month) if card is not None else None
     used = row.usage_bytes if row else 0
+    so_far = billing_storage.month_so_far(team.pk, month_of(now))
     return Usage(
         usage_bytes=used,
         usage_files=row.usage_files if row else 0,
         measured_at=row.measured_at if row else None,
         retention_days=retention_days(row),
         rate_per_gb_month=rate,
-        monthly_cost=layout.monthly_storage_cost(used, rate) if rate else None,
+        monthly_cost=layout.monthly_storage_cost(used, rate) if rate is not None else None,
+        month_gb_months=so_far.gb_months,
+        month_cost=so_far.amount,
     )

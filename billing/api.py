@@ -1,4 +1,4 @@
-"""Billing REST API: invoices (read, export, draft, finalise, correct), rate cards, budgets, month summary.
+"""Billing REST API: invoices (read, export, draft, finalise, correct), rate cards, storage rates, budgets, month summary.
 
 Finance sees and does everything; a team lead reads their own team's invoices and budgets; anyone
 else is refused (403), and an object outside the caller's teams is not found (404). Invoices are
@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 from billing import exports, services
 from billing.access import billing_teams, may_see_billing
 from billing.errors import BillingError, InvoiceFinalised
-from billing.models import Budget, Invoice, RateCard
+from billing.models import Budget, Invoice, RateCard, StorageRateCard
 from billing.serializers import (
     AdjustmentSerializer,
     BudgetInputSerializer,
@@ -32,6 +32,7 @@ from billing.serializers import (
     InvoiceSerializer,
     RateCardSerializer,
     RateChangeSerializer,
+    StorageRateCardSerializer,
 )  # fmt: skip
 from billing.services.reports import summary as month_summary
 from portal import inputs
@@ -162,6 +163,27 @@ class RateCardViewSet(
 
 
 @extend_schema(tags=["billing"])
+class StorageRateCardViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet[StorageRateCard]
+):
+    """Artifact storage rate cards (per GB-month: 10⁹ bytes kept 30 days); finance creates them, never overlapping."""
+
+    serializer_class = StorageRateCardSerializer
+    permission_classes = [BillingReader]
+    queryset = StorageRateCard.objects.all()
+    pagination_class = None
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        body = StorageRateCardSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            card = services.add_storage_rate(**body.validated_data)
+        except BillingError as exc:
+            return refused(exc)
+        return Response(StorageRateCardSerializer(card).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["billing"])
 class BudgetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet[Budget]):
     """Budgets you may see; finance sets a team's budget (creating or replacing it) with rising thresholds."""
 
@@ -210,6 +232,7 @@ def summary(request: Request) -> Response:
 ROUTES = [
     ("billing/invoices", InvoiceViewSet, "billing-invoice"),
     ("billing/rate-cards", RateCardViewSet, "billing-rate-card"),
+    ("billing/storage-rates", StorageRateCardViewSet, "billing-storage-rate"),
     ("billing/budgets", BudgetViewSet, "billing-budget"),
 ]
 PATHS = [path("billing/summary/", summary, name="billing_api_summary")]

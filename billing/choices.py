@@ -18,6 +18,7 @@ INVOICE_TRANSITIONS = Transitions({InvoiceState.DRAFT: {InvoiceState.FINALISED},
 
 class LineKind(models.TextChoices):
     USAGE = "usage", "GPU usage"
+    STORAGE = "storage", "Artifact storage"
     ADJUSTMENT = "adjustment", "Correction of an earlier month"
 
 

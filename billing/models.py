@@ -97,6 +97,55 @@ class UsageRecord(RestrictedModel):
         return f"job #{self.job_id} {self.gpu_model} {self.pool} {self.start:%Y-%m-%d %H:%M}–{self.end:%Y-%m-%d %H:%M}"
 
 
+class StorageRateCard(RestrictedModel):
+    """The price of keeping one GB (10⁹ bytes) on the artifact store for a month (30 days), for a period.
+
+    Cards never overlap; days no card covers are not billed. Dates are UTC days; `valid_until` is exclusive.
+    """
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        return bool(is_finance(user) or is_operator(user))
+
+    valid_from = models.DateField(unique=True)
+    valid_until = models.DateField(null=True, blank=True, help_text="Exclusive; empty: until further notice.")
+    per_gb_month = models.DecimalField(max_digits=12, decimal_places=4)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["valid_from"]
+        constraints = [models.CheckConstraint(condition=models.Q(per_gb_month__gte=0), name="storage_rate_not_negative")]
+
+    def __str__(self) -> str:
+        return f"storage from {self.valid_from}: {self.per_gb_month}/GB-month"
+
+
+class StorageUsage(RestrictedModel):
+    """What a team kept on the artifact store during one UTC day, in byte-seconds.
+
+    Written only by billing.services.storage from the artifact store's usage measurements: the bytes
+    measured at one pass are taken as kept until the next.
+    """
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        if is_finance(user):
+            return True
+        return of_led_teams(user, "team_id") if action == VIEW else False
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="storage_usage")
+    day = models.DateField()
+    byte_seconds = models.DecimalField(max_digits=32, decimal_places=0, default=Decimal(0))
+
+    class Meta:
+        ordering = ["day", "team_id"]
+        constraints = [models.UniqueConstraint(fields=["team", "day"], name="one_storage_usage_per_team_and_day")]
+
+    def __str__(self) -> str:
+        return f"team {self.team_id} storage on {self.day}: {self.byte_seconds} byte-seconds"
+
+
 class InvoiceQuerySet(RestrictedQuerySet["Invoice"]):
     def visible_to(self, user: Any) -> InvoiceQuerySet:
         """Finance sees every team's invoices; a team lead sees their own team's; nobody else any."""
@@ -141,7 +190,7 @@ class Invoice(RestrictedModel):
 
 
 class InvoiceLine(RestrictedModel):
-    """A line of an invoice: GPU usage of one model on one pool at one rate, or a correction."""
+    """A line of an invoice: GPU usage of one model on one pool at one rate, artifact storage at one rate, or a correction."""
 
     @classmethod
     def access_rule(cls, user: Any, action: str) -> Rule:
@@ -158,7 +207,11 @@ class InvoiceLine(RestrictedModel):
     pool = models.CharField(max_length=60, blank=True)
     pool_kind = models.CharField(max_length=10, choices=PoolKind.choices, blank=True)
     rate_card = models.ForeignKey(RateCard, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    storage_rate = models.ForeignKey(StorageRateCard, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     rate = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    gb_months = models.DecimalField(
+        max_digits=20, decimal_places=6, null=True, blank=True, help_text="Storage lines: GB-months kept (10⁹ bytes, 30 days)."
+    )
     gpu_seconds = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
     used_gpu_seconds = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
     amount = models.DecimalField(max_digits=14, decimal_places=2)

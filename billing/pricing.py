@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
 CENT = Decimal("0.01")
@@ -116,3 +116,88 @@ def rate_changes(rates: Iterable[Rate], gpu_model: str) -> list[datetime]:
             if rate.valid_until is not None:
                 instants.add(rate.valid_until)
     return sorted(instants)
+
+
+# --- artifact storage -----------------------------------------------------------------------------
+
+BYTES_PER_GB = Decimal(10**9)
+SECONDS_PER_STORAGE_MONTH = Decimal(30 * 86400)  # a GB-month: 10⁹ bytes kept for 30 days (docs/artifacts.md)
+MAX_STORAGE_RATE = Decimal("10000")  # per GB-month; anything above is a typo, not a price
+
+
+def gb_months(byte_seconds: Decimal) -> Decimal:
+    """Byte-seconds as GB-months, exact."""
+    return Decimal(byte_seconds) / (BYTES_PER_GB * SECONDS_PER_STORAGE_MONTH)
+
+
+def storage_amount(byte_seconds: Decimal, per_gb_month: Decimal) -> Decimal:
+    """The amount of one storage line: exact GB-months x rate, rounded once to the cent."""
+    return round_money(gb_months(byte_seconds) * per_gb_month)
+
+
+@dataclass(frozen=True)
+class StorageRate:
+    """A storage rate card as the pricing core sees it: a price per GB-month over whole UTC days.
+
+    `valid_until` is exclusive; None is open."""
+
+    card_id: int
+    valid_from: date
+    valid_until: date | None
+    per_gb_month: Decimal
+
+    def covers(self, day: date) -> bool:
+        return self.valid_from <= day and (self.valid_until is None or day < self.valid_until)
+
+    def overlaps(self, other: StorageRate) -> bool:
+        return (self.valid_until is None or self.valid_until > other.valid_from) and (
+            other.valid_until is None or other.valid_until > self.valid_from
+        )
+
+
+def check_storage_rate(new: StorageRate, existing: Sequence[StorageRate]) -> None:
+    """Refuse a storage card with a bad amount, an empty period, or a period overlapping another card."""
+    if not Decimal(0) <= new.per_gb_month <= MAX_STORAGE_RATE:
+        raise RateCardError("per_gb_month", f"must be between 0 and {MAX_STORAGE_RATE}, got {new.per_gb_month}")
+    if new.per_gb_month != new.per_gb_month.quantize(Decimal("0.0001")):
+        raise RateCardError("per_gb_month", "at most 4 decimal places")
+    if new.valid_until is not None and new.valid_until <= new.valid_from:
+        raise RateCardError("valid_until", f"must be after valid_from ({new.valid_from:%Y-%m-%d})")
+    for other in existing:
+        if other.card_id != new.card_id and new.overlaps(other):
+            until = f"{other.valid_until:%Y-%m-%d}" if other.valid_until else "open-ended"
+            raise RateCardError(
+                "valid_from",
+                f"overlaps storage rate card #{other.card_id} ({other.valid_from:%Y-%m-%d} to {until}); "
+                "end that card first or start this one when it ends",
+            )
+
+
+def storage_rate_on(rates: Iterable[StorageRate], day: date) -> StorageRate | None:
+    return next((r for r in rates if r.covers(day)), None)
+
+
+def byte_seconds_by_day(kept_bytes: int, start: datetime, end: datetime) -> list[tuple[date, Decimal]]:
+    """`kept_bytes` held from `start` to `end` (aware, UTC), cut at UTC midnights: (day, byte-seconds) per day."""
+    pieces: list[tuple[date, Decimal]] = []
+    at = start.astimezone(UTC)
+    end = end.astimezone(UTC)
+    while at < end:
+        midnight = datetime.combine(at.date() + timedelta(days=1), time(), tzinfo=UTC)
+        until = min(midnight, end)
+        seconds = Decimal((until - at).total_seconds())
+        pieces.append((at.date(), Decimal(kept_bytes) * seconds))
+        at = until
+    return pieces
+
+
+def storage_charges(days: Iterable[tuple[date, Decimal]], rates: Sequence[StorageRate]) -> list[tuple[StorageRate, Decimal]]:
+    """Byte-seconds per day grouped by the card in force that day: (card, byte-seconds), in card order.
+    Days no card covers are not billed (storage is billed only where a rate is set)."""
+    totals: dict[int, Decimal] = {}
+    by_id = {r.card_id: r for r in rates}
+    for day, byte_seconds in days:
+        rate = storage_rate_on(rates, day)
+        if rate is not None:
+            totals[rate.card_id] = totals.get(rate.card_id, Decimal(0)) + byte_seconds
+    return [(by_id[i], totals[i]) for i in sorted(totals, key=lambda i: by_id[i].valid_from) if totals[i] > 0]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from rest_framework import serializers
 
 from billing.choices import BudgetAction, BudgetPeriod
-from billing.models import Budget, Invoice, InvoiceLine, RateCard
+from billing.models import Budget, Invoice, InvoiceLine, RateCard, StorageRateCard
 from cluster.states import PoolKind
 from portal.models import Team
 from portal.serializers import MonthField
@@ -19,6 +20,16 @@ class RateCardSerializer(serializers.ModelSerializer[RateCard]):
     class Meta:
         model = RateCard
         fields = ["id", "gpu_model", "pool_kind", "pool", "valid_from", "valid_until", "per_gpu_hour", "note"]
+        read_only_fields = ["id"]
+        validators: list[Any] = []  # overlaps are checked by the service, with a message naming the other card
+
+
+class StorageRateCardSerializer(serializers.ModelSerializer[StorageRateCard]):
+    per_gb_month = serializers.DecimalField(max_digits=12, decimal_places=4, min_value=Decimal(0), max_value=Decimal(10000))
+
+    class Meta:
+        model = StorageRateCard
+        fields = ["id", "valid_from", "valid_until", "per_gb_month", "note"]
         read_only_fields = ["id"]
         validators: list[Any] = []  # overlaps are checked by the service, with a message naming the other card
 
@@ -46,6 +57,7 @@ class InvoiceLineSerializer(serializers.ModelSerializer[InvoiceLine]):
             "pool_kind",
             "gpu_seconds",
             "used_gpu_seconds",
+            "gb_months",
             "rate",
             "amount",
             "corrects",

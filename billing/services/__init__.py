@@ -14,10 +14,11 @@ from billing.models import RateCard
 from billing.services import rates, usage
 from billing.services.budgets import evaluate_all, evaluate_budget, lift_restriction, set_budget, status, team_restrictions
 from billing.services.invoices import add_adjustment, draft_month, finalise, generate_invoice, previous_month
+from billing.services.storage import add_storage_rate
 from billing.services.usage import meter_job, meter_month, meter_recent
 
 __all__ = [
-    "add_adjustment", "add_rate_card", "change_rate", "draft_month", "evaluate_all", "evaluate_budget",
+    "add_adjustment", "add_rate_card", "add_storage_rate", "change_rate", "draft_month", "evaluate_all", "evaluate_budget",
     "finalise", "generate_invoice", "lift_restriction", "meter_job", "meter_month", "meter_recent",
     "previous_month", "set_budget", "status", "team_restrictions",
 ]  # fmt: skip

@@ -25,6 +25,7 @@ from billing.choices import INVOICE_TRANSITIONS, InvoiceState, LineKind
 from billing.errors import BillingError, InvoiceFinalised
 from billing.metering import month_bounds, month_of, next_month
 from billing.models import Adjustment, Invoice, InvoiceLine, RateCard, UsageRecord
+from billing.services.storage import storage_lines
 from portal.models import Team
 from portal.states import move
 
@@ -121,8 +122,10 @@ def _lock_drafts(team_ids: list[int], month: date, code: str) -> dict[int, Invoi
     return {invoice.team_id: invoice for invoice in drafts.select_related("team")}
 
 
-def write_invoices(month: date, usage: dict[int, list[UsageGroup]], cards: dict[int, RateCard]) -> dict[int, Invoice]:
-    """Replace the drafts' lines with their usage and the month's corrections, all in one transaction.
+def write_invoices(
+    month: date, usage: dict[int, list[UsageGroup]], cards: dict[int, RateCard], storage: dict[int, list[InvoiceLine]]
+) -> dict[int, Invoice]:
+    """Replace the drafts' lines with their GPU usage, artifact storage and the month's corrections, all in one transaction.
 
     Bulk statements (one per step, not one per team) keep a 100-team month well inside a second.
     Returns the drafts written, by team; teams whose invoice is finalised are not in it.
@@ -133,7 +136,7 @@ def write_invoices(month: date, usage: dict[int, list[UsageGroup]], cards: dict[
         corrections = adjustment_lines(drafts, month)
         lines = []
         for team_id, invoice in drafts.items():
-            team_lines = usage_lines(usage[team_id], cards) + corrections[team_id]
+            team_lines = usage_lines(usage[team_id], cards) + storage.get(team_id, []) + corrections[team_id]
             for position, line in enumerate(team_lines, start=1):
                 line.invoice, line.position = invoice, position
             invoice.total, invoice.currency, invoice.generated_at = pricing.total(x.amount for x in team_lines), code, now
@@ -149,7 +152,7 @@ def generate_invoice(team_id: int, month: date) -> Invoice:
     month = month.replace(day=1)
     groups = usage_groups([month], [team_id])
     _require_prices(groups, month)
-    written = write_invoices(month, {team_id: groups}, _cards(groups))
+    written = write_invoices(month, {team_id: groups}, _cards(groups), storage_lines(month, [team_id]))
     if team_id not in written:
         raise InvoiceFinalised(Invoice.objects.get(team_id=team_id, month=month).number)
     return written[team_id]
@@ -165,9 +168,9 @@ class DraftReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def teams_to_bill(month: date, groups: list[UsageGroup]) -> set[int]:
-    """Teams with usage or corrections in the month, and teams with an invoice to bring up to date."""
-    teams = {g.team_id for g in groups}
+def teams_to_bill(month: date, groups: list[UsageGroup], storage: dict[int, list[InvoiceLine]]) -> set[int]:
+    """Teams with GPU usage, billed storage or corrections in the month, and teams with an invoice to bring up to date."""
+    teams = {g.team_id for g in groups} | set(storage)
     teams |= set(Adjustment.objects.filter(month=month).values_list("team_id", flat=True))
     teams |= set(Invoice.objects.filter(month=month).values_list("team_id", flat=True))
     return teams
@@ -182,14 +185,15 @@ def draft_month(month: date) -> DraftReport:
         by_team[group.team_id].append(group)
     slugs = dict(Team.objects.values_list("id", "slug"))
     report = DraftReport(month)
+    storage = storage_lines(month)
     billable: dict[int, list[UsageGroup]] = {}
-    for team_id in sorted(teams_to_bill(month, groups)):
+    for team_id in sorted(teams_to_bill(month, groups, storage)):
         try:
             _require_prices(by_team[team_id], month)
             billable[team_id] = by_team[team_id]
         except BillingError as exc:
             report.failed[slugs.get(team_id, str(team_id))] = str(exc)
-    written = write_invoices(month, billable, _cards(groups))
+    written = write_invoices(month, billable, _cards(groups), storage)
     report.drafted = sorted(invoice.pk for invoice in written.values())
     report.finalised = sorted(set(billable) - set(written))
     return report

@@ -7,12 +7,15 @@ olivia (operator).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from billing.services import add_storage_rate
 from jobs.models import Job
 from portal.models import Membership, TeamRole, User
 
@@ -167,11 +170,11 @@ def test_the_team_page_shows_artifact_storage_beside_the_quotas(
 ) -> None:
     from artifacts import services
 
-    settings.ARTIFACT_STORAGE_RATE_PER_GB_MONTH = "0.05"
+    add_storage_rate(per_gb_month=Decimal("0.05"), valid_from=date(2020, 1, 1))
     put(submit(alice), "output/big.bin", b"x" * 2500)
     services.measure_usage()
     page = web(alice).get("/teams/vision/").content.decode()
-    assert 'id="artifact-usage"' in page and "2.5 KB in 1 file" in page and "0.05 per GB-month" in page
+    assert 'id="artifact-usage"' in page and "2.5 KB in 1 file" in page and "0.0500 per GB-month" in page
     assert page.index("Quotas, use and lending") < page.index("Artifact storage")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from pytest_django import Settings as SettingsWrapper
 
 from artifacts import services
 from artifacts.models import JobArtifacts, TeamArtifacts
+from billing.services import add_storage_rate
 from jobs.models import Job
 from jobs.states import JobState
 from portal.models import User
@@ -96,9 +97,9 @@ def test_retention_deletes_files_of_jobs_finished_longer_ago_in_batches(
 
 
 def test_usage_is_measured_per_team_and_priced_at_the_storage_rate(
-    any_store: str, settings: SettingsWrapper, alice: User, carol: User, submit: Callable[..., Job], put: Callable[..., None]
+    any_store: str, alice: User, carol: User, submit: Callable[..., Job], put: Callable[..., None]
 ) -> None:
-    settings.ARTIFACT_STORAGE_RATE_PER_GB_MONTH = "0.02"
+    add_storage_rate(per_gb_month=Decimal("0.02"), valid_from=date(2020, 1, 1))
     mine, theirs = submit(alice), submit(carol, team="render")
     put(mine, "output/a", b"x" * 1500)
     put(mine, "checkpoints/b", b"x" * 500)
@@ -121,7 +122,11 @@ def test_only_a_lead_or_an_operator_sets_retention(alice: User, bob: User, olivi
     assert services.set_retention(olivia, team, None).retention_days is None
 
 
-def test_a_bad_storage_rate_says_what_is_wrong(settings: SettingsWrapper) -> None:
-    settings.ARTIFACT_STORAGE_RATE_PER_GB_MONTH = "cheap"
-    with pytest.raises(services.StoreError, match="ARTIFACT_STORAGE_RATE_PER_GB_MONTH"):
-        services.storage_rate()
+def test_without_a_storage_rate_card_the_figure_has_no_price(
+    any_store: str, alice: User, submit: Callable[..., Job], put: Callable[..., None]
+) -> None:
+    put(submit(alice), "output/a", b"x" * 10)
+    services.measure_usage()
+    figure = services.usage(alice, alice.teams.get())
+    assert figure is not None and figure.usage_bytes == 10
+    assert (figure.rate_per_gb_month, figure.monthly_cost, figure.month_cost) == (None, None, Decimal("0.00"))

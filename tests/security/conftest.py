@@ -79,6 +79,9 @@ def world(
     token, _ = ApiToken.issue(alice, "alice-laptop")
     rate_card = RateCard.objects.order_by("pk").first()
     assert rate_card is not None
+    storage_rate = billing.add_storage_rate(
+        per_gb_month=Decimal("0.02"), valid_from=date(2024, 1, 1), valid_until=date(2025, 1, 1)
+    )
     return {
         "job": submit(alice, name="vision-alice-resnet").pk,
         "token": token.pk,
@@ -93,6 +96,7 @@ def world(
         "team": alice.teams.get().pk,
         "budget": Budget.objects.get(team__slug="vision").pk,
         "rate_card": rate_card.pk,
+        "storage_rate": storage_rate.pk,
         "sweep": (sweep := sweep_services.create_sweep(alice, SWEEP_SAMPLE)).pk,
         "trial": sweep.trials.get(number=0).pk,
         "notebook": notebook_services.start(alice, {"team": "vision", "gpu_model": "a100"}).pk,

@@ -107,6 +107,8 @@ SAMPLES: dict[str, str] = {
     "api/v1/billing/rate-cards/": "/api/v1/billing/rate-cards/",
     "api/v1/billing/rate-cards/<pk>/": "/api/v1/billing/rate-cards/{rate_card}/",
     "api/v1/billing/rate-cards/change/": "/api/v1/billing/rate-cards/change/",
+    "api/v1/billing/storage-rates/": "/api/v1/billing/storage-rates/",
+    "api/v1/billing/storage-rates/<pk>/": "/api/v1/billing/storage-rates/{storage_rate}/",
     "api/v1/bursting/bursts/": "/api/v1/bursting/bursts/",
     "api/v1/bursting/bursts/<pk>/": "/api/v1/bursting/bursts/{burst}/",
     "api/v1/bursting/bursts/<pk>/approve/": "/api/v1/bursting/bursts/{burst}/approve/",

@@ -32,7 +32,7 @@ from django.urls import URLResolver, get_resolver, resolve
 from pytest_django import Settings
 from rest_framework.test import APIClient
 
-from billing.models import Budget, Invoice, RateCard
+from billing.models import Budget, Invoice, RateCard, StorageRateCard
 from bursting.models import BurstProposal
 from cluster.models import Node, NodeEvent
 from grid.asgi import application
@@ -237,6 +237,10 @@ TABLE: dict[str, Row] = {
         body={"gpu_model": "v100", "pool_kind": "onprem", "per_gpu_hour": "1", "valid_from": "2025-01-01"},
     ),
     "api/v1/billing/rate-cards/<pk>/": R(API_BILLING),
+    "api/v1/billing/storage-rates/": R(
+        API_BILLING, post=(401, 403, 403, 403, 403, 201), body={"per_gb_month": "0.02", "valid_from": "2031-01-01"}
+    ),
+    "api/v1/billing/storage-rates/<pk>/": R(API_BILLING),
     "api/v1/billing/rate-cards/change/": R(
         None,
         post=(401, 403, 403, 403, 403, 201),
@@ -432,6 +436,7 @@ def fingerprint() -> str:
         list(Invoice.objects.order_by("pk").values_list("pk", "state", "total")),
         list(Budget.objects.order_by("pk").values_list("pk", "amount")),
         RateCard.objects.count(),
+        StorageRateCard.objects.count(),
         list(BurstProposal.objects.order_by("pk").values_list("pk", "state")),
         WhatIfRun.objects.count(),
         list(User.objects.order_by("pk").values_list("pk", "is_active", "password")),

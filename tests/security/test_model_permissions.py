@@ -35,7 +35,7 @@ PROJECT_APPS = ("portal", "cluster", "quotas", "jobs", "billing", "artifacts", "
 OWN_ROWS = {"portal.apitoken": "user_id", "billing.notification": "recipient_id"}
 # Paths from a row to its team, tried in order.
 TEAM_PATHS = ("team_id", "job__team_id", "invoice__team_id", "budget__team_id")
-COSTS = {"billing.usagerecord", "billing.invoice", "billing.invoiceline", "billing.adjustment", "billing.budget",
+COSTS = {"billing.usagerecord", "billing.storageusage", "billing.invoice", "billing.invoiceline", "billing.adjustment", "billing.budget",
          "billing.budgetthreshold", "billing.budgetalert", "billing.teamrestriction"}  # fmt: skip
 MEMBERS = ("alice", "bob", "carol", "dave")  # researchers and a lead; operators and finance are tested below
 

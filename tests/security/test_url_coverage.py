@@ -260,7 +260,8 @@ def test_every_api_router_registration_is_in_the_access_table() -> None:
     assert {r for r in registered if not r.startswith(EXCLUDED_PREFIXES)} - set(ROUTES) == set()
     assert {prefix for prefix, _, _ in router.registry} == {
         "jobs", "templates", "teams", "pools", "nodes", "tokens", "quotas",
-        "billing/invoices", "billing/rate-cards", "billing/budgets", "bursting/bursts", "bursting/instance-types",
+        "billing/invoices", "billing/rate-cards", "billing/storage-rates", "billing/budgets", "bursting/bursts",
+        "bursting/instance-types",
     }  # fmt: skip
 
 
