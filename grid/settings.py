@@ -329,9 +329,6 @@ MAX_PENDING_JOBS_PER_TEAM = env_int("MAX_PENDING_JOBS_PER_TEAM", 5_000, minimum=
 MAX_PENDING_JOBS_PER_USER = env_int("MAX_PENDING_JOBS_PER_USER", 2_000, minimum=1, maximum=10_000_000)
 # Fair share: usage history loses half its weight every this many seconds (Slurm's PriorityDecayHalfLife).
 FAIRSHARE_HALF_LIFE_S = env_float("FAIRSHARE_HALF_LIFE_S", 7 * 24 * 3600.0, minimum=60, maximum=365 * 24 * 3600)
-# Fair share counts a team's idle allocation against it: its usage ranks as if (1 + this x its idle
-# share) times what it is, the idle share from the telemetry over the last half-life. 0: off.
-FAIRSHARE_IDLE_WEIGHT = env_float("FAIRSHARE_IDLE_WEIGHT", 0.0, minimum=0.0, maximum=10.0)
 # Seconds a preempted job gets to checkpoint before it is stopped (on backends that can signal).
 PREEMPT_GRACE_S = env_int("PREEMPT_GRACE_S", 120, minimum=0, maximum=3600)
 # A job that stays admitted this long without reaching the backend is dispatched again.
@@ -500,8 +497,7 @@ ARTIFACT_CHECKPOINT_INTERVAL_S = env_int("ARTIFACT_CHECKPOINT_INTERVAL_S", 300, 
 # A team without a retention of its own keeps its jobs' files this many days after they finish; 0: forever.
 ARTIFACT_RETENTION_DAYS = env_int("ARTIFACT_RETENTION_DAYS", 0, minimum=0, maximum=3650)
 ARTIFACT_PURGE_BATCH = env_int("ARTIFACT_PURGE_BATCH", 100, minimum=1, maximum=10_000)
-# Storage rate per GB-month (decimal, in the billing currency); empty or 0: storage is not billed.
-ARTIFACT_STORAGE_RATE_PER_GB_MONTH = env_str("ARTIFACT_STORAGE_RATE_PER_GB_MONTH", "0") or "0"
+# How often each team's bytes on the store are measured (the storage billed is the bytes of each pass, kept until the next).
 ARTIFACT_USAGE_INTERVAL_S = env_float("ARTIFACT_USAGE_INTERVAL_S", 3600.0, minimum=60, maximum=86400)
 CELERY_BEAT_SCHEDULE["artifact-usage"] = {"task": "artifacts.tasks.measure_usage", "schedule": ARTIFACT_USAGE_INTERVAL_S}
 CELERY_BEAT_SCHEDULE["artifact-retention"] = {"task": "artifacts.tasks.purge_expired", "schedule": ARTIFACT_USAGE_INTERVAL_S}
