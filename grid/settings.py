@@ -329,6 +329,9 @@ MAX_PENDING_JOBS_PER_TEAM = env_int("MAX_PENDING_JOBS_PER_TEAM", 5_000, minimum=
 MAX_PENDING_JOBS_PER_USER = env_int("MAX_PENDING_JOBS_PER_USER", 2_000, minimum=1, maximum=10_000_000)
 # Fair share: usage history loses half its weight every this many seconds (Slurm's PriorityDecayHalfLife).
 FAIRSHARE_HALF_LIFE_S = env_float("FAIRSHARE_HALF_LIFE_S", 7 * 24 * 3600.0, minimum=60, maximum=365 * 24 * 3600)
+# Fair share counts a team's idle allocation against it: its usage ranks as if (1 + this x its idle
+# share) times what it is, the idle share from the telemetry over the last half-life. 0: off.
+FAIRSHARE_IDLE_WEIGHT = env_float("FAIRSHARE_IDLE_WEIGHT", 0.0, minimum=0.0, maximum=10.0)
 # Seconds a preempted job gets to checkpoint before it is stopped (on backends that can signal).
 PREEMPT_GRACE_S = env_int("PREEMPT_GRACE_S", 120, minimum=0, maximum=3600)
 # A job that stays admitted this long without reaching the backend is dispatched again.
