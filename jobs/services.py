@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Sum
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
 from cluster import services as cluster_services
@@ -106,6 +106,7 @@ class GridShape:
 
     models: dict[str, ModelShape]
     priorities: frozenset[str]
+    class_teams: dict[str, frozenset[str]]
 
 
 def _grid_shape() -> GridShape:
@@ -113,6 +114,7 @@ def _grid_shape() -> GridShape:
     return GridShape(
         models={m: ModelShape(c.max_gpus_per_node, c.total_gpus) for m, c in capacity.items()},
         priorities=frozenset(PriorityClass.objects.values_list("name", flat=True)) or frozenset({"standard"}),
+        class_teams=quota_services.class_teams(),
     )
 
 
@@ -122,6 +124,7 @@ grid_shape = Memo(_grid_shape, lambda: settings.SUBMIT_GRID_CACHE_S)
 cluster_services.capacity_changed.connect(grid_shape.forget, dispatch_uid="jobs-grid-shape")
 post_save.connect(grid_shape.forget, sender=PriorityClass, dispatch_uid="jobs-grid-shape-classes")
 post_delete.connect(grid_shape.forget, sender=PriorityClass, dispatch_uid="jobs-grid-shape-classes")
+m2m_changed.connect(grid_shape.forget, sender=PriorityClass.teams.through, dispatch_uid="jobs-grid-shape-class-teams")
 
 
 def member_teams(user: Any) -> dict[int, Team]:
@@ -135,6 +138,7 @@ def spec_context(user: Any, template: JobTemplate | None = None, teams: dict[int
     return SpecContext(
         teams={team.slug: team.pk for team in teams.values()},
         priorities=shape.priorities,
+        class_teams=shape.class_teams,
         grid=shape.models,
         known_gpu_models=cluster_services.known_gpu_models(),
         max_walltime_s=settings.JOB_MAX_WALLTIME_S,

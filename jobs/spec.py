@@ -127,6 +127,8 @@ class SpecContext:
     max_script_bytes: int
     max_array_size: int
     template: TemplateInfo | None = None
+    # Classes an operator limited to some teams: class name -> team slugs (a class not here is open to all).
+    class_teams: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,15 @@ def validate(raw: Mapping[str, Any], ctx: SpecContext) -> JobSpec:
     priority = _text(raw, "priority", "standard", err)
     if priority not in ctx.priorities:
         err.add("priority", f"must be one of {', '.join(sorted(ctx.priorities))}")
+    elif team_id is not None and priority in ctx.class_teams:
+        slug = next(s for s, pk in ctx.teams.items() if pk == team_id)
+        if slug not in ctx.class_teams[priority]:
+            usable = sorted(p for p in ctx.priorities if p not in ctx.class_teams or slug in ctx.class_teams[p])
+            err.add(
+                "priority",
+                f"team {slug} may not use class {priority!r} (operators limit it to other teams); "
+                f"it may use {', '.join(usable) or 'no class'}",
+            )
 
     walltime_s = _walltime(raw, t, ctx, err)
 

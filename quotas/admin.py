@@ -3,7 +3,9 @@ from django.contrib import admin
 from portal.admin import ReadOnlyAdmin
 from quotas.models import PriorityClass, QuotaChange, TeamQuota
 
-admin.site.register(PriorityClass, list_display=["name", "rank", "preemptible", "within_guarantee_only"])
+admin.site.register(
+    PriorityClass, list_display=["name", "rank", "preemptible", "within_guarantee_only"], filter_horizontal=["teams"]
+)
 
 
 @admin.register(TeamQuota)

@@ -25,6 +25,9 @@ class PriorityClass(RestrictedModel):
         default=False, help_text="Jobs of this class must fit in the team's guarantee (never borrow)."
     )
     description = models.CharField(max_length=200, blank=True)
+    teams = models.ManyToManyField(
+        "portal.Team", blank=True, related_name="+", help_text="Teams that may use this class; empty: every team."
+    )
 
     class Meta:
         ordering = ["-rank"]

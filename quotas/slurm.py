@@ -3,7 +3,8 @@
 - Team -> account: `Fairshare` is the sum of the team's quota weights (Slurm keeps one share per
   association, not per GPU model); `GrpTRES=gres/gpu:<model>=<limit>` per quota, so Slurm itself
   caps the team's GPUs of each model; every member's Unix account gets an association in it.
-- Priority class -> QOS of the same name: `Priority` is the class's rank (Slurm priorities are
+- Priority class -> QOS of the same name, on the accounts of the teams that may use it (all, unless
+  operators limited it to some teams): `Priority` is the class's rank (Slurm priorities are
   not negative, so below 0 becomes 0); a class that is not preemptible may preempt every
   preemptible class of a lower rank; a preemptible class is cancelled after `GraceTime` (the job
   gets SIGTERM first, to checkpoint) and the portal submits it again.
@@ -30,11 +31,12 @@ class TeamInput:
 
 @dataclass(frozen=True)
 class ClassInput:
-    """A priority class: name, rank, preemptible."""
+    """A priority class: name, rank, preemptible, and the teams it is limited to (empty: every team)."""
 
     name: str
     rank: int
     preemptible: bool
+    teams: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -112,18 +114,20 @@ def check_members(team: TeamInput) -> None:
 def compile_accounts(teams: list[TeamInput], classes: list[ClassInput]) -> tuple[AccountSpec, ...]:
     for team in teams:
         check_members(team)
-    qos_names = tuple(sorted(c.name for c in classes)) or ("normal",)
-    return tuple(
-        AccountSpec(
-            name=team.slug,
-            fairshare=max(1, sum(weight for _, _, weight in team.quotas)),
-            grp_tres=tuple(sorted((f"gres/gpu:{model}", limit) for model, limit, _ in team.quotas)),
-            qos=qos_names,
-            default_qos=default_qos(classes),
-            users=tuple(sorted(set(team.members))),
+    specs = []
+    for team in sorted(teams, key=lambda t: t.slug):
+        usable = [c for c in classes if not c.teams or team.slug in c.teams]  # an account may use only its classes' QOS
+        specs.append(
+            AccountSpec(
+                name=team.slug,
+                fairshare=max(1, sum(weight for _, _, weight in team.quotas)),
+                grp_tres=tuple(sorted((f"gres/gpu:{model}", limit) for model, limit, _ in team.quotas)),
+                qos=tuple(sorted(c.name for c in usable)) or ("normal",),
+                default_qos=default_qos(usable),
+                users=tuple(sorted(set(team.members))),
+            )
         )
-        for team in sorted(teams, key=lambda t: t.slug)
-    )
+    return tuple(specs)
 
 
 def compile_plan(teams: list[TeamInput], classes: list[ClassInput], grace_s: int) -> SlurmPlan:

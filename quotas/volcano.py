@@ -98,6 +98,26 @@ def priority_class(priority: Priority) -> Manifest:
     return body
 
 
+def class_fence(namespace: str, denied: Iterable[str]) -> Manifest | None:
+    """A ResourceQuota that lets no pod of the `denied` priority classes run in a team's namespace.
+
+    Kubernetes' own admission enforces what the portal's validation does for its jobs: a team that
+    operators did not give a class cannot use it through kubectl either. None when nothing is denied.
+    """
+    names = sorted(set(denied))
+    if not names:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "gridportal-denied-priority-classes", "namespace": namespace, "labels": dict(MANAGED_BY)},
+        "spec": {
+            "hard": {"pods": "0"},
+            "scopeSelector": {"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": names}]},
+        },
+    }
+
+
 def compile_queues(quotas: Iterable[QueueQuota], config: ManifestConfig) -> list[Manifest]:
     """Every Queue, sorted by name so exports are stable for GitOps diffs."""
     return sorted((queue(q, config) for q in quotas), key=lambda m: str(m["metadata"]["name"]))

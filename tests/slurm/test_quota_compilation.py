@@ -63,3 +63,13 @@ def test_durations_parse() -> None:
 
 def _state(qos: str, assoc: str) -> SlurmState:
     return SlurmState(parse_qos(qos), parse_associations(assoc))
+
+
+def test_a_class_limited_to_some_teams_is_on_their_accounts_only() -> None:
+    classes = [ClassInput("critical", 100, False, frozenset({"render"})), *CLASSES[1:]]
+    teams = [*TEAMS, TeamInput("render", ("carol",), (("a100", 8, 1),))]
+    accounts = {a.name: a for a in compile_plan(teams, classes, 30).accounts}
+    assert accounts["render"].qos == ("critical", "preemptible", "standard")
+    assert accounts["vision"].qos == ("preemptible", "standard") and accounts["vision"].default_qos == "standard"
+    only_critical = compile_plan(TEAMS, [ClassInput("critical", 100, False, frozenset({"render"}))], 30).accounts[0]
+    assert only_critical.qos == ("normal",) and only_critical.default_qos == "normal"  # vision may use none of them

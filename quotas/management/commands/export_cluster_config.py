@@ -2,7 +2,8 @@
 
 Writes one multi-document YAML stream: a namespace per team, a Volcano Queue per team and GPU
 model (from the team's quota, or the default limit where it has none), a PriorityClass per
-portal priority class, and the ServiceAccount, ClusterRole and ClusterRoleBinding the portal's
+portal priority class, a ResourceQuota in each team namespace refusing pods of the classes
+operators limited to other teams, and the ServiceAccount, ClusterRole and ClusterRoleBinding the portal's
 backend needs. Nothing is sent to a cluster; commit the output to the GitOps repository.
 """
 
@@ -16,9 +17,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cluster.backends.kubernetes import rbac
 from cluster.backends.kubernetes.backend import KubeSettings
-from cluster.backends.kubernetes.manifests import Manifest, ManifestConfig, ManifestError
+from cluster.backends.kubernetes.manifests import Manifest, ManifestConfig, ManifestError, namespace_for
 from cluster.gpus import GPU_MODELS
 from portal.models import Team
+from quotas import services as quota_services
 from quotas import volcano
 from quotas.models import PriorityClass, TeamQuota
 
@@ -39,12 +41,22 @@ def priorities() -> list[volcano.Priority]:
     ]
 
 
+def class_fences(teams: list[str], config: ManifestConfig) -> list[Manifest]:
+    """Per team namespace, a ResourceQuota refusing pods of the classes operators limited to other teams."""
+    limited = quota_services.class_teams()
+    fences = (
+        volcano.class_fence(namespace_for(t, config), [c for c, allowed in limited.items() if t not in allowed]) for t in teams
+    )
+    return [fence for fence in fences if fence is not None]
+
+
 def k8s_objects(config: ManifestConfig, namespace: str, service_account: str, default_limit: int) -> list[Manifest]:
     """Everything the export writes, in the order a cluster should receive it."""
-    teams = Team.objects.values_list("slug", flat=True)
+    teams = list(Team.objects.order_by("slug").values_list("slug", flat=True))
     return [
         *(rbac.team_namespace(t, config) for t in teams),
         *(volcano.priority_class(p) for p in priorities()),
+        *class_fences(teams, config),
         *volcano.compile_queues(quota_rows(default_limit), config),
         *rbac.rbac(namespace, service_account),
     ]

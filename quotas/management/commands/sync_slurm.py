@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from cluster.backends.base import BackendError
 from cluster.backends.slurm import SlurmBackend
 from portal.models import Membership, Team
+from quotas import services as quota_services
 from quotas import slurm
 from quotas.models import PriorityClass, TeamQuota
 
@@ -29,7 +30,11 @@ def portal_plan() -> slurm.SlurmPlan:
         slurm.TeamInput(slug, tuple(members.get(pk, ())), tuple(quotas.get(pk, ())))
         for pk, slug in Team.objects.values_list("pk", "slug")
     ]
-    classes = [slurm.ClassInput(n, r, p) for n, r, p in PriorityClass.objects.values_list("name", "rank", "preemptible")]
+    limited = quota_services.class_teams()
+    classes = [
+        slurm.ClassInput(n, r, p, limited.get(n, frozenset()))
+        for n, r, p in PriorityClass.objects.values_list("name", "rank", "preemptible")
+    ]
     return slurm.compile_plan(teams, classes, int(getattr(settings, "SLURM_PREEMPT_GRACE_S", 30)))
 
 
