@@ -224,6 +224,7 @@ def summary(request: Request) -> Response:
             "teams": [{"team": i.team.slug, "invoice": i.number, "state": i.state, "total": f"{i.total}"} for i in report["invoices"]],
             "by_gpu_model": {k: f"{v}" for k, v in report["by_gpu_model"].items()},
             "by_pool_kind": {k: f"{v}" for k, v in report["by_pool_kind"].items()},
+            "by_department": {k: f"{v}" for k, v in report["by_department"].items()},
         }
     )  # fmt: skip
 

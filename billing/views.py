@@ -62,6 +62,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "models": charts.cost_bar_figure(f"Cost by GPU model, {month:%Y-%m}", code, report["by_gpu_model"]),
         "kinds": charts.pool_kind_figure(f"On-premises versus cloud, {month:%Y-%m}", report["by_pool_kind"]),
         "top": charts.cost_bar_figure("Top spenders", code, dict(report["top_spenders"]), horizontal=True),
+        "departments": charts.cost_bar_figure(f"Cost by department, {month:%Y-%m}", code, report["by_department"]),
     }
     context = {
         "report": report,

@@ -177,9 +177,15 @@ def idle_shares(now: datetime, window_s: float) -> dict[str, float]:
 def quotas(pairs: Iterable[tuple[str, str]]) -> list[policy.Quota]:
     """A quota for every (team, model) in play; teams without a row get DEFAULT_TEAM_GPU_LIMIT."""
     rows = quota_services.quotas_by_team_and_model()
-    specs = [policy.Quota(slug, model, q.guarantee, q.limit, float(q.weight), q.lendable) for (slug, model), q in rows.items()]
+    department = quota_services.departments_of_teams()
+    specs = [
+        policy.Quota(slug, model, q.guarantee, q.limit, float(q.weight), q.lendable, department.get(slug, ""))
+        for (slug, model), q in rows.items()
+    ]
     default = settings.DEFAULT_TEAM_GPU_LIMIT
-    return specs + [policy.Quota(slug, model, 0, default) for slug, model in set(pairs) - set(rows)]
+    return specs + [
+        policy.Quota(slug, model, 0, default, department=department.get(slug, "")) for slug, model in set(pairs) - set(rows)
+    ]
 
 
 def classes() -> tuple[policy.PriorityClassSpec, ...]:

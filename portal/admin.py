@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from portal.models import ApiToken, Membership, Team, User
+from portal.models import ApiToken, Department, Membership, Team, User
 
 
 class MembershipInline(admin.TabularInline):
@@ -18,9 +18,15 @@ class PortalUserAdmin(UserAdmin):
     list_display = ["username", "email", "is_operator", "is_finance", "is_staff"]
 
 
+@admin.register(Department)
+class DepartmentAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name"]
+    search_fields = ["slug", "name"]
+
+
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name"]
+    list_display = ["slug", "name", "department"]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
 

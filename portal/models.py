@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from portal.permissions import VIEW, RestrictedModel, Rule, is_operator, of_member_teams
+from portal.permissions import VIEW, RestrictedModel, Rule, is_finance, is_operator, of_member_teams
 
 SLUG_VALIDATOR = RegexValidator(
     r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$",
@@ -52,6 +52,26 @@ class User(AbstractUser):
         return cached
 
 
+class Department(RestrictedModel):
+    """A group of teams (Slurm's parent account, Kueue's cohort): they lend to each other first, and
+    share the department's guarantee (`quotas.DepartmentQuota`) and its bill."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        if is_operator(user) or (action == VIEW and is_finance(user)):
+            return True
+        return Q(teams__pk__in=list(user.team_ids)) if action == VIEW else False
+
+    slug = models.CharField(max_length=40, unique=True, validators=[SLUG_VALIDATOR])
+    name = models.CharField(max_length=120)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
 class Team(RestrictedModel):
     """A research team: one Slurm account, one Kubernetes namespace and Volcano queue."""
 
@@ -65,6 +85,9 @@ class Team(RestrictedModel):
     slug = models.CharField(max_length=40, unique=True, validators=[SLUG_VALIDATOR])
     name = models.CharField(max_length=120)
     members = models.ManyToManyField(User, through="Membership", related_name="teams")
+    department = models.ForeignKey(
+        Department, null=True, blank=True, on_delete=models.SET_NULL, related_name="teams", help_text="Optional."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

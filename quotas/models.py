@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 
 from portal.models import Team
 from portal.permissions import CHANGE, VIEW, RestrictedModel, Rule, is_operator, of_led_teams, of_member_teams
@@ -111,3 +112,23 @@ class TeamQuota(RestrictedModel):
     def clean(self) -> None:
         if self.limit < self.guarantee:
             raise ValidationError({"limit": f"limit ({self.limit}) must be at least the guarantee ({self.guarantee})"})
+
+
+class DepartmentQuota(RestrictedModel):
+    """A department's guarantee of one GPU model, split among its teams: their guarantees add up to at most this."""
+
+    @classmethod
+    def access_rule(cls, user: Any, action: str) -> Rule:
+        if is_operator(user):
+            return True
+        return Q(department__teams__pk__in=list(user.team_ids)) if action == VIEW else False
+
+    department = models.ForeignKey("portal.Department", on_delete=models.CASCADE, related_name="quotas")
+    gpu_model = models.CharField(max_length=20)
+    guarantee = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["department", "gpu_model"], name="one_department_quota_per_model")]
+
+    def __str__(self) -> str:
+        return f"{self.department} {self.gpu_model}: {self.guarantee}"

@@ -12,9 +12,9 @@ from django.db.models import Sum
 from cluster import services as cluster_services
 from portal.access import is_operator, leads_team
 from portal.locks import transaction_lock
-from portal.models import Team
+from portal.models import Department, Team
 from quotas.lending import QuotaProposal, check_quota
-from quotas.models import PriorityClass, QuotaChange, TeamQuota, TeamUsage
+from quotas.models import DepartmentQuota, PriorityClass, QuotaChange, TeamQuota, TeamUsage
 
 
 def quotas_by_team_and_model() -> dict[tuple[str, str], TeamQuota]:
@@ -119,6 +119,7 @@ def set_quota(
             current=_proposal(before) if before else None,
             lead_ceiling=current.lead_max_limit if current else None,
         )
+        errors.update(_department_errors(team, gpu_model, proposal.guarantee))
         if errors:
             raise QuotaError(errors)
         quota, _ = TeamQuota.objects.update_or_create(
@@ -156,3 +157,61 @@ def _whole(values: Mapping[str, Value], key: str) -> int:
 
 def _whole_or_none(value: Value) -> int | None:
     return None if value is None or isinstance(value, bool) else int(value)
+
+
+# --- departments -----------------------------------------------------------------------------------
+
+
+def _department_errors(team: Team, gpu_model: str, guarantee: int) -> dict[str, list[str]]:
+    """A team's guarantee is carved out of its department's: their teams' guarantees add up to at most it."""
+    if team.department_id is None:
+        return {}
+    cap = DepartmentQuota.objects.filter(department_id=team.department_id, gpu_model=gpu_model).first()
+    if cap is None:
+        return {}
+    mates = TeamQuota.objects.filter(team__department_id=team.department_id, gpu_model=gpu_model).exclude(team=team)
+    total = (mates.aggregate(s=Sum("guarantee"))["s"] or 0) + guarantee
+    if total <= cap.guarantee:
+        return {}
+    department = cap.department.slug
+    return {
+        "guarantee": [
+            f"department {department}'s teams would hold {total} guaranteed {gpu_model} GPUs; "
+            f"its guarantee is {cap.guarantee} (this team may have at most {cap.guarantee - total + guarantee})"
+        ]
+    }
+
+
+def set_department_quota(user: Any, *, department: Department, gpu_model: str, guarantee: int) -> DepartmentQuota:
+    """Set a department's guarantee of a model (operators only); it must cover what its teams are guaranteed now."""
+    if not is_operator(user):
+        raise QuotaForbidden("only operators set a department's guarantee")
+    with transaction.atomic():
+        transaction_lock(f"quotas-{gpu_model}")
+        errors = department_quota_errors(department, gpu_model, guarantee)
+        if errors:
+            raise QuotaError(errors)
+        quota, _ = DepartmentQuota.objects.update_or_create(
+            department=department, gpu_model=gpu_model, defaults={"guarantee": guarantee}
+        )
+    return quota
+
+
+def department_quota_errors(department: Department, gpu_model: str, guarantee: object) -> dict[str, list[str]]:
+    """What is wrong with this department guarantee, by field (empty: nothing)."""
+    if isinstance(guarantee, bool) or not isinstance(guarantee, int) or guarantee < 0:
+        return {"guarantee": ["must be a whole number, 0 or more"]}
+    capacity = cluster_services.capacity_by_model().get(gpu_model)
+    if capacity is None:
+        return {"gpu_model": [f"the grid has no {gpu_model!r} GPUs"]}
+    if guarantee > capacity.total_gpus:
+        return {"guarantee": [f"{guarantee} is more than the grid's {capacity.total_gpus} {gpu_model} GPUs"]}
+    held = TeamQuota.objects.filter(team__department=department, gpu_model=gpu_model).aggregate(s=Sum("guarantee"))["s"] or 0
+    if guarantee < held:
+        return {"guarantee": [f"its teams are guaranteed {held} {gpu_model} GPUs now; lower theirs first (at least {held})"]}
+    return {}
+
+
+def departments_of_teams() -> dict[str, str]:
+    """Team slug -> department slug, for teams in a department."""
+    return dict(Team.objects.filter(department__isnull=False).values_list("slug", "department__slug"))

@@ -12,6 +12,7 @@ from django.db.models import Sum
 
 from billing.choices import LineKind
 from billing.models import Invoice, InvoiceLine
+from portal.models import Team
 
 
 def months_back(last: date, count: int) -> list[date]:
@@ -90,4 +91,17 @@ def summary(month: date, team_ids: Sequence[int] | None = None) -> dict[str, Any
         "by_pool_kind": cost_by("pool_kind", [month], team_ids),
         "top_spenders": [(i.team.slug, i.total) for i in invoices[:10]],
         "efficiency": efficiency([month], team_ids),
+        "by_department": by_department(invoices),
     }
+
+
+def by_department(invoices: Sequence[Invoice]) -> dict[str, Decimal]:
+    """The month's invoice totals per department (teams in none under "no department"), largest first."""
+    names = dict(Team.objects.filter(pk__in=[i.team_id for i in invoices]).values_list("pk", "department__slug"))
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for invoice in invoices:
+        totals[names.get(invoice.team_id) or NO_DEPARTMENT] += invoice.total
+    return dict(sorted(totals.items(), key=lambda item: (item[0] == NO_DEPARTMENT, -item[1], item[0])))
+
+
+NO_DEPARTMENT = "no department"

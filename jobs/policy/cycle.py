@@ -351,7 +351,7 @@ class _Cycle:
             self._reserve(job, spec)
 
     def _still_protected(self, job: PendingJob) -> bool:
-        detail = self.ledger.protected_refusal(job.gpu_model, job.gpus, self.index.free_by_model[job.gpu_model])
+        detail = self.ledger.protected_refusal(job.gpu_model, job.gpus, self.index.free_by_model[job.gpu_model], job.team)
         if detail is None:
             return False
         self._wait_as_group(job, Reason.QUOTA, detail, self._model_version[job.gpu_model])
@@ -588,7 +588,10 @@ class _Cycle:
             if shape in failed_shapes or not self.ledger.within_guarantee(job):
                 continue
             plan = plan_reclaim(
-                job, self.index, victims, Eligible(job.team, self._borrowing_teams(job.gpu_model), frozenset(gone))
+                job,
+                self.index,
+                victims,
+                Eligible(job.team, self._borrowing_teams(job.gpu_model), frozenset(gone), self.ledger.department_mates(job.team)),
             )
             if plan is None:
                 failed_shapes.add(shape)

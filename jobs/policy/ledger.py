@@ -32,10 +32,16 @@ class Ledger:
             gpus = sum(job.placement.values())  # job.gpus, without the property call per job
             used[(job.team, job.gpu_model)] += gpus
             team_gpus[job.team] += gpus
+        # Unlendable idle guarantee per model, and the part of it each department's teams may still use.
         self.protected: dict[str, int] = defaultdict(int)
+        self.protected_in: dict[Key, int] = defaultdict(int)  # (department, model)
+        self.department: dict[str, str] = {q.team: q.department for q in self.quotas.values() if q.department}
         for quota in self.quotas.values():
             if not quota.lendable:
-                self.protected[quota.gpu_model] += self._idle_guarantee(quota)
+                idle = self._idle_guarantee(quota)
+                self.protected[quota.gpu_model] += idle
+                if quota.department:
+                    self.protected_in[(quota.department, quota.gpu_model)] += idle
 
     def _idle_guarantee(self, quota: Quota) -> int:
         return max(0, quota.guarantee - self.used[(quota.team, quota.gpu_model)])
@@ -67,14 +73,21 @@ class Ledger:
                 f"team uses {used} of its {quota.limit}-GPU {job.gpu_model} limit; this job needs {job.gpus}",
                 True,
             )
-        refusal = self.protected_refusal(job.gpu_model, job.gpus, free_of_model)
+        refusal = self.protected_refusal(job.gpu_model, job.gpus, free_of_model, job.team)
         return OK_BORROWING if refusal is None else (Reason.QUOTA, refusal, True)
 
-    def protected_refusal(self, model: str, gpus: int, free_of_model: int) -> str | None:
-        """Why borrowing `gpus` would eat into other teams' unlendable idle guarantee, or None if it would not."""
+    def protected_refusal(self, model: str, gpus: int, free_of_model: int, team: str = "") -> str | None:
+        """Why borrowing `gpus` would eat into other teams' unlendable idle guarantee, or None if it would not.
+
+        The unlendable guarantee of `team`'s own department is lent to it (lending first inside the department).
+        """
         protected = self.protected[model]
+        department = self.department.get(team)
+        if department:
+            protected -= self.protected_in[(department, model)]
         if protected > 0 and free_of_model - gpus < protected:
-            return f"{protected} of the {free_of_model} free {model} GPUs are other teams' unlendable guarantee"
+            whose = "other departments' teams'" if department else "other teams'"
+            return f"{protected} of the {free_of_model} free {model} GPUs are {whose} unlendable guarantee"
         return None
 
     def refused_by_own_quota(self, job: PendingJob, spec: PriorityClassSpec) -> bool:
@@ -92,7 +105,17 @@ class Ledger:
         self.used[(team, model)] += gpus
         self.team_gpus[team] += gpus
         if quota and not quota.lendable:
-            self.protected[model] += self._idle_guarantee(quota) - before
+            change = self._idle_guarantee(quota) - before
+            self.protected[model] += change
+            if quota.department:
+                self.protected_in[(quota.department, model)] += change
+
+    def department_mates(self, team: str) -> frozenset[str]:
+        """The other teams of `team`'s department (none without one)."""
+        department = self.department.get(team)
+        if not department:
+            return frozenset()
+        return frozenset(t for t, d in self.department.items() if d == department and t != team)
 
     def violations(self) -> list[str]:
         return [

@@ -54,7 +54,9 @@ class Quota:
 
     `guarantee` GPUs the team can always get back (by reclaim if others borrowed them), `limit` is
     the hard cap with borrowing included, `weight` its share of idle capacity, and `lendable` says
-    whether others may borrow its idle guarantee.
+    whether others may borrow its idle guarantee. A team in a `department` lends first inside it:
+    an unlendable guarantee is still lent to the department's other teams, and a reclaim takes
+    GPUs back from borrowers outside the department before those inside it.
     """
 
     team: str
@@ -63,6 +65,7 @@ class Quota:
     limit: int
     weight: float = 1.0
     lendable: bool = True
+    department: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.guarantee <= self.limit:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from jobs.policy.model import JobId, PendingJob, RunningJob
 from jobs.policy.placement import FreeIndex
@@ -94,14 +94,21 @@ class VictimIndex:
 
 @dataclass(frozen=True, slots=True)
 class Eligible:
-    """Who may lose GPUs to this reclaim: jobs of borrowing teams other than the reclaiming one, not already chosen."""
+    """Who may lose GPUs to this reclaim: jobs of borrowing teams other than the reclaiming one, not already
+    chosen; `spared` (the reclaiming team's department mates) only when no plan can be made without them."""
 
     team: str
     borrowing: frozenset[str]
     gone: frozenset[JobId]
+    spared: frozenset[str] = frozenset()
 
     def __call__(self, victim: RunningJob) -> bool:
-        return victim.team != self.team and (victim.idle or victim.team in self.borrowing) and victim.id not in self.gone
+        return (
+            victim.team != self.team
+            and victim.team not in self.spared
+            and (victim.idle or victim.team in self.borrowing)
+            and victim.id not in self.gone
+        )
 
 
 def _single_node_plan(
@@ -112,11 +119,10 @@ def _single_node_plan(
         return None
     chosen: list[RunningJob] = []
     busy, worst, lost = 0, 0, 0.0
-    team, borrowing, gone = eligible.team, eligible.borrowing, eligible.gone
     for is_busy, rank, work, gpus, victim in victims.on_node(node):
         if need <= 0:
             break
-        if victim.team != team and (victim.idle or victim.team in borrowing) and victim.id not in gone:
+        if eligible(victim):
             chosen.append(victim)
             busy, worst, lost, need = max(busy, is_busy), max(worst, rank), lost + work, need - gpus
     return ((busy, worst, lost), chosen) if need <= 0 else None
@@ -127,10 +133,9 @@ def _whole_node_worst(index: FreeIndex, victims: VictimIndex, node: str, eligibl
     or None if it cannot be had."""
     if node in victims.pinned or index.free[node] + victims.freeable[node] < index.size[node]:
         return None  # a protected job, or GPUs held by something outside the portal
-    team, borrowing, gone = eligible.team, eligible.borrowing, eligible.gone
     busy, worst = 0, 0
     for rank, _, victim in victims.jobs_on(node):
-        if victim.team == team or not (victim.idle or victim.team in borrowing) or victim.id in gone:
+        if not eligible(victim):
             return None
         busy, worst = max(busy, 0 if victim.idle else 1), max(worst, rank)
     return busy, worst
@@ -162,7 +167,20 @@ def _whole_node_options(
 
 
 def plan_reclaim(job: PendingJob, index: FreeIndex, victims: VictimIndex, eligible: Eligible) -> ReclaimPlan | None:
-    """The cheapest way to make room for `job`, or None if borrowers cannot make enough room."""
+    """The cheapest way to make room for `job`, or None if borrowers cannot make enough room.
+
+    Borrowers outside the reclaiming team's department go first: its department mates are taken
+    only when no plan can be made without them.
+    """
+    if eligible.spared:
+        plan = _cheapest(job, index, victims, eligible)
+        if plan is not None:
+            return plan
+        eligible = replace(eligible, spared=frozenset())
+    return _cheapest(job, index, victims, eligible)
+
+
+def _cheapest(job: PendingJob, index: FreeIndex, victims: VictimIndex, eligible: Eligible) -> ReclaimPlan | None:
     best: ReclaimPlan | None = None
     for pool in index.pools_by_model.get(job.gpu_model, ()):
         plan = _plan_in_pool(job, pool, index, victims, eligible)
