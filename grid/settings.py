@@ -290,6 +290,9 @@ SLURM_TIMEOUT_S = env_int("SLURM_TIMEOUT_S", 15, minimum=1, maximum=600)
 # GPUs of admitted jobs Slurm may hold queued beyond its free GPUs, started by Slurm itself as GPUs free
 # (docs/slurm.md "Backlog"); they count against their team's quota like running jobs. 0 turns it off.
 SLURM_BACKLOG = env_int("SLURM_BACKLOG", 64, minimum=0, maximum=4096)
+# Which jobs Slurm must start on the nodes the portal placed them on (`required_nodes`): multi-node
+# gangs (default), every job, or none (Slurm picks within the partition).
+SLURM_PIN_NODES = env_choice("SLURM_PIN_NODES", "gangs", ("gangs", "all", "none"))
 
 # Kubernetes backend (docs/kubernetes.md).
 K8S_KUBECONFIG = env_str("K8S_KUBECONFIG", "") or ""

@@ -10,7 +10,7 @@ import pytest
 
 from cluster.backends.base import BackendRejected, JobRequest
 from cluster.backends.slurm.config import SlurmConfig
-from cluster.backends.slurm.script import build_script, job_submission, portal_id_of, time_limit_minutes
+from cluster.backends.slurm.script import build_script, job_submission, portal_id_of, required_nodes, time_limit_minutes
 
 CONFIG = SlurmConfig(partitions=(("a100", "gpu-a100"),), output_dir="/shared/out", job_prefix="portal")
 
@@ -86,3 +86,23 @@ def test_only_this_portals_job_names_carry_a_portal_id() -> None:
     assert portal_id_of("t9n1-42", "portal") is None
     assert portal_id_of("portal-4x", "portal") is None
     assert portal_id_of("my-portal-42", "portal") is None
+
+
+@pytest.mark.parametrize(
+    ("pin", "nodes", "names", "required"),
+    [
+        ("gangs", 2, ("gpu-a100-2", "gpu-a100-1"), "gpu-a100-1,gpu-a100-2"),
+        ("gangs", 1, ("gpu-a100-2",), None),  # one node: Slurm chooses within the partition
+        ("all", 1, ("gpu-a100-2",), "gpu-a100-2"),
+        ("none", 2, ("gpu-a100-1", "gpu-a100-2"), None),
+        ("all", 2, ("gpu-a100-1",), None),  # a placement that does not name every node is never pinned
+        ("all", 1, (), None),
+    ],
+)
+def test_the_portals_nodes_become_required_nodes_as_configured(
+    pin: str, nodes: int, names: tuple[str, ...], required: str | None
+) -> None:
+    config = SlurmConfig(partitions=(("a100", "gpu-a100"),), pin_nodes=pin)
+    pinned = request(nodes=nodes, node_names=names)
+    assert (required_nodes(pinned, pin) or None) == required
+    assert job_submission(pinned, config)["job"].get("hold", False) is (required is not None)  # held until pinned

@@ -15,6 +15,7 @@ duplicate.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -45,7 +46,7 @@ from cluster.backends.slurm.mapping import (
     squeue_record,
 )
 from cluster.backends.slurm.rest import API, DBAPI, Breaker, RestClient
-from cluster.backends.slurm.script import PREEMPTED_MARK, job_name, job_submission, output_path
+from cluster.backends.slurm.script import PREEMPTED_MARK, job_name, job_submission, output_path, required_nodes
 from cluster.backends.slurm.tokens import TokenIssuer
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -56,6 +57,9 @@ NAMES_PER_QUERY = 50  # keeps the slurmdbd query string short
 ACTIVE = (RemoteJobState.PENDING, RemoteJobState.RUNNING)
 EPOCH_TIMES = {"SLURM_TIME_FORMAT": "%s"}  # squeue prints times as epoch seconds
 CLOCK_SKEW_S = 30  # between the portal's clock and slurmctld's
+
+
+log = logging.getLogger(__name__)
 
 
 class SlurmBackend(ClusterBackend):
@@ -83,7 +87,24 @@ class SlurmBackend(ClusterBackend):
         job_id = answer.get("job_id")
         if not isinstance(job_id, int):
             raise BackendUnavailable(f"slurmrestd answered a submit without a job id: {str(answer)[:200]}")
+        pinned = required_nodes(request, self.config.pin_nodes)
+        if pinned:
+            self._pin(job_id, pinned, request.portal_job_id)
         return str(job_id)
+
+    def _pin(self, job_id: int, nodes: str, portal_job_id: int) -> None:
+        """Give the held job the portal's nodes and release it; on failure cancel it, so nothing is left half-submitted."""
+        try:
+            self.commands.run(
+                "scontrol", "update", f"JobId={job_id}", f"ReqNodeList={nodes}", what=f"pin portal job {portal_job_id}"
+            )
+            self.commands.run("scontrol", "release", str(job_id), what=f"release portal job {portal_job_id}")
+        except (BackendRejected, BackendUnavailable):
+            try:
+                self.commands.run("scancel", str(job_id), what=f"cancel portal job {portal_job_id} after a failed pin")
+            except (BackendRejected, BackendUnavailable):
+                log.warning("portal job %s: Slurm job %s could not be cancelled after a failed pin", portal_job_id, job_id)
+            raise
 
     def _live_jobs(self) -> list[RemoteJob]:
         """Every portal job slurmctld still holds (active ones and those ended within MinJobAge).

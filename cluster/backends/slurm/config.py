@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 # Slurm's main scheduler looks at the first 100 pending jobs per pass (default_queue_depth); a
 # backlog much larger only costs slurmctld time and delays the portal's later decisions.
 MAX_BACKLOG_GPUS = 4096
+PIN_NODES = ("gangs", "all", "none")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class SlurmConfig:
     job_prefix: str = "portal"
     min_job_age_s: int = 300  # slurm.conf MinJobAge: how long slurmctld keeps a finished job
     backlog_gpus: int = 64  # GPUs of admitted jobs Slurm may hold queued beyond the free ones
+    pin_nodes: str = "gangs"  # gangs | all | none: which jobs go to Slurm with the portal's nodes as required_nodes
 
     def partition_for(self, gpu_model: str) -> str:
         return dict(self.partitions).get(gpu_model, gpu_model)
@@ -57,6 +59,7 @@ class SlurmConfig:
             job_prefix=_job_prefix(str(_get("SLURM_JOB_PREFIX", cls.job_prefix))),
             min_job_age_s=_positive_int("SLURM_MIN_JOB_AGE_S", cls.min_job_age_s),
             backlog_gpus=_bounded_int("SLURM_BACKLOG", cls.backlog_gpus, 0, MAX_BACKLOG_GPUS),
+            pin_nodes=_pin_nodes(str(_get("SLURM_PIN_NODES", cls.pin_nodes))),
         )
 
 
@@ -84,6 +87,12 @@ def _bounded_int(name: str, default: int, low: int, high: int) -> int:
     if not low <= number <= high:
         raise ImproperlyConfigured(f"{name}={value!r}: must be between {low} and {high}")
     return number
+
+
+def _pin_nodes(value: str) -> str:
+    if value not in PIN_NODES:
+        raise ImproperlyConfigured(f"SLURM_PIN_NODES={value!r}: choose one of {', '.join(PIN_NODES)}")
+    return value
 
 
 def _job_prefix(value: str) -> str:

@@ -61,9 +61,15 @@ def parse_errors(body: dict[str, Any]) -> list[SlurmError]:
     return found
 
 
+# A job submitted held (to be pinned to nodes, then released) comes back with ESLURM_JOB_HELD's text
+# as an "error" (number 0 in v0.0.38) beside its job id: the submit succeeded.
+JOB_HELD = 2053
+JOB_HELD_TEXT = "Job is in held state"
+
+
 def raise_for_errors(status: int, body: dict[str, Any], what: str) -> None:
     """Turn slurmrestd's answer into the backend errors; return quietly when it succeeded."""
-    errors = parse_errors(body)
+    errors = [e for e in parse_errors(body) if e.number != JOB_HELD and not e.text.startswith(JOB_HELD_TEXT)]
     if status < 400 and not errors:
         return
     message = "; ".join(e.text for e in errors) or f"HTTP {status}"

@@ -124,4 +124,19 @@ def job_submission(request: JobRequest, config: SlurmConfig) -> dict[str, Any]:
         "requeue": False,
         "nice": FIFO_NICE,
     }
+    if required_nodes(request, config.pin_nodes):
+        # slurmrestd's v0.0.38 parser refuses `required_nodes` ("Disabled key") and reads no #SBATCH
+        # line: the job is submitted held, given its nodes by `scontrol update`, then released.
+        job["hold"] = True
     return {"script": build_script(request, config.max_script_bytes), "job": job}
+
+
+def required_nodes(request: JobRequest, pin: str) -> str:
+    """The portal's nodes for Slurm's node list (comma-separated), or "" to let Slurm choose.
+
+    A gang pinned to the nodes the portal reserved lands where the portal's plan (reservations,
+    backfill) expects it; a placement that does not name exactly `nodes` nodes is never pinned.
+    """
+    if pin == "none" or (pin == "gangs" and request.nodes < 2) or len(request.node_names) != request.nodes:
+        return ""
+    return ",".join(sorted(request.node_names))
