@@ -19,6 +19,7 @@ from cluster.backends.kubernetes.manifests import (
     Manifest,
     ManifestConfig,
     ManifestError,
+    department_queue_for,
     queue_for,
 )
 
@@ -36,6 +37,17 @@ class QueueQuota:
     limit: int
     weight: int = 1
     lendable: bool = True
+    parent: str = ""  # the department's queue of this model, when the team is in one that has a guarantee of it
+
+
+@dataclass(frozen=True)
+class DepartmentQueue:
+    """A department's guarantee of one GPU model, and the most its teams may hold together."""
+
+    department: str
+    gpu_model: str
+    guarantee: int
+    limit: int
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,8 @@ def queue(quota: QueueQuota, config: ManifestConfig) -> Manifest:
     }
     if not quota.lendable and quota.guarantee:
         spec["guarantee"] = {"resource": _gpus(quota.guarantee)}
+    if quota.parent:
+        spec["parent"] = quota.parent
     labels = {**MANAGED_BY, f"{DOMAIN}/team": quota.team, f"{DOMAIN}/gpu-model": quota.gpu_model}
     name = queue_for(quota.team, quota.gpu_model, config)
     return {"apiVersion": f"{group}/{version}", "kind": kind, "metadata": {"name": name, "labels": labels}, "spec": spec}
@@ -96,6 +110,27 @@ def priority_class(priority: Priority) -> Manifest:
     if priority.description:
         body["description"] = priority.description
     return body
+
+
+def department_queue(department: DepartmentQueue) -> Manifest:
+    """A department's Volcano Queue, the parent of its teams' queues of that model (hierarchical queues).
+
+    `deserved` is the department's guarantee, `capability` its teams' limits together: Volcano then
+    reclaims for a team from its department's other teams' borrowing after other departments', as
+    the portal does.
+    """
+    if department.limit < department.guarantee:
+        department = DepartmentQueue(department.department, department.gpu_model, department.guarantee, department.guarantee)
+    group, version, _, kind = QUEUE_API
+    labels = {**MANAGED_BY, f"{DOMAIN}/department": department.department, f"{DOMAIN}/gpu-model": department.gpu_model}
+    spec: Manifest = {
+        "weight": 1,
+        "capability": _gpus(department.limit),
+        "deserved": _gpus(department.guarantee),
+        "reclaimable": True,
+    }
+    name = department_queue_for(department.department, department.gpu_model)
+    return {"apiVersion": f"{group}/{version}", "kind": kind, "metadata": {"name": name, "labels": labels}, "spec": spec}
 
 
 def class_fence(namespace: str, denied: Iterable[str]) -> Manifest | None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
+from io import StringIO
 
 import pytest
+import yaml
+from django.core.management import call_command
 from django.test import Client
 
 from billing.models import Invoice
@@ -20,6 +23,7 @@ from portal.models import Department, Membership, Team, TeamRole, User
 from quotas import services as quota_services
 from quotas.admin import DepartmentQuotaForm
 from quotas.models import DepartmentQuota, TeamQuota
+from tests.k8s.crd_schemas import crd_for
 
 
 @pytest.fixture
@@ -103,3 +107,20 @@ def test_a_department_and_its_guarantee_are_seen_by_its_teams_and_operators_only
     assert DepartmentQuota.objects.restrict(dave).count() == 1 and not DepartmentQuota.objects.restrict(carol).exists()
     assert DepartmentQuota.objects.restrict(olivia, "change").count() == 1
     assert not DepartmentQuota.objects.restrict(dave, "change").exists()
+
+
+def test_the_kubernetes_export_nests_team_queues_under_their_departments(
+    science: Department, grid: SimulatorBackend, olivia: User
+) -> None:
+    quota_services.set_department_quota(olivia, department=science, gpu_model="a100", guarantee=6)
+    out = StringIO()
+    call_command("export_cluster_config", "--format", "k8s", stdout=out)
+    queues = {o["metadata"]["name"]: o for o in yaml.safe_load_all(out.getvalue()) if o["kind"] == "Queue"}
+    crd = crd_for("scheduling.volcano.sh/v1beta1", "Queue")
+    for queue in queues.values():
+        assert crd.errors(queue) == [] and crd.unknown_fields(queue) == [], queue["metadata"]["name"]
+    parent = queues["department-science-a100"]["spec"]
+    assert parent["deserved"] == {"nvidia.com/gpu": 6} and parent["capability"] == {"nvidia.com/gpu": 12 + 16}
+    assert queues["team-vision-a100"]["spec"]["parent"] == "department-science-a100"
+    assert queues["team-climate-a100"]["spec"]["parent"] == "department-science-a100"
+    assert "parent" not in queues["team-render-a100"]["spec"] and "parent" not in queues["team-vision-h100"]["spec"]

@@ -82,6 +82,11 @@ def queue_for(team: str, gpu_model: str, config: ManifestConfig) -> str:
     return _dns_label(f"{config.queue_prefix}{team}-{gpu_model}", "queue")
 
 
+def department_queue_for(department: str, gpu_model: str) -> str:
+    """The Volcano queue of a department for one GPU model: the parent of its teams' queues of that model."""
+    return _dns_label(f"department-{department}-{gpu_model}", "queue")
+
+
 def label_value(text: str) -> str:
     """A valid label value from free text: other characters become '-', edges trimmed, 63 at most."""
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:63]

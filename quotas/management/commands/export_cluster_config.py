@@ -17,22 +17,54 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cluster.backends.kubernetes import rbac
 from cluster.backends.kubernetes.backend import KubeSettings
-from cluster.backends.kubernetes.manifests import Manifest, ManifestConfig, ManifestError, namespace_for
+from cluster.backends.kubernetes.manifests import Manifest, ManifestConfig, ManifestError, department_queue_for, namespace_for
 from cluster.gpus import GPU_MODELS
 from portal.models import Team
 from quotas import services as quota_services
 from quotas import volcano
-from quotas.models import PriorityClass, TeamQuota
+from quotas.models import DepartmentQuota, PriorityClass, TeamQuota
 
 
 def quota_rows(default_limit: int) -> list[volcano.QueueQuota]:
-    """Every (team, GPU model) pair: its quota, or the default limit with no guarantee."""
+    """Every (team, GPU model) pair: its quota, or the default limit with no guarantee; under its
+    department's queue of the model where the department has a guarantee of it."""
+    department = quota_services.departments_of_teams()
+    parents = set(DepartmentQuota.objects.values_list("department__slug", "gpu_model"))
+
+    def parent(team: str, model: str) -> str:
+        slug = department.get(team, "")
+        return department_queue_for(slug, model) if (slug, model) in parents else ""
+
     explicit = {
-        (q.team.slug, q.gpu_model): volcano.QueueQuota(q.team.slug, q.gpu_model, q.guarantee, q.limit, q.weight, q.lendable)
+        (q.team.slug, q.gpu_model): volcano.QueueQuota(
+            q.team.slug, q.gpu_model, q.guarantee, q.limit, q.weight, q.lendable, parent(q.team.slug, q.gpu_model)
+        )
         for q in TeamQuota.objects.select_related("team")
     }
     teams = Team.objects.values_list("slug", flat=True)
-    return [explicit.get((t, m)) or volcano.QueueQuota(t, m, 0, default_limit) for t in teams for m in sorted(GPU_MODELS)]
+    return [
+        explicit.get((t, m)) or volcano.QueueQuota(t, m, 0, default_limit, parent=parent(t, m))
+        for t in teams
+        for m in sorted(GPU_MODELS)
+    ]
+
+
+def department_queues(rows: list[volcano.QueueQuota]) -> list[Manifest]:
+    """A parent queue per department guarantee; its capability is what its teams may hold together."""
+    department = quota_services.departments_of_teams()
+    limits: dict[tuple[str, str], int] = {}
+    for row in rows:
+        if row.parent:
+            key = (department[row.team], row.gpu_model)
+            limits[key] = limits.get(key, 0) + row.limit
+    return [
+        volcano.department_queue(
+            volcano.DepartmentQueue(
+                d.department.slug, d.gpu_model, d.guarantee, limits.get((d.department.slug, d.gpu_model), d.guarantee)
+            )
+        )
+        for d in DepartmentQuota.objects.select_related("department").order_by("department__slug", "gpu_model")
+    ]
 
 
 def priorities() -> list[volcano.Priority]:
@@ -57,7 +89,8 @@ def k8s_objects(config: ManifestConfig, namespace: str, service_account: str, de
         *(rbac.team_namespace(t, config) for t in teams),
         *(volcano.priority_class(p) for p in priorities()),
         *class_fences(teams, config),
-        *volcano.compile_queues(quota_rows(default_limit), config),
+        *department_queues(rows := quota_rows(default_limit)),
+        *volcano.compile_queues(rows, config),
         *rbac.rbac(namespace, service_account),
     ]
 
