@@ -1,5 +1,7 @@
 """Quotas and priority classes compiled to Slurm accounts and QOS, and the diff against Slurm (pure).
 
+- Department -> parent account of its teams' accounts, with their shares together (Slurm's account
+  tree: its fair-share tree splits the department's share among its teams).
 - Team -> account: `Fairshare` is the sum of the team's quota weights (Slurm keeps one share per
   association, not per GPU model); `GrpTRES=gres/gpu:<model>=<limit>` per quota, so Slurm itself
   caps the team's GPUs of each model; every member's Unix account gets an association in it.
@@ -15,7 +17,7 @@ No ORM and no I/O here: the management command reads the portal and Slurm and ru
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -27,6 +29,7 @@ class TeamInput:
     slug: str
     members: tuple[str, ...]
     quotas: tuple[tuple[str, int, int], ...]
+    department: str = ""  # its department's slug: the team's account goes under the department's
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class AccountSpec:
     qos: tuple[str, ...]
     default_qos: str
     users: tuple[str, ...] = ()
+    parent: str = "root"
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,10 @@ def check_members(team: TeamInput) -> None:
 def compile_accounts(teams: list[TeamInput], classes: list[ClassInput]) -> tuple[AccountSpec, ...]:
     for team in teams:
         check_members(team)
+    slugs = {t.slug for t in teams}
+    clashes = sorted({t.department for t in teams if t.department} & slugs)
+    if clashes:
+        raise ValueError(f"department {clashes[0]!r} has the name of a team; Slurm accounts share one namespace")
     specs = []
     for team in sorted(teams, key=lambda t: t.slug):
         usable = [c for c in classes if not c.teams or team.slug in c.teams]  # an account may use only its classes' QOS
@@ -125,9 +133,24 @@ def compile_accounts(teams: list[TeamInput], classes: list[ClassInput]) -> tuple
                 qos=tuple(sorted(c.name for c in usable)) or ("normal",),
                 default_qos=default_qos(usable),
                 users=tuple(sorted(set(team.members))),
+                parent=team.department or "root",
             )
         )
-    return tuple(specs)
+    return (*_department_accounts(specs, classes), *specs)  # a parent account before its children
+
+
+def _department_accounts(teams: list[AccountSpec], classes: list[ClassInput]) -> list[AccountSpec]:
+    """A parent account per department: its teams' shares together, and every QOS any of them may use."""
+    by_department: dict[str, list[AccountSpec]] = {}
+    for team in teams:
+        if team.parent != "root":
+            by_department.setdefault(team.parent, []).append(team)
+    accounts = []
+    for name, members in sorted(by_department.items()):
+        qos = tuple(sorted({q for team in members for q in team.qos}))
+        usable = [c for c in classes if c.name in qos]
+        accounts.append(AccountSpec(name, sum(t.fairshare for t in members), (), qos, default_qos(usable) if usable else qos[0]))
+    return accounts
 
 
 def compile_plan(teams: list[TeamInput], classes: list[ClassInput], grace_s: int) -> SlurmPlan:
@@ -171,22 +194,20 @@ def parse_qos(text: str) -> dict[str, QosSpec]:
 
 
 def parse_associations(text: str) -> dict[str, AccountSpec]:
-    """`sacctmgr -n -P show assoc format=account,user,fairshare,grptres,qos,defaultqos`."""
+    """`sacctmgr -n -P show assoc format=account,user,fairshare,grptres,qos,defaultqos,parentname`."""
     accounts: dict[str, AccountSpec] = {}
     users: dict[str, list[str]] = {}
     for line in filter(None, text.splitlines()):
-        account, user, share, grp_tres, qos, default = (line.split("|") + [""] * 6)[:6]
+        account, user, share, grp_tres, qos, default, parent = (line.split("|") + [""] * 7)[:7]
         if user:
             users.setdefault(account, []).append(user)
         else:
             fairshare = int(share) if share.isdigit() else 1
             accounts[account] = AccountSpec(
-                account, fairshare, parse_tres(grp_tres), tuple(sorted(filter(None, qos.split(",")))), default
-            )
-    return {
-        name: AccountSpec(a.name, a.fairshare, a.grp_tres, a.qos, a.default_qos, tuple(sorted(users.get(name, []))))
-        for name, a in accounts.items()
-    }
+                account, fairshare, parse_tres(grp_tres), tuple(sorted(filter(None, qos.split(",")))), default,
+                parent=parent or "root",
+            )  # fmt: skip
+    return {name: replace(a, users=tuple(sorted(users.get(name, [])))) for name, a in accounts.items()}
 
 
 # --- diff ----------------------------------------------------------------------------------------------
@@ -205,11 +226,13 @@ def account_settings(spec: AccountSpec, current: AccountSpec | None) -> tuple[st
     tres = dict(spec.grp_tres)
     for name, _ in current.grp_tres if current else ():
         tres.setdefault(name, -1)  # -1 clears a limit the portal no longer has
+    moved = (f"Parent={spec.parent}",) if current is None or current.parent != spec.parent else ()
     return (
         f"Fairshare={spec.fairshare}",
         f"GrpTRES={','.join(f'{n}={v}' for n, v in sorted(tres.items()))}" if tres else "GrpTRES=gres/gpu=-1",
         f"QOS={','.join(spec.qos)}",
         f"DefaultQOS={spec.default_qos}",
+        *moved,
     )
 
 
@@ -233,11 +256,12 @@ def diff_qos(plan: SlurmPlan, state: SlurmState) -> list[Change]:
 
 
 def same_account(want: AccountSpec, have: AccountSpec) -> bool:
-    return (want.fairshare, want.grp_tres, want.qos, want.default_qos) == (
+    return (want.fairshare, want.grp_tres, want.qos, want.default_qos, want.parent) == (
         have.fairshare,
         have.grp_tres,
         have.qos,
         have.default_qos,
+        have.parent,
     )
 
 

@@ -73,3 +73,38 @@ def test_a_class_limited_to_some_teams_is_on_their_accounts_only() -> None:
     assert accounts["vision"].qos == ("preemptible", "standard") and accounts["vision"].default_qos == "standard"
     only_critical = compile_plan(TEAMS, [ClassInput("critical", 100, False, frozenset({"render"}))], 30).accounts[0]
     assert only_critical.qos == ("normal",) and only_critical.default_qos == "normal"  # vision may use none of them
+
+
+def test_a_department_becomes_the_parent_account_of_its_teams() -> None:
+    teams = [
+        TeamInput("vision", ("alice",), (("a100", 12, 2),), "science"),
+        TeamInput("climate", ("dave",), (("a100", 8, 1),), "science"),
+        TeamInput("render", ("carol",), (("a100", 8, 1),)),
+    ]
+    accounts = compile_plan(teams, CLASSES, 30).accounts
+    assert next(a.name for a in accounts) == "science"  # added before the accounts under it
+    by_name = {a.name: a for a in accounts}
+    science = by_name["science"]
+    assert science.parent == "root" and science.fairshare == 3 and science.users == () and science.grp_tres == ()
+    assert science.qos == ("critical", "preemptible", "standard") and science.default_qos == "standard"
+    assert by_name["vision"].parent == by_name["climate"].parent == "science" and by_name["render"].parent == "root"
+    summaries = [c.summary for c in diff(compile_plan(teams, CLASSES, 30), _state("", ""))]
+    assert summaries.index("add account science") < summaries.index("add account vision")
+    assert any(s.startswith("account vision:") and s.endswith("Parent=science") for s in summaries)
+
+
+def test_a_team_that_changes_department_is_moved_and_only_then() -> None:
+    plan = compile_plan([TeamInput("vision", ("alice",), (("a100", 12, 2),), "science")], CLASSES, 30)
+    qos = "critical|100|preemptible|cluster|00:00:00\nstandard|50|preemptible|cluster|00:00:00\npreemptible|10||cancel|00:00:30\n"
+    placed = (
+        "science||2||critical,preemptible,standard|standard|root\n"
+        "vision||2|gres/gpu:a100=12|critical,preemptible,standard|standard|science\nvision|alice|1||x||\n"
+    )
+    assert diff(plan, _state(qos, placed)) == []
+    moved = diff(plan, _state(qos, placed.replace("standard|science", "standard|root")))
+    assert [c.sacctmgr[-1] for c in moved] == ["Parent=science"]
+
+
+def test_a_department_named_like_a_team_is_refused() -> None:
+    with pytest.raises(ValueError, match="department 'render' has the name of a team"):
+        compile_plan([TeamInput("vision", (), (), "render"), TeamInput("render", (), ())], CLASSES, 30)

@@ -15,7 +15,7 @@ from quotas import slurm
 from quotas.models import PriorityClass, TeamQuota
 
 QOS_FORMAT = "format=name,priority,preempt,preemptmode,gracetime"
-ASSOC_FORMAT = "format=account,user,fairshare,grptres,qos,defaultqos"
+ASSOC_FORMAT = "format=account,user,fairshare,grptres,qos,defaultqos,parentname"
 
 
 def portal_plan() -> slurm.SlurmPlan:
@@ -27,8 +27,8 @@ def portal_plan() -> slurm.SlurmPlan:
     for team_id, model, limit, weight in TeamQuota.objects.values_list("team_id", "gpu_model", "limit", "weight"):
         quotas.setdefault(team_id, []).append((model, limit, weight))
     teams = [
-        slurm.TeamInput(slug, tuple(members.get(pk, ())), tuple(quotas.get(pk, ())))
-        for pk, slug in Team.objects.values_list("pk", "slug")
+        slurm.TeamInput(slug, tuple(members.get(pk, ())), tuple(quotas.get(pk, ())), department or "")
+        for pk, slug, department in Team.objects.values_list("pk", "slug", "department__slug")
     ]
     limited = quota_services.class_teams()
     classes = [
