@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -31,11 +31,6 @@ def class_teams() -> dict[str, frozenset[str]]:
     for name, slug in PriorityClass.teams.through.objects.values_list("priorityclass__name", "team__slug"):
         limited.setdefault(name, set()).add(slug)
     return {name: frozenset(slugs) for name, slugs in limited.items()}
-
-
-def classes_for(team_slug: str, names: Iterable[str], limited: Mapping[str, frozenset[str]]) -> list[str]:
-    """The class names (of `names`) the team may use, given `class_teams()`."""
-    return [name for name in names if name not in limited or team_slug in limited[name]]
 
 
 def usage_history() -> dict[str, tuple[float, datetime]]:

@@ -51,20 +51,15 @@ def quota_rows(default_limit: int) -> list[volcano.QueueQuota]:
 
 def department_queues(rows: list[volcano.QueueQuota]) -> list[Manifest]:
     """A parent queue per department guarantee; its capability is what its teams may hold together."""
-    department = quota_services.departments_of_teams()
-    limits: dict[tuple[str, str], int] = {}
+    limits: dict[str, int] = {}  # per parent queue
     for row in rows:
         if row.parent:
-            key = (department[row.team], row.gpu_model)
-            limits[key] = limits.get(key, 0) + row.limit
-    return [
-        volcano.department_queue(
-            volcano.DepartmentQueue(
-                d.department.slug, d.gpu_model, d.guarantee, limits.get((d.department.slug, d.gpu_model), d.guarantee)
-            )
-        )
-        for d in DepartmentQuota.objects.select_related("department").order_by("department__slug", "gpu_model")
-    ]
+            limits[row.parent] = limits.get(row.parent, 0) + row.limit
+    queues = []
+    for d in DepartmentQuota.objects.select_related("department").order_by("department__slug", "gpu_model"):
+        limit = limits.get(department_queue_for(d.department.slug, d.gpu_model), d.guarantee)
+        queues.append(volcano.department_queue(volcano.DepartmentQueue(d.department.slug, d.gpu_model, d.guarantee, limit)))
+    return queues
 
 
 def priorities() -> list[volcano.Priority]:
