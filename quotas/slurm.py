@@ -226,7 +226,9 @@ def account_settings(spec: AccountSpec, current: AccountSpec | None) -> tuple[st
     tres = dict(spec.grp_tres)
     for name, _ in current.grp_tres if current else ():
         tres.setdefault(name, -1)  # -1 clears a limit the portal no longer has
-    moved = (f"Parent={spec.parent}",) if current is None or current.parent != spec.parent else ()
+    # Only a move names the parent: sacctmgr ignores a whole modify whose Parent= is the current one
+    # ("Nothing modified"), and a new account is added under its parent (`diff_accounts`).
+    moved = (f"Parent={spec.parent}",) if current is not None and current.parent != spec.parent else ()
     return (
         f"Fairshare={spec.fairshare}",
         f"GrpTRES={','.join(f'{n}={v}' for n, v in sorted(tres.items()))}" if tres else "GrpTRES=gres/gpu=-1",
@@ -270,7 +272,7 @@ def diff_accounts(plan: SlurmPlan, state: SlurmState) -> list[Change]:
     for a in plan.accounts:
         have = state.accounts.get(a.name)
         if have is None:
-            changes.append(Change(f"add account {a.name}", ("add", "account", a.name)))
+            changes.append(Change(f"add account {a.name} under {a.parent}", ("add", "account", a.name, f"Parent={a.parent}")))
         if have is None or not same_account(a, have):
             changes.append(
                 Change(

@@ -41,3 +41,32 @@ def test_a_departments_teams_go_under_its_account_and_back(slurm_world: SlurmBac
         Team.objects.filter(pk=vision.pk).update(department=None)
         call_command("sync_slurm", "--apply", stdout=StringIO())
     assert parent_of("vision") == "root"
+
+
+def sacctmgr(*args: str) -> str:
+    return subprocess.run(["sacctmgr", *args], capture_output=True, text=True, check=False).stdout
+
+
+@pytest.mark.parametrize("department", [None, "physics"])
+def test_a_team_new_to_slurm_gets_its_settings_on_the_first_sync(slurm_world: SlurmBackend, department: str | None) -> None:
+    """sacctmgr ignores a whole modify whose Parent= is the account's parent already: a new account is
+    added under its parent, and its share, limits and QOS still land in the same sync."""
+    parent = Department.objects.create(slug=department, name=department.title()) if department else None
+    team = Team.objects.create(slug="newcomers", name="Newcomers", department=parent)
+    team.quotas.create(gpu_model="a100", guarantee=4, limit=6)
+    accounts = ["newcomers"] + ([department] if department else [])
+    for account in accounts:
+        sacctmgr("-i", "delete", "account", account)
+    try:
+        call_command("sync_slurm", "--apply", stdout=StringIO())
+        row = sacctmgr("-n", "-P", "show", "assoc", "account=newcomers", "format=user,fairshare,grptres,qos,parentname")
+        [settings] = [line.split("|") for line in row.splitlines() if line.startswith("|")]
+        assert settings[2] == "gres/gpu:a100=6" and settings[3] == "critical,preemptible,standard", row
+        assert parent_of("newcomers") == (department or "root")
+        out = StringIO()
+        call_command("sync_slurm", stdout=out)
+        assert "newcomers" not in out.getvalue()  # the first sync did it all
+    finally:
+        Team.objects.filter(pk=team.pk).delete()
+        for account in accounts:
+            sacctmgr("-i", "delete", "account", account)

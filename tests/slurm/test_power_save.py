@@ -48,6 +48,21 @@ def slurmd_alive(slot: str) -> bool:
     return True
 
 
+def why_not_ready(slot: str) -> str:
+    """What the instance, the portal and Slurm say of a slot that did not come up: for the failure message."""
+    node = subprocess.run(["scontrol", "show", "node", slot], capture_output=True, text=True, check=False).stdout
+    try:
+        with open(f"/var/log/slurm/portal-dev-slurmd-{slot}.log") as handle:
+            slurmd_log = "".join(handle.readlines()[-15:])
+    except OSError as exc:
+        slurmd_log = f"(no slurmd log: {exc})"
+    return (
+        f"instances {list(SimCloudInstance.objects.values_list('name', 'state'))}; "
+        f"burst nodes {list(BurstNode.objects.values_list('name', 'status', 'error'))}; "
+        f"slurmd alive {slurmd_alive(slot)}\n{node.strip()}\n-- slurmd log --\n{slurmd_log}"
+    )
+
+
 def powers(slurm: SlurmBackend) -> dict[str, str]:
     return {s.name: s.power for s in slurm.power_slots()}
 
@@ -124,7 +139,10 @@ def test_an_approved_burst_resumes_a_slurm_cloud_node_through_the_portal_and_sus
         burst_services.cycle(provider=power_save)
         return BurstNode.objects.filter(burst=burst, status=NodeStatus.READY).exists()
 
-    wait_for(node_ready, 90, "the slot's slurmd to register")
+    try:
+        wait_for(node_ready, 90, "the slot's slurmd to register")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {why_not_ready(slot)}") from exc
     node = BurstNode.objects.get(burst=burst)
     assert node.name == slot and slurmd_alive(slot)  # the portal's node took the slot's name
     assert powers(slurm_world)[slot] == Power.ON
