@@ -4,13 +4,34 @@ from typing import Any
 
 from rest_framework import serializers
 
+from cluster.gpus import GPU_MODELS
 from cluster.models import Node, NodeEvent, Pool
 
 
 class PoolSerializer(serializers.ModelSerializer[Pool]):
+    shares = serializers.SerializerMethodField(
+        help_text="The whole GPU's model when the pool's GPUs are shared; empty otherwise."
+    )
+    gpu_fraction = serializers.SerializerMethodField(
+        help_text="What one of the pool's GPUs is of a whole one (1/7 for a MIG 1g slice)."
+    )
+    sharing = serializers.SerializerMethodField(help_text="mig, timeslice, or empty for whole GPUs.")
+
     class Meta:
         model = Pool
-        fields = ["name", "kind", "gpu_model"]
+        fields = ["name", "kind", "gpu_model", "shares", "gpu_fraction", "sharing"]
+
+    def get_shares(self, pool: Pool) -> str:
+        model = GPU_MODELS.get(pool.gpu_model)
+        return model.shares if model else ""
+
+    def get_gpu_fraction(self, pool: Pool) -> str:
+        model = GPU_MODELS.get(pool.gpu_model)
+        return str(model.fraction) if model else "1"
+
+    def get_sharing(self, pool: Pool) -> str:
+        model = GPU_MODELS.get(pool.gpu_model)
+        return model.sharing if model else ""
 
 
 class NodeSerializer(serializers.ModelSerializer[Node]):

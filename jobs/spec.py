@@ -10,7 +10,10 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
+
+from cluster.gpus import GPU_MODELS, shared_model_for, shares_of
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 ENV_KEY_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
@@ -58,6 +61,12 @@ SUBMIT_FIELDS: dict[str, SubmitField] = {
     "params": SubmitField("map", "Values for the template's placeholders."),
     "gpu_model": SubmitField("string", "GPU model, e.g. a100.", label="GPU model"),
     "gpus_per_node": SubmitField("integer", "GPUs on each node (at most a node's GPUs).", minimum=1, label="GPUs per node"),
+    "gpu_fraction": SubmitField(
+        "string",
+        "Part of one GPU, in (0, 1]: 0.25 or 1/4. The job gets the smallest shared GPU of the model that gives"
+        " at least this much (a MIG slice or a time-sliced GPU: /api/v1/pools/ lists them).",
+        label="Part of a GPU",
+    ),
     "nodes": SubmitField("integer", "Nodes for a multi-node gang.", minimum=1),
     "gpus": SubmitField("integer", "Total GPUs; split into whole nodes.", minimum=1),
     "priority": SubmitField("string", "Priority class, e.g. standard."),
@@ -76,7 +85,7 @@ KNOWN_FIELDS = frozenset(SUBMIT_FIELDS)
 # The web form shows these, in this order; the template comes from the URL and fills the rest
 # (kind, params are shown one field per placeholder; gpus and walltime_s are API shorthands).
 FORM_FIELDS = (
-    "team", "name", "gpu_model", "gpus_per_node", "nodes", "priority", "walltime", "image", "command",
+    "team", "name", "gpu_model", "gpus_per_node", "gpu_fraction", "nodes", "priority", "walltime", "image", "command",
     "script", "checkpoint_dir", "checkpoint_interval", "env", "array",
 )  # fmt: skip
 
@@ -288,9 +297,12 @@ def validate(raw: Mapping[str, Any], ctx: SpecContext) -> JobSpec:
     shape = ctx.grid.get(gpu_model)
     if gpu_model not in ctx.known_gpu_models:
         err.add("gpu_model", f"unknown GPU model {gpu_model!r}; known: {', '.join(sorted(ctx.known_gpu_models))}")
-    elif t and t.allowed_gpu_models and gpu_model not in t.allowed_gpu_models:
+    elif t and t.allowed_gpu_models and whole_model(gpu_model) not in t.allowed_gpu_models:
         err.add("gpu_model", f"template {t.slug!r} allows only {', '.join(t.allowed_gpu_models)}")
-    elif shape is None:
+    elif _fraction_given(raw):
+        gpu_model = _shared_model(raw, gpu_model, ctx, err)
+        shape = ctx.grid.get(gpu_model)
+    if shape is None and not err.errors.keys() & {"gpu_model", "gpu_fraction"}:
         err.add("gpu_model", f"the grid has no {gpu_model} nodes")
 
     gpus_per_node, nodes = _gpu_shape(raw, t, shape, gpu_model, err)
@@ -408,6 +420,51 @@ def _command(raw: Mapping[str, Any], t: TemplateInfo | None, params: dict[str, s
             return ()
         out.append(filled)
     return tuple(out)
+
+
+def whole_model(gpu_model: str) -> str:
+    """The physical GPU's model of a shared one (itself for a whole GPU or a model not in the catalogue)."""
+    model = GPU_MODELS.get(gpu_model)
+    return model.whole if model else gpu_model
+
+
+def _fraction_given(raw: Mapping[str, Any]) -> bool:
+    return raw.get("gpu_fraction") not in (None, "")
+
+
+def _shared_model(raw: Mapping[str, Any], whole: str, ctx: SpecContext, err: _Collector) -> str:
+    """The shared model that `gpu_fraction` of a `whole` GPU resolves to (`whole` itself for 1)."""
+    value = raw["gpu_fraction"]
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
+        fraction = Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError):
+        err.add("gpu_fraction", f"{value!r} is not a number; give a part of one GPU in (0, 1], such as 0.25 or 1/4")
+        return whole
+    if not 0 < fraction <= 1:
+        err.add("gpu_fraction", f"{value} is outside (0, 1]: a job asks for part of one GPU, or for whole GPUs")
+        return whole
+    model = GPU_MODELS.get(whole)
+    if model is not None and model.shares:
+        err.add("gpu_fraction", f"{whole} is already a share of one {model.shares} GPU; give gpu_model {model.shares}")
+        return whole
+    for key in ("gpus_per_node", "nodes", "gpus"):
+        if key in raw and str(raw[key]).strip() != "1":
+            err.add("gpu_fraction", f"part of a GPU is one GPU on one node: leave out {key} (it is {raw[key]})")
+            return whole
+    if fraction == 1:
+        return whole
+    shared = shared_model_for(whole, fraction, set(ctx.grid))
+    if shared is None:
+        offered = [f"{m.key} ({m.fraction})" for m in shares_of(whole) if m.key in ctx.grid]
+        err.add(
+            "gpu_fraction",
+            f"the grid has no shared {whole} GPU of at least {fraction}; "
+            + (f"it has {', '.join(offered)}" if offered else f"none of its {whole} GPUs is shared"),
+        )
+        return whole
+    return shared.key
 
 
 def _gpu_shape(

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from cluster.gpus import slurm_tres
+
 UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
@@ -115,6 +117,15 @@ def check_members(team: TeamInput) -> None:
             raise ValueError(f"team {team.slug}: member {user[:40]!r} has no valid Unix account name (set unix_username)")
 
 
+def _grp_tres(quotas: tuple[tuple[str, int, int], ...]) -> tuple[tuple[str, int], ...]:
+    """GrpTRES per quota; time-sliced models all count as Slurm's one `gres/shard`, so their limits add up
+    there (the portal still holds each model to its own limit)."""
+    limits: dict[str, int] = {}
+    for model, limit, _ in quotas:
+        limits[slurm_tres(model)] = limits.get(slurm_tres(model), 0) + limit
+    return tuple(sorted(limits.items()))
+
+
 def compile_accounts(teams: list[TeamInput], classes: list[ClassInput]) -> tuple[AccountSpec, ...]:
     for team in teams:
         check_members(team)
@@ -129,7 +140,7 @@ def compile_accounts(teams: list[TeamInput], classes: list[ClassInput]) -> tuple
             AccountSpec(
                 name=team.slug,
                 fairshare=max(1, sum(weight for _, _, weight in team.quotas)),
-                grp_tres=tuple(sorted((f"gres/gpu:{model}", limit) for model, limit, _ in team.quotas)),
+                grp_tres=_grp_tres(team.quotas),
                 qos=tuple(sorted(c.name for c in usable)) or ("normal",),
                 default_qos=default_qos(usable),
                 users=tuple(sorted(set(team.members))),

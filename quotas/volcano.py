@@ -1,8 +1,9 @@
 """Pure compilation of team quotas and priority classes into Volcano Queues and Kubernetes PriorityClasses (plain dicts).
 
-The Slurm counterpart is quotas/slurm.py. Quotas are per team and GPU model, and every GPU is the
-one resource `nvidia.com/gpu`, so each (team, model) pair gets its own Volcano Queue; the job's node
-selector picks the model. The seed's sample Queue (`capability.resources[]`, `dispatchPolicy`) is
+The Slurm counterpart is quotas/slurm.py. Quotas are per team and GPU model, and every whole GPU is
+the one resource `nvidia.com/gpu`, so each (team, model) pair gets its own Volcano Queue; the job's
+node selector picks the model. A shared model's queue counts its own resource (`nvidia.com/mig-1g.10gb`,
+`nvidia.com/gpu.shared`). The seed's sample Queue (`capability.resources[]`, `dispatchPolicy`) is
 not the real CRD: the real Queue takes resource maps, and `minAvailable` belongs on the Job, not the Queue.
 """
 
@@ -13,13 +14,13 @@ from dataclasses import dataclass
 
 from cluster.backends.kubernetes.manifests import (
     DOMAIN,
-    GPU_RESOURCE,
     MANAGED_BY,
     QUEUE_API,
     Manifest,
     ManifestConfig,
     ManifestError,
     department_queue_for,
+    gpu_resource,
     queue_for,
 )
 
@@ -60,8 +61,8 @@ class Priority:
     description: str = ""
 
 
-def _gpus(count: int) -> dict[str, int]:
-    return {GPU_RESOURCE: count}
+def _gpus(count: int, gpu_model: str) -> dict[str, int]:
+    return {gpu_resource(gpu_model): count}
 
 
 def queue(quota: QueueQuota, config: ManifestConfig) -> Manifest:
@@ -79,12 +80,12 @@ def queue(quota: QueueQuota, config: ManifestConfig) -> Manifest:
     group, version, _, kind = QUEUE_API
     spec: Manifest = {
         "weight": min(max(quota.weight, 1), MAX_WEIGHT),
-        "capability": _gpus(quota.limit),
-        "deserved": _gpus(quota.guarantee),
+        "capability": _gpus(quota.limit, quota.gpu_model),
+        "deserved": _gpus(quota.guarantee, quota.gpu_model),
         "reclaimable": True,
     }
     if not quota.lendable and quota.guarantee:
-        spec["guarantee"] = {"resource": _gpus(quota.guarantee)}
+        spec["guarantee"] = {"resource": _gpus(quota.guarantee, quota.gpu_model)}
     if quota.parent:
         spec["parent"] = quota.parent
     labels = {**MANAGED_BY, f"{DOMAIN}/team": quota.team, f"{DOMAIN}/gpu-model": quota.gpu_model}
@@ -125,8 +126,8 @@ def department_queue(department: DepartmentQueue) -> Manifest:
     labels = {**MANAGED_BY, f"{DOMAIN}/department": department.department, f"{DOMAIN}/gpu-model": department.gpu_model}
     spec: Manifest = {
         "weight": 1,
-        "capability": _gpus(department.limit),
-        "deserved": _gpus(department.guarantee),
+        "capability": _gpus(department.limit, department.gpu_model),
+        "deserved": _gpus(department.guarantee, department.gpu_model),
         "reclaimable": True,
     }
     name = department_queue_for(department.department, department.gpu_model)

@@ -60,8 +60,9 @@ def parse_pools(text: str) -> list[PoolSpec]:
             nodes, gpus = int(nodes_text), int(gpus_text)
         except ValueError:
             raise PoolSpecError(f"SIM_POOLS entry {item!r}: NODESxGPUS must be two whole numbers") from None
-        if nodes < 0 or not 1 <= gpus <= 16:
-            raise PoolSpecError(f"SIM_POOLS entry {item!r}: need nodes >= 0 and 1-16 GPUs per node")
+        most = int(16 / GPU_MODELS[model].fraction)  # 16 GPUs a node, or their slices (a MIG 1g: 7 a GPU)
+        if nodes < 0 or not 1 <= gpus <= most:
+            raise PoolSpecError(f"SIM_POOLS entry {item!r}: need nodes >= 0 and 1-{most} {model} GPUs per node")
         pools.append(PoolSpec(name, kind, model, nodes, gpus))
     if len({p.name for p in pools}) != len(pools):
         raise PoolSpecError("SIM_POOLS: pool names must be unique")

@@ -23,7 +23,8 @@ mean wait of all jobs (below 1: small teams are not crowded out).
 Traces may carry more columns, all optional: `gpu_type` (the pool a job runs in; `--nodes` takes a
 pool spec like `a100:64x8,t4:32x4`), `priority_class` (any names, mapped to the portal's classes by
 `--class-map LS=critical,BE=preemptible`), `user` (the team when `team` is empty) and `gpu_fraction`
-(part of one GPU, rounded up to a whole GPU). Bad rows are reported with their line and skipped, or
+(part of one GPU: one slice of the smallest shared pool of that GPU that gives at least as much,
+e.g. `a100:32x8,a100-1g.10gb:8x56`, else rounded up to a whole GPU). Bad rows are reported with their line and skipped, or
 refused with `--strict`. See docs/scheduler.md, "Trace replay".
 
 Run: `python -m jobs.policy.replay TRACE.csv --nodes 96 --gpus-per-node 8 --policy fair --baseline fifo`
@@ -42,9 +43,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from cluster.gpus import GPU_MODELS, shared_model_for
 from jobs.policy.cycle import run_cycle
 from jobs.policy.fairshare import advance_usage
 from jobs.policy.fifo import fifo_cycle
@@ -68,6 +71,7 @@ DEFAULT_CLASS = "standard"
 DEFAULT_TEAM = "default"  # the team of a row with neither team nor user
 REQUIRED_COLUMNS = ("job_id", "submit_time_s", "duration_s", "num_gpus")
 MAX_POOL_NODES = 1_000_000
+SHARED_MODELS = frozenset(key for key, model in GPU_MODELS.items() if model.shares)
 MAX_GPUS_PER_NODE = 1024
 MAX_REPORTED_ERRORS = 20
 
@@ -240,7 +244,7 @@ def _read_rows(lines: Iterable[str], pools: Sequence[Pool] | None, class_map: Ma
             continue
         seen.add(job.id)
         jobs.append(job)
-        rounded += job.gpu_fraction is not None and job.gpu_fraction < 1
+        rounded += job.gpu_fraction is not None and job.gpu_fraction < 1 and job.gpu_type not in SHARED_MODELS
     if unmapped:
         names = ", ".join(f"{name!r} ({count} rows)" for name, count in sorted(unmapped.items()))
         raise TraceError(
@@ -308,6 +312,11 @@ def _row(
     pool = pools.get(gpu_type) if gpu_type else default
     if pools and pool is None:
         raise _BadRow(f"gpu_type: no pool for {gpu_type!r} (pools: {', '.join(pools)})")
+    if fraction is not None and fraction < 1 and pool is not None:
+        # Part of a GPU runs on one slice of a shared pool of that GPU (`a100-1g.10gb:8x56`), when the grid has one.
+        shared = shared_model_for(pool.model, Fraction(fraction).limit_denominator(1000), set(pools))
+        if shared is not None:
+            gpu_type, pool = shared.key, pools[shared.key]
     if pool is not None and shape(gpus, pool.gpus_per_node)[1] > pool.nodes:
         raise _BadRow(f"num_gpus: {gpus} is more than pool {pool.model!r} can ever hold ({pool.nodes}x{pool.gpus_per_node})")
     name = (row.get("priority_class") or "").strip()

@@ -342,6 +342,7 @@ class FakeApiServer:
         pool: str = "",
         ready: bool = True,
         pool_label: str = "portal.gpugrid.io/pool",
+        resource: str = "nvidia.com/gpu",
     ) -> Obj:
         labels = {"kubernetes.io/hostname": name, "nvidia.com/gpu.product": product, "nvidia.com/gpu.count": str(gpus)}
         if pool:
@@ -352,7 +353,7 @@ class FakeApiServer:
             "reason": "KubeletReady" if ready else "KubeletNotReady",
             "message": "kubelet is posting ready status" if ready else "container runtime is down",
         }
-        resources = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+        resources = {"cpu": "64", "memory": "512Gi", "pods": "110", resource: str(gpus)}
         node = {
             "apiVersion": "v1",
             "kind": "Node",

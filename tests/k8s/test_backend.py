@@ -349,6 +349,30 @@ def test_a_node_that_is_not_ready_is_down(fake: FakeApiServer, k8s: KubernetesBa
     assert "container runtime is down" in node.reason
 
 
+def test_part_of_a_gpu_runs_on_a_mig_slice_of_a_node_the_sync_read_as_slices(
+    fake: FakeApiServer, k8s: KubernetesBackend, alice: User
+) -> None:
+    fake.add_node("gpu-mig-1", gpus=28, resource="nvidia.com/mig-1g.10gb", pool="k8s-mig")
+    fake.add_node("gpu-l4-1", gpus=16, product="NVIDIA-L4-SHARED", resource="nvidia.com/gpu.shared", pool="k8s-l4")
+    cluster_services.sync_nodes(k8s)
+    assert {(n.name, n.gpu_model, n.gpus) for n in Node.objects.all()} == {
+        ("gpu-mig-1", "a100-1g.10gb", 28), ("gpu-l4-1", "l4-shared", 16),
+    }  # fmt: skip
+    TeamQuota.objects.create(team=alice.teams.get(), gpu_model="a100-1g.10gb", guarantee=7, limit=14)
+    [job] = services.submit(
+        alice, {"name": "eval", "image": IMAGE, "command": ["python", "eval.py"], "gpu_model": "a100", "gpu_fraction": 0.1}
+    )
+    assert job.gpu_model == "a100-1g.10gb"
+    services.run_admission_cycle()
+    assert services.dispatch(job.pk, backend=k8s)
+    stored = fake.get("batch.volcano.sh", "jobs", NS, f"gp-{job.pk}")  # the fake API server checked it against the CRD
+    assert stored is not None and stored["spec"]["queue"] == "team-vision-a100-1g-10gb"
+    [task] = stored["spec"]["tasks"]
+    pod = task["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-1g.10gb": 1}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+
+
 # --- bursting and conflicts --------------------------------------------------------------------
 
 

@@ -203,9 +203,56 @@ def test_requests_kubernetes_cannot_express_are_refused(changes: dict[str, Any])
 
 
 def test_every_gpu_model_has_a_gpu_feature_discovery_product_label() -> None:
-    for key in GPU_MODELS:
+    for key, model in GPU_MODELS.items():
         value = manifests.product_label(key)
-        assert " " not in value and manifests.model_for_product(value) == key
+        # A MIG slice's node carries the physical GPU's label; its allocatable resources tell the slice.
+        expected = model.shares if model.sharing == "mig" else key
+        assert " " not in value and manifests.model_for_product(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("model", "resource", "product"),
+    [
+        ("a100-1g.10gb", "nvidia.com/mig-1g.10gb", "NVIDIA-A100-SXM4-80GB"),
+        ("h100-3g.40gb", "nvidia.com/mig-3g.40gb", "NVIDIA-H100-80GB-HBM3"),
+        ("l4-shared", "nvidia.com/gpu.shared", "NVIDIA-L4-SHARED"),
+    ],
+)
+def test_a_job_on_a_shared_gpu_asks_for_the_device_plugins_resource_of_it(model: str, resource: str, product: str) -> None:
+    job = manifests.job_manifest(request(gpu_model=model, gpus_per_node=1, nodes=1), CONFIG)
+    assert_valid_custom_resource(job)
+    for pod in pods_of(job):
+        assert_valid_core(pod)
+        [container] = pod["spec"]["containers"]
+        assert container["resources"]["limits"] == {resource: 1}
+        assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": product}
+    queue = job["spec"]["queue"]
+    assert manifests.DNS_LABEL_RE.fullmatch(queue) and "." not in queue
+
+
+@pytest.mark.parametrize(
+    ("allocatable", "product", "expected"),
+    [
+        ({"nvidia.com/gpu": "8", "cpu": "96"}, "NVIDIA-A100-SXM4-80GB", ("a100", 8)),
+        ({"nvidia.com/mig-1g.10gb": "28", "nvidia.com/gpu": "0"}, "NVIDIA-A100-SXM4-80GB", ("a100-1g.10gb", 28)),
+        ({"nvidia.com/mig-3g.40gb": "4", "nvidia.com/mig-1g.10gb": "2"}, "NVIDIA-H100-80GB-HBM3", ("h100-3g.40gb", 4)),
+        ({"nvidia.com/gpu.shared": "16"}, "NVIDIA-L4-SHARED", ("l4-shared", 16)),
+        ({"cpu": "8"}, "", ("", 0)),
+        ({"nvidia.com/gpu": "1.5"}, "NVIDIA-L4", ("l4", 0)),
+    ],
+)
+def test_a_nodes_gpu_model_and_count_come_from_its_allocatable_gpu_resources(
+    allocatable: dict[str, str], product: str, expected: tuple[str, int]
+) -> None:
+    assert manifests.node_gpus(allocatable, product) == expected
+
+
+def test_a_shared_models_queue_counts_its_own_resource() -> None:
+    queue = volcano.queue(volcano.QueueQuota("vision", "a100-1g.10gb", 7, 14), CONFIG)
+    assert_valid_custom_resource(queue)
+    assert queue["metadata"]["name"] == "team-vision-a100-1g-10gb"
+    assert queue["spec"]["capability"] == {"nvidia.com/mig-1g.10gb": 14}
+    assert queue["spec"]["deserved"] == {"nvidia.com/mig-1g.10gb": 7}
 
 
 # --- queues, priority classes, namespaces, RBAC -------------------------------------------------

@@ -9,6 +9,7 @@ lists, with `$` doubled so the kubelet's `$(VAR)` expansion cannot change what t
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ USER_ANNOTATION = f"{DOMAIN}/user"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gpu-grid-portal"}
 
 GPU_RESOURCE = "nvidia.com/gpu"
+TIMESLICED_RESOURCE = "nvidia.com/gpu.shared"
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 QUEUE_API = ("scheduling.volcano.sh", "v1beta1", "queues", "Queue")
@@ -79,12 +82,27 @@ def namespace_for(team: str, config: ManifestConfig) -> str:
 
 def queue_for(team: str, gpu_model: str, config: ManifestConfig) -> str:
     """The Volcano queue of a team for one GPU model (quotas are per team and model)."""
-    return _dns_label(f"{config.queue_prefix}{team}-{gpu_model}", "queue")
+    return _dns_label(f"{config.queue_prefix}{team}-{_model_label(gpu_model)}", "queue")
 
 
 def department_queue_for(department: str, gpu_model: str) -> str:
     """The Volcano queue of a department for one GPU model: the parent of its teams' queues of that model."""
-    return _dns_label(f"department-{department}-{gpu_model}", "queue")
+    return _dns_label(f"department-{department}-{_model_label(gpu_model)}", "queue")
+
+
+def _model_label(gpu_model: str) -> str:
+    return gpu_model.replace(".", "-")  # a MIG profile's dot ("a100-1g.10gb") is no DNS label character
+
+
+def gpu_resource(gpu_model: str) -> str:
+    """The extended resource a pod asks for: `nvidia.com/gpu`, or a shared model's (MIG slice, time-sliced)."""
+    model = GPU_MODELS.get(gpu_model)
+    return model.k8s_resource if model else GPU_RESOURCE
+
+
+def is_gpu_resource(name: str) -> bool:
+    """Whether a resource name is one of NVIDIA's device plugin's GPU resources (whole, MIG or shared)."""
+    return name in (GPU_RESOURCE, TIMESLICED_RESOURCE) or name.startswith(MIG_RESOURCE_PREFIX)
 
 
 def label_value(text: str) -> str:
@@ -108,11 +126,40 @@ def product_label(gpu_model: str) -> str:
 
 
 def model_for_product(product: str) -> str:
-    """The portal's GPU model key for a node's product label ('' when unknown)."""
+    """The portal's GPU model key for a node's product label ('' when unknown); whole GPUs come first."""
     for key in GPU_MODELS:
         if product_label(key) == product:
             return key
     return ""
+
+
+def node_gpus(allocatable: Mapping[str, Any] | None, product: str) -> tuple[str, int]:
+    """A node's GPU model and how many of it it offers, from its allocatable resources and product label.
+
+    Whole GPUs (`nvidia.com/gpu`) first; else time-sliced replicas (`nvidia.com/gpu.shared`, the product
+    label ending in -SHARED); else MIG slices (`nvidia.com/mig-<profile>`, the "mixed" strategy). A node
+    is one model to the portal: partition a node's GPUs alike (the MIG manager's all-* configurations);
+    of several profiles on one node, the one with most slices counts. ('', 0) when it has no GPUs."""
+    resources = {k: resource_count(v) for k, v in (allocatable or {}).items() if is_gpu_resource(k)}
+    model = model_for_product(product)
+    if resources.get(GPU_RESOURCE):
+        return model or product.lower()[:20], resources[GPU_RESOURCE]
+    if resources.get(TIMESLICED_RESOURCE):
+        return model or f"{product.lower()[:13]}-shared", resources[TIMESLICED_RESOURCE]
+    slices = sorted(((n, k) for k, n in resources.items() if k.startswith(MIG_RESOURCE_PREFIX) and n), reverse=True)
+    if slices:
+        count, name = slices[0]
+        whole = GPU_MODELS.get(model)
+        return f"{whole.key if whole else product.lower()[:7]}-{name.removeprefix(MIG_RESOURCE_PREFIX)}"[:20], count
+    return model or product.lower()[:20], 0
+
+
+def resource_count(raw: Any) -> int:
+    """A quantity of an extended resource: a whole number (anything else counts as none)."""
+    try:
+        return int(str(raw))
+    except ValueError:
+        return 0
 
 
 def job_labels(request: JobRequest) -> dict[str, str]:
@@ -181,7 +228,7 @@ def container(request: JobRequest, config: ManifestConfig, name: str) -> Manifes
     if request.command:
         body["command"] = [escape_expansion(arg) for arg in request.command]
     if request.gpus_per_node:
-        body["resources"] = {"limits": {GPU_RESOURCE: request.gpus_per_node}}
+        body["resources"] = {"limits": {gpu_resource(request.gpu_model): request.gpus_per_node}}
     if mounts:
         body["volumeMounts"] = mounts
     return body

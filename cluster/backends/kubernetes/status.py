@@ -15,12 +15,13 @@ from cluster.backends.base import RemoteJob, RemoteJobState, RemoteNode
 from cluster.backends.kubernetes.manifests import (
     DOMAIN,
     GPU_PRODUCT_LABEL,
-    GPU_RESOURCE,
     JOB_ID_LABEL,
     PYTORCH_JOB_API,
     VOLCANO_JOB_API,
     Manifest,
-    model_for_product,
+    is_gpu_resource,
+    node_gpus,
+    resource_count,
 )
 from cluster.states import NodeState, PoolKind
 
@@ -187,12 +188,8 @@ def with_pods(remote: RemoteJob, seen: PodsSeen | None) -> RemoteJob:
 
 
 def gpu_count(resources: Mapping[str, Any] | None) -> int:
-    """`nvidia.com/gpu` from a resource map; quantities of extended resources are whole numbers."""
-    raw = (resources or {}).get(GPU_RESOURCE, 0)
-    try:
-        return int(str(raw))
-    except ValueError:
-        return 0
+    """GPUs (whole, MIG slices or time-sliced replicas) in a resource map; extended resources are whole numbers."""
+    return sum(resource_count(v) for k, v in (resources or {}).items() if is_gpu_resource(k))
 
 
 def pod_gpus(pod: Mapping[str, Any]) -> int:
@@ -236,11 +233,10 @@ def remote_node(node: Mapping[str, Any], gpus_used: int, pool_label: str, burst_
     """A GPU node as a RemoteNode; None for nodes without GPUs (control plane, CPU-only)."""
     meta = node.get("metadata") or {}
     labels = meta.get("labels") or {}
-    gpus = gpu_count((node.get("status") or {}).get("allocatable"))
     product = labels.get(GPU_PRODUCT_LABEL, "")
+    model, gpus = node_gpus((node.get("status") or {}).get("allocatable"), product)
     if not gpus and not product:
         return None
-    model = model_for_product(product) or product.lower()[:20]
     pool = labels.get(pool_label) or f"k8s-{model or 'gpu'}"
     state, reason = node_state(node)
     kind = PoolKind.CLOUD if pool in set(burst_pools) else PoolKind.ONPREM

@@ -190,6 +190,7 @@ def accounted_exit_code(job: dict[str, Any]) -> int | None:
 # --- nodes -------------------------------------------------------------------------------------
 
 GRES_TYPED = re.compile(r"gpu:([A-Za-z0-9_.-]+):(\d+)")
+GRES_SHARD = re.compile(r"(?<![A-Za-z0-9_])shard(?::[A-Za-z0-9_.-]+)?:(\d+)")
 # A power-save node is down to the portal until its instance has registered (nothing may be placed there).
 DOWN_WORDS = frozenset(
     {"DOWN", "FAIL", "FAILING", "NOT_RESPONDING", "UNKNOWN", "INVAL", "FUTURE"}
@@ -199,11 +200,17 @@ CORDON_PREFIX = "cordoned: "
 
 
 def gpus_of(gres: str) -> tuple[str, int]:
-    """`gpu:a100:8(S:0)` -> ("a100", 8); several entries add up; no GPU -> ("", 0)."""
+    """`gpu:a100:8(S:0)` -> ("a100", 8); several entries add up; no GPU -> ("", 0).
+
+    A node that offers shards (`gpu:l4:4,shard:16`) is a node of time-sliced GPUs to the portal:
+    ("l4-shared", 16). MIG slices are GPUs typed by their model (`gpu:a100-1g.10gb:28`)."""
     total, model = 0, ""
     for found_model, count in GRES_TYPED.findall(gres or ""):
         model = model or found_model
         total += int(count)
+    shards = sum(int(count) for count in GRES_SHARD.findall(gres or ""))
+    if shards and model:
+        return f"{model}-shared", shards
     return model, total
 
 

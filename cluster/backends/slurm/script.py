@@ -15,6 +15,7 @@ from typing import Any
 
 from cluster.backends.base import BackendRejected, JobRequest
 from cluster.backends.slurm.config import SlurmConfig
+from cluster.gpus import slurm_gres
 
 PREEMPTED_MARK = ":preempted"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -114,7 +115,7 @@ def job_submission(request: JobRequest, config: SlurmConfig) -> dict[str, Any]:
         "qos": request.priority_class,
         "nodes": [request.nodes, request.nodes],
         "tasks_per_node": 1,
-        "gres": f"gpu:{request.gpu_model}:{request.gpus_per_node}",
+        "gres": f"{slurm_gres(request.gpu_model)}:{request.gpus_per_node}",
         "time_limit": time_limit_minutes(request.walltime_s),
         "current_working_directory": config.output_dir,
         "standard_output": output_path(config.output_dir, "%j"),

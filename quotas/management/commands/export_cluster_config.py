@@ -19,6 +19,7 @@ from cluster.backends.kubernetes import rbac
 from cluster.backends.kubernetes.backend import KubeSettings
 from cluster.backends.kubernetes.manifests import Manifest, ManifestConfig, ManifestError, department_queue_for, namespace_for
 from cluster.gpus import GPU_MODELS
+from cluster.models import Pool
 from portal.models import Team
 from quotas import services as quota_services
 from quotas import volcano
@@ -45,8 +46,14 @@ def quota_rows(default_limit: int) -> list[volcano.QueueQuota]:
     return [
         explicit.get((t, m)) or volcano.QueueQuota(t, m, 0, default_limit, parent=parent(t, m))
         for t in teams
-        for m in sorted(GPU_MODELS)
+        for m in exported_models()
     ]
+
+
+def exported_models() -> list[str]:
+    """Every whole GPU model, and the shared ones (MIG slices, time-sliced) the grid has or a team has a quota of."""
+    used = set(Pool.objects.values_list("gpu_model", flat=True)) | set(TeamQuota.objects.values_list("gpu_model", flat=True))
+    return sorted(m for m, model in GPU_MODELS.items() if not model.shares or m in used)
 
 
 def department_queues(rows: list[volcano.QueueQuota]) -> list[Manifest]:
