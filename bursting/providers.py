@@ -12,7 +12,7 @@ def get_provider() -> CloudProvider:
     """The provider for the configured cluster backend."""
     if settings.CLUSTER_BACKEND == "simulator":
         return SimulatedCloud()
-    if settings.CLUSTER_BACKEND == "kubernetes":
+    if settings.CLUSTER_BACKEND in ("kubernetes", "slurm+kubernetes"):
         # Imported here: the Kubernetes backend is only loaded where it is configured.
         from bursting.cluster_api import ClusterApiCloud
 

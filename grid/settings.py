@@ -248,11 +248,13 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # The cluster behind the portal.
-CLUSTER_BACKEND = env_choice("CLUSTER_BACKEND", "simulator", ("simulator", "slurm", "kubernetes"))
+CLUSTER_BACKEND = env_choice("CLUSTER_BACKEND", "simulator", ("simulator", "slurm", "kubernetes", "slurm+kubernetes"))
 # Follow the backend closely: job ends noticed within 50 ms and their GPUs refilled at once (docs/slurm.md
 # "Following"), by a follow_backend task every FOLLOW_BACKEND_S seconds that follows for as long. 0 turns it
 # off; the periodic sync stays the reconciler either way. On by default for Slurm, off for the simulator.
-FOLLOW_BACKEND_S = env_float("FOLLOW_BACKEND_S", 10.0 if CLUSTER_BACKEND == "slurm" else 0.0, minimum=0.0, maximum=300)
+FOLLOW_BACKEND_S = env_float(
+    "FOLLOW_BACKEND_S", 10.0 if CLUSTER_BACKEND in ("slurm", "slurm+kubernetes") else 0.0, minimum=0.0, maximum=300
+)
 if FOLLOW_BACKEND_S:
     CELERY_BEAT_SCHEDULE["follow-backend"] = {
         "task": "jobs.tasks.follow_backend",

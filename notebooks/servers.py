@@ -152,7 +152,12 @@ def kubernetes() -> KubernetesBackend:
     return backend
 
 
-LAUNCHERS: dict[str, type[Launcher]] = {"simulator": LocalLauncher, "slurm": SlurmLauncher, "kubernetes": KubernetesLauncher}
+LAUNCHERS: dict[str, type[Launcher]] = {
+    "simulator": LocalLauncher,
+    "slurm": SlurmLauncher,
+    "kubernetes": KubernetesLauncher,
+    "slurm+kubernetes": KubernetesLauncher,  # a notebook has an image and no script: the shared nodes' Kubernetes runs it
+}
 
 
 def launcher_for(backend: str) -> Launcher:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from cluster.backends.base import BackendError, BackendRejected, BackendUnavailable, ClusterBackend
+from cluster.backends.hybrid import HybridBackend
 from cluster.backends.kubernetes.backend import KubernetesBackend
 from cluster.backends.slurm import SlurmBackend
 from cluster.simulator.backend import SimulatorBackend
@@ -13,6 +14,7 @@ BACKENDS: dict[str, type[ClusterBackend]] = {
     "simulator": SimulatorBackend,
     "kubernetes": KubernetesBackend,
     "slurm": SlurmBackend,
+    "slurm+kubernetes": HybridBackend,  # the same nodes in both (cluster/backends/hybrid.py)
 }
 
 
