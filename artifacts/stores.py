@@ -67,6 +67,10 @@ class ArtifactStore(abc.ABC):
     def delete_prefix(self, prefix: str) -> int:
         """Delete every file under `prefix`; returns how many went."""
 
+    def delete(self, key: str) -> None:
+        """Delete the one file stored under exactly `key`; a missing one is no error."""
+        raise NotImplementedError
+
     def usage(self, prefix: str) -> int:
         """Bytes stored under `prefix`."""
         return sum(f.size for f in self.list(prefix))
@@ -144,6 +148,10 @@ class FileStore(ArtifactStore):
             shutil.rmtree(base)
         return count
 
+    def delete(self, key: str) -> None:
+        with _os_errors(f"delete {key}"):
+            self.path(key).unlink(missing_ok=True)
+
 
 class S3Store(ArtifactStore):
     """A bucket (and a prefix in it) on S3 or any S3-compatible server (MinIO, Ceph RGW, moto)."""
@@ -203,6 +211,10 @@ class S3Store(ArtifactStore):
                 batch = [{"Key": key} for key in keys[start : start + DELETE_BATCH]]
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)
+
+    def delete(self, key: str) -> None:
+        with _s3_errors(f"delete {key}"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def upload_url(self, key: str, size: int, expires_s: int) -> str | None:
         params = {"Bucket": self.bucket, "Key": self._key(key), "ContentLength": size}

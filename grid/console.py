@@ -1,4 +1,5 @@
-"""The operator console: nodes (map, jobs, drain/cordon/resume with a preview), queues, burst proposals, audit log.
+"""The operator console: nodes (map, jobs, drain/cordon/resume with a preview), queues, burst proposals,
+checkpoint recovery (snapshots, restore), audit log.
 
 Pages that show every team are operators' only and answer 404 to others (as planning does);
 actions answer 403 to non-operators. The queues page shows a member their own teams' rows.
@@ -26,6 +27,7 @@ from jobs.models import Job
 from jobs.states import HOLDS_GPUS, WAITING
 from portal.access import is_operator, member_team_ids, signed_in
 from portal.models import Team
+from recovery import services as recovery
 
 NODE_ACTIONS = {"cordon": cluster_services.cordon, "drain": cluster_services.drain, "resume": cluster_services.resume}
 
@@ -195,6 +197,26 @@ def policy_edit(request: HttpRequest, policy_id: int) -> HttpResponse:
         "instance_types": InstanceType.objects.all(), "teams": Team.objects.order_by("slug"),
     }  # fmt: skip
     return render(request, "bursting/policy.html", context)
+
+
+@login_required
+def recovery_page(request: HttpRequest) -> HttpResponse:
+    _operator_page(request)
+    snapshots, restores = recovery.listing(request.user)
+    return render(request, "recovery/snapshots.html", {"snapshots": snapshots, "restores": restores})
+
+
+@login_required
+@require_POST
+def restore(request: HttpRequest, snapshot_id: int) -> HttpResponse:
+    _operator_action(request)
+    try:
+        done = recovery.restore(request.user, snapshot_id, request.POST.get("job", ""))
+    except (recovery.RecoveryInputError, recovery.RecoveryError) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Job #{done.job_id}: checkpoints restored from snapshot #{snapshot_id}; it waits to resume")
+    return redirect("console_recovery")
 
 
 @login_required

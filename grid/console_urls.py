@@ -16,6 +16,8 @@ urlpatterns = [
     path("bursts/<int:burst_id>/reject/", console.reject, name="console_burst_reject"),
     path("policies/", console.policies, name="console_policies"),
     path("policies/<int:policy_id>/", console.policy_edit, name="console_policy"),
+    path("recovery/", console.recovery_page, name="console_recovery"),
+    path("recovery/<int:snapshot_id>/restore/", console.restore, name="console_recovery_restore"),
     path("audit/", console.audit_log, name="console_audit"),
     path("audit.csv", console.audit_csv, name="console_audit_csv"),
 ]

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "artifacts",
     "sweeps",
     "notebooks",
+    "recovery",
     "grid",  # the top layer: pages and cycles across the apps (docs/architecture.md)
 ]
 
@@ -487,6 +488,10 @@ CELERY_BEAT_SCHEDULE["nightly-backup"] = {
     "task": "portal.tasks.nightly_backup",
     "schedule": crontab(minute=30, hour=BACKUP_HOUR),
 }
+CELERY_BEAT_SCHEDULE["nightly-recovery"] = {
+    "task": "recovery.tasks.nightly",
+    "schedule": crontab(minute=0, hour=(BACKUP_HOUR + 1) % 24),
+}
 
 # --- Artifact store (docs/artifacts.md) ----------------------------------------------------------
 # Where jobs' outputs and checkpoints go: file:///srv/grid-artifacts (a local or shared path: NFS, Lustre,
@@ -541,3 +546,18 @@ NOTEBOOK_IMAGE = env_str("NOTEBOOK_IMAGE", "quay.io/jupyter/base-notebook:2025-0
 NOTEBOOK_CODE_SERVER = env_str("NOTEBOOK_CODE_SERVER", "code-server") or "code-server"
 NOTEBOOK_CODE_SERVER_IMAGE = env_str("NOTEBOOK_CODE_SERVER_IMAGE", "") or "codercom/code-server:4.139.1"
 CELERY_BEAT_SCHEDULE["notebook-cull"] = {"task": "notebooks.tasks.cull_notebooks", "schedule": NOTEBOOK_CYCLE_S}
+
+# Checkpoint recovery (docs/recovery.md): each night, an hour after the portal's backup, every team's
+# checkpoints are copied to RECOVERY_REPLICA (s3://bucket/prefix; empty: no replica) and, on Kubernetes with
+# K8S_SNAPSHOT_CLASS set, its checkpoint claim gets a VolumeSnapshot. Both are deleted after
+# RECOVERY_RETENTION_DAYS, RECOVERY_BATCH at a time. S3 keys: RECOVERY_S3_ACCESS_KEY_ID / _SECRET_ACCESS_KEY (or *_FILE).
+RECOVERY_REPLICA = env_str("RECOVERY_REPLICA", "") or ""
+if RECOVERY_REPLICA and not RECOVERY_REPLICA.startswith("s3://"):
+    raise ConfigError(f"RECOVERY_REPLICA={RECOVERY_REPLICA!r}: must be s3://bucket/prefix, or empty for no replica")
+RECOVERY_S3_ENDPOINT_URL = env_str("RECOVERY_S3_ENDPOINT_URL")
+RECOVERY_S3_REGION = env_str("RECOVERY_S3_REGION")
+RECOVERY_RETENTION_DAYS = env_int("RECOVERY_RETENTION_DAYS", 14, minimum=1, maximum=3650)
+RECOVERY_BATCH = env_int("RECOVERY_BATCH", 100, minimum=1, maximum=10_000)
+RECOVERY_SNAPSHOT_WAIT_S = env_int("RECOVERY_SNAPSHOT_WAIT_S", 600, minimum=0, maximum=3600)
+K8S_SNAPSHOT_CLASS = env_str("K8S_SNAPSHOT_CLASS", "") or ""  # empty: no volume snapshots
+K8S_SNAPSHOT_DRIVER = env_str("K8S_SNAPSHOT_DRIVER", "") or ""  # the CSI driver the exported class names

@@ -3,6 +3,7 @@
     grid                      the top: settings, routing, dashboard, console, cross-app pages and cycles
     sweeps                    hyperparameter sweeps: trials run as jobs
     notebooks                 interactive sessions: a job plus the proxy to its server
+    recovery                  checkpoint snapshots, replicas and restores
     bursting                  cloud bursts
     billing                   metering, invoices, budgets
     jobs                      submission, admission, dispatch
@@ -34,6 +35,7 @@ LAYERS = [
     "bursting",
     "sweeps",
     "notebooks",
+    "recovery",
     "grid",
 ]  # bottom to top
 RANK = {app: rank for rank, app in enumerate(LAYERS)}

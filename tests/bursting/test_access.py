@@ -40,6 +40,9 @@ TABLE = {
     "console/bursts/<int:burst_id>/reject/": ("/console/bursts/{burst}/reject/", "post", LOGIN, 403, 403, 302),
     "console/policies/": ("/console/policies/", "get", LOGIN, 404, 404, 200),
     "console/policies/<int:policy_id>/": ("/console/policies/{policy}/", "get", LOGIN, 404, 404, 200),
+    "console/recovery/": ("/console/recovery/", "get", LOGIN, 404, 404, 200),
+    # olivia is let in and told there is no such snapshot (tests/recovery/test_console.py restores one)
+    "console/recovery/<int:snapshot_id>/restore/": ("/console/recovery/999/restore/", "post", LOGIN, 403, 403, 302),
     "console/audit/": ("/console/audit/", "get", LOGIN, 404, 404, 200),
     "console/audit.csv": ("/console/audit.csv", "get", LOGIN, 404, 404, 200),
     "api/v1/bursting/bursts/": ("/api/v1/bursting/bursts/", "get", 401, 403, 403, 200),

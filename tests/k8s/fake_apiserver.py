@@ -6,9 +6,11 @@ keeps objects in memory, runs no scheduler and no kubelet, and implements only t
 conventions the backend relies on, following the API's rules for each:
 
 - create / get / list / watch / replace / merge-patch / delete for nodes, namespaces, pods,
-  services, poddisruptionbudgets, priorityclasses and the custom resources jobs.batch.volcano.sh,
-  queues.scheduling.volcano.sh, podgroups.scheduling.volcano.sh, pytorchjobs.kubeflow.org,
-  machinedeployments.cluster.x-k8s.io;
+  services, persistentvolumeclaims, poddisruptionbudgets, priorityclasses and the custom resources
+  jobs.batch.volcano.sh, queues.scheduling.volcano.sh, podgroups.scheduling.volcano.sh,
+  pytorchjobs.kubeflow.org, machinedeployments.cluster.x-k8s.io, and volumesnapshots and
+  volumesnapshotclasses of snapshot.storage.k8s.io (validated against the small schemas in
+  tests/k8s/snapshot_schemas.py: there are no snapshot CRDs in schemas/crds/);
 - every object has a resourceVersion (one global counter); a replace or patch that names an
   older resourceVersion gets 409 Conflict; a replace of a custom resource without one gets 422;
 - errors are `Status` objects (`kind: Status`, `reason`, `message`, `details.causes`, `code`);
@@ -24,8 +26,9 @@ conventions the backend relies on, following the API's rules for each:
 Switches for tests: `go_away()` / `come_back()` (stop listening, listen again on the same port
 with the same objects), `forbid(plural)` (403 as RBAC would), `interfere(plural, ns, name)`
 (another writer bumps the object right after each read), and controller stand-ins that set a
-Volcano Job's phase or a PyTorchJob's conditions, run a job's pods, and create or delete Nodes
-when a MachineDeployment's replicas change.
+Volcano Job's phase or a PyTorchJob's conditions, run a job's pods, create or delete Nodes
+when a MachineDeployment's replicas change, and settle a new VolumeSnapshot as the snapshot
+controller would (`snapshot_outcome`: ready at once, an error, or pending until `set_snapshot_ready`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from urllib.parse import parse_qs, urlsplit
 import kubernetes_validate
 
 from tests.k8s.crd_schemas import CrdVersion, load_crds
+from tests.k8s.snapshot_schemas import SNAPSHOT_CRDS
 
 Obj = dict[str, Any]
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -93,6 +97,7 @@ CORE = [
     Resource("", "v1", "namespaces", "Namespace", False),
     Resource("", "v1", "pods", "Pod", True),
     Resource("", "v1", "services", "Service", True),
+    Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True),
     Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True),
     Resource("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False),
 ]
@@ -233,7 +238,7 @@ class FakeApiServer:
 
     def __init__(self) -> None:
         resources = list(CORE)
-        for crd in load_crds().values():
+        for crd in [*load_crds().values(), *SNAPSHOT_CRDS]:
             resources.append(Resource(crd.group, crd.version, crd.plural, crd.kind, crd.namespaced, crd))
         self.store = Store({(r.group, r.plural, r.version): r for r in resources})
         self.port = 0
@@ -241,6 +246,8 @@ class FakeApiServer:
         self._thread: threading.Thread | None = None
         self._joining: set[str] = set()
         self.store.on_write.append(self._machinedeployment_controller)
+        self.snapshot_outcome = "ready"  # what the snapshot controller makes of a new VolumeSnapshot: ready, error, pending
+        self.store.on_write.append(self._snapshot_controller)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -534,6 +541,48 @@ class FakeApiServer:
 
         return self.modify("", "pods", namespace, name, change)
 
+    def add_claim(self, namespace: str, name: str, storage: str = "100Gi", access: str = "ReadWriteMany") -> Obj:
+        """A bound PersistentVolumeClaim (a team's checkpoint volume)."""
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"accessModes": [access], "storageClassName": "fast-rwx", "resources": {"requests": {"storage": storage}}},
+            "status": {"phase": "Bound"},
+        }
+        return self.add("", "persistentvolumeclaims", claim)
+
+    def set_snapshot_ready(self, namespace: str, name: str, restore_size: str = "") -> Obj:
+        """The snapshot controller's report that a VolumeSnapshot is cut and ready to restore from."""
+
+        def change(snapshot: Obj) -> None:
+            claim = self.store.bucket(self.resource("", "persistentvolumeclaims")).get(
+                (namespace, snapshot["spec"]["source"].get("persistentVolumeClaimName", ""))
+            )
+            size = restore_size or ((claim or {}).get("spec", {}).get("resources", {}).get("requests", {}).get("storage", "1Gi"))
+            snapshot["status"] = {
+                "boundVolumeSnapshotContentName": f"snapcontent-{snapshot['metadata']['uid']}",
+                "creationTime": _now(),
+                "readyToUse": True,
+                "restoreSize": size,
+            }
+
+        return self.modify("snapshot.storage.k8s.io", "volumesnapshots", namespace, name, change)
+
+    def _snapshot_controller(self, res: Resource, snapshot: Obj) -> None:
+        """The external-snapshotter stand-in: a new VolumeSnapshot of a missing claim fails; otherwise `snapshot_outcome`."""
+        if res.plural != "volumesnapshots" or "status" in snapshot:
+            return
+        meta = snapshot["metadata"]
+        claim = snapshot["spec"]["source"].get("persistentVolumeClaimName", "")
+        missing = (meta["namespace"], claim) not in self.store.bucket(self.resource("", "persistentvolumeclaims"))
+        if missing or self.snapshot_outcome == "error":
+            why = f"the PVC {claim} not found" if missing else "the CSI driver refused: out of snapshot space"
+            snapshot["status"] = {"readyToUse": False, "error": {"message": f"Failed to create snapshot: {why}", "time": _now()}}
+            self.store.record(res, "MODIFIED", snapshot)
+        elif self.snapshot_outcome == "ready":
+            threading.Thread(target=self.set_snapshot_ready, args=(meta["namespace"], meta["name"]), daemon=True).start()
+
     def _machinedeployment_controller(self, res: Resource, md: Obj) -> None:
         """Cluster API stand-in: after a MachineDeployment changes, Nodes appear or go to match replicas."""
         if res.plural != "machinedeployments":
@@ -628,7 +677,7 @@ def _validate(res: Resource, obj: Obj, query: dict[str, str], old: Obj | None = 
         obj = res.crd.prune(obj)
         causes += res.crd.errors(obj)
         causes += res.crd.cel_errors(obj, old)
-    elif res.plural in ("namespaces", "priorityclasses", "poddisruptionbudgets", "services"):
+    elif res.plural in ("namespaces", "priorityclasses", "poddisruptionbudgets", "services", "persistentvolumeclaims"):
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=query.get("fieldValidation") == "Strict")
         except kubernetes_validate.ValidationError as exc:

@@ -30,7 +30,7 @@ from portal.models import ApiToken, Team, User
 from portal.permissions import ACTIONS, CHANGE, VIEW, RestrictedQuerySet
 from quotas.models import QuotaChange
 
-PROJECT_APPS = ("portal", "cluster", "quotas", "jobs", "billing", "artifacts", "bursting", "sweeps", "grid")
+PROJECT_APPS = ("portal", "cluster", "quotas", "jobs", "billing", "artifacts", "bursting", "sweeps", "recovery", "grid")
 # Rows that belong to one user rather than a team.
 OWN_ROWS = {"portal.apitoken": "user_id", "billing.notification": "recipient_id"}
 # Paths from a row to its team, tried in order.

@@ -40,6 +40,9 @@ PYTORCH_JOB_API = ("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 MOUNT_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
+# A job restored from a checkpoint snapshot mounts the claim made from it (recovery sets it in the job's
+# environment; see snapshots.py) instead of its team's claim.
+CHECKPOINT_CLAIM_ENV = "GRID_CHECKPOINT_CLAIM"
 
 
 class ManifestError(ValueError):
@@ -202,7 +205,9 @@ def _checkpoint(request: JobRequest, config: ManifestConfig) -> tuple[list[Manif
     if not MOUNT_PATH_RE.fullmatch(path) or "/../" in path + "/" or len(path) > 300:
         raise ManifestError(f"checkpoint_dir {path[:80]!r} is not an absolute path")
     if config.checkpoint_volume == "pvc":
-        volume: Manifest = {"name": "checkpoint", "persistentVolumeClaim": {"claimName": config.checkpoint_claim}}
+        restored = request.env.get(CHECKPOINT_CLAIM_ENV)
+        claim = _dns_label(restored, "restored checkpoint claim") if restored else config.checkpoint_claim
+        volume: Manifest = {"name": "checkpoint", "persistentVolumeClaim": {"claimName": claim}}
     elif config.checkpoint_volume == "emptydir":
         volume = {"name": "checkpoint", "emptyDir": {}}
     else:

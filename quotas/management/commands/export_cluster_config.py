@@ -3,8 +3,9 @@
 Writes one multi-document YAML stream: a namespace per team, a Volcano Queue per team and GPU
 model (from the team's quota, or the default limit where it has none), a PriorityClass per
 portal priority class, a ResourceQuota in each team namespace refusing pods of the classes
-operators limited to other teams, and the ServiceAccount, ClusterRole and ClusterRoleBinding the portal's
-backend needs. Nothing is sent to a cluster; commit the output to the GitOps repository.
+operators limited to other teams, the ServiceAccount, ClusterRole and ClusterRoleBinding the portal's
+backend needs, and for checkpoint snapshots (docs/recovery.md) a ClusterRole of their own and, when
+K8S_SNAPSHOT_CLASS and K8S_SNAPSHOT_DRIVER are set, the VolumeSnapshotClass. Nothing is sent to a cluster; commit the output to the GitOps repository.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import yaml
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from cluster.backends.kubernetes import rbac
+from cluster.backends.kubernetes import rbac, snapshots
 from cluster.backends.kubernetes.backend import KubeSettings
 from cluster.backends.kubernetes.manifests import Manifest, ManifestConfig, ManifestError, department_queue_for, namespace_for
 from cluster.gpus import GPU_MODELS
@@ -94,7 +95,15 @@ def k8s_objects(config: ManifestConfig, namespace: str, service_account: str, de
         *department_queues(rows := quota_rows(default_limit)),
         *volcano.compile_queues(rows, config),
         *rbac.rbac(namespace, service_account),
+        *snapshots.snapshot_rbac(namespace, service_account),
+        *snapshot_classes(),
     ]
+
+
+def snapshot_classes() -> list[Manifest]:
+    """The VolumeSnapshotClass the nightly checkpoint snapshots use, when the site names it and its driver."""
+    name, driver = getattr(settings, "K8S_SNAPSHOT_CLASS", ""), getattr(settings, "K8S_SNAPSHOT_DRIVER", "")
+    return [snapshots.snapshot_class(name, driver)] if name and driver else []
 
 
 class Command(BaseCommand):
@@ -118,7 +127,7 @@ class Command(BaseCommand):
         config = KubeSettings.from_django().manifest
         try:
             objects = k8s_objects(config, options["namespace"], options["service_account"], settings.DEFAULT_TEAM_GPU_LIMIT)
-        except ManifestError as exc:
+        except (ManifestError, snapshots.SnapshotError) as exc:
             raise CommandError(str(exc)) from exc
         text = yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True)
         if options["output"] == "-":

@@ -1,0 +1,1 @@
+"""Checkpoint disaster recovery: nightly snapshots and replicas of each team's checkpoints, retention, restore."""
