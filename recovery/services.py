@@ -416,7 +416,12 @@ def _put_back(snapshot: Snapshot, job: Job, backend: ClusterBackend | None) -> t
 
 
 def job_environment(job: Job) -> dict[str, str]:
-    """The claim a restored job mounts for its checkpoints (Kubernetes); only the portal may name one."""
+    """The claim a restored job mounts for its checkpoints (Kubernetes); only the portal may name one.
+
+    Without K8S_SNAPSHOT_CLASS no claim is ever restored: no query on every dispatch then."""
+    mine = {CHECKPOINT_CLAIM_ENV: ""} if CHECKPOINT_CLAIM_ENV in job.env else {}
+    if not settings.K8S_SNAPSHOT_CLASS:
+        return mine
     claim = (
         Restore.objects.filter(job_id=job.pk, state=RestoreState.DONE, snapshot__kind=SnapshotKind.VOLUME)
         .exclude(claim="")
@@ -424,9 +429,7 @@ def job_environment(job: Job) -> dict[str, str]:
         .values_list("claim", flat=True)
         .first()
     )
-    if claim:
-        return {CHECKPOINT_CLAIM_ENV: claim}
-    return {CHECKPOINT_CLAIM_ENV: ""} if CHECKPOINT_CLAIM_ENV in job.env else {}
+    return {CHECKPOINT_CLAIM_ENV: claim} if claim else mine
 
 
 # --- the console -----------------------------------------------------------------------------------------

@@ -120,3 +120,13 @@ def test_a_job_admitted_meanwhile_is_not_restored(night: tuple[Snapshot, Job], o
     assert job_services.transition(job.pk, JobState.ADMITTED, placement={}, pool="")
     with pytest.raises(RecoveryInputError, match=r"job: .* is admitted"):
         services.restore(olivia, snapshot.pk, job.pk)
+
+
+def test_only_the_portal_names_a_restored_claim(alice: User, submit: Callable[..., Job], settings: Any) -> None:
+    from cluster.backends.kubernetes.manifests import CHECKPOINT_CLAIM_ENV
+
+    job = submit(alice, env={CHECKPOINT_CLAIM_ENV: "someone-elses-claim"})
+    loaded = Job.objects.select_related("team", "owner").get(pk=job.pk)
+    assert job_services.job_request(loaded).env[CHECKPOINT_CLAIM_ENV] == ""  # the team's claim, not the user's pick
+    settings.K8S_SNAPSHOT_CLASS = "csi-checkpoints"
+    assert job_services.job_request(loaded).env[CHECKPOINT_CLAIM_ENV] == ""
