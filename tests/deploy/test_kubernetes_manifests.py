@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cluster.backends.kubernetes import rbac
+from cluster.backends.kubernetes import rbac, snapshots
 from cluster.backends.kubernetes.backend import parse_burst_machinedeployments
 from cluster.backends.kubernetes.manifests import GPU_RESOURCE
 from tests.deploy.upstream_schemas import BY_KIND
@@ -243,7 +243,8 @@ def test_every_setting_the_manifests_set_is_one_the_portal_reads() -> None:
 
 def test_the_rbac_is_the_exports_so_both_apply_as_one() -> None:
     objects = render(KUBERNETES / "overlays" / "production")
-    exported = {(o["kind"], o["metadata"]["name"]): o for o in rbac.rbac("gpu-grid-portal", "gpu-grid-portal")}
+    both = [*rbac.rbac("gpu-grid-portal", "gpu-grid-portal"), *snapshots.snapshot_rbac("gpu-grid-portal", "gpu-grid-portal")]
+    exported = {(o["kind"], o["metadata"]["name"]): o for o in both}
     for (kind, name), expected in exported.items():
         found = of_kind(objects, kind)[name]
         if kind == "ClusterRole":
