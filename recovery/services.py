@@ -108,20 +108,41 @@ class NightReport:
 def nightly(now: datetime | None = None, backend: ClusterBackend | None = None, wait_s: float | None = None) -> NightReport:
     """Settle earlier snapshots, take tonight's for every team, wait for the volume snapshots, delete expired ones."""
     now, report = now or timezone.now(), NightReport()
-    volumes = volume_snapshots(backend)
-    target = replica() if artifact_services.configured() else None
+    volumes, volumes_error = _open_volumes(backend)
+    target, target_error = _open_replica()
     settle(volumes, report, now)
     waiting: list[Snapshot] = []
     for team in Team.objects.order_by("slug"):
-        if target is not None:
-            _replicate(team, target, now, report)
+        if target is not None or target_error:
+            _replicate(team, target, now, report, target_error)
         if volumes is not None:
             waiting.extend(_snapshot_volume(team, volumes, now, report))
+        elif volumes_error:  # recorded for every team, so the console shows why none was taken
+            row = _new_row(team, SnapshotKind.VOLUME, layout.snapshot_name(now), "", now)
+            if row is not None:
+                report.taken.append(row.pk)
+                _finish(row, SnapshotState.FAILED, report, now, error=volumes_error)
     if volumes is not None and waiting:
         _wait(volumes, waiting, settings.RECOVERY_SNAPSHOT_WAIT_S if wait_s is None else wait_s, report, now)
     report.deleted = expire(now, volumes=volumes, target=target)
     log.info("checkpoint recovery: %s", report.counts())
     return report
+
+
+def _open_volumes(backend: ClusterBackend | None) -> tuple[VolumeSnapshots | None, str]:
+    try:
+        return volume_snapshots(backend), ""
+    except BackendError as exc:
+        return None, f"cannot reach Kubernetes to take the snapshot: {exc}"[:2000]
+
+
+def _open_replica() -> tuple[ArtifactStore | None, str]:
+    if not artifact_services.configured():
+        return None, ""
+    try:
+        return replica(), ""
+    except StoreError as exc:
+        return None, f"cannot open RECOVERY_REPLICA: {exc}"[:2000]
 
 
 def _new_row(team: Team, kind: str, name: str, location: str, now: datetime) -> Snapshot | None:
@@ -141,7 +162,7 @@ def _finish(row: Snapshot, to: str, report: NightReport, now: datetime, **fields
             log.warning("checkpoint snapshot #%s (%s of team %s) failed: %s", row.pk, row.name, row.team_id, fields.get("error"))
 
 
-def _replicate(team: Team, target: ArtifactStore, now: datetime, report: NightReport) -> None:
+def _replicate(team: Team, target: ArtifactStore | None, now: datetime, report: NightReport, failure: str = "") -> None:
     """Copy every checkpoint file of the team's jobs into tonight's replica; a failure removes what it copied."""
     name = layout.snapshot_name(now)
     where = ReplicaLayout(team.slug, name)
@@ -149,16 +170,15 @@ def _replicate(team: Team, target: ArtifactStore, now: datetime, report: NightRe
         files = [f for f in artifact_services.store().list(team_prefix(team.slug)) if layout.is_checkpoint(f.key, team.slug)]
     except StoreError as exc:
         files, failure = [], f"cannot list the team's checkpoints on the artifact store: {exc}"
-    else:
-        failure = ""
     if not files and not failure:
         return  # nothing to keep: no row
-    row = _new_row(team, SnapshotKind.REPLICA, name, _url(target, where.prefix), now)
+    location = _url(target, where.prefix) if target is not None else settings.RECOVERY_REPLICA
+    row = _new_row(team, SnapshotKind.REPLICA, name, location, now)
     if row is None:
         return
     report.taken.append(row.pk)
-    if failure:
-        return _finish(row, SnapshotState.FAILED, report, now, error=failure)
+    if failure or target is None:
+        return _finish(row, SnapshotState.FAILED, report, now, error=failure or "no replica")
     try:
         _copy_all([(f.key, where.replica_key(f.key)) for f in files], artifact_services.store(), target)
     except StoreError as exc:

@@ -183,3 +183,12 @@ def test_expired_snapshots_are_deleted_from_the_cluster(on_fake: FakeApiServer, 
     assert first.state == SnapshotState.DELETED and first.deleted_at is not None
     assert on_fake.get("snapshot.storage.k8s.io", "volumesnapshots", NS, first.name) is None
     assert Snapshot.objects.filter(state=SnapshotState.READY).count() == 1
+
+
+def test_a_cluster_that_cannot_be_reached_fails_each_teams_snapshot_with_the_reason(
+    on_fake: FakeApiServer, vision: Team, settings: Settings
+) -> None:
+    settings.K8S_KUBECONFIG = "/nonexistent/kubeconfig"
+    services.nightly(wait_s=0)
+    row = Snapshot.objects.get(team=vision)
+    assert row.state == SnapshotState.FAILED and "cannot reach Kubernetes" in row.error and "kubeconfig" in row.error

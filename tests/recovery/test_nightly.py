@@ -127,3 +127,18 @@ def test_replicas_past_their_retention_are_deleted_in_batches(
     kept = Snapshot.objects.filter(state=SnapshotState.READY).order_by("taken_at")
     assert [r.taken_at for r in kept] == [start + timedelta(days=2), start + timedelta(days=3)]
     assert {key.split("/")[2] for key in replica_keys(replica)} == {r.name for r in kept}
+
+
+def test_a_replica_that_cannot_be_opened_fails_the_night_with_the_reason(
+    file_store: Any,
+    replica: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    alice: User,
+    submit: Callable[..., Job],
+    put: Callable[[Any, str, bytes], None],
+) -> None:
+    put(submit(alice), "checkpoints/step-1.pt", b"x")
+    monkeypatch.delenv("RECOVERY_S3_SECRET_ACCESS_KEY")  # a key id without its secret
+    services.nightly()
+    row = Snapshot.objects.get()
+    assert row.state == SnapshotState.FAILED and "cannot open RECOVERY_REPLICA" in row.error
