@@ -64,6 +64,8 @@ SAMPLES: dict[str, str] = {
     "console/bursts/<int:burst_id>/": "/console/bursts/{burst}/",
     "console/bursts/<int:burst_id>/approve/": "/console/bursts/{burst}/approve/",
     "console/bursts/<int:burst_id>/reject/": "/console/bursts/{burst}/reject/",
+    "console/recovery/": "/console/recovery/",
+    "console/recovery/<int:snapshot_id>/restore/": "/console/recovery/999/restore/",  # no such snapshot: told so
     "console/audit/": "/console/audit/",
     "console/audit.csv": "/console/audit.csv",
     "api/schema/": "/api/schema/",

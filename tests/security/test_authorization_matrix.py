@@ -163,6 +163,8 @@ TABLE: dict[str, Row] = {
         post=(LOGIN, 404, 404, 404, 302, 404),
         body={"name": "a10g-queue", "gpu_model": "a10g", "enabled": "on", "max_nodes": "2", "instance_types": "g5.12xlarge"},
     ),
+    "console/recovery/": R(OPERATOR),
+    "console/recovery/<int:snapshot_id>/restore/": R(POST_ONLY, post=(LOGIN, 403, 403, 403, 302, 403), body={"job": "1"}),
     "console/audit/": R(OPERATOR),
     "console/audit.csv": R(OPERATOR),
     # API documentation
