@@ -86,10 +86,17 @@ class Change:
 
 @dataclass
 class SlurmState:
-    """What Slurm has now, parsed from `sacctmgr show` (see `parse_qos`, `parse_associations`)."""
+    """What Slurm has now, parsed from `sacctmgr show` (see `parse_qos`, `parse_associations`,
+    `parse_organizations`)."""
 
     qos: dict[str, QosSpec] = field(default_factory=dict)
     accounts: dict[str, AccountSpec] = field(default_factory=dict)
+    managed: frozenset[str] = frozenset()  # accounts whose Organization says the portal made them
+
+
+# The Organization of every account the portal makes or adopts: only such accounts are ever removed
+# (when their team or department is gone); accounts an administrator made stay untouched.
+PORTAL_ORGANIZATION = "gpu-grid-portal"
 
 
 # --- compile -------------------------------------------------------------------------------------
@@ -204,6 +211,16 @@ def parse_qos(text: str) -> dict[str, QosSpec]:
     return found
 
 
+def parse_organizations(text: str) -> frozenset[str]:
+    """`sacctmgr -n -P show account format=account,organization`: the accounts the portal manages."""
+    managed = set()
+    for line in filter(None, text.splitlines()):
+        account, _, organization = line.partition("|")
+        if organization.strip() == PORTAL_ORGANIZATION:
+            managed.add(account)
+    return frozenset(managed)
+
+
 def parse_associations(text: str) -> dict[str, AccountSpec]:
     """`sacctmgr -n -P show assoc format=account,user,fairshare,grptres,qos,defaultqos,parentname`."""
     accounts: dict[str, AccountSpec] = {}
@@ -283,7 +300,19 @@ def diff_accounts(plan: SlurmPlan, state: SlurmState) -> list[Change]:
     for a in plan.accounts:
         have = state.accounts.get(a.name)
         if have is None:
-            changes.append(Change(f"add account {a.name} under {a.parent}", ("add", "account", a.name, f"Parent={a.parent}")))
+            changes.append(
+                Change(
+                    f"add account {a.name} under {a.parent}",
+                    ("add", "account", a.name, f"Parent={a.parent}", f"Organization={PORTAL_ORGANIZATION}"),
+                )
+            )
+        elif a.name not in state.managed:  # made before the portal marked its accounts, or by hand: adopted
+            changes.append(
+                Change(
+                    f"account {a.name}: managed by the portal (Organization={PORTAL_ORGANIZATION})",
+                    ("modify", "account", "where", f"name={a.name}", "set", f"Organization={PORTAL_ORGANIZATION}"),
+                )
+            )
         if have is None or not same_account(a, have):
             changes.append(
                 Change(
@@ -307,6 +336,27 @@ def diff_accounts(plan: SlurmPlan, state: SlurmState) -> list[Change]:
     return changes
 
 
+def diff_removed(plan: SlurmPlan, state: SlurmState) -> list[Change]:
+    """The portal's accounts whose team or department is gone, children before their parents (by then
+    the accounts that stay have been moved out from under them)."""
+    planned = {a.name for a in plan.accounts}
+    gone = sorted(name for name in state.managed - planned if name in state.accounts)
+
+    def depth(name: str) -> int:
+        level, seen = 0, set()
+        while name in state.accounts and name not in seen:
+            seen.add(name)
+            name, level = state.accounts[name].parent, level + 1
+        return level
+
+    return [
+        Change(
+            f"remove account {name} (its team or department is no longer in the portal)", ("delete", "account", f"name={name}")
+        )
+        for name in sorted(gone, key=lambda n: (-depth(n), n))
+    ]
+
+
 def diff(plan: SlurmPlan, state: SlurmState) -> list[Change]:
-    """The steps, in an order Slurm accepts: QOS before the accounts that allow them."""
-    return diff_qos(plan, state) + diff_accounts(plan, state)
+    """The steps, in an order Slurm accepts: QOS before the accounts that allow them; removals last."""
+    return diff_qos(plan, state) + diff_accounts(plan, state) + diff_removed(plan, state)

@@ -66,7 +66,19 @@ def test_a_team_new_to_slurm_gets_its_settings_on_the_first_sync(slurm_world: Sl
         out = StringIO()
         call_command("sync_slurm", stdout=out)
         assert "newcomers" not in out.getvalue()  # the first sync did it all
+
+        # The team (and its department) leave the portal: the accounts the portal made go too;
+        # an account an administrator made stays.
+        sacctmgr("-i", "add", "account", "admins-own", "Parent=root")
+        Team.objects.filter(pk=team.pk).delete()
+        if parent is not None:
+            parent.delete()
+        call_command("sync_slurm", "--apply", stdout=StringIO())
+        listed = sacctmgr("-n", "-P", "show", "account", "format=account").split()
+        assert "newcomers" not in listed and (department or "newcomers") not in listed
+        assert "admins-own" in listed and "vision" in listed
     finally:
+        sacctmgr("-i", "delete", "account", "admins-own")
         Team.objects.filter(pk=team.pk).delete()
         for account in accounts:
             sacctmgr("-i", "delete", "account", account)

@@ -21,7 +21,17 @@ from pytest_django.live_server_helper import LiveServer
 from rest_framework.test import APIClient
 
 from bursting import services as burst_services
-from bursting.models import BurstEvent, BurstNode, BurstProposal, BurstState, InstanceType, NodeStatus, SimCloudInstance
+from bursting.models import (
+    BurstEvent,
+    BurstNode,
+    BurstPolicy,
+    BurstProposal,
+    BurstState,
+    InstanceType,
+    MachineClaim,
+    NodeStatus,
+    SimCloudInstance,
+)
 from bursting.slurm_power import SlurmPowerSave
 from cluster import services as cluster_services
 from cluster.backends.slurm import SlurmBackend
@@ -59,6 +69,8 @@ def why_not_ready(slot: str) -> str:
     return (
         f"instances {list(SimCloudInstance.objects.values_list('name', 'state'))}; "
         f"burst nodes {list(BurstNode.objects.values_list('name', 'status', 'error'))}; "
+        f"events {list(BurstEvent.objects.order_by('at', 'id').values_list('action', 'node', 'reason', 'after'))}; "
+        f"claims {list(MachineClaim.objects.values_list('name', 'node', 'state'))}; "
         f"slurmd alive {slurmd_alive(slot)}\n{node.strip()}\n-- slurmd log --\n{slurmd_log}"
     )
 
@@ -106,8 +118,11 @@ def test_an_approved_burst_resumes_a_slurm_cloud_node_through_the_portal_and_sus
         name="g5.12xlarge", gpu_model="a10g", gpus=4, price_per_hour=Decimal("5.6720"), pool=CLOUD_PARTITION
     )
     fields = {"name": "a10g", "gpu_model": "a10g", "instance_types": ["g5.12xlarge"], "trigger_pending_gpus": 4}
-    fields |= {"trigger_wait_s": 0, "trigger_window_s": 0, "max_nodes": 2, "idle_release_s": 0}
-    burst_services.update_policy(olivia, None, fields, power_save)  # checks the slots' shape against slurm.conf
+    # Not released while idle until the test says so: once the node is ready, the portal may admit and
+    # dispatch the job by itself (the burst cycle's node sync asks for an admission cycle), and the job
+    # may be over before the test looks.
+    fields |= {"trigger_wait_s": 0, "trigger_window_s": 0, "max_nodes": 2, "idle_release_s": 3600}
+    policy = burst_services.update_policy(olivia, None, fields, power_save)  # checks the slots' shape against slurm.conf
 
     raw = {
         "name": "cloud",
@@ -154,6 +169,7 @@ def test_an_approved_burst_resumes_a_slurm_cloud_node_through_the_portal_and_sus
     assert list(job.placement) == [slot]
     assert f"node={slot}" in job_services.read_log(job)  # the slot's own slurmd ran it
 
+    BurstPolicy.objects.filter(pk=policy.pk).update(idle_release_s=0)
     burst_services.cycle(provider=power_save)  # idle (idle_release_s=0): drained, then powered down
     suspended = wait_for(lambda: BurstEvent.objects.filter(action="slurm_suspend").first(), 60, "Slurm's SuspendProgram")
     assert suspended.after == {"done": [slot], "refused": {}}

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from quotas.slurm import ClassInput, SlurmState, TeamInput, compile_plan, diff, duration_s, parse_associations, parse_qos
+from quotas.slurm import (
+    ClassInput,
+    SlurmState,
+    TeamInput,
+    compile_plan,
+    diff,
+    duration_s,
+    parse_associations,
+    parse_organizations,
+    parse_qos,
+)
 
 CLASSES = [ClassInput("critical", 100, False), ClassInput("standard", 50, False), ClassInput("preemptible", 10, True)]
 TEAMS = [TeamInput("vision", ("alice", "bob"), (("a100", 12, 2), ("h100", 4, 1)))]
@@ -61,8 +71,36 @@ def test_durations_parse() -> None:
     assert [duration_s(t) for t in ("", "00:00:30", "05:00", "1-00:00:01")] == [0, 30, 300, 86401]
 
 
-def _state(qos: str, assoc: str) -> SlurmState:
-    return SlurmState(parse_qos(qos), parse_associations(assoc))
+def _state(qos: str, assoc: str, managed: frozenset[str] | None = None) -> SlurmState:
+    """Slurm's state; every account in it made by the portal unless `managed` says which."""
+    accounts = parse_associations(assoc)
+    return SlurmState(parse_qos(qos), accounts, frozenset(accounts) if managed is None else managed)
+
+
+def test_the_portals_accounts_whose_team_or_department_is_gone_are_removed_children_first() -> None:
+    plan = compile_plan([TeamInput("vision", ("alice",), (("a100", 12, 2),))], CLASSES, 30)
+    qos = "critical|100|preemptible|cluster|00:00:00\nstandard|50|preemptible|cluster|00:00:00\npreemptible|10||cancel|00:00:30\n"
+    assoc = (
+        "vision||2|gres/gpu:a100=12|critical,preemptible,standard|standard|root\nvision|alice|1||x||\n"
+        "science||1||critical,preemptible,standard|standard|root\n"  # a department that is gone
+        "old||1||standard|standard|science\nold|bob|1||x||\n"  # a team that is gone, still under it
+        "physics||1||normal||root\n"  # an administrator's own account
+    )
+    managed = frozenset({"vision", "science", "old"})
+    changes = diff(plan, _state(qos, assoc, managed))
+    assert [c.sacctmgr for c in changes] == [("delete", "account", "name=old"), ("delete", "account", "name=science")]
+    organizations = "root|root\nvision|gpu-grid-portal\nphysics|physics\nscience| gpu-grid-portal\n"
+    assert parse_organizations(organizations) == {"vision", "science"}
+
+
+def test_an_account_the_portal_plans_but_did_not_make_is_adopted_not_removed() -> None:
+    plan = compile_plan([TeamInput("vision", ("alice",), (("a100", 12, 2),))], CLASSES, 30)
+    qos = "critical|100|preemptible|cluster|00:00:00\nstandard|50|preemptible|cluster|00:00:00\npreemptible|10||cancel|00:00:30\n"
+    assoc = "vision||2|gres/gpu:a100=12|critical,preemptible,standard|standard|root\nvision|alice|1||x||\n"
+    [adopt] = diff(plan, _state(qos, assoc, frozenset()))
+    assert adopt.sacctmgr[-1] == "Organization=gpu-grid-portal"
+    new = diff(plan, _state(qos, ""))
+    assert ("add", "account", "vision", "Parent=root", "Organization=gpu-grid-portal") in [c.sacctmgr for c in new]
 
 
 def test_a_class_limited_to_some_teams_is_on_their_accounts_only() -> None:

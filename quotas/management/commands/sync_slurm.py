@@ -42,7 +42,8 @@ def slurm_state(backend: SlurmBackend) -> slurm.SlurmState:
     show = backend.commands.run
     qos = show("sacctmgr", "-n", "-P", "show", "qos", QOS_FORMAT, what="list QOS")
     assoc = show("sacctmgr", "-n", "-P", "show", "assoc", ASSOC_FORMAT, what="list associations")
-    return slurm.SlurmState(slurm.parse_qos(qos), slurm.parse_associations(assoc))
+    accounts = show("sacctmgr", "-n", "-P", "show", "account", "format=account,organization", what="list accounts")
+    return slurm.SlurmState(slurm.parse_qos(qos), slurm.parse_associations(assoc), slurm.parse_organizations(accounts))
 
 
 def apply(backend: SlurmBackend, changes: list[slurm.Change]) -> None:
