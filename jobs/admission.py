@@ -28,30 +28,85 @@ from quotas import services as quota_services
 DEFAULT_CLASS = "standard"
 
 
-def cluster(reserved: dict[str, int]) -> policy.Cluster:
-    return policy.Cluster(
-        [
+# A node only some teams may use (another team's burst) is put in a pool of its own for the policy,
+# named `<pool>~<team>+<team>`, which only those teams' jobs may use; `real_pool` names the pool again.
+TEAMS_ONLY_MARK = "~"
+
+
+def cluster(reserved: dict[str, int], teams_only: Mapping[str, TeamsOnly] | None = None) -> policy.Cluster:
+    teams_only = teams_only or {}
+    nodes, pool_teams = [], {}
+    for n in Node.objects.select_related("pool"):
+        pool = n.pool.name
+        if (rule := teams_only.get(n.name)) is not None:
+            pool = f"{pool}{TEAMS_ONLY_MARK}{'+'.join(sorted(rule.teams))}"
+            pool_teams[pool] = frozenset(rule.teams)
+        nodes.append(
             policy.NodeState(
                 name=n.name,
-                pool=n.pool.name,
+                pool=pool,
                 gpu_model=n.gpu_model,
                 gpus=n.gpus,
                 free=max(0, n.gpus - reserved.get(n.name, 0)),
                 healthy=n.state == NodeStatus.READY,
                 is_cloud=n.pool.kind == PoolKind.CLOUD,
             )
-            for n in Node.objects.select_related("pool")
-        ]
+        )
+    return policy.Cluster(nodes, pool_teams)
+
+
+def real_pool(pool: str) -> str:
+    """The grid's pool of a policy pool (a teams-only node's pool of its own is part of it)."""
+    return pool.partition(TEAMS_ONLY_MARK)[0]
+
+
+def with_real_pools(result: policy.CycleResult) -> policy.CycleResult:
+    """The cycle's admissions and reservations with the grid's pool names."""
+    if not any(TEAMS_ONLY_MARK in a.pool for a in result.admitted) and not any(
+        TEAMS_ONLY_MARK in r.pool for r in result.reservations
+    ):
+        return result
+    return replace(
+        result,
+        admitted=[replace(a, pool=real_pool(a.pool)) for a in result.admitted],
+        reservations=[replace(r, pool=real_pool(r.pool)) for r in result.reservations],
     )
+
+
+def kept_off_bursts(
+    waiting: Mapping[policy.JobId, policy.Explanation],
+    pending: Iterable[policy.PendingJob],
+    grid: policy.Cluster,
+    teams_only: Mapping[str, TeamsOnly],
+) -> dict[policy.JobId, str]:
+    """Waiting jobs that the free GPUs of a node their team may not use (another team's burst) would
+    have fitted at the start of the cycle, with why: they are told it, not just "capacity"."""
+    if not teams_only:
+        return {}
+    open_nodes = [(n, teams_only[n.name]) for n in grid.nodes if n.name in teams_only and n.healthy and n.free > 0]
+    found: dict[policy.JobId, str] = {}
+    for job in pending:
+        explanation = waiting.get(job.id)
+        if explanation is None or explanation.reason not in ROOM_REASONS:
+            continue
+        for node, rule in open_nodes:
+            if node.gpu_model == job.gpu_model and job.team not in rule.teams and node.free >= min(job.gpus, node.gpus):
+                found[job.id] = rule.why
+                break
+    return found
+
+
+# Reasons that say the job waits for room (not for its quota, class or budget).
+ROOM_REASONS = frozenset({policy.Reason.CAPACITY, policy.Reason.FRAGMENTATION, policy.Reason.GANG, policy.Reason.NO_NODES})
 
 
 def kept_off(
     result: policy.CycleResult, teams_only: Mapping[str, TeamsOnly], team_of: Mapping[policy.JobId, str]
 ) -> dict[policy.JobId, str]:
-    """Jobs the policy placed on, or held, nodes their team may not use (another team's burst), with why.
+    """Jobs a pass placed on, or held, nodes their team may not use (another team's burst), with why.
 
-    The pure policy knows no per-team nodes: admission runs it again without these jobs, so the nodes
-    stay free for the teams that paid for them (jobs.services.run_admission_cycle).
+    The admission cycle's own pass never does (`cluster` puts such nodes in pools of their own); the
+    backlog's pass over the GPUs that free up next knows no per-team nodes, so its choices are checked.
     """
     claims = [(a.job_id, a.placement.keys()) for a in result.admitted] + [(r.job_id, r.nodes) for r in result.reservations]
     found: dict[policy.JobId, str] = {}

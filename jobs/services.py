@@ -7,7 +7,6 @@ after the transaction commits.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import time
@@ -514,7 +513,8 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
         )
         team_usage = admission.usage(now, running, config.half_life_s)
         reserved = reserved_by_node()
-        grid = admission.cluster(reserved)
+        teams_only = cluster_services.teams_only_nodes()
+        grid = admission.cluster(reserved, teams_only)
         team_quotas = admission.quotas(pairs)
         # Each job's start under strict FIFO: the fair policy's bound on the worst wait (PolicyConfig.fifo_bound)
         starts = admission.fifo_starts([*waiting, *holding], grid, team_quotas)
@@ -535,9 +535,10 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
             usage=ranked_usage,
             config=config,
         )
-        teams_only = cluster_services.teams_only_nodes()
-        result, kept_off_burst = _run_keeping_burst_nodes(run, pending, teams_only)
-        pending = [p for p in pending if p.id not in kept_off_burst]
+        # Nodes only some teams may use are pools of their own that only those teams' jobs may use, placed,
+        # reserved or reclaimed on (`admission.cluster`); jobs they would have fitted are told why they wait.
+        result = admission.with_real_pools(run(pending=pending))
+        kept_off_burst = admission.kept_off_bursts(result.waiting, pending, grid, teams_only)
         quota_services.store_usage(team_usage, now)
         no_burst = {j.pk for j in waiting if restrictions.DENY_BURSTS in restricted.get(j.team_id, set())}
         allowed, kept_off_cloud = _without_cloud_for(result.admitted, no_burst)
@@ -561,38 +562,6 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
         _explain_kept_off_burst(kept_off_burst)
         _explain_behind_backlog(behind_backlog)
     return admitted + backlogged
-
-
-# Each rerun leaves out every job the last one put on another team's burst; more than a few in one cycle
-# means many outsiders wait on a model whose free GPUs are all burst nodes: the rest is dropped instead.
-BURST_RERUNS = 3
-
-
-def _run_keeping_burst_nodes(
-    run: Callable[..., policy.CycleResult], pending: list[policy.PendingJob], teams_only: Mapping[str, cluster_services.TeamsOnly]
-) -> tuple[policy.CycleResult, dict[policy.JobId, str]]:
-    """The policy's decisions with no job placed on, or holding, a node its team may not use (a burst
-    another team's policy paid for), and those jobs with why. The pure policy knows no per-team nodes,
-    so it runs again without them: the nodes stay free for their teams in this very cycle."""
-    result = run(pending=pending)
-    if not teams_only:
-        return result, {}
-    team_of = {p.id: p.team for p in pending}
-    kept: dict[policy.JobId, str] = {}
-    for _ in range(BURST_RERUNS):
-        found = admission.kept_off(result, teams_only, team_of)
-        if not found:
-            return result, kept
-        kept |= found
-        result = run(pending=[p for p in pending if p.id not in kept])
-    found = admission.kept_off(result, teams_only, team_of)
-    kept |= found
-    return dataclasses.replace(
-        result,
-        admitted=[a for a in result.admitted if a.job_id not in found],
-        preempted=[p for p in result.preempted if p.for_job not in found],
-        reservations=[r for r in result.reservations if r.job_id not in found],
-    ), kept
 
 
 def _explain_kept_off_burst(kept: Mapping[policy.JobId, str]) -> None:
@@ -682,7 +651,7 @@ def _admit(admissions: list[policy.Admission], now: datetime, *, queued: bool = 
         why += " (queued on the backend until GPUs free up)" if queued else ""
         moved = transition(
             int(admit.job_id), JobState.ADMITTED, why=why,
-            admitted_at=now, pool=admit.pool, placement=dict(admit.placement), reason="", reason_detail="",
+            admitted_at=now, pool=admission.real_pool(admit.pool), placement=dict(admit.placement), reason="", reason_detail="",
             team_position=None, pool_position=None, estimated_start=None,
         )  # fmt: skip
         if moved:

@@ -110,7 +110,7 @@ class _Cycle:
         self._kept: set[JobId] = set()  # jobs holding a reservation kept from the last cycle
         self.rank_of = {spec.name: spec.rank for spec in config.classes}
         self._shares: dict[tuple[str, str], tuple[int, float]] = {}
-        self.index = FreeIndex(cluster.nodes)
+        self.index = FreeIndex(cluster.nodes, cluster.pool_teams)
         self.ledger = Ledger(quotas, running)
         self.reservations: dict[str, Reservation] = {}  # each pool's first
         self._aged_reservations: dict[str, list[Reservation]] = defaultdict(list)  # see reserve_after_s
@@ -123,7 +123,7 @@ class _Cycle:
         self._failed: set[tuple[str, int, int, bool]] = set()
         self._failed_among: set[tuple[str, int, int, tuple[JobId, ...]]] = set()  # see _place_among_reservations
         self._shape_ok: dict[tuple[str, int, int], bool] = {}
-        self._model_shape_ok: dict[tuple[str, int, int], bool] = {}
+        self._model_shape_ok: dict[tuple[str, int, int, str], bool] = {}
         # Quota verdicts depend only on (team, model, class, size) and on the model's state, which
         # changes only when a job of that model is admitted or preempted: cache them per version.
         self._model_version: dict[str, int] = defaultdict(int)
@@ -383,14 +383,14 @@ class _Cycle:
         return f"{job.nodes} nodes of exactly {job.gpus_per_node} GPUs (jobs over one node take whole nodes)"
 
     def _shape_fits_somewhere(self, job: PendingJob) -> bool:
-        shape = (job.gpu_model, job.gpus_per_node, job.nodes)
+        shape = (job.gpu_model, job.gpus_per_node, job.nodes, self.index.scope(job))
         known = self._model_shape_ok.get(shape)
         if known is None:
             known = self._model_shape_ok[shape] = self._shape_fits_any_pool(job)
         return known
 
     def _shape_fits_any_pool(self, job: PendingJob) -> bool:
-        for pool in self.index.pools_by_model.get(job.gpu_model, ()):
+        for pool in self.index.pools_for(job):
             key = (pool, job.gpus_per_node, job.nodes)
             if key not in self._shape_ok:
                 self._shape_ok[key] = self.index.fits_shape(pool, job)
@@ -401,7 +401,7 @@ class _Cycle:
     def _place(self, job: PendingJob) -> tuple[str, Placement] | None:
         if self.index.free_by_model[job.gpu_model] < job.gpus:
             return None
-        for pool in self.index.pools_by_model[job.gpu_model]:
+        for pool in self.index.pools_for(job):
             reservation = self.reservations.get(pool)
             if pool in self._aged_reservations:
                 placement = self._place_among_reservations(pool, job)
@@ -476,7 +476,7 @@ class _Cycle:
         return Reason.FRAGMENTATION, f"{free} {job.gpu_model} GPUs are free, but no node has {job.gpus_per_node} free"
 
     def _reservation_in_the_way(self, job: PendingJob) -> Reservation | None:
-        for pool in self.index.pools_by_model[job.gpu_model]:
+        for pool in self.index.pools_for(job):
             if pool in self._aged_reservations:
                 end = self.now + job.walltime_s
                 for held in self._pool_reservations(pool):
@@ -554,7 +554,7 @@ class _Cycle:
             return  # it holds last cycle's reservation still
         best: tuple[float, str, list[str]] | None = None
         aged = self._aged(job)
-        for pool in self.index.pools_by_model[job.gpu_model]:
+        for pool in self.index.pools_for(job):
             if (pool in self.reservations and not aged) or not self._shape_ok.get((pool, job.gpus_per_node, job.nodes)):
                 continue
             plan = plan_reservation(self.index, self.releases, pool, job)

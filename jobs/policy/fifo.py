@@ -16,7 +16,7 @@ from jobs.policy.placement import FreeIndex, Placement
 
 def place_in_order(index: FreeIndex, job: PendingJob) -> tuple[str, Placement] | None:
     """FIFO's placement: the first pool of the job's model with room, best fit there (also the shadow's)."""
-    for pool in index.pools_by_model.get(job.gpu_model, ()):
+    for pool in index.pools_for(job):
         placement = index.place_unreserved(pool, job)
         if placement:
             return pool, placement
@@ -36,7 +36,7 @@ def fifo_cycle(
     explain: bool = True,
 ) -> CycleResult:
     """Admit from the head of the single queue until the head does not fit."""
-    index, ledger = FreeIndex(cluster.nodes), Ledger(quotas, running)
+    index, ledger = FreeIndex(cluster.nodes, cluster.pool_teams), Ledger(quotas, running)
     result = CycleResult()
     queue = sorted((j for j in pending if not j.held), key=lambda j: j.submit_time)
     for at, job in enumerate(queue):

@@ -43,9 +43,13 @@ class NodeState:
 
 @dataclass(frozen=True, slots=True)
 class Cluster:
-    """The nodes of every pool. Unhealthy (cordoned, drained, failed) nodes take no new work."""
+    """The nodes of every pool. Unhealthy (cordoned, drained, failed) nodes take no new work.
+
+    `pool_teams` names pools only some teams may use (a burst another team's policy paid for): no
+    other team's job is placed, reserved or reclaims there."""
 
     nodes: Sequence[NodeState]
+    pool_teams: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

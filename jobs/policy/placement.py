@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from jobs.policy.model import NodeState, PendingJob
 
@@ -20,7 +20,8 @@ Placement = dict[str, int]
 class FreeIndex:
     """Free GPUs of the healthy nodes, with reserved nodes set apart from ordinary placement."""
 
-    def __init__(self, nodes: Iterable[NodeState]) -> None:
+    def __init__(self, nodes: Iterable[NodeState], pool_teams: Mapping[str, frozenset[str]] | None = None) -> None:
+        self.pool_teams = dict(pool_teams or {})
         self.free: dict[str, int] = {}
         self.size: dict[str, int] = {}
         self.pool_of: dict[str, str] = {}
@@ -42,6 +43,17 @@ class FreeIndex:
         self.pools_by_model: dict[str, list[str]] = defaultdict(list)
         for pool in sorted(self.pool_model, key=lambda p: (self._cloud[p], p)):
             self.pools_by_model[self.pool_model[pool]].append(pool)
+
+    def pools_for(self, job: PendingJob) -> Sequence[str]:
+        """The pools of the job's model its team may use, on-premises first."""
+        pools = self.pools_by_model.get(job.gpu_model, ())
+        if not self.pool_teams:
+            return pools
+        return [p for p in pools if (teams := self.pool_teams.get(p)) is None or job.team in teams]
+
+    def scope(self, job: PendingJob) -> str:
+        """What besides its shape decides where a job may go: its team where some pools are only some teams'."""
+        return job.team if self.pool_teams else ""
 
     def _add(self, node: NodeState) -> None:
         self.pool_model[node.pool] = node.gpu_model

@@ -182,7 +182,7 @@ def plan_reclaim(job: PendingJob, index: FreeIndex, victims: VictimIndex, eligib
 
 def _cheapest(job: PendingJob, index: FreeIndex, victims: VictimIndex, eligible: Eligible) -> ReclaimPlan | None:
     best: ReclaimPlan | None = None
-    for pool in index.pools_by_model.get(job.gpu_model, ()):
+    for pool in index.pools_for(job):
         plan = _plan_in_pool(job, pool, index, victims, eligible)
         if plan and (best is None or plan.cost < best.cost):
             best = plan

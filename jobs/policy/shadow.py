@@ -79,7 +79,7 @@ class FifoShadow:
         limit = self.limits.get((job.team, job.gpu_model))
         if limit is not None and job.gpus > limit:
             return False
-        return any(self.index.fits_shape(pool, job) for pool in self.index.pools_by_model.get(job.gpu_model, ()))
+        return any(self.index.fits_shape(pool, job) for pool in self.index.pools_for(job))
 
     def _end_until(self, at: float) -> None:
         while self._ends and self._ends[0][0] <= at:

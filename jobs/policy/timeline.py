@@ -113,7 +113,7 @@ class StartEstimator:
         for times in self.whole.values():
             times.sort()
         self._team_cache: dict[tuple[str, str], tuple[list[float], list[int]]] = {}
-        self._shape_cache: dict[tuple[str, int, int], float | None] = {}
+        self._shape_cache: dict[tuple[str, int, int, str], float | None] = {}
 
     def _node_profile(self, node: str) -> list[float]:
         """Time at which the node has 1, 2, … size GPUs free (a new list)."""
@@ -131,9 +131,9 @@ class StartEstimator:
         return profile
 
     def capacity_start(self, job: PendingJob) -> float | None:
-        shape = (job.gpu_model, job.gpus_per_node, job.nodes)
+        shape = (job.gpu_model, job.gpus_per_node, job.nodes, self.index.scope(job))
         if shape not in self._shape_cache:
-            starts = [self._pool_start(pool, job) for pool in self.index.pools_by_model.get(job.gpu_model, ())]
+            starts = [self._pool_start(pool, job) for pool in self.index.pools_for(job)]
             best = min(starts, default=float("inf"))
             self._shape_cache[shape] = None if best == float("inf") else best
         return self._shape_cache[shape]

@@ -86,21 +86,41 @@ def test_a_policy_for_every_team_lets_the_first_in_line_take_the_burst_node(
     assert outsider.state in HOLDS_GPUS and node.name in outsider.placement
 
 
-def test_outsiders_beyond_the_reruns_are_dropped_from_the_burst_nodes_not_admitted_there() -> None:
-    """Each rerun leaves out the jobs the last run put on the burst; past BURST_RERUNS the rest is dropped."""
-    burst = {"burst-a10g-b1-01": cluster_services.TeamsOnly(frozenset({"vision"}), "node burst-a10g-b1-01 is burst #1's")}
-    pending = [policy.PendingJob(i, "render", "a10g", 4, 1, "standard", float(i), 3600.0) for i in range(10)]
-    runs: list[list[policy.JobId]] = []
+def node(name: str, pool: str, free: int, gpus: int = 8, cloud: bool = False) -> policy.NodeState:
+    return policy.NodeState(name, pool, "a100", gpus, free, is_cloud=cloud)
 
-    def run(pending: list[policy.PendingJob]) -> policy.CycleResult:  # the first waiting job always lands on the burst
-        runs.append([p.id for p in pending])
-        first = pending[0].id
-        return policy.CycleResult(
-            admitted=[policy.Admission(first, "burst-a10g", {"burst-a10g-b1-01": 4})],
-            preempted=[policy.Preemption(99, "reclaim", first, 0.0)],
-        )
 
-    result, kept = job_services._run_keeping_burst_nodes(run, pending, burst)
-    assert runs == [list(range(10)), list(range(1, 10)), list(range(2, 10)), list(range(3, 10))]
-    assert (result.admitted, result.preempted) == ([], [])
-    assert sorted(kept) == [0, 1, 2, 3] and kept[3] == "node burst-a10g-b1-01 is burst #1's"
+QUOTAS = [policy.Quota(team, "a100", 0, 64) for team in ("vision", "render")]
+
+
+def test_no_job_of_another_team_is_placed_or_reserved_on_a_pool_only_some_teams_may_use() -> None:
+    """The pure core: render's jobs never land on vision's burst pool, and render's blocked gang holds its
+    reservation on the nodes it may use, in the same cycle, instead of waiting a cycle out."""
+    grid = policy.Cluster(
+        [node("onprem-1", "onprem", 0), node("onprem-2", "onprem", 2), node("burst-1", "burst~vision", 8, cloud=True)],
+        {"burst~vision": frozenset({"vision"})},
+    )
+    running = [
+        policy.RunningJob(100, "vision", "a100", {"onprem-1": 8}, "standard", 0.0, 600.0),
+        policy.RunningJob(101, "vision", "a100", {"onprem-2": 6}, "standard", 0.0, 900.0),
+    ]
+    pending = [
+        policy.PendingJob(1, "render", "a100", 8, 1, "standard", 1.0, 3600.0),  # would fit only on the burst
+        policy.PendingJob(2, "render", "a100", 1, 1, "standard", 2.0, 60.0),
+        policy.PendingJob(3, "vision", "a100", 4, 1, "standard", 3.0, 3600.0),
+    ]
+    result = policy.run_cycle(now=10.0, cluster=grid, quotas=QUOTAS, pending=pending, running=running)
+    placed = {a.job_id: dict(a.placement) for a in result.admitted}
+    assert placed[3] == {"burst-1": 4}  # vision's job takes its burst
+    assert placed[2] == {"onprem-2": 1}  # render's small job goes where render may go
+    assert 1 not in placed
+    [held] = [r for r in result.reservations if r.job_id == 1]
+    assert held.pool == "onprem" and set(held.nodes) <= {"onprem-1", "onprem-2"}
+    assert result.waiting[1].reason in (policy.Reason.CAPACITY, policy.Reason.FRAGMENTATION)
+
+
+def test_without_team_only_pools_the_same_jobs_use_every_node() -> None:
+    grid = policy.Cluster([node("onprem-1", "onprem", 0), node("burst-1", "burst", 8, cloud=True)])
+    pending = [policy.PendingJob(1, "render", "a100", 8, 1, "standard", 1.0, 3600.0)]
+    result = policy.run_cycle(now=10.0, cluster=grid, quotas=QUOTAS, pending=pending, running=[])
+    assert [dict(a.placement) for a in result.admitted] == [{"burst-1": 8}]
