@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ MIDDLEWARE = [
     "portal.inputs.StrictInputMiddleware",
     "portal.security.NoStoreForSignedInMiddleware",
     "portal.security.AdminLoginLimitMiddleware",
+    "notebooks.origin.notebook_host_only",  # NOTEBOOK_ORIGIN's host serves notebooks and nothing else
 ]
 
 ROOT_URLCONF = "grid.urls"
@@ -545,6 +547,15 @@ NOTEBOOK_IMAGE = env_str("NOTEBOOK_IMAGE", "quay.io/jupyter/base-notebook:2025-0
 # code-server: the command on the nodes (and, on the simulator, on the portal's machine), and its image on Kubernetes.
 NOTEBOOK_CODE_SERVER = env_str("NOTEBOOK_CODE_SERVER", "code-server") or "code-server"
 NOTEBOOK_CODE_SERVER_IMAGE = env_str("NOTEBOOK_CODE_SERVER_IMAGE", "") or "codercom/code-server:4.139.1"
+# Notebooks on an origin of their own (notebooks/origin.py): e.g. https://notebooks.grid.example, a host
+# whose cookies the portal's do not share. Empty: proxied in the portal's origin.
+NOTEBOOK_ORIGIN = (env_str("NOTEBOOK_ORIGIN", "") or "").rstrip("/")
+if NOTEBOOK_ORIGIN:
+    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d+)?", NOTEBOOK_ORIGIN):
+        raise ConfigError(
+            f"NOTEBOOK_ORIGIN={NOTEBOOK_ORIGIN!r}: give scheme://host[:port], no path (e.g. https://notebooks.grid.example)"
+        )
+    ALLOWED_HOSTS = [*ALLOWED_HOSTS, NOTEBOOK_ORIGIN.split("://", 1)[1].split(":", 1)[0]]
 CELERY_BEAT_SCHEDULE["notebook-cull"] = {"task": "notebooks.tasks.cull_notebooks", "schedule": NOTEBOOK_CYCLE_S}
 
 # Checkpoint recovery (docs/recovery.md): each night, an hour after the portal's backup, every team's

@@ -24,7 +24,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -32,7 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.typing import Subprotocol
 
-from notebooks import services, unavailable
+from notebooks import origin, services, unavailable
 from notebooks.models import Notebook
 from portal.access import websocket_user
 from portal.fanout import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
@@ -52,11 +52,13 @@ UPSTREAM_TIMEOUT_S = 60.0
 
 def _from_this_site(request: HttpRequest) -> bool:
     """A state-changing request must come from the portal's own pages (the server's XSRF check is bypassed
-    by the token the proxy adds, so the proxy does that check itself)."""
-    origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
-    if origin.count("/") > 2:
-        origin = "/".join(origin.split("/")[:3])
-    return same_origin(origin, request.get_host(), list(getattr(settings, "CSRF_TRUSTED_ORIGINS", [])))
+    by the token the proxy adds, so the proxy does that check itself). On the notebooks' own origin
+    only that origin counts; on the portal's, the portal and its trusted origins."""
+    sent = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    if sent.count("/") > 2:
+        sent = "/".join(sent.split("/")[:3])
+    trusted = [] if origin.is_notebook_host(request.get_host()) else list(getattr(settings, "CSRF_TRUSTED_ORIGINS", []))
+    return same_origin(sent, request.get_host(), trusted)
 
 
 def _upstream_headers(request: HttpRequest, auth: dict[str, str]) -> dict[str, str]:
@@ -79,9 +81,57 @@ def upstream_client() -> httpx.AsyncClient:
 
 @csrf_exempt  # the Origin check below stands in for it: the server's own pages carry no portal CSRF token
 async def http_proxy(request: HttpRequest, notebook_id: int, path: str = "") -> HttpResponse:
+    if origin.origin():  # notebooks on an origin of their own (notebooks/origin.py)
+        if origin.is_notebook_host(request.get_host()):
+            return await _on_notebook_origin(request, notebook_id, path)
+        return await _hand_over(request, notebook_id, path)
     user = await request.auser()
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path())
+    return await _proxy(request, user, notebook_id, path)
+
+
+async def _hand_over(request: HttpRequest, notebook_id: int, path: str) -> HttpResponse:
+    """On the portal's origin: a user who may open the notebook is sent to its origin with a one-time ticket."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    try:
+        target = await sync_to_async(services.proxy_target)(user, notebook_id)
+    except services.NotebookNotOpen as exc:
+        return await sync_to_async(unavailable_answer)(request, exc.notebook, path)
+    if target is None:
+        raise Http404("No such notebook")
+    if request.method not in SAFE_METHODS:
+        return HttpResponse("refused: notebooks are served from their own origin", status=403, content_type="text/plain")
+    return HttpResponseRedirect(origin.ticket_url(user, notebook_id, request.path, request.META.get("QUERY_STRING", "")))
+
+
+async def _on_notebook_origin(request: HttpRequest, notebook_id: int, path: str) -> HttpResponse:
+    """On the notebook origin: a ticket becomes the notebook's cookie; the cookie alone lets a request through."""
+    ticket = request.GET.get(origin.TICKET_PARAM)
+    if ticket is not None:
+        user_id = await sync_to_async(origin.redeem_ticket)(ticket, notebook_id)
+        if user_id is None:
+            return HttpResponse(OPEN_FROM_PORTAL, status=403, content_type="text/plain")
+        query = origin.without_ticket(request.META.get("QUERY_STRING", ""))
+        response = HttpResponseRedirect(request.path + (f"?{query}" if query else ""))
+        response.set_cookie(
+            origin.cookie_name(notebook_id), origin.cookie_value(user_id, notebook_id),
+            max_age=origin.cookie_max_age_s(), path=origin.cookie_path(notebook_id),
+            secure=origin.origin().startswith("https:"), httponly=True, samesite="Lax",
+        )  # fmt: skip
+        return response
+    user = await sync_to_async(origin.user_of)(request, request.COOKIES, notebook_id)
+    if user is None:
+        return HttpResponse(OPEN_FROM_PORTAL, status=403, content_type="text/plain")
+    return await _proxy(request, user, notebook_id, path)
+
+
+OPEN_FROM_PORTAL = "refused: open this notebook from the portal (the link you followed has expired or was used)"
+
+
+async def _proxy(request: HttpRequest, user: Any, notebook_id: int, path: str) -> HttpResponse:
     try:
         target = await sync_to_async(services.proxy_target)(user, notebook_id)
     except services.NotebookNotOpen as exc:
@@ -148,12 +198,21 @@ class NotebookProxyConsumer(AsyncWebsocketConsumer):
     noted_at = 0.0
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        current = await database_sync_to_async(websocket_user)(self.scope) if user is not None and user.is_authenticated else None
+        self.notebook_id = int(self.scope["url_route"]["kwargs"]["notebook_id"])
+        if origin.origin():  # on their own origin, notebooks are opened with the notebook's cookie only
+            host, cookies = origin.ws_cookies(self.scope)
+            if not origin.is_notebook_host(host):
+                await self.close(code=CLOSE_FORBIDDEN)
+                return
+            current = await database_sync_to_async(origin.user_of)(None, cookies, self.notebook_id)
+        else:
+            user = self.scope.get("user")
+            current = (
+                await database_sync_to_async(websocket_user)(self.scope) if user is not None and user.is_authenticated else None
+            )
         if current is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self.notebook_id = int(self.scope["url_route"]["kwargs"]["notebook_id"])
         try:
             target = await database_sync_to_async(services.proxy_target)(current, self.notebook_id)
         except services.NotebookNotOpen:
