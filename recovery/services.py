@@ -28,6 +28,7 @@ from artifacts.layout import team_prefix
 from artifacts.stores import ArtifactStore, StoreError, open_store
 from cluster.backends import get_backend
 from cluster.backends.base import BackendError, ClusterBackend
+from cluster.backends.hybrid import HybridBackend
 from cluster.backends.kubernetes.backend import KubernetesBackend
 from cluster.backends.kubernetes.manifests import CHECKPOINT_CLAIM_ENV
 from cluster.backends.kubernetes.snapshots import SnapshotError, VolumeSnapshots
@@ -80,10 +81,13 @@ def replica() -> ArtifactStore | None:
 
 
 def volume_snapshots(backend: ClusterBackend | None = None) -> VolumeSnapshots | None:
-    """The snapshot calls when the grid is Kubernetes with checkpoint claims and K8S_SNAPSHOT_CLASS set, else None."""
+    """The snapshot calls when the grid is Kubernetes (alone or beside Slurm) with checkpoint claims and
+    K8S_SNAPSHOT_CLASS set, else None."""
     if not settings.K8S_SNAPSHOT_CLASS or settings.K8S_CHECKPOINT_VOLUME != "pvc":
         return None
     backend = backend or get_backend()
+    if isinstance(backend, HybridBackend):  # Slurm and Kubernetes on the same nodes: Kubernetes' claims
+        backend = backend.kubernetes
     if not isinstance(backend, KubernetesBackend):
         return None
     return VolumeSnapshots(backend.api, backend.options.manifest)

@@ -16,6 +16,8 @@ from django.core.management import call_command
 from django.test import Client
 from pytest_django import Settings
 
+from cluster.backends import get_backend
+from cluster.backends.hybrid import HybridBackend
 from cluster.backends.kubernetes import snapshots
 from cluster.backends.kubernetes.backend import KubernetesBackend
 from cluster.backends.kubernetes.manifests import ManifestConfig
@@ -111,6 +113,16 @@ def test_a_night_snapshots_each_teams_claim_waits_for_it_and_the_console_lists_i
     page = web(olivia).get("/console/recovery/")
     assert page.status_code == 200 and row.name in page.content.decode() and "Restore" in page.content.decode()
     assert web(alice).get("/console/recovery/").status_code == 404  # a member of the team: operators only
+
+
+def test_with_slurm_on_the_same_nodes_the_kubernetes_side_gets_its_volume_snapshots(
+    on_fake: FakeApiServer, vision: Team, settings: Settings
+) -> None:
+    settings.CLUSTER_BACKEND = "slurm+kubernetes"
+    assert isinstance(get_backend(), HybridBackend)
+    report = services.nightly(wait_s=10)
+    [row] = Snapshot.objects.all()
+    assert (row.kind, row.state, row.location) == (SnapshotKind.VOLUME, SnapshotState.READY, NS) and report.ready == [row.pk]
 
 
 def test_a_failed_snapshot_keeps_its_error_and_the_team_gets_a_new_one_the_next_night(
