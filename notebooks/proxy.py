@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import weakref
 from typing import Any, cast
@@ -45,6 +46,7 @@ HOP_BY_HOP = frozenset(
 NOT_UPSTREAM = HOP_BY_HOP | {"cookie", "authorization", "origin", "referer", "x-csrftoken"}
 NOT_DOWNSTREAM = HOP_BY_HOP | {"set-cookie", "content-encoding"}  # the body comes decoded
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+log = logging.getLogger(__name__)
 CLOSE_NOT_READY = 1013  # try again later: the server is starting or has ended
 CLOSE_UNREACHABLE = 1011
 UPSTREAM_TIMEOUT_S = 60.0
@@ -186,6 +188,13 @@ def unavailable_answer(request: HttpRequest, notebook: Notebook, path: str, caus
     if answer.retry_after_s:
         response["Retry-After"] = str(answer.retry_after_s)
     response["Cache-Control"] = "no-store"
+    # An answer the portal chose (a session starting or ended, a server gone), not a fault of the portal:
+    # logged here at its own level, not by Django as a server error on every poll of a starting notebook.
+    log.log(
+        logging.WARNING if answer.status == 502 else logging.INFO,
+        "notebook %s unavailable (%s, %s): %s", notebook.pk, answer.status, notebook.state, cause or "-",
+    )  # fmt: skip
+    response._has_been_logged = True  # type: ignore[attr-defined]  # django.utils.log.log_response reads it
     return response
 
 

@@ -3,10 +3,12 @@ the session's state and what to do, linking to its page; everyone else is still 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from django.test import Client
 
 from jobs import services as job_services
@@ -83,10 +85,16 @@ def test_a_preempted_notebook_ends_at_the_next_request_and_the_page_says_so(
 
 
 def test_a_starting_notebook_answers_503_with_retry_after_as_a_page_and_as_json(
-    grid: Any, web: Callable[[User | None], Client], alice: User, carol: User
+    grid: Any, web: Callable[[User | None], Client], alice: User, carol: User, caplog: pytest.LogCaptureFixture
 ) -> None:
     notebook = services.start(alice, notebook_request())
-    page = web(alice).get(notebook.proxy_path, headers=HTML)
+    with caplog.at_level(logging.INFO):
+        page = web(alice).get(notebook.proxy_path, headers=HTML)
+    # An answer the portal chose, logged once at INFO by the proxy, not as a server error by Django.
+    assert [(r.name, r.levelname) for r in caplog.records if "unavailable" in r.getMessage().lower()] == [
+        ("notebooks.proxy", "INFO")
+    ]
+    assert not [r for r in caplog.records if r.name == "django.request"]
     assert page.status_code == 503 and page["Retry-After"] == "5" and page["Cache-Control"] == "no-store"
     assert f"Notebook #{notebook.pk} is starting." in page.content.decode()
     data = web(alice).get(f"{notebook.proxy_path}api/status")
