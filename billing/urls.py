@@ -6,6 +6,7 @@ urlpatterns = [
     path("", views.overview, name="billing_overview"),
     path("draft/", views.draft_month, name="billing_draft"),
     path("rate-cards/", views.add_rate_card, name="billing_rate_card_add"),
+    path("storage-rates/", views.add_storage_rate, name="billing_storage_rate_add"),
     path("months/<str:month>.csv", views.month_csv, name="billing_month_csv"),
     path("teams/<slug:slug>/", views.team_page, name="billing_team"),
     path("invoices/<int:invoice_id>/", views.invoice_detail, name="billing_invoice"),

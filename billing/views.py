@@ -17,9 +17,9 @@ from django.views.decorators.http import require_GET, require_POST
 from billing import charts, exports, services
 from billing.access import billing_teams, require_billing, require_finance
 from billing.errors import BillingError
-from billing.forms import RateCardForm
+from billing.forms import RateCardForm, StorageRateForm
 from billing.metering import month_of
-from billing.models import Budget, BudgetAlert, Invoice, Notification, RateCard, UsageRecord
+from billing.models import Budget, BudgetAlert, Invoice, Notification, RateCard, StorageRateCard, UsageRecord
 from billing.services import notify
 from billing.services.budgets import restrictions_of
 from billing.services.invoices import currency, invoice_rows
@@ -72,6 +72,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         "months": picker_months(month_of(timezone.now())),
         "rate_cards": RateCard.objects.order_by("gpu_model", "pool_kind", "pool", "-valid_from")[:50],
         "rate_form": RateCardForm(initial={"valid_from": month}),
+        "storage_rates": StorageRateCard.objects.order_by("-valid_from")[:20],
+        "storage_form": StorageRateForm(initial={"valid_from": month}),
     }
     return render(request, "billing/overview.html", {**context, "notifications": _unread(request)})
 
@@ -202,6 +204,31 @@ def add_rate_card(request: HttpRequest) -> HttpResponse:
         messages.success(
             request, f"Rate card added: {card.gpu_model.upper()} on {where}, {card.per_gpu_hour}/GPU-hour from {card.valid_from}."
         )
+    return redirect(back)
+
+
+@login_required
+@require_POST
+def add_storage_rate(request: HttpRequest) -> HttpResponse:
+    """Finance adds a storage rate card (per GB-month) through the billing service; each error names its field."""
+    require_finance(request.user)
+    form = StorageRateForm(request.POST)
+    back = reverse("billing_overview") + (
+        f"?month={request.POST['month']}" if inputs.MONTH.fullmatch(request.POST.get("month", "")) else ""
+    )
+    if not form.is_valid():
+        for field, problems in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(str(p) for p in problems)}")
+        return redirect(back)
+    data = form.cleaned_data
+    try:
+        card = services.add_storage_rate(
+            per_gb_month=data["per_gb_month"], valid_from=data["valid_from"], valid_until=data["valid_until"], note=data["note"]
+        )
+    except BillingError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Storage rate added: {card.per_gb_month}/GB-month from {card.valid_from}.")
     return redirect(back)
 
 

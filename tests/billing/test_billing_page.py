@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing import services
 from billing.metering import month_of
-from billing.models import RateCard
+from billing.models import RateCard, StorageRateCard
 from billing.views import picker_months
 from cluster.models import Pool
 from jobs.models import Job
@@ -81,3 +81,33 @@ def test_only_finance_adds_rate_cards(
     assert web(None).post("/billing/rate-cards/", CARD).status_code == 302  # to sign-in
     assert web(bob).get("/billing/rate-cards/").status_code in (403, 405)
     assert not RateCard.objects.exists()
+
+
+STORAGE = {"per_gb_month": "0.0230", "valid_from": "2024-01-01", "note": "object store"}
+
+
+def test_finance_adds_a_storage_rate_on_the_billing_page_and_errors_name_the_field(
+    web: Callable[[User | None], Client], fiona: User, pools: dict[str, Pool]
+) -> None:
+    client = web(fiona)
+    assert b'id="storage-rate-form"' in client.get("/billing/").content
+    response = client.post("/billing/storage-rates/", {**STORAGE, "month": "2024-01"})
+    assert response.status_code == 302 and response["Location"] == "/billing/?month=2024-01"
+    assert [f"{m}" for m in _messages(response)] == ["Storage rate added: 0.0230/GB-month from 2024-01-01."]
+    card = StorageRateCard.objects.get()
+    assert (card.per_gb_month, card.valid_from, card.note) == (Decimal("0.0230"), date(2024, 1, 1), "object store")
+    assert b"0.0230" in client.get("/billing/").content
+    negative = client.post("/billing/storage-rates/", {**STORAGE, "per_gb_month": "-1"})
+    assert any(m.startswith("per_gb_month:") for m in _messages(negative))
+    overlap = client.post("/billing/storage-rates/", {**STORAGE, "per_gb_month": "0.05"})  # the service's own check
+    assert any(m.startswith("valid_from:") or m.startswith("valid_until:") for m in _messages(overlap)), _messages(overlap)
+    assert StorageRateCard.objects.count() == 1
+
+
+def test_only_finance_adds_storage_rates(
+    web: Callable[[User | None], Client], bob: User, alice: User, carol: User, olivia: User, pools: dict[str, Pool]
+) -> None:
+    for user in (bob, alice, carol, olivia):  # the lead, researchers, an outsider, the operator
+        assert web(user).post("/billing/storage-rates/", STORAGE).status_code == 403
+    assert web(None).post("/billing/storage-rates/", STORAGE).status_code == 302  # to sign-in
+    assert not StorageRateCard.objects.exists()

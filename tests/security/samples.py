@@ -47,6 +47,7 @@ SAMPLES: dict[str, str] = {
     "billing/": "/billing/?month=2025-03",
     "billing/draft/": "/billing/draft/",
     "billing/rate-cards/": "/billing/rate-cards/",
+    "billing/storage-rates/": "/billing/storage-rates/",
     "billing/months/<str:month>.csv": "/billing/months/2025-03.csv",
     "billing/teams/<slug:slug>/": "/billing/teams/vision/",
     "billing/invoices/<int:invoice_id>/": "/billing/invoices/{invoice}/",

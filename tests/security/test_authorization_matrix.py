@@ -139,6 +139,9 @@ TABLE: dict[str, Row] = {
         post=(LOGIN, 403, 403, 403, 403, 302),
         body={"gpu_model": "v100", "pool_kind": "onprem", "per_gpu_hour": "1.50", "valid_from": "2025-01-01"},
     ),
+    "billing/storage-rates/": R(
+        POST_ONLY, post=(LOGIN, 403, 403, 403, 403, 302), body={"per_gb_month": "0.02", "valid_from": "2025-01-01"}
+    ),
     "billing/months/<str:month>.csv": R((LOGIN, 403, 403, 403, 403, 200)),
     "billing/teams/<slug:slug>/": R(BILLING),
     "billing/invoices/<int:invoice_id>/": R(BILLING),
