@@ -6,6 +6,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -177,18 +178,28 @@ def draft_month(request: HttpRequest) -> HttpResponse:
     return redirect(f"{reverse('billing_overview')}?month={month:%Y-%m}")
 
 
+def _back_to_month(request: HttpRequest) -> str:
+    """The billing page of the month the form was sent from."""
+    month = request.POST.get("month", "")
+    return reverse("billing_overview") + (f"?month={month}" if inputs.MONTH.fullmatch(month) else "")
+
+
+def _refused(request: HttpRequest, form: forms.Form) -> bool:
+    """Whether the form is invalid; each problem becomes a message naming its field."""
+    if form.is_valid():
+        return False
+    for field, problems in form.errors.items():
+        messages.error(request, f"{field}: {' '.join(str(p) for p in problems)}")
+    return True
+
+
 @login_required
 @require_POST
 def add_rate_card(request: HttpRequest) -> HttpResponse:
     """Finance adds a rate card through the billing service; each error names its field."""
     require_finance(request.user)
-    form = RateCardForm(request.POST)
-    back = reverse("billing_overview") + (
-        f"?month={request.POST['month']}" if inputs.MONTH.fullmatch(request.POST.get("month", "")) else ""
-    )
-    if not form.is_valid():
-        for field, problems in form.errors.items():
-            messages.error(request, f"{field}: {' '.join(str(p) for p in problems)}")
+    form, back = RateCardForm(request.POST), _back_to_month(request)
+    if _refused(request, form):
         return redirect(back)
     data = form.cleaned_data
     try:
@@ -212,13 +223,8 @@ def add_rate_card(request: HttpRequest) -> HttpResponse:
 def add_storage_rate(request: HttpRequest) -> HttpResponse:
     """Finance adds a storage rate card (per GB-month) through the billing service; each error names its field."""
     require_finance(request.user)
-    form = StorageRateForm(request.POST)
-    back = reverse("billing_overview") + (
-        f"?month={request.POST['month']}" if inputs.MONTH.fullmatch(request.POST.get("month", "")) else ""
-    )
-    if not form.is_valid():
-        for field, problems in form.errors.items():
-            messages.error(request, f"{field}: {' '.join(str(p) for p in problems)}")
+    form, back = StorageRateForm(request.POST), _back_to_month(request)
+    if _refused(request, form):
         return redirect(back)
     data = form.cleaned_data
     try:

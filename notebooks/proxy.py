@@ -98,12 +98,9 @@ async def _hand_over(request: HttpRequest, notebook_id: int, path: str) -> HttpR
     user = await request.auser()
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path())
-    try:
-        target = await sync_to_async(services.proxy_target)(user, notebook_id)
-    except services.NotebookNotOpen as exc:
-        return await sync_to_async(unavailable_answer)(request, exc.notebook, path)
-    if target is None:
-        raise Http404("No such notebook")
+    target = await _target(request, user, notebook_id, path)
+    if isinstance(target, HttpResponse):
+        return target
     if request.method not in SAFE_METHODS:
         return HttpResponse("refused: notebooks are served from their own origin", status=403, content_type="text/plain")
     return HttpResponseRedirect(origin.ticket_url(user, notebook_id, request.path, request.META.get("QUERY_STRING", "")))
@@ -133,13 +130,21 @@ async def _on_notebook_origin(request: HttpRequest, notebook_id: int, path: str)
 OPEN_FROM_PORTAL = "refused: open this notebook from the portal (the link you followed has expired or was used)"
 
 
-async def _proxy(request: HttpRequest, user: Any, notebook_id: int, path: str) -> HttpResponse:
+async def _target(request: HttpRequest, user: Any, notebook_id: int, path: str) -> services.ProxyTarget | HttpResponse:
+    """The notebook's server if the user may open it; the page saying why not when it is not open; 404 otherwise."""
     try:
         target = await sync_to_async(services.proxy_target)(user, notebook_id)
     except services.NotebookNotOpen as exc:
         return await sync_to_async(unavailable_answer)(request, exc.notebook, path)
     if target is None:
         raise Http404("No such notebook")
+    return target
+
+
+async def _proxy(request: HttpRequest, user: Any, notebook_id: int, path: str) -> HttpResponse:
+    target = await _target(request, user, notebook_id, path)
+    if isinstance(target, HttpResponse):
+        return target
     if request.method not in SAFE_METHODS and not _from_this_site(request):
         return HttpResponse("refused: the request did not come from this site", status=403, content_type="text/plain")
     query = request.META.get("QUERY_STRING", "")
