@@ -99,6 +99,11 @@ class HostResolver:
         with self._lock:
             return sorted(name for name, (node, _) in self._exporter_node.items() if node in wanted)
 
+    def left_out(self) -> dict[str, int]:
+        """Series left out since the last `take_unresolved`, per host name they gave (the counts stay)."""
+        with self._lock:
+            return dict(self._unresolved)
+
     def take_unresolved(self) -> dict[str, int]:
         """Series left out since the last call, per host name they gave; the counts start again."""
         with self._lock:

@@ -245,10 +245,12 @@ def unschedulable(fake: FakeApiServer, node: str) -> bool:
     return found is not None and found["spec"].get("unschedulable") is True
 
 
-def every_node_seen(source: PrometheusTelemetry, job: Job) -> CycleView | None:
+def every_node_seen(source: PrometheusTelemetry, job: Job, left_out: str = "") -> CycleView | None:
+    """The grid's view once every node, the job and (if named) an exporter no node answers for are in it."""
     view = source.cycle_view(0.05)
     nodes = set(view.guard.reporting)
-    return view if nodes == {"gpu-a100-1", "gpu-a100-2", "gpu-a100-3"} and job.pk in view.jobs else None
+    seen = nodes == {"gpu-a100-1", "gpu-a100-2", "gpu-a100-3"} and job.pk in view.jobs
+    return view if seen and (not left_out or left_out in source.hosts.left_out()) else None
 
 
 def test_the_guard_cordons_the_node_an_exporter_pod_runs_on_with_or_without_the_node_label(
@@ -268,7 +270,7 @@ def test_the_guard_cordons_the_node_an_exporter_pod_runs_on_with_or_without_the_
     exporters.texts[GONE] = operator_scrape(GONE, {0: 99.0}, {})
     source = telemetry.source_for(telemetry.held_jobs())
     assert isinstance(source, PrometheusTelemetry)
-    view = wait_for(lambda: every_node_seen(source, job))
+    view = wait_for(lambda: every_node_seen(source, job, left_out=GONE))  # Prometheus scraped the new exporter too
     assert view is not None
     assert sum(view.guard.reporting.values()) == 3 * GPUS  # the unresolved exporter's GPUs are not among them
     assert set(view.jobs) == {job.pk} and view.jobs[job.pk].gpus == 1  # the other pod is no portal job

@@ -52,8 +52,9 @@ def test_an_exporter_pod_name_becomes_its_node_and_an_unknown_one_is_left_out_an
     assert [r["metric"]["node"] for r in answer] == ["gpu-2", "gpu-2"]
     assert all(r["metric"]["Hostname"] == "nvidia-dcgm-exporter-xpn6b" for r in answer)  # the rest is kept
     assert MetricNames().host(answer[0]["metric"]) == "gpu-2"
+    assert resolver.left_out() == resolver.left_out() == {"nvidia-dcgm-exporter-gone1": 2}  # a look takes nothing
     assert resolver.take_unresolved() == {"nvidia-dcgm-exporter-gone1": 2}
-    assert resolver.take_unresolved() == {}  # taken: counted again from nothing
+    assert resolver.take_unresolved() == {} == resolver.left_out()  # taken: counted again from nothing
     assert resolver.aliases(["gpu-2"]) == ["nvidia-dcgm-exporter-xpn6b"] and resolver.aliases(["gpu-1"]) == []
 
 
