@@ -4,7 +4,7 @@ A shared GPU is a model of its own, as Kubernetes, Slurm and Kueue see it: a MIG
 (`a100-1g.10gb`: one of seven compute slices and 10 GB of an A100, its own device, resource
 `nvidia.com/mig-1g.10gb`) or a time-sliced GPU (`l4-shared`: one of four replicas the device plugin
 advertises of each L4, resource `nvidia.com/gpu.shared`). A node of a shared pool has so many slices,
-quotas count them, and rate cards price them (by default at their share of the whole GPU's rate). A job
+quotas count them, and rate cards price them (a card per shared model; without one, unpriced). A job
 asks for one with `gpu_model` and `gpu_fraction` (`shared_model_for`), or names it.
 """
 

@@ -60,19 +60,6 @@ def real_pool(pool: str) -> str:
     return pool.partition(TEAMS_ONLY_MARK)[0]
 
 
-def with_real_pools(result: policy.CycleResult) -> policy.CycleResult:
-    """The cycle's admissions and reservations with the grid's pool names."""
-    if not any(TEAMS_ONLY_MARK in a.pool for a in result.admitted) and not any(
-        TEAMS_ONLY_MARK in r.pool for r in result.reservations
-    ):
-        return result
-    return replace(
-        result,
-        admitted=[replace(a, pool=real_pool(a.pool)) for a in result.admitted],
-        reservations=[replace(r, pool=real_pool(r.pool)) for r in result.reservations],
-    )
-
-
 def kept_off_bursts(
     waiting: Mapping[policy.JobId, policy.Explanation],
     pending: Iterable[policy.PendingJob],
@@ -98,25 +85,6 @@ def kept_off_bursts(
 
 # Reasons that say the job waits for room (not for its quota, class or budget).
 ROOM_REASONS = frozenset({policy.Reason.CAPACITY, policy.Reason.FRAGMENTATION, policy.Reason.GANG, policy.Reason.NO_NODES})
-
-
-def kept_off(
-    result: policy.CycleResult, teams_only: Mapping[str, TeamsOnly], team_of: Mapping[policy.JobId, str]
-) -> dict[policy.JobId, str]:
-    """Jobs a pass placed on, or held, nodes their team may not use (another team's burst), with why.
-
-    The admission cycle's own pass never does (`cluster` puts such nodes in pools of their own); the
-    backlog's pass over the GPUs that free up next knows no per-team nodes, so its choices are checked.
-    """
-    claims = [(a.job_id, a.placement.keys()) for a in result.admitted] + [(r.job_id, r.nodes) for r in result.reservations]
-    found: dict[policy.JobId, str] = {}
-    for job_id, nodes in claims:
-        for node in nodes:
-            rule = teams_only.get(node)
-            if rule is not None and team_of.get(job_id) not in rule.teams:
-                found[job_id] = rule.why
-                break
-    return found
 
 
 def _class_of(job: Job, known: set[str]) -> str:
@@ -291,6 +259,7 @@ class BacklogView:
     waits on the backend whatever node the backend starts each job on)."""
 
     nodes: tuple[policy.NodeState, ...]
+    pool_teams: Mapping[str, frozenset[str]]  # pools only some teams may use (policy.Cluster.pool_teams)
     reserved: Mapping[str, int]  # GPUs held per node, as the portal placed its jobs
     capacity: Mapping[str, int]
     held: Mapping[str, int]
@@ -324,6 +293,7 @@ class BacklogView:
                 preempting.add(job.gpu_model)
         return cls(
             nodes=tuple(grid.nodes),
+            pool_teams=dict(grid.pool_teams),
             reserved=dict(reserved),
             capacity=dict(capacity),
             held=dict(held),
@@ -442,7 +412,7 @@ class Backlog:
             if gpus and offered[node.gpu_model] < room:
                 free[node.name] = gpus
                 offered[node.gpu_model] += gpus
-        return policy.Cluster([replace(node, free=free.get(node.name, 0)) for node in self.view.nodes])
+        return policy.Cluster([replace(node, free=free.get(node.name, 0)) for node in self.view.nodes], self.view.pool_teams)
 
     def _preempts_holder(self, priority: str, holders: Iterable[str]) -> bool:
         spec = self.view.classes.get(priority)

@@ -537,7 +537,7 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
         )
         # Nodes only some teams may use are pools of their own that only those teams' jobs may use, placed,
         # reserved or reclaimed on (`admission.cluster`); jobs they would have fitted are told why they wait.
-        result = admission.with_real_pools(run(pending=pending))
+        result = run(pending=pending)
         kept_off_burst = admission.kept_off_bursts(result.waiting, pending, grid, teams_only)
         quota_services.store_usage(team_usage, now)
         no_burst = {j.pk for j in waiting if restrictions.DENY_BURSTS in restricted.get(j.team_id, set())}
@@ -553,9 +553,6 @@ def run_admission_cycle(backend: ClusterBackend | None = None) -> list[int]:
                 view=queue, budget_gpus=backlog_gpus, now=now.timestamp(), quotas=team_quotas, usage=team_usage, config=config
             )
             chosen = backlog.choose(pending, running, allowed, result, by_id)
-            if teams_only:  # queued on the backend ahead of GPUs that free up: not on another team's burst either
-                off = admission.kept_off(policy.CycleResult(admitted=chosen), teams_only, {p.id: p.team for p in pending})
-                chosen = [a for a in chosen if a.job_id not in off]
             backlogged = _admit(chosen, now, queued=True)
         _record_explanations(waiting, result.waiting, {a.job_id for a in allowed} | set(backlogged))
         _explain_kept_off_cloud(kept_off_cloud)
@@ -623,7 +620,7 @@ def _without_cloud_for(
     if not job_ids:
         return admissions, []
     cloud = set(Pool.objects.filter(kind=PoolKind.CLOUD).values_list("name", flat=True))
-    kept = [a for a in admissions if a.job_id in job_ids and a.pool in cloud]
+    kept = [a for a in admissions if a.job_id in job_ids and admission.real_pool(a.pool) in cloud]
     return [a for a in admissions if a not in kept], kept
 
 
@@ -647,11 +644,12 @@ def _admit(admissions: list[policy.Admission], now: datetime, *, queued: bool = 
     for admit in admissions:
         if admit.preempts:
             continue  # admitted once its victims have given their GPUs back (a later cycle)
-        why = f"admitted to {admit.pool}" + (" (borrowing)" if admit.borrowing else "")
+        pool = admission.real_pool(admit.pool)  # a teams-only node's own pool is part of its grid pool
+        why = f"admitted to {pool}" + (" (borrowing)" if admit.borrowing else "")
         why += " (queued on the backend until GPUs free up)" if queued else ""
         moved = transition(
             int(admit.job_id), JobState.ADMITTED, why=why,
-            admitted_at=now, pool=admission.real_pool(admit.pool), placement=dict(admit.placement), reason="", reason_detail="",
+            admitted_at=now, pool=pool, placement=dict(admit.placement), reason="", reason_detail="",
             team_position=None, pool_position=None, estimated_start=None,
         )  # fmt: skip
         if moved:

@@ -13,7 +13,7 @@ from bursting import services
 from bursting.models import BurstNode, BurstPolicy, BurstProposal, NodeStatus
 from bursting.provider import SimulatedCloud
 from cluster import services as cluster_services
-from jobs import policy
+from jobs import admission, policy
 from jobs import services as job_services
 from jobs.models import Job
 from jobs.states import HOLDS_GPUS, JobState, PendingReason
@@ -124,3 +124,17 @@ def test_without_team_only_pools_the_same_jobs_use_every_node() -> None:
     pending = [policy.PendingJob(1, "render", "a100", 8, 1, "standard", 1.0, 3600.0)]
     result = policy.run_cycle(now=10.0, cluster=grid, quotas=QUOTAS, pending=pending, running=[])
     assert [dict(a.placement) for a in result.admitted] == [{"burst-1": 8}]
+
+
+def test_the_backlogs_pass_keeps_the_same_team_only_pools() -> None:
+    """The backlog's pass over the GPUs that free up next sees the pools only some teams may use too."""
+    grid = policy.Cluster(
+        [node("onprem-1", "bursting~vision", 8), node("onprem-2", "onprem", 8)], {"bursting~vision": frozenset({"vision"})}
+    )
+    view = admission.BacklogView.of(grid, {}, [], policy.DEFAULT_CLASSES)
+    backlog = admission.Backlog(view=view, budget_gpus=64, now=0.0, quotas=QUOTAS, usage={}, config=policy.PolicyConfig())
+    layer = backlog._next_layer({}, 64)
+    assert layer.pool_teams == {"bursting~vision": frozenset({"vision"})}
+    pending = [policy.PendingJob(1, "render", "a100", 8, 1, "standard", 1.0, 3600.0)]
+    result = policy.run_cycle(now=0.0, cluster=layer, quotas=QUOTAS, pending=pending, running=[])
+    assert [dict(a.placement) for a in result.admitted] == [{"onprem-2": 8}]  # never vision's node
