@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from inspect import iscoroutinefunction
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -26,6 +27,7 @@ from django.core import signing
 from django.core.cache import cache
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponseNotFound
+from django.http.cookie import parse_cookie
 from django.utils.decorators import sync_and_async_middleware
 
 TICKET_PARAM = "grid_ticket"
@@ -84,7 +86,7 @@ def cookie_max_age_s() -> int:
     return int(getattr(settings, "NOTEBOOK_MAX_LIFETIME_S", 12 * 3600))
 
 
-def user_of(request: HttpRequest | None, cookies: dict[str, str], notebook_id: int) -> Any | None:
+def user_of(cookies: Mapping[str, str], notebook_id: int) -> Any | None:
     """The active user the notebook's cookie names; None without a valid one."""
     raw = cookies.get(cookie_name(notebook_id))
     if not raw:
@@ -107,12 +109,7 @@ def without_ticket(query: str) -> str:
 def ws_cookies(scope: dict[str, Any]) -> tuple[str, dict[str, str]]:
     """A websocket's Host and cookies, from its scope's headers."""
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-    cookies: dict[str, str] = {}
-    for part in headers.get("cookie", "").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name:
-            cookies[name] = value
-    return headers.get("host", ""), cookies
+    return headers.get("host", ""), parse_cookie(headers.get("cookie", ""))
 
 
 PROXY_PATH = re.compile(r"^/notebooks/\d+/proxy/")

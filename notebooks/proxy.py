@@ -121,7 +121,7 @@ async def _on_notebook_origin(request: HttpRequest, notebook_id: int, path: str)
             secure=origin.origin().startswith("https:"), httponly=True, samesite="Lax",
         )  # fmt: skip
         return response
-    user = await sync_to_async(origin.user_of)(request, request.COOKIES, notebook_id)
+    user = await sync_to_async(origin.user_of)(request.COOKIES, notebook_id)
     if user is None:
         return HttpResponse(OPEN_FROM_PORTAL, status=403, content_type="text/plain")
     return await _proxy(request, user, notebook_id, path)
@@ -218,7 +218,7 @@ class NotebookProxyConsumer(AsyncWebsocketConsumer):
             if not origin.is_notebook_host(host):
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
-            current = await database_sync_to_async(origin.user_of)(None, cookies, self.notebook_id)
+            current = await database_sync_to_async(origin.user_of)(cookies, self.notebook_id)
         else:
             user = self.scope.get("user")
             current = (

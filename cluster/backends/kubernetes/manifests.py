@@ -147,13 +147,12 @@ def node_gpus(allocatable: Mapping[str, Any] | None, product: str) -> tuple[str,
     model = model_for_product(product)
     if resources.get(GPU_RESOURCE):
         return model or product.lower()[:20], resources[GPU_RESOURCE]
-    if resources.get(TIMESLICED_RESOURCE):
-        return model or f"{product.lower()[:13]}-shared", resources[TIMESLICED_RESOURCE]
+    if resources.get(TIMESLICED_RESOURCE):  # GFD's product label says -SHARED, as the model's does
+        return model or product.lower()[:20], resources[TIMESLICED_RESOURCE]
     slices = sorted(((n, k) for k, n in resources.items() if k.startswith(MIG_RESOURCE_PREFIX) and n), reverse=True)
-    if slices:
+    if slices:  # the label names the physical GPU; the resource names the slice
         count, name = slices[0]
-        whole = GPU_MODELS.get(model)
-        return f"{whole.key if whole else product.lower()[:7]}-{name.removeprefix(MIG_RESOURCE_PREFIX)}"[:20], count
+        return f"{model or product.lower()}-{name.removeprefix(MIG_RESOURCE_PREFIX)}"[:20], count
     return model or product.lower()[:20], 0
 
 
